@@ -1,0 +1,191 @@
+"""UFFN: Unified Feature Fusion Network with a Path Router, for all-in-one bad-weather restoration.
+
+The network (following the paper):
+
+* input: RGB plus one channel of first-order image gradient, computed inside the model;
+* shared encoder with one stride-2 sub-sampling, then multi-expert feature extraction: E parallel experts,
+  each a group of Smoothed Dilated Residual Blocks (GCANet);
+* path router: two convolutions, average pooling and a fully connected layer giving a probability vector
+  over the conditions; its argmax selects the branch. As fixed by DESIGN.md it reads a fixed-size
+  thumbnail of the frame (not the encoder features as in the paper), so it is a small static graph that
+  can run before the trunk and let `clean` frames skip everything else;
+* one multi-gated feature fusion branch per condition: a gate fuses the E experts (MMoE), two SDRB groups
+  extract high-level features, a second gate fuses low- and high-level features, a transposed-conv decoder
+  returns to H×W×3, and the input is added (global residual).
+
+The model is made of separately callable parts — `router`, `trunk`, `branch(name)` — whose composition is
+exactly `forward`; these are the graphs export writes, so they hold no data-dependent Python control flow.
+Imports nothing from export or the runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgerestore.conditions import CONDITIONS
+from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedResBlock, make_norm
+
+
+@dataclass(frozen=True)
+class UFFNConfig:
+    width: int = 16
+    experts: int = 3
+    expert_blocks: int = 1
+    branch_blocks: int = 1
+    expert_dilations: tuple[int, ...] = (1, 2, 4)
+    branch_dilation: int = 2
+    router_width: int = 32
+    thumbnail_size: int = 224
+    norm: str = "batch"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad the bottom/right of an NCHW tensor up to a multiple; returns the original (H, W)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x, (h, w)
+
+
+class PathRouter(nn.Module):
+    """Two convolutions, average pooling and a fully connected layer: logits over the conditions."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, width, 5, stride=2, padding=2)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class Expert(nn.Sequential):
+    """One expert: a group of SDRBs, all at the expert's own dilation (experts differ in receptive field)."""
+
+    def __init__(self, channels: int, blocks: int, dilation: int, norm: str) -> None:
+        super().__init__(*[SmoothDilatedResBlock(channels, dilation, norm) for _ in range(blocks)])
+
+
+class MultiGatedBranch(nn.Module):
+    """Restores one condition from the experts' features: gate → 2 SDRB groups → gate → decoder → + input."""
+
+    def __init__(self, config: UFFNConfig) -> None:
+        super().__init__()
+        c = config.width
+        self.experts = config.experts
+        self.expert_gate = GatedFusion(config.experts, c)
+        self.high_level = nn.Sequential(
+            *[
+                nn.Sequential(
+                    *[
+                        SmoothDilatedResBlock(c, config.branch_dilation, config.norm)
+                        for _ in range(config.branch_blocks)
+                    ]
+                )
+                for _ in range(2)
+            ]
+        )
+        self.level_gate = GatedFusion(2, c)
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False),
+            make_norm(config.norm, c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, 3, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        low = self.expert_gate(list(torch.chunk(features, self.experts, dim=1)))
+        high = self.high_level(low)
+        fused = self.level_gate([low, high])
+        return x + self.decoder(fused)
+
+
+class UFFN(nn.Module):
+    """Unified Feature Fusion Network with Path Router (see the module docstring)."""
+
+    stride = 2
+    family = "uffn"
+
+    def __init__(self, config: UFFNConfig | None = None, conditions: tuple[str, ...] = CONDITIONS) -> None:
+        super().__init__()
+        config = config or UFFNConfig()
+        if len(config.expert_dilations) < config.experts:
+            raise ValueError("expert_dilations needs one dilation per expert")
+        if conditions[0] != "clean":
+            raise ValueError("the first condition must be 'clean' (the pass-through class)")
+        self.config = config
+        self.conditions = tuple(conditions)
+        self.thumbnail_size = config.thumbnail_size
+        c = config.width
+        self.gradient = ImageGradient()
+        self.router_net = PathRouter(config.router_width, len(conditions))
+        self.encoder = nn.Sequential(
+            nn.Conv2d(4, c, 3, padding=1, bias=False),
+            make_norm(config.norm, c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+            make_norm(config.norm, c),
+            nn.ReLU(inplace=True),
+        )
+        self.experts = nn.ModuleList(
+            Expert(c, config.expert_blocks, config.expert_dilations[i], config.norm)
+            for i in range(config.experts)
+        )
+        self.branches = nn.ModuleDict({name: MultiGatedBranch(config) for name in self.conditions[1:]})
+
+    # ----- the parts (one exported graph each) -----
+    def make_thumbnail(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.thumbnail_size
+        return F.interpolate(x, size=(s, s), mode="area")
+
+    def router(self, thumbnail: torch.Tensor) -> torch.Tensor:
+        """Logits over `self.conditions` from a thumbnail [N, 3, S, S]."""
+        return self.router_net(torch.cat([thumbnail, self.gradient(thumbnail)], dim=1))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Shared expert features [N, E·C, H/2, W/2] from a frame whose H, W are multiples of the stride."""
+        f = self.encoder(torch.cat([x, self.gradient(x)], dim=1))
+        return torch.cat([expert(f) for expert in self.experts], dim=1)
+
+    def branch(self, name: str) -> MultiGatedBranch:
+        if name not in self.branches:
+            raise KeyError(f"no branch {name!r}; branches: {', '.join(self.branches)}")
+        return self.branches[name]
+
+    @property
+    def feature_channels(self) -> int:
+        return self.config.width * self.config.experts
+
+    # ----- the composition -----
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restore a batch [N, 3, H, W] of any size ≥ 2×2; returns (restored, router logits).
+
+        `condition` (LongTensor [N]) forces each sample's branch (teacher forcing in training); by default the
+        router's argmax picks it. `clean` samples are returned unchanged.
+        """
+        logits = self.router(self.make_thumbnail(x))
+        chosen = logits.argmax(dim=1) if condition is None else condition.to(x.device)
+        padded, (h, w) = pad_to_multiple(x, self.stride)
+        out = padded.clone()
+        restore = torch.nonzero(chosen != 0).flatten()
+        if restore.numel():
+            features = self.trunk(padded[restore])
+            for index, name in enumerate(self.conditions[1:], start=1):
+                local = torch.nonzero(chosen[restore] == index).flatten()
+                if local.numel():
+                    rows = restore[local]
+                    out[rows] = self.branches[name](padded[rows], features[local])
+        return out[..., :h, :w], logits

@@ -1,0 +1,184 @@
+"""The papers' models: shapes, exact part composition, init identities, cross-stitch algebra, zoo table."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgerestore.conditions import CONDITIONS  # noqa: E402
+from edgerestore.models import zoo  # noqa: E402
+from edgerestore.models.blocks import CrossStitch, ShareSepConv, SmoothDilatedResBlock  # noqa: E402
+from edgerestore.models.cmudrn import CMUDRN, CMUDRNConfig  # noqa: E402
+from edgerestore.models.uffn import UFFN, UFFNConfig, pad_to_multiple  # noqa: E402
+
+TINY = UFFNConfig(
+    width=8,
+    experts=2,
+    expert_blocks=1,
+    branch_blocks=1,
+    expert_dilations=(1, 2),
+    router_width=8,
+    thumbnail_size=32,
+)
+
+
+def tiny_uffn(seed: int = 0) -> UFFN:
+    torch.manual_seed(seed)
+    return UFFN(TINY).eval()
+
+
+@pytest.mark.parametrize("size", [(97, 131), (2, 2), (64, 64), (360, 640), (33, 48)])
+def test_uffn_output_keeps_any_input_size(size):
+    model = tiny_uffn()
+    x = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        restored, logits = model(x, torch.tensor([1, 3]))
+    assert restored.shape == x.shape
+    assert logits.shape == (2, len(CONDITIONS))
+
+
+def test_uffn_parts_compose_exactly_to_forward():
+    model = tiny_uffn()
+    x = torch.rand(1, 3, 97, 131)
+    padded, (h, w) = pad_to_multiple(x, model.stride)
+    with torch.inference_mode():
+        for index, name in enumerate(CONDITIONS[1:], start=1):
+            full, logits = model(x, torch.tensor([index]))
+            composed = model.branch(name)(padded, model.trunk(padded))[..., :h, :w]
+            assert torch.equal(full, composed), name
+            assert torch.equal(logits, model.router(model.make_thumbnail(x)))
+
+
+def test_uffn_routes_by_argmax_and_passes_clean_through():
+    model = tiny_uffn()
+    x = torch.rand(1, 3, 40, 40)
+    with torch.no_grad():
+        model.router_net.fc.bias.copy_(torch.tensor([100.0, 0, 0, 0, 0]))  # router says clean
+        restored, logits = model(x)
+    assert logits.argmax(1).item() == 0
+    assert torch.equal(restored, x)
+    with torch.no_grad():
+        model.router_net.fc.bias.copy_(torch.tensor([0, 0, 100.0, 0, 0]))  # router says haze
+        routed, _ = model(x)
+        forced, _ = model(x, torch.tensor([2]))
+    assert torch.equal(routed, forced)
+    assert not torch.equal(routed, x)
+
+
+def test_trunk_features_have_documented_shape():
+    model = tiny_uffn()
+    with torch.inference_mode():
+        f = model.trunk(torch.rand(1, 3, 96, 130))
+    assert f.shape == (1, model.feature_channels, 48, 65)
+
+
+def test_sharesepconv_is_identity_at_init():
+    conv = ShareSepConv(7)
+    x = torch.rand(2, 5, 23, 17)
+    assert torch.allclose(conv(x), x)
+    with pytest.raises(ValueError):
+        ShareSepConv(4)
+
+
+def test_smooth_dilated_block_keeps_shape_and_is_residual():
+    block = SmoothDilatedResBlock(6, dilation=4, norm="instance")
+    for p in list(block.conv2.parameters()):
+        torch.nn.init.zeros_(p)
+    x = torch.rand(1, 6, 31, 29)
+    # with the second conv zeroed the block is ReLU(x + norm(0)) = ReLU(x + bias) = x for x >= 0, bias 0
+    torch.nn.init.zeros_(block.norm2.bias)
+    assert torch.allclose(block(x), x)
+
+
+def test_cross_stitch_algebra():
+    a, b = torch.rand(1, 4, 5, 5), torch.rand(1, 4, 5, 5)
+    stitch = CrossStitch()
+    a2, b2 = stitch(a, b)
+    assert torch.allclose(a2, (a + b) / 2) and torch.allclose(b2, (a + b) / 2)
+    with torch.no_grad():
+        stitch.alpha.copy_(torch.tensor([1.0, 0.25]))
+    a2, b2 = stitch(a, b)
+    assert torch.equal(a2, a)
+    assert torch.allclose(b2, 0.25 * b + 0.75 * a)
+    with torch.no_grad():
+        stitch.alpha.copy_(torch.tensor([1.7, -0.3]))  # clamped to a convex combination
+    a2, b2 = stitch(a, b)
+    assert torch.equal(a2, a) and torch.allclose(b2, a)
+
+
+@pytest.mark.parametrize("loops", [1, 3])
+def test_cmudrn_returns_every_stage(loops):
+    torch.manual_seed(0)
+    model = CMUDRN(CMUDRNConfig(loops=loops, width=8)).eval()
+    x = torch.rand(1, 3, 37, 53)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.restored.shape == x.shape
+    assert len(out.rain_stages) == loops and len(out.snow_stages) == loops
+    assert torch.equal(out.rain_stages[-1], out.rain)
+
+
+def test_cmudrn_loop_count_shares_weights():
+    torch.manual_seed(0)
+    m3 = CMUDRN(CMUDRNConfig(loops=3, width=8))
+    m7 = m3.with_loops(7)
+    assert m7.loops == 7
+    assert zoo.count_parameters(m3) == zoo.count_parameters(m7)
+    for (n1, p1), (n2, p2) in zip(m3.state_dict().items(), m7.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+    with pytest.raises(ValueError):
+        CMUDRN(CMUDRNConfig(loops=8))
+
+
+def test_seeded_construction_is_deterministic():
+    x = torch.rand(1, 3, 48, 48)
+    with torch.inference_mode():
+        a, _ = tiny_uffn(7)(x, torch.tensor([4]))
+        b, _ = tiny_uffn(7)(x, torch.tensor([4]))
+        c, _ = tiny_uffn(8)(x, torch.tensor([4]))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_training_graph_backpropagates_through_teacher_forced_branches():
+    model = tiny_uffn().train()
+    x = torch.rand(4, 3, 32, 32)
+    restored, logits = model(x, torch.tensor([0, 1, 2, 4]))
+    (restored.mean() + logits.mean()).backward()
+    assert model.branches["rain"].decoder[-1].weight.grad is not None
+    assert model.branches["raindrop"].decoder[-1].weight.grad is None  # not selected: never ran
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = zoo.build("uffn-tiny")
+    path = zoo.save_checkpoint(tmp_path / "m.pt", model, "uffn-tiny", step=3)
+    loaded, meta = zoo.load_checkpoint(path)
+    assert meta["step"] == 3 and len(meta["sha256"]) == 64
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path):
+    from edgerestore.errors import UserError
+
+    with pytest.raises(UserError, match="not found"):
+        zoo.load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable"):
+        zoo.load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_readme_zoo_table_matches_the_code():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for row in zoo.zoo_table():
+        line = next((ln for ln in readme.splitlines() if ln.startswith(f"| `{row['profile']}`")), None)
+        assert line is not None, f"README has no zoo row for {row['profile']}"
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[2] == f"{row['params']:,}", row["profile"]
+        assert cells[3] == f"{row['params_routed']:,}", row["profile"]
+        assert re.fullmatch(r"[\d.]+", cells[4]) and abs(float(cells[4]) - row["gmacs_256"]) < 0.01
+        assert abs(float(cells[5]) - row["gmacs_640x360"]) < 0.01
