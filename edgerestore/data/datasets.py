@@ -1,0 +1,170 @@
+"""PyTorch datasets over paired folders, and a condition-balanced mix of several datasets.
+
+Items are dicts ``{"input", "target": float32 [3, P, P] RGB in [0, 1], "condition": int}`` (the index in
+`edgerestore.conditions.CONDITIONS`), the same format as `edgerestore.data.synthetic`'s
+SyntheticWeatherDataset, so both mix freely. Finding the pairs and reading the images is torch-free
+(`edgerestore.data.pairs`, `edgerestore.imageio`); this module imports torch and must not be imported by
+the runtime or by export code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, WeightedRandomSampler
+
+from edgerestore.conditions import CONDITIONS
+from edgerestore.data.pairs import PairedSet, open_paired_set
+from edgerestore.errors import UserError
+from edgerestore.imageio import read_image
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class PairedFolderDataset(Dataset):
+    """Random aligned patches of one paired folder (any layout `edgerestore.data.pairs` knows).
+
+    Training (`patch_size` set, `augment=True`): the same random P×P crop of input and target (images
+    smaller than P are reflect-padded), then a random horizontal flip, vertical flip and 90° rotation.
+    Evaluation (`patch_size=None`, `augment=False`): whole images. Randomness comes from torch's generator,
+    which DataLoader seeds per worker. `repeat` lengthens an epoch over a small set; `cache` keeps decoded
+    images in memory (worth it for a few hundred images, and for DDN's 14 inputs sharing one target).
+    """
+
+    def __init__(
+        self,
+        root: str | Path | PairedSet,
+        patch_size: int | None = 128,
+        condition: str | None = None,
+        augment: bool = True,
+        repeat: int = 1,
+        cache: bool = False,
+    ) -> None:
+        self.set = root if isinstance(root, PairedSet) else open_paired_set(root, condition=condition)
+        name = condition or self.set.condition
+        if name is None:
+            raise UserError(
+                f"cannot tell which condition {self.set.root} shows from its name; pass the condition "
+                f"explicitly (one of {', '.join(CONDITIONS)})"
+            )
+        if name not in CONDITIONS:
+            raise UserError(f"unknown condition {name!r}; expected one of {', '.join(CONDITIONS)}")
+        self.condition_name = name
+        self.condition = CONDITIONS.index(name)
+        self.patch_size = patch_size
+        self.augment = augment
+        self.repeat = max(1, int(repeat))
+        self._cache: dict[Path, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.set.pairs) * self.repeat
+
+    def condition_of(self, index: int) -> int:
+        """The condition label of item `index` without reading it (used by `MixedDataset`)."""
+        return self.condition
+
+    def _read_rgb(self, path: Path) -> np.ndarray:
+        if self._cache is not None and path in self._cache:
+            return self._cache[path]
+        rgb = read_image(path)[:, :, ::-1]
+        if self._cache is not None:
+            self._cache[path] = rgb
+        return rgb
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.set.pairs[index % len(self.set.pairs)]
+        x, y = self._read_rgb(pair.input), self._read_rgb(pair.target)
+        if x.shape != y.shape:
+            raise UserError(
+                f"{pair.input.name} is {x.shape[1]}×{x.shape[0]} but its target {pair.target.name} is "
+                f"{y.shape[1]}×{y.shape[0]}; paired images must have the same size"
+            )
+        if self.patch_size is not None:
+            x, y = self._random_crop(x, y, self.patch_size)
+        if self.augment:
+            flips = torch.randint(0, 2, (2,)).tolist()
+            k = int(torch.randint(0, 4, ()).item())
+            if flips[0]:
+                x, y = x[:, ::-1], y[:, ::-1]
+            if flips[1]:
+                x, y = x[::-1], y[::-1]
+            if k:
+                x, y = np.rot90(x, k), np.rot90(y, k)
+        return {"input": _to_tensor(x), "target": _to_tensor(y), "condition": self.condition}
+
+    @staticmethod
+    def _random_crop(x: np.ndarray, y: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+        h, w = x.shape[:2]
+        if h < p or w < p:
+            pad = ((0, max(0, p - h)), (0, max(0, p - w)), (0, 0))
+            mode = "reflect" if h > 1 and w > 1 and p - h < h and p - w < w else "edge"
+            x, y = np.pad(x, pad, mode=mode), np.pad(y, pad, mode=mode)
+            h, w = x.shape[:2]
+        top = int(torch.randint(0, h - p + 1, ()).item())
+        left = int(torch.randint(0, w - p + 1, ()).item())
+        return x[top : top + p, left : left + p], y[top : top + p, left : left + p]
+
+
+def item_conditions(dataset: Dataset) -> np.ndarray:
+    """Condition label of every item, from `dataset.condition_of(i)` or a constant `dataset.condition`."""
+    n = len(dataset)
+    if hasattr(dataset, "condition_of"):
+        return np.fromiter((dataset.condition_of(i) for i in range(n)), dtype=np.int64, count=n)
+    constant = getattr(dataset, "condition", None)
+    if isinstance(constant, str):
+        constant = CONDITIONS.index(constant)
+    if isinstance(constant, int):
+        return np.full(n, constant, dtype=np.int64)
+    raise TypeError(
+        f"{type(dataset).__name__} tells neither condition_of(index) nor a constant condition; "
+        "MixedDataset needs one of them to balance conditions"
+    )
+
+
+class MixedDataset(ConcatDataset):
+    """Several datasets (paired folders, synthetic mixes) concatenated, with per-item sampling weights
+    that balance the conditions: each condition present is drawn equally often (or in the proportions of
+    `condition_weights`), however many items it has — the UFFN paper's oversampling of rare conditions.
+
+    Use `sampler()` with a DataLoader (instead of shuffle=True).
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], condition_weights: Mapping[str, float] | None = None):
+        super().__init__(list(datasets))
+        self.item_conditions = np.concatenate([item_conditions(d) for d in self.datasets])
+        counts = np.bincount(self.item_conditions, minlength=len(CONDITIONS))
+        self.condition_counts: dict[str, int] = {
+            c: int(counts[i]) for i, c in enumerate(CONDITIONS) if counts[i]
+        }
+        share = np.zeros(len(CONDITIONS))
+        for i, c in enumerate(CONDITIONS):
+            if counts[i]:
+                share[i] = 1.0 if condition_weights is None else float(condition_weights.get(c, 0.0))
+        if condition_weights is not None:
+            unknown = set(condition_weights) - set(CONDITIONS)
+            if unknown:
+                raise UserError(f"unknown condition(s) {sorted(unknown)}; expected {', '.join(CONDITIONS)}")
+        if share.sum() <= 0:
+            raise UserError("condition weights give every condition present weight 0")
+        share /= share.sum()
+        per_item = np.divide(share, counts, out=np.zeros_like(share), where=counts > 0)
+        self.weights: np.ndarray = per_item[self.item_conditions]
+
+    def condition_of(self, index: int) -> int:
+        return int(self.item_conditions[index])
+
+    def sampler(
+        self, num_samples: int | None = None, generator: torch.Generator | None = None
+    ) -> WeightedRandomSampler:
+        """Draws `num_samples` (default: len(self)) indices with replacement by the balancing weights."""
+        return WeightedRandomSampler(
+            torch.as_tensor(self.weights, dtype=torch.double),
+            num_samples=num_samples or len(self),
+            replacement=True,
+            generator=generator,
+        )

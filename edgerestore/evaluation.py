@@ -1,0 +1,432 @@
+"""Evaluating a restorer on paired sets (PSNR/SSIM per condition) and real folders (router accuracy).
+
+A restorer is any callable ``restore(bgr_uint8) -> (bgr_uint8, condition | None, probs | None)``: the
+PyTorch checkpoint (`checkpoint_restorer`), an engine bundle through the runtime (`bundle_restorer`), or a
+fake in tests. `evaluate` scores it and `write_report` writes report.md, report.json and side-by-side
+input | output | target images.
+
+Core code is numpy + OpenCV; torch and the runtime are imported only inside the restorer builders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgerestore.baselines import dehaze_dcp
+from edgerestore.conditions import CONDITIONS
+from edgerestore.data.pairs import PairedSet, guess_condition
+from edgerestore.errors import UserError
+from edgerestore.imageio import is_image_file, read_image, write_image
+from edgerestore.metrics import score
+
+RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
+
+METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
+
+
+@dataclass
+class ImageResult:
+    """One image: scores of the degraded input, the output and (haze sets) DCP against the target."""
+
+    name: str
+    expected: str | None
+    predicted: str | None
+    confidence: float | None
+    latency_ms: float
+    input: dict[str, float] | None = None
+    output: dict[str, float] | None = None
+    dcp: dict[str, float] | None = None
+
+
+@dataclass
+class SetReport:
+    """Means over one set. `input` is the do-nothing reference (degraded input vs target)."""
+
+    name: str
+    root: str
+    kind: str  # "paired" | "real"
+    layout: str
+    condition: str | None
+    n: int
+    input: dict[str, float] | None
+    output: dict[str, float] | None
+    dcp: dict[str, float] | None
+    router_accuracy: float | None
+    latency_ms: float
+    images: list[ImageResult] = field(default_factory=list)
+
+
+@dataclass
+class EvalReport:
+    restorer: str
+    sets: list[SetReport]
+    confusion: list[list[int]]  # rows: expected condition, columns: predicted, in CONDITIONS order
+    conditions: tuple[str, ...] = CONDITIONS
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    @property
+    def router_accuracy(self) -> float | None:
+        total = sum(map(sum, self.confusion))
+        return None if total == 0 else sum(self.confusion[i][i] for i in range(len(self.conditions))) / total
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["router_accuracy"] = self.router_accuracy
+        return _finite(data)
+
+    def to_markdown(self) -> str:
+        return _markdown(self)
+
+
+def _finite(value):
+    """JSON-safe copy: inf/nan become the strings "inf"/"-inf"/"nan" (strict JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _mean_scores(rows: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return None
+    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
+
+
+def _panel(image: np.ndarray, label: str, height: int) -> np.ndarray:
+    scale = height / image.shape[0]
+    panel = cv2.resize(image, (max(1, round(image.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+    bar = np.zeros((28, panel.shape[1], 3), np.uint8)
+    cv2.putText(bar, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([bar, panel])
+
+
+def side_by_side(panels: Sequence[tuple[np.ndarray, str]], height: int = 360) -> np.ndarray:
+    """Labelled panels (image, caption) in a row, each resized to `height` (never enlarged)."""
+    height = min(height, min(img.shape[0] for img, _ in panels))
+    return np.hstack([_panel(img, label, height) for img, label in panels])
+
+
+def _db(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.2f}"
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="img", dynamic_ncols=True)
+
+
+def _real_sets(real: str | Path) -> list[tuple[str, Path, list[Path]]]:
+    root = Path(real)
+    if not root.is_dir():
+        raise UserError(f"real-image folder {root} does not exist")
+    found = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        condition = sub.name.lower() if sub.name.lower() in CONDITIONS else guess_condition(sub)
+        if condition is None:
+            raise UserError(
+                f"cannot tell the condition of {sub}; name each subfolder of {root} after a condition "
+                f"({', '.join(CONDITIONS)})"
+            )
+        images = sorted(p for p in sub.iterdir() if is_image_file(p))
+        if images:
+            found.append((condition, sub, images))
+    if not found:
+        raise UserError(f"{root} has no subfolders with images; expected one subfolder per condition")
+    return found
+
+
+def evaluate(
+    restore: RestoreFn,
+    sets: Sequence[PairedSet],
+    real: Sequence[str | Path] = (),
+    out_dir: str | Path | None = None,
+    samples_per_set: int = 3,
+    baselines: bool = True,
+    crop_border: int = 0,
+    max_images: int | None = None,
+    description: str = "restorer",
+    progress: bool = True,
+) -> EvalReport:
+    """Run `restore` over every pair of `sets` and every image of the `real` folders and score it.
+
+    Paired sets: input and output PSNR/SSIM (Y and RGB) against the target, DCP on haze sets when
+    `baselines`. Every image whose expected condition is known and whose restorer names a condition
+    enters the confusion matrix. The first `samples_per_set` images of each set are saved side by side
+    under `out_dir/samples/` (if `out_dir`). `max_images` caps the images per set.
+    """
+    real_sets = [item for folder in real for item in _real_sets(folder)]
+    jobs: list[tuple[str, object]] = [("paired", s) for s in sets] + [("real", r) for r in real_sets]
+
+    def count(kind: str, job) -> int:
+        n = len(job.pairs) if kind == "paired" else len(job[2])
+        return n if max_images is None else min(n, max_images)
+
+    bar = _progress(sum(count(k, j) for k, j in jobs), progress)
+    confusion = np.zeros((len(CONDITIONS), len(CONDITIONS)), dtype=np.int64)
+    reports: list[SetReport] = []
+    samples_dir = Path(out_dir) / "samples" if out_dir is not None else None
+    try:
+        for kind, job in jobs:
+            if kind == "paired":
+                name, root, layout, expected = job.name, job.root, job.layout, job.condition
+                items = [(p.name, p.input, p.target) for p in job.pairs]
+            else:
+                expected, root, files = job
+                name, layout = f"real/{root.name}", "folder per condition"
+                items = [(f.stem, f, None) for f in files]
+            items = items[:max_images] if max_images is not None else items
+            if bar is not None:
+                bar.set_description(name)
+            results: list[ImageResult] = []
+            for i, (image_name, input_path, target_path) in enumerate(items):
+                degraded = read_image(input_path)
+                start = time.perf_counter()
+                output, predicted, probs = restore(degraded)
+                latency = (time.perf_counter() - start) * 1000.0
+                if output.shape != degraded.shape or output.dtype != np.uint8:
+                    raise ValueError(
+                        f"restorer returned {output.dtype} {output.shape} for a {degraded.shape} uint8 frame"
+                    )
+                confidence = None
+                if probs is not None and predicted in CONDITIONS:
+                    confidence = float(np.asarray(probs).ravel()[CONDITIONS.index(predicted)])
+                result = ImageResult(image_name, expected, predicted, confidence, latency)
+                if expected in CONDITIONS and predicted in CONDITIONS:
+                    confusion[CONDITIONS.index(expected), CONDITIONS.index(predicted)] += 1
+                target = None
+                if target_path is not None:
+                    target = read_image(target_path)
+                    if target.shape != degraded.shape:
+                        raise UserError(
+                            f"{input_path.name} is {degraded.shape[1]}×{degraded.shape[0]} but its target "
+                            f"{target_path.name} is {target.shape[1]}×{target.shape[0]}; pairs must match in size"
+                        )
+                    result.input = score(degraded, target, crop_border).as_dict()
+                    result.output = score(output, target, crop_border).as_dict()
+                    if baselines and expected == "haze":
+                        result.dcp = score(dehaze_dcp(degraded), target, crop_border).as_dict()
+                results.append(result)
+                if samples_dir is not None and i < samples_per_set:
+                    _save_sample(samples_dir, name, result, degraded, output, target)
+                if bar is not None:
+                    bar.update(1)
+            routed = [r for r in results if r.predicted is not None and r.expected is not None]
+            reports.append(
+                SetReport(
+                    name=name,
+                    root=str(root),
+                    kind=kind,
+                    layout=layout,
+                    condition=expected,
+                    n=len(results),
+                    input=_mean_scores(r.input for r in results),
+                    output=_mean_scores(r.output for r in results),
+                    dcp=_mean_scores(r.dcp for r in results),
+                    router_accuracy=(sum(r.predicted == r.expected for r in routed) / len(routed))
+                    if routed
+                    else None,
+                    latency_ms=float(np.mean([r.latency_ms for r in results])) if results else 0.0,
+                    images=results,
+                )
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    return EvalReport(restorer=description, sets=reports, confusion=confusion.tolist())
+
+
+def _save_sample(
+    folder: Path, set_name: str, result: ImageResult, degraded: np.ndarray, output: np.ndarray, target
+) -> None:
+    input_label = "input" + (f" {_db(result.input['psnr_rgb'])} dB" if result.input else "")
+    output_label = "output"
+    if result.predicted is not None:
+        output_label += f" [{result.predicted}" + (
+            f" {result.confidence:.2f}]" if result.confidence is not None else "]"
+        )
+    if result.output:
+        output_label += f" {_db(result.output['psnr_rgb'])} dB"
+    panels = [(degraded, input_label), (output, output_label)]
+    if target is not None:
+        panels.append((target, "target"))
+    safe = set_name.replace("/", "_")
+    write_image(folder / f"{safe}__{result.name}.png", side_by_side(panels))
+
+
+def _table_row(cells: Iterable[object]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _fmt_scores(s: dict[str, float] | None) -> list[str]:
+    if s is None:
+        return ["–"] * 4
+    return [_db(s["psnr_y"]), f"{s['ssim_y']:.4f}", _db(s["psnr_rgb"]), f"{s['ssim_rgb']:.4f}"]
+
+
+def _markdown(report: EvalReport) -> str:
+    lines = [f"# Evaluation of {report.restorer}", "", f"Created {report.created_at}.", ""]
+    paired = [s for s in report.sets if s.kind == "paired"]
+    if paired:
+        lines += [
+            "## Paired sets",
+            "",
+            "PSNR in dB, SSIM; Y = BT.601 luma (deraining papers' convention), RGB = all channels "
+            "(dehazing papers'). *input* is the degraded image itself (do nothing); *DCP* is the Dark Channel "
+            "Prior baseline (haze sets only).",
+            "",
+            _table_row(
+                [
+                    "set",
+                    "condition",
+                    "n",
+                    "what",
+                    "PSNR Y",
+                    "SSIM Y",
+                    "PSNR RGB",
+                    "SSIM RGB",
+                    "router acc.",
+                    "ms/img",
+                ]
+            ),
+            _table_row(["---"] * 3 + ["---"] + ["---:"] * 6),
+        ]
+        for s in paired:
+            acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
+            lines.append(
+                _table_row([s.name, s.condition or "?", s.n, "input", *_fmt_scores(s.input), "", ""])
+            )
+            lines.append(
+                _table_row(["", "", "", "**output**", *_fmt_scores(s.output), acc, f"{s.latency_ms:.1f}"])
+            )
+            if s.dcp is not None:
+                lines.append(_table_row(["", "", "", "DCP", *_fmt_scores(s.dcp), "", ""]))
+        lines.append("")
+    real = [s for s in report.sets if s.kind == "real"]
+    if real:
+        lines += [
+            "## Real images (no ground truth)",
+            "",
+            _table_row(["folder", "condition", "n", "router acc.", "ms/img"]),
+        ]
+        lines.append(_table_row(["---", "---", "---:", "---:", "---:"]))
+        for s in real:
+            acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
+            lines.append(_table_row([s.name, s.condition, s.n, acc, f"{s.latency_ms:.1f}"]))
+        lines.append("")
+    total = sum(map(sum, report.confusion))
+    if total:
+        lines += [
+            f"## Router confusion (rows: expected, columns: predicted; accuracy {report.router_accuracy:.1%} "
+            f"over {total} images)",
+            "",
+            _table_row(["expected \\ predicted", *report.conditions]),
+            _table_row(["---", *["---:"] * len(report.conditions)]),
+        ]
+        for cond, row in zip(report.conditions, report.confusion):
+            lines.append(_table_row([cond, *row]))
+        lines.append("")
+    else:
+        lines += ["The restorer names no condition (blind model): no router accuracy.", ""]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write report.md and report.json (atomically) under `out_dir`; returns their paths."""
+    out = Path(out_dir)
+    md, js = out / "report.md", out / "report.json"
+    _write_text(js, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n")
+    _write_text(md, report.to_markdown())
+    return md, js
+
+
+# ---- restorers ---------------------------------------------------------------------------------------
+
+
+def identity_restorer(frame: np.ndarray) -> tuple[np.ndarray, None, None]:
+    """Returns the frame unchanged and names no condition: the do-nothing reference."""
+    return frame, None, None
+
+
+def dcp_restorer(frame: np.ndarray) -> tuple[np.ndarray, None, None]:
+    """The Dark Channel Prior on every frame (a classical dehazer, for comparison)."""
+    return dehaze_dcp(frame), None, None
+
+
+def checkpoint_restorer(
+    path: str | Path, device: str = "cpu", threads: int | None = None
+) -> tuple[RestoreFn, str]:
+    """A restorer running a PyTorch checkpoint at full resolution (float32, inference mode); and its name."""
+    import torch
+
+    from edgerestore.models.zoo import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, meta = load_checkpoint(path, map_location=device)
+    model = model.to(device).eval()
+    conditions = tuple(getattr(model, "conditions", CONDITIONS))
+
+    def restore(frame: np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).to(device)
+        x = x.unsqueeze(0).float().div_(255.0)
+        with torch.inference_mode():
+            out = model(x)
+        if isinstance(out, tuple):
+            restored, logits = out
+            probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+            predicted = conditions[int(probs.argmax())]
+        else:  # CMUDRNOutput: blind, no router
+            restored, probs, predicted = out.restored, None, None
+        rgb = restored[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return np.ascontiguousarray(rgb[:, :, ::-1]), predicted, probs
+
+    return restore, f"checkpoint {Path(path).name} ({meta.get('profile', '?')})"
+
+
+def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:
+    """A restorer running an engine bundle through the runtime (no torch); temporal smoothing is reset
+    before every frame, since evaluation frames are unrelated stills."""
+    from edgerestore.runtime.restorer import Restorer
+
+    restorer = Restorer.open(bundle)
+    reset = getattr(restorer, "reset", None)
+
+    def restore(frame: np.ndarray):
+        if reset is not None:
+            reset()
+        result = restorer(frame)
+        return result.image, result.condition, None
+
+    return restore, f"bundle {Path(bundle).name}"

@@ -1,0 +1,95 @@
+"""Reading and writing still images as OpenCV-style uint8 BGR arrays.
+
+One reader for the whole project (datasets, evaluation, the CLI and the runtime's image-folder source), so
+every image enters the pipeline converted by the same rules. Imports numpy and OpenCV only: never torch.
+
+Conversion rules of `read_image` (the file is decoded with its stored bit depth and channels,
+`cv2.IMREAD_UNCHANGED`, so EXIF orientation is *not* applied and paired files stay aligned):
+
+* 8-bit: kept as is.
+* 16-bit: scaled to the full 8-bit range, ``round(v * 255 / 65535)`` (not the top byte, which biases dark).
+* 32-bit float (TIFF/EXR): taken as linear values in [0, 1], clipped, then ``round(v * 255)``.
+* gray (1 channel): replicated into B, G, R.
+* gray + alpha (2 channels) and BGRA (4 channels): the alpha channel is dropped and the colour values are
+  kept as stored (no compositing: a restoration model must see the pixels the camera saw).
+* anything else (unreadable, truncated, not an image, other depths): `UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgerestore.errors import UserError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for a regular file whose extension is one the project reads (case-insensitive)."""
+    path = Path(path)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith(".")
+
+
+def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Convert a decoded array (any of the depths/channel counts in the module docstring) to uint8 BGR."""
+    if image.dtype == np.uint8:
+        out = image
+    elif image.dtype == np.uint16:
+        out = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        out = np.rint(np.clip(np.nan_to_num(image, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise UserError(f"{name}: unsupported pixel type {image.dtype}; convert it to 8- or 16-bit PNG/JPEG")
+    if out.ndim == 3 and out.shape[2] == 1:
+        out = out[:, :, 0]
+    if out.ndim == 2:
+        return cv2.cvtColor(out, cv2.COLOR_GRAY2BGR)
+    if out.ndim != 3:
+        raise UserError(f"{name}: unsupported image shape {image.shape}; expected H×W or H×W×C")
+    channels = out.shape[2]
+    if channels == 2:
+        return cv2.cvtColor(np.ascontiguousarray(out[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if channels == 3:
+        return np.ascontiguousarray(out)
+    if channels == 4:
+        return np.ascontiguousarray(out[:, :, :3])
+    raise UserError(f"{name}: unsupported channel count {channels}; expected 1, 2, 3 or 4")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 BGR H×W×3 (rules in the module docstring); `UserError` if unreadable."""
+    path = Path(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise UserError(
+            f"cannot read image {path}: empty, truncated or not an image OpenCV can decode "
+            f"(supported: {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return to_bgr_uint8(image, str(path))
+
+
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write uint8 BGR (or gray) atomically: encode to a temporary file beside `path`, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise UserError(f"cannot encode {path.name}: unsupported extension {path.suffix!r}; use .png or .jpg")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,175 @@
+"""`evaluate` and `edgerestore eval` with fake restorers on tiny paired sets built here."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgerestore.cli import main
+from edgerestore.conditions import CONDITIONS
+from edgerestore.data.pairs import find_sets
+from edgerestore.evaluation import evaluate, identity_restorer, write_report
+
+
+def _make_set(root: Path, n: int, seed: int, haze: bool = False) -> None:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:40]
+    for i in range(n):
+        target = np.stack([xx * 5 + i * 7, yy * 6, (xx + yy) * 3], axis=2).astype(np.uint8)
+        if haze:
+            degraded = (0.5 * target + 0.5 * 220).astype(np.uint8)
+        else:
+            degraded = np.clip(target + rng.normal(0, 20, target.shape), 0, 255).astype(np.uint8)
+        (root / "input").mkdir(parents=True, exist_ok=True)
+        (root / "target").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "input" / f"{i}.png"), degraded)
+        cv2.imwrite(str(root / "target" / f"{i}.png"), target)
+
+
+@pytest.fixture
+def data(tmp_path):
+    _make_set(tmp_path / "dev" / "rain_small", 3, 0)
+    _make_set(tmp_path / "dev" / "sots_small", 2, 1, haze=True)
+    real = tmp_path / "real"
+    for cond, k in (("snow", 2), ("haze", 1)):
+        (real / cond).mkdir(parents=True)
+        for i in range(k):
+            cv2.imwrite(str(real / cond / f"{i}.jpg"), np.full((24, 24, 3), 90 + i, np.uint8))
+    return tmp_path
+
+
+def test_identity_restorer_output_scores_equal_input_scores(data):
+    report = evaluate(identity_restorer, find_sets(data / "dev"), progress=False)
+    for s in report.sets:
+        assert s.output == s.input
+        assert s.router_accuracy is None
+    assert sum(map(sum, report.confusion)) == 0
+
+
+def test_oracle_restorer_scores_infinite_psnr_and_ssim_one(data):
+    sets = find_sets(data / "dev")
+    truth = {}
+    for s in sets:
+        for p in s.pairs:
+            truth[cv2.imread(str(p.input)).tobytes()] = cv2.imread(str(p.target))
+
+    def oracle(frame):
+        return truth[frame.tobytes()], None, None
+
+    report = evaluate(oracle, sets, progress=False, baselines=False)
+    for s in report.sets:
+        assert math.isinf(s.output["psnr_rgb"]) and math.isinf(s.output["psnr_y"])
+        assert s.output["ssim_rgb"] == 1.0 and s.output["ssim_y"] == 1.0
+        assert s.input["psnr_rgb"] < 40
+
+
+def test_confusion_matrix_counts_expected_against_predicted(data):
+    def always_rain(frame):
+        probs = np.array([0.1, 0.6, 0.1, 0.1, 0.1])
+        return frame, "rain", probs
+
+    report = evaluate(
+        always_rain, find_sets(data / "dev"), real=[data / "real"], progress=False, baselines=False
+    )
+    c = np.array(report.confusion)
+    rain, haze, snow = (CONDITIONS.index(x) for x in ("rain", "haze", "snow"))
+    assert c[rain, rain] == 3 and c[haze, rain] == 2 + 1 and c[snow, rain] == 2
+    assert c.sum() == 8 and c[:, rain].sum() == 8
+    acc = {s.name: s.router_accuracy for s in report.sets}
+    assert acc == {"rain_small": 1.0, "sots_small": 0.0, "real/haze": 0.0, "real/snow": 0.0}
+    assert report.router_accuracy == pytest.approx(3 / 8)
+    assert report.sets[0].images[0].confidence == pytest.approx(0.6)
+
+
+def test_dcp_baseline_is_scored_on_haze_sets_only(data):
+    report = evaluate(identity_restorer, find_sets(data / "dev"), progress=False)
+    by_name = {s.name: s for s in report.sets}
+    assert by_name["rain_small"].dcp is None
+    assert by_name["sots_small"].dcp is not None
+
+
+def test_report_files_and_samples_are_written(data, tmp_path):
+    out = tmp_path / "out"
+    report = evaluate(
+        identity_restorer, find_sets(data / "dev"), real=[data / "real"], out_dir=out, samples_per_set=2,
+        progress=False,
+    )  # fmt: skip
+    md, js = write_report(report, out)
+    text = md.read_text()
+    assert "| rain_small | rain | 3 | input |" in text and "DCP" in text
+    parsed = json.loads(js.read_text(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
+    assert [s["name"] for s in parsed["sets"]] == ["rain_small", "sots_small", "real/haze", "real/snow"]
+    assert parsed["sets"][0]["n"] == 3 and len(parsed["sets"][0]["images"]) == 3
+    samples = sorted(p.name for p in (out / "samples").iterdir())
+    assert samples == [
+        "rain_small__0.png", "rain_small__1.png", "real_haze__0.png", "real_snow__0.png", "real_snow__1.png",
+        "sots_small__0.png", "sots_small__1.png",
+    ]  # fmt: skip
+    side = cv2.imread(str(out / "samples" / "rain_small__0.png"))
+    assert side.shape[1] == 3 * 40  # input | output | target
+
+
+def test_infinite_psnr_is_written_as_a_string_in_json(data, tmp_path):
+    sets = find_sets(data / "dev" / "rain_small")
+    targets = [cv2.imread(str(p.target)) for p in sets[0].pairs]
+    calls = iter(targets)
+    report = evaluate(lambda f: (next(calls), None, None), sets, progress=False)
+    _, js = write_report(report, tmp_path / "o")
+    assert json.loads(js.read_text())["sets"][0]["output"]["psnr_rgb"] == "inf"
+
+
+def test_restorer_returning_a_wrong_shape_is_rejected(data):
+    with pytest.raises(ValueError, match="restorer returned"):
+        evaluate(lambda f: (f[:-1], None, None), find_sets(data / "dev"), progress=False)
+
+
+def test_eval_command_writes_report_and_exits_zero(data, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["eval", "--baseline", "identity", "--data", str(data / "dev"), "--real", str(data / "real"),
+                 "--out", str(out), "--quiet", "--no-baselines", "--max-images", "1"])  # fmt: skip
+    assert code == 0
+    assert (out / "report.md").is_file() and (out / "report.json").is_file()
+    assert json.loads((out / "report.json").read_text())["sets"][0]["n"] == 1
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_eval_command_user_errors_are_one_line(data, tmp_path, capsys):
+    assert main(["eval", "--baseline", "identity", "--out", str(tmp_path / "o")]) == 2
+    assert main(["eval", "--baseline", "identity", "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("edgerestore eval: error:") for line in err)
+
+
+def test_eval_command_condition_prefix_overrides_the_guess(data, tmp_path):
+    out = tmp_path / "o"
+    assert main(["eval", "--baseline", "identity", "--data", f"snow={data / 'dev' / 'rain_small'}",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert json.loads((out / "report.json").read_text())["sets"][0]["condition"] == "snow"
+
+
+def test_checkpoint_restorer_runs_uffn_and_blind_cmudrn_checkpoints(data, tmp_path):
+    pytest.importorskip("torch")
+    from edgerestore.evaluation import checkpoint_restorer
+    from edgerestore.models.zoo import build, save_checkpoint
+
+    frame = cv2.imread(str(data / "dev" / "rain_small" / "input" / "0.png"))[
+        :31, :37
+    ]  # odd size: padded inside
+    for profile, routed in (("uffn-tiny", True), ("cmudrn-t3", False)):
+        path = save_checkpoint(tmp_path / f"{profile}.pt", build(profile), profile)
+        restore, name = checkpoint_restorer(path)
+        out, condition, probs = restore(frame)
+        assert out.shape == frame.shape and out.dtype == np.uint8 and profile in name
+        if routed:
+            assert (
+                condition in CONDITIONS
+                and probs.shape == (5,)
+                and probs.sum() == pytest.approx(1.0, abs=1e-5)
+            )
+        else:
+            assert condition is None and probs is None
