@@ -16,6 +16,32 @@ from edgerestore.errors import UserError
 # verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("edgerestore.commands.info", "show the model zoo (params, MACs) and what this machine can run"),
+    "eval": ("edgerestore.commands.eval", "PSNR/SSIM per condition, router accuracy, side-by-side images"),
+    "restore": (
+        "edgerestore.commands.restore",
+        "restore images, folders and videos into an output folder, with a per-file condition report",
+    ),
+    "demo": (
+        "edgerestore.commands.demo",
+        "run a generated weather clip through the camera pipeline: side-by-side video, contact sheet, latency",
+    ),
+    "camera": (
+        "edgerestore.commands.camera",
+        "restore a camera, stream, video or image folder live (window or headless, record)",
+    ),
+    "train": (
+        "edgerestore.commands.train",
+        "train a zoo profile (synthetic weather and paired folders; torchrun for DDP)",
+    ),
+    "data": ("edgerestore.commands.data", "synthesise weather and preview it"),
+    "export": (
+        "edgerestore.commands.export",
+        "write one ONNX graph per model part (+ model.json), checked against PyTorch",
+    ),
+    "calibrate": (
+        "edgerestore.commands.calibrate",
+        "FP16 and INT8 (Q/DQ) graphs from calibration frames, with an accuracy guard",
+    ),
 }
 
 

@@ -1,0 +1,94 @@
+"""`edgerestore train`: train a zoo profile on synthetic weather (from clean photographs) and paired folders.
+
+Runs under `torchrun --nproc_per_node N -m edgerestore.cli train ...` for multi-GPU / multi-node (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", required=True, help="zoo profile, e.g. uffn-tiny, uffn-small, cmudrn-t3")
+    parser.add_argument("--clean", type=Path, help="folder of clean photographs to synthesise weather on")
+    parser.add_argument("--paired", type=Path, action="append", default=[], help="paired folder (repeatable)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="training checkpoint (resumed when it exists); default runs/<profile>/last.pt",
+    )
+    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch-size", type=int, default=128)
+    parser.add_argument(
+        "--lr", type=float, default=1e-4, help="AdamW learning rate (the paper: 1e-4), cosine decay"
+    )
+    parser.add_argument("--weight-decay", type=float, default=2e-4)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--val-samples", type=int, default=40)
+    parser.add_argument("--checkpoint-every", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1, help="data loader worker processes")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a profile config field, e.g. --set width=8 (for tests and experiments)",
+    )
+    parser.add_argument("--ship", type=Path, help="when done, write the small shipped weights file here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    import ast
+
+    from edgerestore.errors import UserError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgerestore.models.zoo import get_profile
+    from edgerestore.train.trainer import TrainConfig, ship_weights, train
+
+    get_profile(args.profile)
+    cfg = TrainConfig(
+        profile=args.profile,
+        out=args.out or Path("runs") / args.profile / "last.pt",
+        clean_dir=args.clean,
+        paired=list(args.paired),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        seed=args.seed,
+        val_every=args.val_every,
+        val_samples=args.val_samples,
+        checkpoint_every=args.checkpoint_every,
+        workers=args.workers,
+        threads=args.threads,
+        overrides=_parse_overrides(args.overrides),
+    )
+    metrics = train(cfg, progress=not args.quiet)
+    print(f"checkpoint: {cfg.out}")
+    if metrics:
+        print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    if args.ship:
+        print(f"shipped weights: {ship_weights(cfg.out, args.ship)}")
+    return 0

@@ -1,0 +1,462 @@
+"""Build an engine bundle from a directory of exported ONNX graphs: `build_bundle(...)`.
+
+Input: `export/<profile>/` as the export step writes it (`model.json`, `router.onnx`, `trunk.onnx`,
+`branch_<c>.onnx` or `cmudrn_t<T>.onnx`) with precision variants beside them (`fp16/`, `int8_trt/`,
+`int8_ort/`, each with `precision.json`). Output: `engines/<profile>-<backend>-<precision>/`, written
+atomically (see `bundle.write_bundle`), with per-graph progress and a summary table.
+
+Backend "auto": TensorRT when a CUDA GPU and a TensorRT module are present, else ONNX Runtime. TensorRT
+module: `tensorrt` if importable, else `tensorrt_rtx` (which also builds on a CPU-only machine; `tensorrt`
+needs the GPU). A bundle that is already up to date (same sources, settings and builder) is kept unless
+`force`. The CLI verb `edgerestore build` (which also re-runs export/precision when stale) calls this.
+
+Must not import torch. Imports onnx, and the chosen backend's module, inside functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgerestore.engines.bundle import (
+    BACKENDS,
+    GRAPH_SUFFIX,
+    PRECISIONS,
+    TRT_MODULES,
+    Bundle,
+    GraphEntry,
+    Manifest,
+    cuda_device_info,
+    default_bundle_dir,
+    load_bundle,
+    sha256_file,
+    write_bundle,
+)
+from edgerestore.errors import BundleError, UserError
+
+ONNX_FORMAT = "edgerestore-onnx/1"
+#: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
+DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
+DEFAULT_WORKSPACE = 1 << 30
+_PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "fp32": "fp32", "fp16": "fp16", "int8": "int8"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Choosing what to build
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_trt_module() -> str | None:
+    """`tensorrt` if importable, else `tensorrt_rtx`, else None."""
+    return next((m for m in TRT_MODULES if _importable(m)), None)
+
+
+def resolve_backend(backend: str, trt_module: str | None = None) -> tuple[str, str | None]:
+    """(backend, TensorRT module or None) for `backend` in auto|tensorrt|onnxruntime. "auto" picks TensorRT
+    only when a CUDA GPU is present and a TensorRT module importable (an RTX build on a CPU is opt-in)."""
+    if backend not in ("auto", *BACKENDS):
+        raise UserError(f"unknown backend {backend!r}; expected auto, {', '.join(BACKENDS)}")
+    if trt_module is not None and trt_module not in TRT_MODULES:
+        raise UserError(f"unknown TensorRT module {trt_module!r}; expected one of {', '.join(TRT_MODULES)}")
+    module = trt_module or default_trt_module()
+    if backend == "auto":
+        if module is not None and _importable(module) and cuda_device_info() is not None:
+            return "tensorrt", module
+        return "onnxruntime", None
+    if backend == "tensorrt":
+        if module is None or not _importable(module):
+            raise UserError(
+                f"--backend tensorrt needs {module or 'tensorrt or tensorrt_rtx'}, which is not installed: install "
+                "'edgerestore[tensorrt]' (JetPack ships it) or 'edgerestore[tensorrt-rtx]', or use --backend onnxruntime"
+            )
+        return "tensorrt", module
+    return "onnxruntime", None
+
+
+def source_subdir(backend: str, precision: str) -> str | None:
+    """Which variant directory under `export/<profile>/` feeds a build: None (the float32 graphs), `fp16`,
+    `int8_trt` (symmetric Q/DQ for TensorRT) or `int8_ort` (ONNX Runtime's CPU Q/DQ form)."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return "fp16"
+    return "int8_trt" if backend == "tensorrt" else "int8_ort"
+
+
+def normalise_shape_profile(profile: Mapping[str, Sequence[int]] | None, stride: int) -> dict[str, list[int]]:
+    """Validate a frame profile {min, opt, max} of [H, W]: positive, min <= opt <= max, multiples of the
+    model's stride (the runtime pads frames to it)."""
+    prof = {k: [int(v) for v in (profile or DEFAULT_SHAPE_PROFILE)[k]] for k in ("min", "opt", "max")}
+    for key, hw in prof.items():
+        if len(hw) != 2 or min(hw) < 1:
+            raise UserError(f"shape profile {key} must be [H, W] with positive sides, got {hw}")
+        if hw[0] % stride or hw[1] % stride:
+            raise UserError(
+                f"shape profile {key} {hw[0]}x{hw[1]} is not a multiple of the model's stride {stride}"
+            )
+    if not all(prof["min"][i] <= prof["opt"][i] <= prof["max"][i] for i in (0, 1)):
+        raise UserError(f"shape profile needs min <= opt <= max per side, got {prof}")
+    return prof
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GraphReport:
+    name: str
+    precision: str
+    size: int
+    seconds: float
+    accuracy: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    """`skipped`: the bundle was already up to date and was kept."""
+
+    bundle: Bundle
+    graphs: list[GraphReport]
+    seconds: float
+    skipped: bool = False
+
+    def summary(self) -> str:
+        return format_summary(self)
+
+
+def _accuracy_text(acc: Mapping[str, Any]) -> str:
+    parts = []
+    for key, label in (("psnr_vs_fp32", "vs fp32"), ("psnr_vs_gt", "vs GT")):
+        value = acc.get(key)
+        if isinstance(value, int | float):
+            parts.append(f"{value:.1f} dB {label}")
+    if isinstance(acc.get("router_agreement"), int | float):
+        parts.append(f"router {100 * acc['router_agreement']:.1f}%")
+    if acc.get("fallback"):
+        parts.append(str(acc["fallback"]))
+    return ", ".join(parts) or "-"
+
+
+def format_summary(result: BuildResult) -> str:
+    """A plain-text table: graph, precision, size, build time, accuracy; and where the bundle is."""
+    m = result.bundle.manifest
+    rows = [("graph", "precision", "size", "build", "accuracy")]
+    for g in result.graphs:
+        rows.append(
+            (
+                g.name,
+                g.precision,
+                f"{g.size / 1024:.0f} KiB",
+                f"{g.seconds:.2f} s",
+                _accuracy_text(g.accuracy),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    target = f"{m.builder.get('name')} {m.builder.get('version')}"
+    status = "up to date, kept" if result.skipped else f"built in {result.seconds:.1f} s"
+    lines.append(f"{result.bundle.path}: {m.backend} ({target}), {m.precision}, {status}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading the export
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    name: str
+    path: Path
+    precision: str
+    accuracy: dict[str, Any]
+
+
+def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"{what}: {path} not found; {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{what}: {path} unreadable ({str(exc).splitlines()[0]}); {fix}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what}: {path} is not a JSON object; {fix}")
+    return data
+
+
+def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str, Any], list[_Source]]:
+    fix_export = f"run: edgerestore export --profile {onnx_dir.name}"
+    model = _read_json(onnx_dir / "model.json", "no exported model", fix_export)
+    if model.get("format") != ONNX_FORMAT:
+        raise UserError(
+            f"{onnx_dir / 'model.json'} has format {model.get('format')!r}, expected {ONNX_FORMAT}; {fix_export}"
+        )
+    graphs = model.get("graphs") or {}
+    if not graphs:
+        raise UserError(f"{onnx_dir / 'model.json'} lists no graphs; {fix_export}")
+    sub = source_subdir(backend, precision)
+    per_graph: dict[str, Any] = {}
+    if sub is not None:
+        fix = f"run: edgerestore build --profile {model.get('profile', onnx_dir.name)} --precision {precision} (it converts first)"
+        info = _read_json(onnx_dir / sub / "precision.json", f"no {sub} graphs", fix)
+        per_graph = info.get("graphs") or {}
+    sources = []
+    for name, entry in graphs.items():
+        base = onnx_dir / entry["file"]
+        if not base.is_file():
+            raise UserError(f"{base} missing (listed in model.json); {fix_export}")
+        if entry.get("sha256") and sha256_file(base) != entry["sha256"]:
+            raise UserError(f"{base} changed after export (sha256 differs from model.json); {fix_export}")
+        acc = dict(per_graph.get(name) or {})
+        used = _PRECISION_ALIASES.get(str(acc.pop("precision", precision or "fp32")).lower())
+        if used is None:
+            raise UserError(f"{onnx_dir / sub / 'precision.json'}: unknown precision for {name}")  # type: ignore[operator]
+        for key in ("file", "sha256"):
+            acc.pop(key, None)
+        path = base if sub is None else onnx_dir / sub / entry["file"]
+        if not path.is_file():
+            if used != "fp32":
+                raise UserError(
+                    f"{path} missing (precision.json says {name} is {used}); re-run the precision step"
+                )
+            path = base
+        if used != precision:
+            acc.setdefault("fallback", f"fell back to {used}")
+        sources.append(_Source(name, path, used, acc))
+    return model, sources
+
+
+def _tensor_specs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def spec(v: Any) -> dict[str, Any]:
+        dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in v.type.tensor_type.shape.dim]
+        return {
+            "name": v.name,
+            "dtype": helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+            "shape": dims,
+        }
+
+    inits = {i.name for i in model.graph.initializer}
+    return [spec(v) for v in model.graph.input if v.name not in inits], [spec(v) for v in model.graph.output]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle | None:
+    """The existing bundle at `out_dir` if it loads cleanly and was built from the same sources with the
+    same settings and builder version; else None (it will be rebuilt)."""
+    try:
+        bundle = load_bundle(out_dir)
+    except BundleError:
+        return None
+    have = bundle.manifest
+    same = (
+        have.backend == want.backend
+        and have.precision == want.precision
+        and have.shape_profile == want.shape_profile
+        and have.builder.get("name") == want.builder.get("name")
+        and have.builder.get("version") == want.builder.get("version")
+        and have.device.get("target_compute_capabilities") == want.device.get("target_compute_capabilities")
+        and set(have.graphs) == {s.name for s in sources}
+        and all(have.graphs[s.name].source_onnx_sha256 == sha256_file(s.path) for s in sources)
+    )
+    return bundle if same else None
+
+
+class _Progress:
+    """tqdm over the graphs when installed (the build side may run on an edge device without it), else a
+    line per graph on stderr; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, desc: str) -> None:
+        self.bar = None
+        self.enabled = enabled
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="graph", file=sys.stderr)
+            except ImportError:
+                print(f"{desc}: {total} graphs", file=sys.stderr)
+
+    def start(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        elif self.enabled:
+            print(f"  building {name} ...", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_bundle(
+    onnx_dir: str | Path,
+    out_dir: str | Path | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    shape_profile: Mapping[str, Sequence[int]] | None = None,
+    workspace: int | None = DEFAULT_WORKSPACE,
+    timing_cache: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+    *,
+    trt_module: str | None = None,
+    trt_targets: Sequence[str] | None = None,
+    optimization_level: int | None = None,
+    threads: int = 0,
+    engines_root: str | Path = "engines",
+    on_graph: Callable[[GraphReport], None] | None = None,
+) -> BuildResult:
+    """Build `engines/<profile>-<backend>-<precision>/` (or `out_dir`) from `onnx_dir` (= `export/<profile>`).
+
+    `backend`: auto | tensorrt | onnxruntime; `precision`: fp32 | fp16 | int8 (the graphs carry it; the
+    builder only parses and builds); `shape_profile`: frame {min, opt, max} as [H, W] (default up to
+    1088x1920); `workspace`: TensorRT workspace pool bytes; `timing_cache`: TensorRT timing cache file,
+    shared across graphs and written back (default `engines/.timing-<module>-<version>.cache`; unused by
+    TensorRT-RTX); `force`: rebuild even when up to date. `trt_module`: tensorrt | tensorrt_rtx (default:
+    tensorrt if importable, else tensorrt_rtx); `trt_targets`: TensorRT-RTX compute capabilities ("8.6",
+    "current"); `threads`: ONNX Runtime intra-op threads recorded for the runtime. `on_graph` is called
+    after each graph. Raises UserError (BundleError, BuildError) with one line on any problem."""
+    onnx_dir = Path(onnx_dir)
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    backend, module = resolve_backend(backend, trt_module)
+    model, sources = _read_export(onnx_dir, backend, precision)
+    profile = str(model.get("profile") or onnx_dir.name)
+    stride = int(model.get("stride") or 1)
+    prof = normalise_shape_profile(shape_profile, stride)
+    out_dir = (
+        Path(out_dir)
+        if out_dir is not None
+        else default_bundle_dir(profile, backend, precision, engines_root)
+    )
+
+    if backend == "tensorrt":
+        from edgerestore.engines.tensorrt import (
+            TensorRTBuilder,
+            frame_profile,
+            import_trt,
+            is_rtx,
+            module_name,
+        )
+
+        trt = import_trt(module)
+        if timing_cache is None and not is_rtx(trt):  # per TensorRT version and GPU: caches do not transfer
+            dev = cuda_device_info()
+            sm = f"-sm{dev.sm}" if dev else ""
+            timing_cache = Path(engines_root) / f".timing-{module_name(trt)}-{trt.__version__}{sm}.cache"
+        trt_builder = TensorRTBuilder(
+            trt,
+            workspace=workspace,
+            timing_cache=timing_cache,
+            targets=trt_targets,
+            optimization_level=optimization_level,
+        )
+        builder_record: dict[str, Any] = {
+            "name": trt_builder.name,
+            "version": trt_builder.version,
+            "workspace": workspace,
+            "optimization_level": optimization_level,
+            "strongly_typed": True,
+        }
+        device_record = trt_builder.device_record()
+        session_options: dict[str, Any] = {}
+        rule = frame_profile(prof)
+    else:
+        from edgerestore.engines.onnxruntime import OnnxRuntimeBuilder
+
+        ort_builder = OnnxRuntimeBuilder(threads=threads)
+        builder_record = ort_builder.builder_record()
+        device_record = ort_builder.device_record()
+        session_options = ort_builder.session_options()
+
+    manifest = Manifest(
+        family=str(model.get("family")),
+        profile=profile,
+        conditions=list(model.get("conditions") or []),
+        stride=stride,
+        thumbnail_size=model.get("thumbnail_size"),
+        backend=backend,
+        precision=precision,
+        graphs={},
+        shape_profile=prof,
+        builder=builder_record,
+        device=device_record,
+        session_options=session_options,
+    )
+    if not force and out_dir.exists():
+        kept = _up_to_date(out_dir, manifest, sources)
+        if kept is not None:
+            reports = [
+                GraphReport(n, e.precision, e.size or kept.graph_path(n).stat().st_size, 0.0, e.accuracy)
+                for n, e in kept.manifest.graphs.items()
+            ]
+            return BuildResult(kept, reports, 0.0, skipped=True)
+
+    start = time.perf_counter()
+    reports: list[GraphReport] = []
+    files: dict[str, Path] = {}
+    suffix = GRAPH_SUFFIX[backend]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    bar = _Progress(len(sources), progress, f"{out_dir.name}")
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage:
+        try:
+            for src in sources:
+                bar.start(src.name)
+                dst = Path(stage) / f"{src.name}{suffix}"
+                if backend == "tensorrt":
+                    built = trt_builder.build(src.path, rule)
+                    dst.write_bytes(built.engine)
+                    seconds = built.seconds
+                else:
+                    seconds = ort_builder.optimize(src.path, dst).seconds
+                inputs, outputs = _tensor_specs(src.path)
+                manifest.graphs[src.name] = GraphEntry(
+                    file=dst.name,
+                    precision=src.precision,
+                    sha256="",
+                    source_onnx_sha256=sha256_file(src.path),
+                    inputs=inputs,
+                    outputs=outputs,
+                    accuracy=src.accuracy,
+                )
+                files[src.name] = dst
+                report = GraphReport(src.name, src.precision, dst.stat().st_size, seconds, src.accuracy)
+                reports.append(report)
+                if on_graph is not None:
+                    on_graph(report)
+                bar.done()
+        finally:
+            bar.close()
+        if backend == "tensorrt":
+            trt_builder.save_timing_cache()
+        bundle = write_bundle(out_dir, manifest, files, force=True)
+    return BuildResult(bundle, reports, time.perf_counter() - start)

@@ -1,0 +1,356 @@
+"""Training loop for UFFN and CMUDRN: AdamW, warm-up + cosine LR, periodic validation, atomic checkpoints with
+exact resume, deterministic seeds, and multi-GPU / multi-node data parallelism through `torchrun` (DDP).
+
+Determinism: the samples of step s on rank r are a pure function of (seed, s, r), and model, optimizer, LR
+schedule and step are all checkpointed, so a resumed run continues exactly as an uninterrupted one.
+
+Imports nothing from export or the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from edgerestore.conditions import CONDITIONS
+from edgerestore.errors import UserError
+from edgerestore.models import zoo
+from edgerestore.models.cmudrn import CMUDRN
+from edgerestore.models.uffn import UFFN
+from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, uffn_loss
+
+
+@dataclass
+class TrainConfig:
+    profile: str
+    out: Path
+    clean_dir: Path | None = None
+    paired: list[Path] = field(default_factory=list)
+    steps: int = 10000
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 2e-4
+    warmup: int = 100
+    seed: int = 0
+    val_every: int = 500
+    val_samples: int = 40
+    checkpoint_every: int = 200
+    workers: int = 1
+    threads: int = 0
+    overrides: dict = field(default_factory=dict)
+    condition_weights: dict = field(default_factory=dict)
+    loss: UFFNLossWeights = field(default_factory=UFFNLossWeights)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["clean_dir"] = str(self.clean_dir) if self.clean_dir else None
+        d["paired"] = [str(p) for p in self.paired]
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- data
+class StepSampler(Sampler[list[int]]):
+    """Batches of dataset indices for steps [start, stop): step s, rank r → a fixed, seeded set of indices."""
+
+    def __init__(
+        self,
+        length: int,
+        batch_size: int,
+        start: int,
+        stop: int,
+        seed: int,
+        rank: int,
+        world: int,
+        weights=None,
+    ):
+        self.length, self.batch_size = length, batch_size
+        self.p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+        self.start, self.stop, self.seed, self.rank, self.world = start, stop, seed, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            rng = np.random.default_rng([self.seed, step, self.rank])
+            if self.p is None:
+                yield rng.integers(0, self.length, self.batch_size).tolist()
+            else:  # condition-balancing weights of a MixedDataset (the paper's oversampling)
+                yield rng.choice(self.length, self.batch_size, p=self.p).tolist()
+
+
+class PairedPlusRouter(Dataset):
+    """Each item: a restoration pair (patch) plus, for UFFN, one router thumbnail of a whole degraded frame."""
+
+    def __init__(self, pairs: Dataset, thumbnails: Dataset | None):
+        self.pairs, self.thumbnails = pairs, thumbnails
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        item = dict(self.pairs[index])
+        if self.thumbnails is not None:
+            thumb = self.thumbnails[index % len(self.thumbnails)]
+            item["thumbnail"], item["thumbnail_condition"] = thumb["thumbnail"], thumb["condition"]
+        return item
+
+
+def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset]:
+    """(training set, fixed validation set) from clean photographs (synthetic weather) and paired folders."""
+    from edgerestore.data.datasets import MixedDataset, PairedFolderDataset
+    from edgerestore.data.router_thumbnails import RouterThumbnailDataset
+    from edgerestore.data.synthetic import SyntheticWeatherDataset
+
+    conditions = CONDITIONS if isinstance(model, UFFN) else ("rain", "snow")
+    parts: list[Dataset] = []
+    if cfg.clean_dir:
+        parts.append(
+            SyntheticWeatherDataset(
+                cfg.clean_dir,
+                patch_size=cfg.patch_size,
+                conditions=conditions,
+                # clean pairs teach the branches nothing (clean passes through); the router sees clean
+                # frames through its own thumbnails
+                weights=cfg.condition_weights or {c: float(c != "clean") for c in conditions},
+                seed=cfg.seed,
+            )
+        )
+    for folder in cfg.paired:
+        parts.append(PairedFolderDataset(folder, patch_size=cfg.patch_size, cache=True))
+    if not parts:
+        raise UserError("no training data: give --clean DIR (synthetic weather) and/or --paired DIR")
+    pairs = parts[0] if len(parts) == 1 else MixedDataset(parts, cfg.condition_weights or None)
+    thumbs = val_thumbs = None
+    if isinstance(model, UFFN):
+        if not cfg.clean_dir:
+            raise UserError("UFFN's router trains on synthetic weather: give --clean DIR")
+        thumbs = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed)
+        val_thumbs = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000)
+    val_source = (
+        SyntheticWeatherDataset(
+            cfg.clean_dir, patch_size=256, conditions=conditions, seed=cfg.seed + 10_000, augment=False
+        )
+        if cfg.clean_dir
+        else PairedFolderDataset(cfg.paired[0], patch_size=None, augment=False)
+    )
+    return PairedPlusRouter(pairs, thumbs), PairedPlusRouter(val_source, val_thumbs)
+
+
+# ----------------------------------------------------------------------------------------------- model step
+class TrainStep(nn.Module):
+    """What DDP wraps: one forward over a restoration batch (teacher-forced branches) and a router batch."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> tuple:
+        if isinstance(self.model, UFFN):
+            # forward's own logits come from the patch's thumbnail; the router learns from whole frames instead
+            restored, _ = self.model(batch["input"], batch["condition"])
+            return restored, self.model.router(batch["thumbnail"])
+        return (self.model(batch["input"]),)
+
+
+def compute_loss(model: nn.Module, outputs: tuple, batch: dict, progress: float, cfg: TrainConfig):
+    if isinstance(model, UFFN):
+        restored, logits = outputs
+        return uffn_loss(restored, batch["target"], logits, batch["thumbnail_condition"], progress, cfg.loss)
+    return cmudrn_loss(outputs[0], batch["target"], batch["condition"])
+
+
+# ----------------------------------------------------------------------------------------------- validation
+@torch.inference_mode()
+def validate(model: nn.Module, val_set: Dataset, samples: int) -> dict:
+    """PSNR (RGB, [0,1]) per condition with the true branch, and router accuracy on whole-frame thumbnails."""
+    model.eval()
+    psnr: dict[str, list[float]] = {}
+    input_psnr: dict[str, list[float]] = {}
+    correct = total = 0
+    for i in range(min(samples, len(val_set))):
+        item = val_set[i]
+        x, y = item["input"][None], item["target"][None]
+        cond = torch.tensor([int(item["condition"])])
+        if isinstance(model, UFFN):
+            out, _ = model(x, cond)
+            logits = model.router(item["thumbnail"][None])
+            correct += int(logits.argmax(1).item() == int(item["thumbnail_condition"]))
+            total += 1
+        else:
+            out = model(x).restored
+        name = CONDITIONS[int(cond)]
+        mse_out = float(((out.clamp(0, 1) - y) ** 2).mean())
+        mse_in = float(((x - y) ** 2).mean())
+        psnr.setdefault(name, []).append(10 * np.log10(1 / max(mse_out, 1e-10)))
+        input_psnr.setdefault(name, []).append(10 * np.log10(1 / max(mse_in, 1e-10)))
+    model.train()
+    result = {f"psnr/{k}": float(np.mean(v)) for k, v in sorted(psnr.items())}
+    result.update({f"input_psnr/{k}": float(np.mean(v)) for k, v in sorted(input_psnr.items())})
+    if total:
+        result["router_acc"] = correct / total
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        floor = cfg.min_lr / cfg.lr
+        return floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
+
+    return f
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _save(cfg: TrainConfig, model: nn.Module, opt, sched, step: int, wall: float, history: list) -> None:
+    zoo.save_checkpoint(
+        cfg.out,
+        model,
+        cfg.profile,
+        step=step,
+        optimizer=opt.state_dict(),
+        scheduler=sched.state_dict(),
+        train=dict(
+            config=cfg.to_dict(), command=" ".join(sys.argv), wall_seconds=wall, history=history[-200:]
+        ),
+    )
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume, when cfg.out exists) and return the last validation metrics."""
+    rank, world = _distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    model = zoo.build(cfg.profile, **cfg.overrides)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    start, wall_before, history = 0, 0.0, []
+    if cfg.out.exists():
+        payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
+        if payload.get("profile") != cfg.profile:
+            raise UserError(
+                f"{cfg.out} holds {payload.get('profile')}, not {cfg.profile}; choose another --out"
+            )
+        model.load_state_dict(payload["model"])
+        if "optimizer" in payload:
+            opt.load_state_dict(payload["optimizer"])
+            sched.load_state_dict(payload["scheduler"])
+        start = int(payload.get("step", 0))
+        wall_before = float(payload.get("train", {}).get("wall_seconds", 0.0))
+        history = list(payload.get("train", {}).get("history", []))
+        if rank == 0:
+            print(f"resuming {cfg.profile} from {cfg.out} at step {start}", file=sys.stderr)
+    step_module: nn.Module = TrainStep(model)
+    if world > 1:
+        step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
+    train_set, val_set = build_datasets(cfg, model)
+    loader = DataLoader(
+        train_set,
+        batch_sampler=StepSampler(
+            len(train_set),
+            cfg.batch_size,
+            start,
+            cfg.steps,
+            cfg.seed,
+            rank,
+            world,
+            weights=getattr(train_set.pairs, "weights", None),
+        ),
+        num_workers=cfg.workers,
+        persistent_workers=False,
+    )
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = cfg.out.with_suffix(".log.jsonl")
+    stop = {"now": False}
+
+    def _on_term(signum, frame):  # checkpoint on SIGTERM / Ctrl-C, then exit cleanly
+        stop["now"] = True
+
+    old_handlers = {s: signal.signal(s, _on_term) for s in (signal.SIGTERM, signal.SIGINT)}
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=cfg.profile, unit="step", dynamic_ncols=True)
+    t0 = time.time()
+    step = start
+    metrics: dict = {}
+    try:
+        for batch in loader:
+            out = step_module(batch)
+            loss, parts = compute_loss(model, out, batch, step / max(1, cfg.steps), cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if rank == 0:
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+                if step % 20 == 0 or step == cfg.steps:
+                    entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **parts}
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(entry) + "\n")
+                if step % cfg.val_every == 0 or step == cfg.steps:
+                    metrics = validate(model, val_set, cfg.val_samples)
+                    entry = {"step": step, "val": metrics}
+                    history.append(entry)
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(entry) + "\n")
+                    if bar is not None:
+                        bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["now"]:
+                    _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
+            if stop["now"]:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if world > 1:
+            dist.barrier()
+            dist.destroy_process_group()
+    return metrics
+
+
+def ship_weights(checkpoint: Path, dest: Path) -> Path:
+    """Strip optimizer state from a training checkpoint: the small file committed under weights/."""
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload.pop("optimizer", None)
+    payload.pop("scheduler", None)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+__all__ = ["TrainConfig", "train", "validate", "ship_weights", "CMUDRN", "UFFN"]

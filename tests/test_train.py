@@ -1,0 +1,158 @@
+"""Training: the papers' losses decrease on a fixed batch, resume is exact, DDP runs on two CPU processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+cv2 = pytest.importorskip("cv2")
+
+from edgerestore.models import zoo  # noqa: E402
+from edgerestore.models.cmudrn import CMUDRN, CMUDRNConfig  # noqa: E402
+from edgerestore.models.uffn import UFFN, UFFNConfig  # noqa: E402
+from edgerestore.train.losses import cmudrn_loss, cosine_decay, ssim, uffn_loss  # noqa: E402
+from edgerestore.train.trainer import TrainConfig, train  # noqa: E402
+
+TINY = ["width=8", "experts=2", "expert_dilations=(1, 2)", "router_width=8", "thumbnail_size=32"]
+TINY_DICT = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("clean")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        base = cv2.resize(
+            rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_CUBIC
+        )
+        cv2.imwrite(str(folder / f"img{i}.png"), base)
+    return folder
+
+
+def test_ssim_is_one_for_identical_and_lower_for_noisy():
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-6)
+    assert (ssim(x, (x + 0.2 * torch.randn_like(x)).clamp(0, 1)) < 0.9).all()
+
+
+def test_router_weight_decays_along_a_cosine():
+    assert cosine_decay(1.0, 0.0) == pytest.approx(1.0)
+    assert cosine_decay(1.0, 0.5) == pytest.approx(0.5)
+    assert cosine_decay(1.0, 1.0, floor=0.1) == pytest.approx(0.1)
+
+
+def test_uffn_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = UFFN(UFFNConfig(**TINY_DICT)).train()
+    target = torch.rand(4, 3, 32, 32)
+    x = (target * 0.6 + 0.3).clamp(0, 1)
+    cond = torch.tensor([1, 2, 3, 4])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        restored, logits = model(x, cond)
+        loss, parts = uffn_loss(restored, target, logits, cond, progress=0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(parts["loss"])
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_cmudrn_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = CMUDRN(CMUDRNConfig(loops=2, width=8)).train()
+    target = torch.rand(2, 3, 24, 24)
+    x = (target + 0.3 * (torch.rand_like(target) > 0.9)).clamp(0, 1)
+    cond = torch.tensor([1, 4])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss, parts = cmudrn_loss(model(x), target, cond)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(parts["loss"])
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def _cfg(tmp_path: Path, clean_dir: Path, steps: int, name: str) -> TrainConfig:
+    return TrainConfig(
+        profile="uffn-tiny",
+        out=tmp_path / name,
+        clean_dir=clean_dir,
+        steps=steps,
+        batch_size=2,
+        patch_size=32,
+        warmup=2,
+        val_every=1000,
+        val_samples=4,
+        checkpoint_every=1000,
+        workers=0,
+        lr=1e-3,
+        overrides=TINY_DICT,
+    )
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(tmp_path, clean_dir):
+    train(_cfg(tmp_path, clean_dir, 4, "straight.pt"), progress=False)
+    first = _cfg(tmp_path, clean_dir, 2, "resumed.pt")
+    train(first, progress=False)
+    second = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
+    train(second, progress=False)
+    a, meta_a = zoo.load_checkpoint(tmp_path / "straight.pt")
+    b, meta_b = zoo.load_checkpoint(tmp_path / "resumed.pt")
+    assert meta_a["step"] == meta_b["step"] == 4
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert (tmp_path / "straight.log.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_ddp_runs_on_two_cpu_processes_with_gloo(tmp_path, clean_dir):
+    out = tmp_path / "ddp.pt"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "edgerestore.cli",
+        "train",
+        "--profile",
+        "uffn-tiny",
+        "--clean",
+        str(clean_dir),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "32",
+        "--workers",
+        "0",
+        "--quiet",
+        "--threads",
+        "1",
+        "--val-every",
+        "2",
+        "--val-samples",
+        "2",
+    ] + [a for kv in TINY for a in ("--set", kv)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, meta = zoo.load_checkpoint(out)
+    assert meta["step"] == 2
