@@ -1,0 +1,407 @@
+"""`edgerestore demo`: the README's first command. Makes (once, cached) a short weather clip — clean, rain,
+haze, raindrop and snow segments panned over still photos and degraded by `edgerestore.data.degrade` — runs
+it through the camera pipeline headless, every frame, and writes a side-by-side video, a contact sheet PNG
+and the latency summary (with the router's accuracy against the clip's known conditions).
+
+`run_demo(bundle_dir, out_dir, ...)` is the reusable part; `run(args)` resolves the bundle first.
+Imports no torch (the clip needs numpy/OpenCV; scikit-image's bundled photos are used when installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerestore.commands._bundle import add_bundle_arguments, default_bundle_dir, open_restorer
+from edgerestore.commands._output import write_text_atomic
+from edgerestore.conditions import CONDITIONS
+from edgerestore.errors import UserError
+
+CLIP_VERSION = 2
+# Photos shipped inside scikit-image (no download), one per segment; outdoor scenes first.
+SCENE_FILES = ("rocket.jpg", "motorcycle_left.png", "coffee.png", "chelsea.png", "astronaut.png")
+# Conditions whose look stays put from frame to frame (drops on the lens, haze); rain and snow fall. Used only
+# when the degrade module has no `WeatherSequence` (which renders falling weather itself).
+STATIC_CONDITIONS = ("haze", "raindrop")
+
+
+def default_data_dir() -> Path:
+    """`$EDGERESTORE_DATA`, else `$XDG_CACHE_HOME/edgerestore`, else `~/.cache/edgerestore`."""
+    if os.environ.get("EDGERESTORE_DATA"):
+        return Path(os.environ["EDGERESTORE_DATA"])
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "edgerestore"
+
+
+@dataclass
+class DemoClip:
+    """A generated clip: the video file and the true condition of every frame."""
+
+    path: Path
+    labels: list[str]
+    fps: float
+    size: tuple[int, int]  # (width, height)
+    scenes: list[str] = field(default_factory=list)
+
+    @property
+    def segments(self) -> list[tuple[str, int, int]]:
+        """(condition, first frame, end frame) runs of `labels`."""
+        runs: list[tuple[str, int, int]] = []
+        for i, label in enumerate(self.labels):
+            if runs and runs[-1][0] == label and runs[-1][2] == i:
+                runs[-1] = (label, runs[-1][1], i + 1)
+            else:
+                runs.append((label, i, i + 1))
+        return runs
+
+
+def _scene_images() -> list[tuple[str, np.ndarray]]:
+    """Photos from scikit-image's data folder (read from disk, never downloaded); [] without skimage."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    from edgerestore.imageio import read_image
+
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    found = []
+    for name in SCENE_FILES:
+        if (folder / name).is_file():
+            found.append((f"skimage:{name}", read_image(folder / name)))
+    return found
+
+
+def _procedural_scene(seed: int, size: tuple[int, int] = (640, 420)) -> np.ndarray:
+    """A street-like picture (sky, buildings with windows, road) for machines without scikit-image."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    sky = np.linspace(235, 150, h // 2)[:, None]
+    img[: h // 2] = np.stack(
+        [np.repeat(sky, w, 1), np.repeat(sky * 0.85, w, 1), np.repeat(sky * 0.7, w, 1)], -1
+    )
+    img[h // 2 :] = (70, 72, 75)
+    x = 0
+    while x < w:
+        bw, bh = int(rng.integers(50, 120)), int(rng.integers(h // 4, int(h * 0.6)))
+        color = tuple(int(c) for c in rng.integers(60, 200, 3))
+        cv2.rectangle(img, (x, h * 3 // 4 - bh), (x + bw, h * 3 // 4), color, -1)
+        for wy in range(h * 3 // 4 - bh + 8, h * 3 // 4 - 12, 18):
+            for wx in range(x + 6, x + bw - 10, 16):
+                cv2.rectangle(
+                    img,
+                    (wx, wy),
+                    (wx + 8, wy + 10),
+                    (40, 60, 90) if rng.random() < 0.7 else (120, 220, 250),
+                    -1,
+                )
+        x += bw + int(rng.integers(0, 12))
+    cv2.rectangle(img, (0, h * 3 // 4), (w, h), (60, 60, 62), -1)
+    for lx in range(0, w, 60):
+        cv2.rectangle(img, (lx, h * 7 // 8), (lx + 30, h * 7 // 8 + 4), (220, 220, 220), -1)
+    noise = rng.normal(0, 6, img.shape)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def _pan(scene: np.ndarray, t: float, size: tuple[int, int]) -> np.ndarray:
+    """A (w, h) crop of `scene` scaled to cover it with room to move, at pan position t ∈ [0, 1]."""
+    import cv2
+
+    w, h = size
+    scale = max(1.35 * w / scene.shape[1], 1.15 * h / scene.shape[0])
+    big = cv2.resize(
+        scene, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    )
+    x = int(round(t * (big.shape[1] - w)))
+    y = int(round((0.5 + 0.5 * np.sin(2 * np.pi * t)) * (big.shape[0] - h)))
+    return np.ascontiguousarray(big[y : y + h, x : x + w])
+
+
+def make_demo_clip(
+    data_dir: Path | None = None,
+    *,
+    size: tuple[int, int] = (320, 240),
+    frames_per_segment: int = 24,
+    fps: float = 12.0,
+    conditions: tuple[str, ...] = CONDITIONS,
+    seed: int = 0,
+    refresh: bool = False,
+    progress: bool = True,
+) -> DemoClip:
+    """Generate the demo clip once and cache it under `data_dir/demo/` (an MJPG .avi plus a .json with the
+    per-frame conditions); later calls with the same parameters load the cache."""
+    import cv2
+
+    from edgerestore.commands._output import progress_bar
+
+    try:
+        from edgerestore.data import degrade
+    except ImportError as exc:
+        raise UserError(
+            f"the demo clip needs edgerestore.data.degrade ({exc}); reinstall edgerestore"
+        ) from None
+
+    def weather(condition: str, seed: int) -> Callable[[np.ndarray, int], np.ndarray]:
+        """Frame i with the segment's weather: `WeatherSequence` (rain and snow fall, drops and haze stay
+        put) where the degrade module has it, else independent `degrade_uint8_bgr` draws."""
+        if hasattr(degrade, "WeatherSequence"):
+            return degrade.WeatherSequence(h, w, condition, seed=seed).apply_uint8_bgr
+        static = condition in STATIC_CONDITIONS
+        return lambda frame, i: degrade.degrade_uint8_bgr(frame, condition, seed if static else seed + i)
+
+    for c in conditions:
+        if c not in CONDITIONS:
+            raise UserError(f"unknown condition {c!r}; expected one of {', '.join(CONDITIONS)}")
+    folder = (data_dir or default_data_dir()) / "demo"
+    w, h = size
+    stem = f"weather_clip_v{CLIP_VERSION}_{w}x{h}_{frames_per_segment}f_{fps:g}fps_s{seed}_{'-'.join(conditions)}"
+    video_path, meta_path = folder / f"{stem}.avi", folder / f"{stem}.json"
+    if not refresh and video_path.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return DemoClip(video_path, meta["labels"], meta["fps"], tuple(meta["size"]), meta.get("scenes", []))  # type: ignore[arg-type]
+    folder.mkdir(parents=True, exist_ok=True)
+    scenes = _scene_images() or [
+        (f"procedural:{i}", _procedural_scene(seed + i)) for i in range(len(SCENE_FILES))
+    ]
+    labels: list[str] = []
+    tmp = folder / f".{stem}.{os.getpid()}.partial.avi"
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    if not writer.isOpened():
+        raise UserError(f"cannot write {tmp}: this OpenCV build has no MJPG encoder")
+    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
+    bar = progress_bar(
+        len(conditions) * frames_per_segment, "making the demo clip", unit="frame", disable=not progress
+    )
+    try:
+        for s, condition in enumerate(conditions):
+            scene = scenes[s % len(scenes)][1]
+            apply = weather(condition, seed * 1000 + s * 100) if condition != "clean" else None
+            for i in range(frames_per_segment):
+                frame = _pan(scene, i / max(frames_per_segment - 1, 1), size)
+                if apply is not None:
+                    frame = apply(frame, i)
+                writer.write(frame)
+                labels.append(condition)
+                bar.update(1)
+        writer.release()
+        os.replace(tmp, video_path)
+    except BaseException:
+        writer.release()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        bar.close()
+    names = [scenes[s % len(scenes)][0] for s in range(len(conditions))]
+    meta = {
+        "version": CLIP_VERSION,
+        "labels": labels,
+        "fps": fps,
+        "size": [w, h],
+        "scenes": names,
+        "seed": seed,
+    }
+    write_text_atomic(meta_path, json.dumps(meta) + "\n")
+    return DemoClip(video_path, labels, fps, size, names)
+
+
+@dataclass
+class SegmentResult:
+    """How the runtime handled one segment of the clip."""
+
+    condition: str
+    frames: int
+    detected: dict[str, int]
+    router_accuracy: float
+    sample_raw: Any = None
+    sample_restored: Any = None
+    sample_detected: str | None = None
+    sample_confidence: float | None = None
+
+
+@dataclass
+class DemoReport:
+    clip: str
+    video: str | None
+    contact_sheet: str
+    summary_json: str
+    summary: dict[str, Any]
+    segments: list[dict[str, Any]]
+
+    def format(self) -> str:
+        lat = self.summary["latency_ms"]
+        lines = [
+            "| segment | frames | detected (frames) | router accuracy |",
+            "|---|---|---|---|",
+        ]
+        for seg in self.segments:
+            found = ", ".join(f"{k} {v}" for k, v in sorted(seg["detected"].items(), key=lambda kv: -kv[1]))
+            lines.append(f"| {seg['condition']} | {seg['frames']} | {found} | {seg['router_accuracy']:.0%} |")
+        lines += [
+            "",
+            f"{self.summary['frames_out']} frames, {self.summary['backend']} {self.summary['precision']}: "
+            f"latency p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+            f"{self.summary['fps']:.1f} FPS end to end",
+            f"side-by-side video  {self.video}",
+            f"contact sheet       {self.contact_sheet}",
+            f"latency summary     {self.summary_json}",
+        ]
+        return "\n".join(lines)
+
+
+def contact_sheet(segments: list[SegmentResult], width: int = 320) -> np.ndarray:
+    """One row per segment: raw | restored, labelled with the true and the detected condition."""
+    import cv2
+
+    from edgerestore.runtime.video import side_by_side
+
+    rows = []
+    for seg in segments:
+        if seg.sample_raw is None:
+            continue
+        raw, restored = seg.sample_raw, seg.sample_restored
+        scale = width / raw.shape[1]
+        raw = cv2.resize(raw, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        restored = cv2.resize(restored, (raw.shape[1], raw.shape[0]), interpolation=cv2.INTER_AREA)
+        conf = seg.sample_confidence
+        detected = f"{seg.sample_detected}" + (
+            f" {conf:.2f}" if conf is not None and np.isfinite(conf) else ""
+        )
+        rows.append(side_by_side(raw, restored, (f"input: {seg.condition}", f"restored ({detected})")))
+    if not rows:
+        raise UserError("no frames were processed, so there is no contact sheet to draw")
+    return cv2.vconcat(rows)
+
+
+def run_demo(
+    bundle_dir: str | Path | None,
+    out_dir: str | Path,
+    *,
+    clip: DemoClip | None = None,
+    data_dir: Path | None = None,
+    restorer: Any = None,
+    max_frames: int = 0,
+    record: bool = True,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    **restorer_options: Any,
+) -> DemoReport:
+    """Run the demo clip (made if needed) through the camera pipeline headless, every frame, and write into
+    `out_dir`: `demo_side_by_side.mp4` (raw | restored with the overlay), `demo_contact_sheet.png` and
+    `demo_latency.json`. `restorer` (anything with the `Restorer` call interface) overrides `bundle_dir`."""
+    from edgerestore.imageio import write_image
+    from edgerestore.runtime import video
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clip = clip or make_demo_clip(data_dir, progress=progress)
+    own = restorer is None
+    if own:
+        if bundle_dir is None:
+            raise UserError("run_demo needs a bundle_dir or a restorer")
+        from edgerestore.runtime.restorer import Restorer
+
+        restorer = Restorer.open(bundle_dir, video=True, **restorer_options)
+    segments = [SegmentResult(c, 0, {}, 0.0) for c, _, _ in clip.segments]
+    where = [k for k, (_, a, b) in enumerate(clip.segments) for _ in range(a, b)]
+    middles = {(a + b) // 2 for _, a, b in clip.segments}
+
+    def collect(result: video.FrameResult) -> None:
+        i = result.frame.index
+        if i >= len(where):
+            return
+        seg = segments[where[i]]
+        seg.frames += 1
+        found = result.condition or "?"
+        seg.detected[found] = seg.detected.get(found, 0) + 1
+        if i in middles:
+            seg.sample_raw, seg.sample_restored = result.frame.image, result.image
+            seg.sample_detected, seg.sample_confidence = found, result.confidence
+
+    try:
+        source = video.CaptureSource(str(clip.path), kind="file")
+        source.open()
+        grabber = video.FrameGrabber(source, drop_stale=False)
+        pipeline = video.RestorePipeline(grabber, restorer, max_frames=max_frames, on_result=[collect])
+        bar = None
+        if progress:
+            from edgerestore.commands._output import progress_bar
+
+            bar = progress_bar(max_frames or len(clip.labels), "demo", unit="frame")
+            pipeline.on_result.append(lambda r: bar.update(1))
+        options = video.LoopOptions(
+            headless=True,
+            record=out_dir / "demo_side_by_side.mp4" if record else None,
+            record_view="side-by-side",
+            record_overlay=True,
+            record_fps=clip.fps,
+            status_every=0.0,
+        )
+        try:
+            summary = video.run_loop(pipeline, options)
+        finally:
+            if bar is not None:
+                bar.close()
+        pipeline.raise_error()
+        if summary.interrupted:
+            raise KeyboardInterrupt
+    finally:
+        if own and hasattr(restorer, "close"):
+            restorer.close()
+    for seg in segments:
+        seg.router_accuracy = seg.detected.get(seg.condition, 0) / seg.frames if seg.frames else float("nan")
+    sheet_path = write_image(out_dir / "demo_contact_sheet.png", contact_sheet(segments))
+    seg_rows = [{k: v for k, v in asdict(s).items() if not k.startswith("sample_")} for s in segments]
+    summary_path = out_dir / "demo_latency.json"
+    payload = {"clip": str(clip.path), "summary": summary.as_dict(), "segments": seg_rows}
+    write_text_atomic(summary_path, json.dumps(payload, indent=2) + "\n")
+    report = DemoReport(
+        str(clip.path), summary.recording, str(sheet_path), str(summary_path), summary.as_dict(), seg_rows
+    )
+    echo(report.format())
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo_out"),
+        help="where the video, sheet and summary go (default: demo_out/)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the generated clip is cached (default: ~/.cache/edgerestore)",
+    )
+    parser.add_argument(
+        "--max-frames", type=int, default=0, help="stop after N frames (default: the whole clip)"
+    )
+    parser.add_argument("--refresh-clip", action="store_true", help="generate the clip again even if cached")
+    add_bundle_arguments(parser, force=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgerestore.runtime.video import quiet_video_logs
+
+    quiet_video_logs()
+    bundle = args.bundle if args.bundle is not None else default_bundle_dir()
+    clip = make_demo_clip(args.data_dir, refresh=args.refresh_clip)
+    args.bundle = bundle
+    restorer = open_restorer(args, video=True)
+    try:
+        run_demo(bundle, args.out, clip=clip, restorer=restorer, max_frames=args.max_frames)
+    finally:
+        close = getattr(restorer, "close", None)
+        if callable(close):
+            close()
+    return 0

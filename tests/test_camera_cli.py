@@ -1,0 +1,271 @@
+"""`edgerestore camera` end to end in subprocesses: one-line errors, headless runs, a recording that
+survives Ctrl-C, the no-display fallback, and the window with its overlay under a virtual X server.
+
+The CLI runs through tests/video_fakes.py, which swaps the model for a FakeRestorer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from video_fakes import make_video  # noqa: E402
+
+FAKES = str(Path(__file__).parent / "video_fakes.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _camera(args: list[str], tmp_path: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, FAKES, "camera", *args],
+        cwd=tmp_path,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "missing.mp4"], "unknown source 'missing.mp4'"),
+        (["--source", "gopher://x"], "scheme 'gopher'"),
+        (["--source", "notavideo.mp4"], "cannot open video"),
+        (["--device", "/dev/video-none"], "does not exist"),
+    ],
+)
+def test_bad_sources_are_one_line_errors_without_traceback(tmp_path, args, message):
+    (tmp_path / "notavideo.mp4").write_text("hello")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgerestore.cli", "camera", *args, "--headless"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgerestore camera: error: ") and message in lines[0], (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_bundle_is_a_one_line_error(tmp_path):
+    make_video(tmp_path / "clip.avi", 3)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgerestore.cli", "camera", "--source", "clip.avi", "--headless"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "edgerestore build" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_path):
+    make_video(tmp_path / "clip.avi", 25)
+    proc = _camera(["--source", "clip.avi", "--headless", "--no-drop", "--summary-json", "s.json"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "25 in, 25 processed, 0 dropped" in proc.stdout
+    assert "conditions  rain 25" in proc.stdout
+    import json
+
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames_in"] == summary["frames_out"] + summary["dropped"] == 25
+
+
+def test_without_a_display_the_window_falls_back_to_headless(tmp_path):
+    make_video(tmp_path / "clip.avi", 8)
+    proc = _camera(["--source", "clip.avi", "--max-frames", "5", "--no-drop"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no display (DISPLAY and WAYLAND_DISPLAY are not set); running headless" in proc.stderr
+    assert "Traceback" not in proc.stderr and "5 processed" in proc.stdout
+
+
+def _wait_for(predicate, timeout: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_recording_is_a_valid_video_after_ctrl_c(tmp_path):
+    import cv2
+
+    make_video(tmp_path / "clip.avi", 20)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [sys.executable, FAKES, "camera", "--source", "clip.avi", "--loop", "--headless", "--fps", "100"]
+        + ["--record", str(out), "--record-view", "side-by-side"],
+        cwd=tmp_path,
+        env=_env(FAKE_LATENCY_MS="5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()  # the first status line: frames are flowing and being recorded
+        assert "frames" in first, first + proc.stderr.read()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stdout
+    cap = cv2.VideoCapture(str(out))
+    frames, shape = 0, None
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames, shape = frames + 1, image.shape
+    cap.release()
+    assert frames > 10 and shape == (64, 192, 3), (frames, shape)
+    assert f"recording   {out} ({frames} frames)" in stdout
+    assert not [p.name for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+# ------------------------------------------------------------------------------------- window under Xvfb
+
+
+class _XImage(ctypes.Structure):
+    _fields_ = [
+        ("width", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("xoffset", ctypes.c_int),
+        ("format", ctypes.c_int),
+        ("data", ctypes.c_void_p),
+        ("byte_order", ctypes.c_int),
+        ("bitmap_unit", ctypes.c_int),
+        ("bitmap_bit_order", ctypes.c_int),
+        ("bitmap_pad", ctypes.c_int),
+        ("depth", ctypes.c_int),
+        ("bytes_per_line", ctypes.c_int),
+        ("bits_per_pixel", ctypes.c_int),
+    ]
+
+
+def _screenshot(display: str, width: int, height: int) -> np.ndarray | None:
+    """The X root window as BGR (libX11 through ctypes; None if libX11 is missing)."""
+    name = ctypes.util.find_library("X11")
+    if name is None:
+        return None
+    x11 = ctypes.cdll.LoadLibrary(name)
+    x11.XOpenDisplay.restype, x11.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    x11.XDefaultRootWindow.restype, x11.XDefaultRootWindow.argtypes = ctypes.c_ulong, [ctypes.c_void_p]
+    x11.XGetImage.restype = ctypes.POINTER(_XImage)
+    x11.XGetImage.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_int]
+    x11.XGetImage.argtypes += [ctypes.c_uint, ctypes.c_uint, ctypes.c_ulong, ctypes.c_int]
+    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    x11.XFree.argtypes = [ctypes.c_void_p]
+    dpy = x11.XOpenDisplay(display.encode())
+    if not dpy:
+        return None
+    try:
+        image = x11.XGetImage(dpy, x11.XDefaultRootWindow(dpy), 0, 0, width, height, 0xFFFFFFFF, 2)  # ZPixmap
+        if not image or image.contents.bits_per_pixel != 32:
+            return None
+        bpl = image.contents.bytes_per_line
+        raw = ctypes.string_at(image.contents.data, bpl * height)
+        x11.XFree(ctypes.c_void_p(image.contents.data))
+        return np.frombuffer(raw, np.uint8).reshape(height, bpl // 4, 4)[:, :width, :3].copy()
+    finally:
+        x11.XCloseDisplay(dpy)
+
+
+@pytest.fixture
+def xvfb():
+    """A private Xvfb on a free display number (Xvfb picks it: -displayfd)."""
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb); the window path is untested here")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as f:
+            number = f.readline().strip()
+        if not number:
+            pytest.skip("Xvfb did not start")
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_window_shows_the_overlay_under_a_virtual_display(tmp_path, xvfb):
+    if ctypes.util.find_library("X11") is None:
+        pytest.skip("libX11 is missing, so the test cannot take a screenshot")
+    make_video(tmp_path / "clip.avi", 30, size=(320, 240))
+    proc = subprocess.Popen(
+        [sys.executable, FAKES, "camera", "--source", "clip.avi", "--loop", "--fps", "30"],
+        cwd=tmp_path,
+        env=_env(DISPLAY=xvfb, FAKE_LATENCY_MS="3"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    shots: list[np.ndarray] = []
+
+    def overlay_visible() -> bool:
+        shot = _screenshot(xvfb, 800, 600)
+        if shot is None:
+            return False
+        shots.append(shot)
+        green_text = (shot[..., 1] > 200) & (shot[..., 0] < 150) & (shot[..., 2] < 150)
+        dark_box = (shot < 60).all(axis=2)
+        return green_text.sum() > 30 and dark_box.sum() > 2000
+
+    try:
+        seen = _wait_for(overlay_visible, timeout=30, step=0.25)
+        running = proc.poll() is None
+        if running and not seen:
+            proc.send_signal(signal.SIGUSR1)  # video_fakes dumps every thread's stack to stderr
+            time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert running, f"the camera window exited early: {stderr}"
+    assert shots, "no screenshot could be taken"
+    if not seen:
+        import cv2
+
+        cv2.imwrite(str(tmp_path / "last_screenshot.png"), shots[-1])
+    assert seen, f"no overlay on screen (see {tmp_path / 'last_screenshot.png'}); stderr: {stderr[-4000:]}"
+    assert "running headless" not in stderr
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert "interrupted" in stdout

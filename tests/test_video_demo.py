@@ -1,0 +1,59 @@
+"""The demo's clip generation (cached, labelled segments) and `run_demo` with a FakeRestorer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from video_fakes import FakeRestorer, ensure_degrade  # noqa: E402
+
+ensure_degrade()  # the real edgerestore.data.degrade when present
+
+from edgerestore.commands.demo import make_demo_clip, run_demo  # noqa: E402
+from edgerestore.conditions import CONDITIONS  # noqa: E402
+from edgerestore.runtime.video import count_video_frames  # noqa: E402
+
+
+def _clip(tmp_path: Path):
+    return make_demo_clip(tmp_path / "data", size=(96, 64), frames_per_segment=4, fps=8, progress=False)
+
+
+def test_demo_clip_has_one_labelled_segment_per_condition_and_is_cached(tmp_path):
+    clip = _clip(tmp_path)
+    assert [c for c, _, _ in clip.segments] == list(CONDITIONS)
+    assert count_video_frames(clip.path) == len(clip.labels) == 20
+    first = cv2.VideoCapture(str(clip.path)).read()[1]
+    assert first.shape == (64, 96, 3)
+    mtime = clip.path.stat().st_mtime_ns
+    again = _clip(tmp_path)
+    assert again.path == clip.path and again.labels == clip.labels and clip.path.stat().st_mtime_ns == mtime
+    assert not [p for p in clip.path.parent.iterdir() if "partial" in p.name]
+
+
+def test_run_demo_writes_side_by_side_video_contact_sheet_and_latency_summary(tmp_path):
+    clip = _clip(tmp_path)
+    lines: list[str] = []
+    report = run_demo(
+        None,
+        tmp_path / "out",
+        clip=clip,
+        restorer=FakeRestorer(latency_ms=1),
+        echo=lines.append,
+        progress=False,
+    )
+    video = Path(report.video)
+    assert count_video_frames(video) == 20
+    assert cv2.VideoCapture(str(video)).read()[1].shape == (64, 192, 3)
+    sheet = cv2.imread(report.contact_sheet)
+    row_height = round(64 * 320 / 96)  # each half is scaled to 320 px wide
+    assert sheet.shape == (5 * row_height, 640, 3), "one raw | restored row per segment"
+    data = json.loads(Path(report.summary_json).read_text())
+    assert data["summary"]["frames_out"] == 20 and data["summary"]["dropped"] == 0
+    accuracy = {s["condition"]: s["router_accuracy"] for s in data["segments"]}
+    assert accuracy == {"clean": 0.0, "rain": 1.0, "haze": 0.0, "raindrop": 0.0, "snow": 0.0}
+    assert "| rain | 4 | rain 4 | 100% |" in lines[0]

@@ -1,0 +1,124 @@
+"""`edgerestore restore` in subprocesses with a FakeRestorer: same names under --out, side-by-side, the
+per-file report, and one-line errors with no half-written outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from video_fakes import make_video  # noqa: E402
+
+FAKES = str(Path(__file__).parent / "video_fakes.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _restore(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(
+        [sys.executable, FAKES, "restore", "--quiet", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _inputs(root: Path) -> Path:
+    folder = root / "in"
+    (folder / "night").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), np.full((40, 50, 3), 100, np.uint8))
+    cv2.imwrite(str(folder / "night" / "b.jpg"), np.full((31, 45, 3), 60, np.uint8))
+    cv2.imwrite(str(folder / "gray16.png"), np.full((20, 30), 40000, np.uint16))
+    make_video(folder / "clip.avi", 12)
+    return folder
+
+
+def test_folder_of_images_and_videos_is_restored_under_the_same_names(tmp_path):
+    _inputs(tmp_path)
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(
+        str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()
+    )
+    assert written == ["a.png", "clip.avi", "gray16.png", "night/b.jpg", "restore_report.json"]
+    a = cv2.imread(str(tmp_path / "out" / "a.png"))
+    assert a.shape == (40, 50, 3) and int(a[0, 0, 0]) == 140, "the fake restorer brightens by 40"
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    report = {
+        Path(r["input"]).name: r for r in json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    }
+    assert report["a.png"]["condition"] == "rain" and report["a.png"]["confidence"] == 0.9
+    assert report["clip.avi"]["frames"] == 12 and report["clip.avi"]["conditions"] == {"rain": 12}
+    assert "restored 4 of 4 files" in proc.stdout
+
+
+def test_side_by_side_forced_condition_and_csv_report(tmp_path):
+    _inputs(tmp_path)
+    proc = _restore(
+        [
+            "in/a.png",
+            "in/night/b.jpg",
+            "--out",
+            "sbs",
+            "--side-by-side",
+            "--force",
+            "haze",
+            "--report",
+            "r.csv",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(tmp_path / "sbs" / "a.png")).shape == (40, 100, 3)
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [(Path(r["input"]).name, r["condition"], r["confidence"]) for r in rows] == [
+        ("a.png", "haze", ""),
+        ("b.jpg", "haze", ""),
+    ]
+
+
+def test_unreadable_file_is_one_line_error_nonzero_exit_and_no_partial_output(tmp_path):
+    folder = _inputs(tmp_path)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "broken.mp4").write_bytes(b"nope")
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 2 and "broken.mp4" in errors[0] and "broken.png" in errors[1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    names = sorted(p.name for p in (tmp_path / "out").rglob("*"))
+    assert "broken.png" not in names and "broken.mp4" not in names
+    assert not [n for n in names if n.startswith(".") or "partial" in n], names
+    report = {
+        Path(r["input"]).name: r for r in json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    }
+    assert report["broken.png"]["error"] and report["broken.png"]["output"] is None
+    assert report["a.png"]["error"] is None
+
+
+def test_missing_input_and_output_over_input_are_one_line_errors(tmp_path):
+    _inputs(tmp_path)
+    for args, message in (
+        (["nothing.png", "--out", "o"], "nothing.png: no such file or folder"),
+        (["in", "--out", "in"], "would overwrite the input"),
+        (["in", "--out", "o", "--report", "r.txt"], "use a .json or .csv"),
+    ):
+        proc = _restore(args, tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert (
+            len(proc.stderr.strip().splitlines()) == 1
+            and message in proc.stderr
+            and "Traceback" not in proc.stderr
+        )
+    assert not (tmp_path / "o").exists()
