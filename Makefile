@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: venv
-	$(BIN)/edgerestore info
+	$(BIN)/edgerestore demo --out demo_out
 
 lint: venv
 	$(BIN)/ruff check edgerestore tests

@@ -42,6 +42,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgerestore.commands.calibrate",
         "FP16 and INT8 (Q/DQ) graphs from calibration frames, with an accuracy guard",
     ),
+    "bench": (
+        "edgerestore.commands.bench",
+        "latency per stage and size, baselines and regression compare, sweeps",
+    ),
+    "build": (
+        "edgerestore.commands.build",
+        "build an engine bundle (TensorRT or ONNX Runtime), exporting and calibrating what is stale",
+    ),
 }
 
 

@@ -1,0 +1,370 @@
+"""INT8: calibration frames, activation ranges, and explicit Q/DQ graphs in the form each backend runs.
+
+* Frames come from an image folder (optionally with ground truth in `<folder>/gt/` under the same file
+  names; a file name starting with a condition, `rain_03.jpg`, labels the frame), a video, or synthetic
+  weather on the clean images scikit-image ships (`edgerestore.data.degrade`). The default set committed
+  under `calibration/default/` is made by `make_default_set` (see calibration/README.md).
+* Ranges: ONNX Runtime's calibrators (`minmax`, `percentile`, `entropy`) on the float32 graph's
+  activations; branch graphs are fed the float32 trunk's features.
+* Q/DQ forms (`onnxruntime.quantization.quantize_static`, QuantFormat.QDQ, per-channel weights):
+  - `int8_trt`: int8 activations and weights, both symmetric (every zero point 0), biases left in float —
+    TensorRT's parser rejects uint8 activations and int32-quantized biases;
+  - `int8_ort`: uint8 activations, int8 weights with 7-bit range (`reduce_range`, which avoids the u8s8
+    saturation of AVX2 CPUs without VNNI) — the form ONNX Runtime runs fast on this CPU.
+  Only Conv / ConvTranspose / Gemm / MatMul are quantized (plus Add / Mul / Concat / Relu in the ORT
+  form, so that tensors stay 8-bit between convolutions): the uint8 → float prologue, the clamp/round
+  epilogue and the softmax gates stay as they are.
+* Dynamic H/W: `quant_pre_process` is run without ONNX Runtime's symbolic shape inference, which cannot
+  relate the trunk's H/2 features to the branch's H output ("Incomplete symbolic shape inference"); ONNX
+  shape inference and the graph optimisation still run, and the quantized graphs keep `height`/`width`.
+
+Imports onnx, onnxruntime, numpy, OpenCV (and scikit-image only to make the default set); never torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgerestore.conditions import CONDITIONS
+from edgerestore.errors import UserError
+from edgerestore.graphs import graph_path, load_onnx, save_onnx
+from edgerestore.precision import (
+    Budgets,
+    Frame,
+    GraphRunner,
+    PrecisionResult,
+    bright_frame,
+    fp16_graphs,
+    guard,
+    load_export,
+    reference_feeds,
+    reference_paths,
+    write_variant,
+)
+
+METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
+FORMS: tuple[str, ...] = ("int8_trt", "int8_ort")
+QUANTIZED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# ONNX Runtime's CPU kernels gain only when the tensors between convolutions stay 8-bit too (measured on
+# the uffn-tiny trunk: conv-only Q/DQ ≈ float32 speed, with these ≈ 1.35× faster).
+ORT_QUANTIZED_OPS: tuple[str, ...] = QUANTIZED_OPS + ("Add", "Mul", "Concat", "Relu")
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+DEFAULT_SET = Path(__file__).resolve().parents[1] / "calibration" / "default"
+SKIMAGE_IMAGES: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")  # public domain / CC0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# frames
+
+
+def _condition_of(name: str) -> str | None:
+    head = Path(name).stem.lower().replace("-", "_").split("_")[0]
+    return head if head in CONDITIONS else None
+
+
+def _fit(image: np.ndarray, long_side: int | None) -> np.ndarray:
+    import cv2
+
+    if not long_side or max(image.shape[:2]) <= long_side:
+        return image
+    scale = long_side / max(image.shape[:2])
+    size = (max(2, round(image.shape[1] * scale)), max(2, round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def frames_from_folder(folder: Path, limit: int | None = None, long_side: int | None = None) -> list[Frame]:
+    from edgerestore.imageio import is_image_file, read_image
+
+    files = sorted(p for p in folder.iterdir() if is_image_file(p))
+    if not files:
+        raise UserError(f"no images in {folder}; give a folder of .jpg/.png frames, a video, or 'synthetic'")
+    if limit:
+        files = files[:limit]
+    gt_dir = folder / "gt"
+    frames = []
+    for path in files:
+        target = read_image(gt_dir / path.name) if (gt_dir / path.name).is_file() else None
+        image = read_image(path)
+        if target is not None and target.shape != image.shape:
+            raise UserError(
+                f"ground truth {gt_dir / path.name} is {target.shape[:2]}, frame is {image.shape[:2]}"
+            )
+        frames.append(
+            Frame(
+                path.name,
+                _fit(image, long_side),
+                None if target is None else _fit(target, long_side),
+                _condition_of(path.name),
+            )
+        )
+    return frames
+
+
+def frames_from_video(path: Path, limit: int = 24, long_side: int | None = None) -> list[Frame]:
+    """Up to `limit` frames spread evenly over the video."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"cannot open video {path}; is it a video file OpenCV can decode?")
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or limit
+        wanted = set(
+            np.linspace(0, max(total - 1, 0), num=min(limit, max(total, 1))).round().astype(int).tolist()
+        )
+        frames, index = [], 0
+        while len(frames) < len(wanted):
+            ok, image = capture.read()
+            if not ok:
+                break
+            if index in wanted:
+                frames.append(Frame(f"{path.stem}_{index:06d}", _fit(image, long_side)))
+            index += 1
+    finally:
+        capture.release()
+    if not frames:
+        raise UserError(f"video {path} gave no frames")
+    return frames
+
+
+def clean_images() -> list[tuple[str, np.ndarray]]:
+    """Colour photographs that scikit-image ships in its wheel (no download), as uint8 BGR."""
+    from skimage import data
+
+    out = []
+    for name in SKIMAGE_IMAGES:
+        rgb = getattr(data, name)()
+        out.append((name, np.ascontiguousarray(rgb[..., :3][..., ::-1])))
+    return out
+
+
+def _degrader():
+    try:
+        module = importlib.import_module("edgerestore.data.degrade")
+    except ImportError:
+        module = None
+    fn = getattr(module, "degrade_uint8_bgr", None)
+    if fn is None:
+        raise UserError(
+            "synthetic weather needs edgerestore.data.degrade.degrade_uint8_bgr; give a folder or video"
+        )
+    return fn
+
+
+def synthetic_frames(count: int = 20, size: tuple[int, int] = (360, 640), seed: int = 0) -> list[Frame]:
+    """`count` paired frames: crops of the clean images at `size` (H, W), each degraded by one condition
+    in turn (rain, haze, raindrop, snow, and a clean frame every fifth), with the clean crop as ground truth."""
+    import cv2
+
+    degrade = _degrader()
+    rng = np.random.default_rng(seed)
+    sources = clean_images()
+    h, w = size
+    frames = []
+    for i in range(count):
+        name, image = sources[
+            (i % len(CONDITIONS) + i // len(CONDITIONS)) % len(sources)
+        ]  # conditions × images
+        scale = max(h / image.shape[0], w / image.shape[1]) * rng.uniform(1.0, 1.6)
+        big = cv2.resize(
+            image,
+            (round(image.shape[1] * scale) + 1, round(image.shape[0] * scale) + 1),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC,
+        )
+        y = int(rng.integers(0, big.shape[0] - h + 1))
+        x = int(rng.integers(0, big.shape[1] - w + 1))
+        clean = np.ascontiguousarray(big[y : y + h, x : x + w])
+        condition = CONDITIONS[i % len(CONDITIONS)]
+        image_out = clean.copy() if condition == "clean" else degrade(clean, condition, seed + i)
+        frames.append(
+            Frame(f"{condition}_{i:02d}_{name}.jpg", np.asarray(image_out, np.uint8), clean, condition)
+        )
+    return frames
+
+
+def make_default_set(
+    out_dir: str | Path, count: int = 20, size: tuple[int, int] = (360, 640), seed: int = 0, quality: int = 80
+) -> list[Path]:
+    """Write the committed default calibration set: <out>/<condition>_<i>_<image>.jpg and <out>/gt/ same names."""
+    import cv2
+
+    out_dir = Path(out_dir)
+    (out_dir / "gt").mkdir(parents=True, exist_ok=True)
+    written = []
+    for frame in synthetic_frames(count, size, seed):
+        for folder, image in ((out_dir, frame.image), (out_dir / "gt", frame.target)):
+            path = folder / frame.name
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise RuntimeError(f"could not encode {path}")
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data.tobytes())
+            tmp.replace(path)
+            written.append(path)
+    return written
+
+
+def load_frames(
+    source: str | Path | None, limit: int | None = None, long_side: int | None = None, seed: int = 0
+) -> list[Frame]:
+    """Frames from a folder, a video, `synthetic[:N]`, or (None) the committed default set."""
+    if source is None:
+        if not DEFAULT_SET.is_dir():
+            raise UserError(
+                f"the default calibration set {DEFAULT_SET} is missing; give --frames DIR|VIDEO|synthetic"
+            )
+        return frames_from_folder(DEFAULT_SET, limit, long_side)
+    text = str(source)
+    if text == "synthetic" or text.startswith("synthetic:"):
+        count = int(text.split(":", 1)[1]) if ":" in text else (limit or 20)
+        return [
+            Frame(f.name, _fit(f.image, long_side), _fit(f.target, long_side), f.condition)
+            for f in synthetic_frames(count, seed=seed)
+        ]
+    path = Path(source)
+    if path.is_dir():
+        return frames_from_folder(path, limit, long_side)
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+        return frames_from_video(path, limit or 24, long_side)
+    raise UserError(
+        f"calibration source {path} is not a folder, a video ({', '.join(VIDEO_EXTENSIONS)}) or 'synthetic'"
+    )
+
+
+def split_holdout(frames: list[Frame], holdout: int) -> tuple[list[Frame], list[Frame]]:
+    """(calibration frames, held-back frames): `holdout` frames spread evenly, never used for ranges."""
+    if holdout <= 0:
+        return frames, []
+    if holdout >= len(frames):
+        raise UserError(f"--holdout {holdout} leaves no calibration frames out of {len(frames)}")
+    held_idx = set(np.linspace(len(frames) - 1, 0, num=holdout).round().astype(int).tolist())
+    while len(held_idx) < holdout:  # rounding collisions on tiny sets
+        held_idx.add(next(i for i in range(len(frames)) if i not in held_idx))
+    return (
+        [f for i, f in enumerate(frames) if i not in held_idx],
+        [f for i, f in enumerate(frames) if i in held_idx],
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Q/DQ graphs
+
+
+def _reader(feeds: list[dict]):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict | None:
+            return next(self._it, None)
+
+    return FeedReader()
+
+
+def quantize_graph(
+    model: onnx.ModelProto | Path,
+    feeds: list[dict],
+    form: str,
+    method: str = "minmax",
+    percentile: float = 99.999,
+) -> onnx.ModelProto:
+    """An explicit Q/DQ copy of a float32 graph, ranges from `feeds`, in the `int8_trt` or `int8_ort` form."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if form not in FORMS:
+        raise UserError(f"unknown INT8 form {form!r}; expected one of {', '.join(FORMS)}")
+    if method not in METHODS:
+        raise UserError(f"unknown range method {method!r}; expected one of {', '.join(METHODS)}")
+    if not feeds:
+        raise UserError("INT8 calibration needs at least one calibration frame")
+    calibrate_method = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
+    extra: dict = {"CalibPercentile": percentile} if method == "percentile" else {}
+    if form == "int8_trt":
+        types = dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=False)
+        extra.update(ActivationSymmetric=True, WeightSymmetric=True, QuantizeBias=False)
+    else:
+        types = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+    if method != "minmax":
+        extra["CalibTensorRangeSymmetric"] = form == "int8_trt"
+    with tempfile.TemporaryDirectory(prefix="edgerestore-q-") as tmp:
+        src, pre, out = Path(tmp) / "src.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
+        if isinstance(model, onnx.ModelProto):
+            save_onnx(model, src)
+        else:
+            src = Path(model)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(out),
+            _reader(feeds),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            op_types_to_quantize=list(QUANTIZED_OPS if form == "int8_trt" else ORT_QUANTIZED_OPS),
+            calibrate_method=calibrate_method,
+            extra_options=extra,
+            **types,
+        )
+        quantized = onnx.load(str(out))
+    quantized.producer_name = "edgerestore"
+    onnx.checker.check_model(quantized)
+    return quantized
+
+
+def make_int8(
+    export_dir: str | Path,
+    form: str,
+    calib: list[Frame],
+    held: list[Frame],
+    method: str = "minmax",
+    budgets: Budgets | None = None,
+    progress: bool = True,
+) -> PrecisionResult:
+    """export/<profile>/<form>/: Q/DQ graphs from `calib`, each accepted by the guard on `held` or raised
+    to the next precision of its ladder (int8_trt → fp16 → fp32, int8_ort → fp32)."""
+    import contextlib
+    import io
+
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    export_dir, meta = load_export(export_dir)
+    budgets = budgets or Budgets()
+    feeds_for = reference_feeds(export_dir, meta, calib)
+    candidates = reference_paths(export_dir, meta)
+    with tempfile.TemporaryDirectory(prefix=f"edgerestore-{form}-", dir=export_dir) as tmp:
+        tmp_dir = Path(tmp)
+        for name in tqdm(
+            list(meta["graphs"]), desc=f"calibrate {form} ({method})", unit="graph", disable=not progress
+        ):
+            src = graph_path(export_dir, meta, name)
+            load_onnx(src)
+            with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print their own chatter
+                quantized = quantize_graph(src, feeds_for(name), form, method)
+            candidates[(name, form)] = save_onnx(quantized, tmp_dir / form / f"{name}.onnx")
+        if form == "int8_trt":
+            fp16_feeds = reference_feeds(export_dir, meta, calib + held + [bright_frame(calib + held)])
+            for name, path in fp16_graphs(export_dir, meta, fp16_feeds, tmp_dir / "fp16", progress).items():
+                candidates[(name, "fp16")] = path
+        accuracy = guard(meta, GraphRunner(candidates), form, held, budgets, progress)
+        settings = {
+            "method": method,
+            "calibration_frames": len(calib),
+            "held_back_frames": len(held),
+            "quantized_ops": list(QUANTIZED_OPS if form == "int8_trt" else ORT_QUANTIZED_OPS),
+        }
+        return write_variant(
+            export_dir, meta, form, candidates, accuracy, budgets, settings, time.perf_counter() - start
+        )

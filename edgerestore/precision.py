@@ -1,0 +1,528 @@
+"""Precision in the graph: FP16 conversion, and the accuracy guard that accepts or rejects converted graphs.
+
+TensorRT 11 has no FP16/INT8 builder flags: a graph carries its own precision (DESIGN.md). This module
+
+* converts a float32 graph to float16 with onnxconverter-common (I/O kept as declared: uint8 frames,
+  float32 features/probs), keeping numerically sensitive operators in float32 (`SENSITIVE_OPS`) plus any
+  node whose activations on real frames come near float16's range (`fp16_unsafe_nodes`);
+* runs the accuracy guard: every converted graph against the float32 graph with ONNX Runtime on
+  held-back frames — PSNR of the output vs the float32 output and vs ground truth for image graphs (each
+  branch through the trunk, each CMUDRN graph), argmax agreement for the router — and lets a graph over
+  its budget fall back along its ladder (int8_trt → fp16 → fp32, int8_ort → fp32, fp16 → fp32);
+* writes `export/<profile>/<precision>/` (same file names, `precision.json`) and a markdown + JSON report.
+
+INT8 graphs come from `edgerestore.calibration`. Imports onnx, onnxruntime, numpy, OpenCV; never torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgerestore.errors import UserError
+from edgerestore.graphs import (
+    PRECISION_JSON,
+    file_sha256,
+    graph_path,
+    load_onnx,
+    ort_session,
+    pad_to_stride,
+    read_model_json,
+    save_onnx,
+    write_json,
+)
+
+# Operators kept in float32 in FP16 graphs: normalisations and reductions over many values (sums of squares
+# and long accumulations overflow or lose everything in float16), softmax (exp), resampling.
+SENSITIVE_OPS: tuple[str, ...] = (
+    "Softmax",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "Resize",
+    "ReduceMean",
+    "GlobalAveragePool",
+)
+FP16_SAFE_LIMIT = 1.0e4  # |activation| above this (float16 max is 65504) keeps the node in float32
+PSNR_CAP = 100.0  # identical outputs score this instead of inf, so means stay finite
+LADDERS: dict[str, tuple[str, ...]] = {
+    "fp16": ("fp16", "fp32"),
+    "int8_trt": ("int8_trt", "fp16", "fp32"),
+    "int8_ort": ("int8_ort", "fp32"),
+}
+
+
+@dataclass
+class Budgets:
+    """When a converted graph is accepted."""
+
+    gt_loss_db: float = 0.3  # PSNR vs ground truth may drop at most this much below the float32 graph's
+    fp16_min_psnr_db: float = 40.0  # FP16 output vs float32 output
+    int8_min_psnr_db: float = 30.0  # INT8 output vs float32 output, used only for frames without ground truth
+    router_min_agreement: float = 0.95  # fraction of held-back thumbnails with the float32 router's argmax
+
+
+@dataclass
+class Frame:
+    """A held-back or calibration frame: uint8 BGR HWC, its clean target if known, its condition if known."""
+
+    name: str
+    image: np.ndarray
+    target: np.ndarray | None = None
+    condition: str | None = None
+
+
+@dataclass
+class GraphAccuracy:
+    graph: str
+    requested: str
+    precision: str  # used, after fallback
+    kind: str  # "image" | "router" | "features"
+    frames: int
+    psnr_vs_float: float | None = None  # dB, mean over frames (image graphs)
+    psnr_vs_gt: float | None = None  # dB, converted graph vs ground truth
+    psnr_float_vs_gt: float | None = None  # dB, float32 graph vs ground truth
+    router_agreement: float | None = None
+    tried: list[dict] = field(default_factory=list)  # every rung evaluated, in order, with its numbers
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FP16
+
+
+def fp16_unsafe_nodes(
+    model: onnx.ModelProto, feeds: Sequence[dict], limit: float = FP16_SAFE_LIMIT
+) -> list[str]:
+    """Names of nodes with a float input or output whose magnitude exceeds `limit` on any of the feeds."""
+    model = onnx.shape_inference.infer_shapes(model)
+    floats = {
+        v.name
+        for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)
+        if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    names = [t for n in probe.graph.node for t in n.output if t in floats and t not in existing]
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort_session(probe.SerializeToString())
+    out_names = [o.name for o in session.get_outputs()]
+    peak: dict[str, float] = {}
+    for feed in feeds:
+        for name, value in zip(out_names, session.run(out_names, feed)):
+            if value.dtype == np.float32 and value.size:
+                peak[name] = max(peak.get(name, 0.0), float(np.abs(value).max()))
+        for name, value in feed.items():
+            if value.dtype == np.float32 and value.size:
+                peak[name] = max(peak.get(name, 0.0), float(np.abs(value).max()))
+    hot = {name for name, v in peak.items() if not math.isfinite(v) or v > limit}
+    return [n.name for n in model.graph.node if hot.intersection(list(n.input) + list(n.output))]
+
+
+def convert_fp16(
+    model: onnx.ModelProto,
+    keep_fp32_ops: Sequence[str] = SENSITIVE_OPS,
+    keep_fp32_nodes: Sequence[str] = (),
+) -> onnx.ModelProto:
+    """A float16 copy of a float32 graph with its inputs/outputs types unchanged (uint8 frames stay uint8)."""
+    from onnxconverter_common import float16
+
+    for i, node in enumerate(model.graph.node):  # the converter's node block list matches by name
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    half = float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=list(keep_fp32_ops), node_block_list=list(keep_fp32_nodes)
+    )
+    # The converter retypes a Cast's output (uint8 → float becomes uint8 → float16 downstream) but leaves
+    # its `to` attribute at float: make them agree so the frame is cast straight to float16.
+    types = {v.name: v.type.tensor_type.elem_type for v in half.graph.value_info}
+    for node in half.graph.node:
+        if node.op_type != "Cast":
+            continue
+        to = next(a for a in node.attribute if a.name == "to")
+        if to.i == onnx.TensorProto.FLOAT and types.get(node.output[0]) == onnx.TensorProto.FLOAT16:
+            to.i = onnx.TensorProto.FLOAT16
+    onnx.checker.check_model(half)
+    return half
+
+
+# ----------------------------------------------------------------------------------------------------------
+# running graphs on frames
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    from edgerestore.metrics import calculate_psnr
+
+    value = calculate_psnr(a, b)
+    return PSNR_CAP if not math.isfinite(value) else min(value, PSNR_CAP)
+
+
+def thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
+    """The router's input, made the runtime's way (area resize of the whole, unpadded frame)."""
+    import cv2
+
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+class GraphRunner:
+    """ONNX Runtime sessions for (graph, precision) → path, created on first use."""
+
+    def __init__(self, paths: dict[tuple[str, str], Path], threads: int = 2) -> None:
+        self.paths = paths
+        self.threads = threads
+        self._sessions: dict[tuple[str, str], object] = {}
+
+    def run(self, graph: str, precision: str, feeds: dict) -> np.ndarray:
+        key = (graph, precision)
+        if key not in self._sessions:
+            if key not in self.paths:
+                raise KeyError(f"no {precision} graph for {graph}")
+            self._sessions[key] = ort_session(self.paths[key], self.threads)
+        return self._sessions[key].run(None, feeds)[0]
+
+
+def _restore(image: np.ndarray, out: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    return out[0, :h, :w]
+
+
+def _image_scores(
+    outputs: list[np.ndarray], refs: list[np.ndarray], frames: list[Frame], gt_frames: list[int]
+) -> dict:
+    vs_float = float(np.mean([_psnr(o, r) for o, r in zip(outputs, refs)]))
+    scores = {"psnr_vs_float": vs_float, "psnr_vs_gt": None, "psnr_float_vs_gt": None}
+    if gt_frames:
+        scores["psnr_vs_gt"] = float(np.mean([_psnr(outputs[i], frames[i].target) for i in gt_frames]))
+        scores["psnr_float_vs_gt"] = float(np.mean([_psnr(refs[i], frames[i].target) for i in gt_frames]))
+    return scores
+
+
+def _passes(level: str, scores: dict, budgets: Budgets) -> bool:
+    if level == "fp32":
+        return True
+    if scores.get("router_agreement") is not None:
+        return scores["router_agreement"] >= budgets.router_min_agreement
+    if (
+        scores["psnr_vs_gt"] is not None
+        and scores["psnr_float_vs_gt"] - scores["psnr_vs_gt"] > budgets.gt_loss_db
+    ):
+        return False
+    if level == "fp16":
+        return scores["psnr_vs_float"] >= budgets.fp16_min_psnr_db
+    if scores["psnr_vs_gt"] is None:
+        return scores["psnr_vs_float"] >= budgets.int8_min_psnr_db
+    return True
+
+
+def _gt_frames(frames: list[Frame], condition: str | None) -> list[int]:
+    """Frames with ground truth, those of the branch's own condition when there are any."""
+    with_gt = [i for i, f in enumerate(frames) if f.target is not None]
+    own = [i for i in with_gt if condition is not None and frames[i].condition == condition]
+    return own or with_gt
+
+
+def guard(
+    meta: dict,
+    runner: GraphRunner,
+    requested: str,
+    frames: list[Frame],
+    budgets: Budgets,
+    progress: bool = True,
+) -> dict[str, GraphAccuracy]:
+    """Choose each graph's precision: the lowest rung of the ladder that meets its budget on `frames`.
+
+    UFFN: the router alone (argmax agreement); the trunk is judged through the branches — at each trunk
+    rung, each branch takes its lowest passing rung; if some branch fails even in float32 on top of that
+    trunk, the trunk goes up one rung. CMUDRN: each graph alone.
+    """
+    from tqdm import tqdm
+
+    ladder = LADDERS[requested]
+    stride = int(meta["stride"])
+    if not frames:
+        raise UserError(
+            "the accuracy guard needs held-back frames; use more calibration frames or --holdout > 0"
+        )
+    padded = [pad_to_stride(f.image, stride)[None] for f in frames]
+    results: dict[str, GraphAccuracy] = {}
+    bar = tqdm(total=len(meta["graphs"]), desc=f"guard {requested}", unit="graph", disable=not progress)
+
+    if meta["family"] == "uffn":
+        size = int(meta["thumbnail_size"])
+        thumbs = [thumbnail(f.image, size)[None] for f in frames]
+        ref = [int(np.argmax(runner.run("router", "fp32", {"thumbnail": t}))) for t in thumbs]
+        acc = GraphAccuracy("router", requested, "fp32", "router", len(frames))
+        for level in ladder:
+            got = [int(np.argmax(runner.run("router", level, {"thumbnail": t}))) for t in thumbs]
+            scores = {"router_agreement": float(np.mean([a == b for a, b in zip(got, ref)]))}
+            acc.tried.append({"precision": level, **scores})
+            if _passes(level, scores, budgets):
+                acc.precision, acc.router_agreement = level, scores["router_agreement"]
+                break
+        results["router"] = acc
+        bar.update(1)
+
+        branches = [g for g in meta["graphs"] if g.startswith("branch_")]
+        feats_ref = [runner.run("trunk", "fp32", {"frame": p}) for p in padded]
+        refs = {
+            b: [
+                _restore(f.image, runner.run(b, "fp32", {"frame": p, "features": x}))
+                for f, p, x in zip(frames, padded, feats_ref)
+            ]
+            for b in branches
+        }
+        chosen: dict[str, GraphAccuracy] = {}
+        trunk_tried: list[dict] = []
+        for trunk_level in ladder:
+            feats = (
+                feats_ref
+                if trunk_level == "fp32"
+                else [runner.run("trunk", trunk_level, {"frame": p}) for p in padded]
+            )
+            chosen, failed = {}, []
+            for b in branches:
+                condition = b.removeprefix("branch_")
+                gt = _gt_frames(frames, condition)
+                acc = GraphAccuracy(b, requested, "fp32", "image", len(frames))
+                for level in ladder:
+                    outs = [
+                        _restore(f.image, runner.run(b, level, {"frame": p, "features": x}))
+                        for f, p, x in zip(frames, padded, feats)
+                    ]
+                    scores = _image_scores(outs, refs[b], frames, gt)
+                    acc.tried.append({"precision": level, "trunk": trunk_level, **scores})
+                    # the pair is judged by the budget of its lower precision (a float32 branch on an
+                    # int8 trunk is an int8 result)
+                    effective = ladder[min(ladder.index(trunk_level), ladder.index(level))]
+                    if _passes(effective, scores, budgets):
+                        acc.precision = level
+                        acc.psnr_vs_float, acc.psnr_vs_gt = scores["psnr_vs_float"], scores["psnr_vs_gt"]
+                        acc.psnr_float_vs_gt = scores["psnr_float_vs_gt"]
+                        break
+                else:
+                    failed.append(b)
+                chosen[b] = acc
+            trunk_tried.append({"precision": trunk_level, "branches_failing": failed})
+            if not failed:
+                results["trunk"] = GraphAccuracy(
+                    "trunk",
+                    requested,
+                    trunk_level,
+                    "features",
+                    len(frames),
+                    tried=trunk_tried,
+                    note="judged through the branches' outputs",
+                )
+                break
+        results.update(chosen)
+        bar.update(1 + len(branches))
+    else:
+        for g in meta["graphs"]:
+            refs_g = [_restore(f.image, runner.run(g, "fp32", {"frame": p})) for f, p in zip(frames, padded)]
+            gt = _gt_frames(frames, None)
+            acc = GraphAccuracy(g, requested, "fp32", "image", len(frames))
+            for level in ladder:
+                outs = [_restore(f.image, runner.run(g, level, {"frame": p})) for f, p in zip(frames, padded)]
+                scores = _image_scores(outs, refs_g, frames, gt)
+                acc.tried.append({"precision": level, **scores})
+                if _passes(level, scores, budgets):
+                    acc.precision = level
+                    acc.psnr_vs_float, acc.psnr_vs_gt = scores["psnr_vs_float"], scores["psnr_vs_gt"]
+                    acc.psnr_float_vs_gt = scores["psnr_float_vs_gt"]
+                    break
+            results[g] = acc
+            bar.update(1)
+    bar.close()
+    for acc in results.values():
+        if acc.precision != requested:
+            acc.note = (
+                acc.note + "; " if acc.note else ""
+            ) + f"fell back from {requested} to {acc.precision}"
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a precision variant of an export directory
+
+
+@dataclass
+class PrecisionResult:
+    precision: str
+    out_dir: Path
+    accuracy: dict[str, GraphAccuracy]
+    report_md: Path
+    report_json: Path
+    seconds: float
+
+
+def fp16_graphs(
+    export_dir: Path, meta: dict, feeds_for: Callable[[str], list[dict]], out_dir: Path, progress: bool = True
+) -> dict[str, Path]:
+    """Convert every graph to FP16 into out_dir (sensitive ops and hot nodes kept in float32)."""
+    from tqdm import tqdm
+
+    paths = {}
+    for name in tqdm(list(meta["graphs"]), desc="fp16", unit="graph", disable=not progress):
+        model = load_onnx(graph_path(export_dir, meta, name))
+        hot = fp16_unsafe_nodes(model, feeds_for(name))
+        paths[name] = save_onnx(convert_fp16(model, keep_fp32_nodes=hot), out_dir / f"{name}.onnx")
+    return paths
+
+
+def write_variant(
+    export_dir: Path,
+    meta: dict,
+    requested: str,
+    candidates: dict[tuple[str, str], Path],
+    accuracy: dict[str, GraphAccuracy],
+    budgets: Budgets,
+    settings: dict,
+    seconds: float,
+) -> PrecisionResult:
+    """Copy each graph's accepted file into export_dir/<requested>/ and write precision.json + reports."""
+    out_dir = export_dir / requested
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphs = {}
+    for name in meta["graphs"]:
+        acc = accuracy[name]
+        src = candidates[(name, acc.precision)]
+        dst = out_dir / meta["graphs"][name]["file"]
+        if src.resolve() != dst.resolve():
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+        graphs[name] = {
+            "file": dst.name,
+            "sha256": file_sha256(dst),
+            "source_sha256": meta["graphs"][name]["sha256"],
+            **{k: v for k, v in asdict(acc).items() if k != "graph"},
+        }
+    payload = {
+        "precision": requested,
+        "profile": meta["profile"],
+        "family": meta["family"],
+        "budgets": asdict(budgets),
+        "settings": settings,
+        "graphs": graphs,
+        "seconds": round(seconds, 1),
+    }
+    write_json(out_dir / PRECISION_JSON, payload)
+    report_json = write_json(out_dir / "report.json", payload)
+    report_md = out_dir / "report.md"
+    tmp = report_md.with_name(".report.md.tmp")
+    tmp.write_text(report_markdown(payload))
+    tmp.replace(report_md)
+    return PrecisionResult(requested, out_dir, accuracy, report_md, report_json, seconds)
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def report_markdown(payload: dict) -> str:
+    b = payload["budgets"]
+    lines = [
+        f"# {payload['profile']}: {payload['precision']} graphs",
+        "",
+        f"Budgets: ≤ {b['gt_loss_db']} dB lost vs ground truth; FP16 ≥ {b['fp16_min_psnr_db']} dB vs float32 "
+        f"output; INT8 without ground truth ≥ {b['int8_min_psnr_db']} dB; router agreement ≥ "
+        f"{b['router_min_agreement']:.0%}. Settings: {json.dumps(payload['settings'])}.",
+        "",
+        "| graph | requested | used | frames | PSNR vs float32 (dB) | PSNR vs GT (dB) | float32 vs GT (dB) | "
+        "router agreement | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, g in payload["graphs"].items():
+        lines.append(
+            f"| {name} | {g['requested']} | **{g['precision']}** | {g['frames']} | {_fmt(g['psnr_vs_float'])} | "
+            f"{_fmt(g['psnr_vs_gt'])} | {_fmt(g['psnr_float_vs_gt'])} | {_fmt(g['router_agreement'], '.0%')} | "
+            f"{g['note']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def reference_paths(export_dir: Path, meta: dict) -> dict[tuple[str, str], Path]:
+    return {(name, "fp32"): graph_path(export_dir, meta, name) for name in meta["graphs"]}
+
+
+def load_export(export_dir: str | Path) -> tuple[Path, dict]:
+    """(export dir, model.json) with every listed graph present and intact (one-line errors otherwise)."""
+    export_dir = Path(export_dir)
+    meta = read_model_json(export_dir)
+    for name, info in meta["graphs"].items():
+        path = graph_path(export_dir, meta, name)
+        load_onnx(path)
+        if file_sha256(path) != info.get("sha256"):
+            raise UserError(f"{path} does not match the sha256 in model.json; re-run `edgerestore export`")
+    return export_dir, meta
+
+
+def make_fp16(
+    export_dir: str | Path,
+    frames: list[Frame],
+    budgets: Budgets | None = None,
+    calib_frames: list[Frame] | None = None,
+    progress: bool = True,
+) -> PrecisionResult:
+    """export/<profile>/fp16/: FP16 graphs, each accepted by the guard on `frames` or kept in float32."""
+    start = time.perf_counter()
+    export_dir, meta = load_export(export_dir)
+    budgets = budgets or Budgets()
+    feeds_for = reference_feeds(export_dir, meta, (calib_frames or []) + frames + [bright_frame(frames)])
+    with tempfile.TemporaryDirectory(prefix="edgerestore-fp16-", dir=export_dir) as tmp:
+        paths = fp16_graphs(export_dir, meta, feeds_for, Path(tmp), progress)
+        candidates = {**reference_paths(export_dir, meta), **{(n, "fp16"): p for n, p in paths.items()}}
+        accuracy = guard(meta, GraphRunner(candidates), "fp16", frames, budgets, progress)
+        return write_variant(
+            export_dir,
+            meta,
+            "fp16",
+            candidates,
+            accuracy,
+            budgets,
+            {"keep_fp32_ops": list(SENSITIVE_OPS), "hot_limit": FP16_SAFE_LIMIT},
+            time.perf_counter() - start,
+        )
+
+
+def bright_frame(frames: list[Frame]) -> Frame:
+    """A saturated white frame as large as the largest given one: the worst case for FP16 overflow."""
+    h = max((f.image.shape[0] for f in frames), default=360)
+    w = max((f.image.shape[1] for f in frames), default=640)
+    return Frame("bright", np.full((h, w, 3), 255, np.uint8))
+
+
+def reference_feeds(export_dir: Path, meta: dict, frames: list[Frame]) -> Callable[[str], list[dict]]:
+    """feeds_for(graph) → that graph's input feeds for each frame (branch features from the float32 trunk)."""
+    stride = int(meta["stride"])
+    padded = [pad_to_stride(f.image, stride)[None] for f in frames]
+    cache: dict[str, list[dict]] = {}
+
+    def feeds_for(name: str) -> list[dict]:
+        if name in cache:
+            return cache[name]
+        if name == "router":
+            size = int(meta["thumbnail_size"])
+            feeds = [{"thumbnail": thumbnail(f.image, size)[None]} for f in frames]
+        elif name.startswith("branch_"):
+            if "features" not in cache:
+                trunk = ort_session(graph_path(export_dir, meta, "trunk"))
+                cache["features"] = [{"features": trunk.run(None, {"frame": p})[0]} for p in padded]
+            feeds = [{"frame": p, **x} for p, x in zip(padded, cache["features"])]
+        else:
+            feeds = [{"frame": p} for p in padded]
+        cache[name] = feeds
+        return feeds
+
+    return feeds_for
