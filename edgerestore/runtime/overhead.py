@@ -1,0 +1,202 @@
+"""Runtime overhead measurements (not timed tests): what routing costs on top of the graphs it runs, and
+whether memory stays flat over a long run. Reused by `benchmarks/runtime_overhead.py` and the bench tools.
+
+* `stage_costs`: each graph alone on the backend (router on a thumbnail, trunk on a frame, every branch on
+  that frame and the trunk's features): median ms per call, binding and read-back included.
+* `dispatch_costs`: the whole `Restorer` call per frame kind: a frame routed to each branch, a clean frame
+  (router verdict `clean`, or `router_only` as its stand-in when no frame is judged clean), beside the sum of
+  all branches (what a non-routed model would run).
+* `soak`: N frames through the restorer with the process's resident memory sampled (psutil); the slope
+  after warm-up in KiB per 1,000 frames.
+
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.runtime.restorer import Restorer, pad_to
+
+
+def median_ms(fn: Callable[[], object], reps: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[str, float]:
+    """Median ms of each graph run alone (bind, run, read back) on `frame` (uint8 BGR)."""
+    be = restorer.backend
+    padded = pad_to(frame, restorer.stride, restorer.min_hw)[None]
+    hp, wp = padded.shape[1:3]
+    s = restorer.thumbnail_size
+    thumb = cv2.resize(frame, (s, s), interpolation=cv2.INTER_AREA)[None]
+    fshape = {"features": (1, restorer._features, hp // 2, wp // 2)} if restorer._features else None
+    out: dict[str, float] = {}
+
+    def router() -> None:
+        be.bind_input("router", "thumbnail", thumb)
+        be.run("router", {"probs": (1, len(CONDITIONS))})
+        be.synchronize()
+        be.read("router", "probs")
+
+    def trunk() -> None:
+        be.bind_input("trunk", "frame", padded)
+        be.run("trunk", fshape)
+        be.synchronize()
+
+    out["router"] = median_ms(router, reps)
+    out["trunk"] = median_ms(trunk, reps)
+    trunk()
+    features = be.output("trunk", "features")
+    for c in RESTORED_CONDITIONS:
+        g = f"branch_{c}"
+
+        def branch(g: str = g) -> None:
+            be.bind_input(g, "frame", padded)
+            be.bind_input(g, "features", features)
+            be.run(g, {"restored": (1, hp, wp, 3)})
+            be.synchronize()
+            be.read(g, "restored")
+
+        out[g] = median_ms(branch, reps)
+    return out
+
+
+@dataclass
+class DispatchReport:
+    frame_hw: tuple[int, int]
+    threads: int | None
+    stages: dict[str, float]
+    # branch -> ms of a whole routed frame ("forced:<branch>" when no frame routes there: router skipped)
+    routed: dict[str, float] = field(default_factory=dict)
+    routed_ratio: dict[str, float] = field(default_factory=dict)  # routed / (trunk + branch)
+    clean_ms: float = float("nan")
+    clean_ratio: float = float("nan")  # clean / router alone
+    clean_how: str = ""
+    all_branches_ms: float = float("nan")  # trunk + every branch: the non-routed cost
+
+    def lines(self) -> list[str]:
+        st = self.stages
+        h, w = self.frame_hw
+        rows = [f"frame {h}x{w}, onnxruntime intra-op threads {self.threads}", "stage alone (median ms):"]
+        rows += [f"  {k:<16} {v:8.3f}" for k, v in st.items()]
+        rows.append("routed frame vs trunk + that branch alone:")
+        for g, ms in self.routed.items():
+            alone = st["trunk"] + st[g.split(":")[-1]]
+            rows.append(
+                f"  {g:<23} {ms:8.3f} ms vs {alone:8.3f} ms  ratio {self.routed_ratio[g]:.3f} (budget 1.10)"
+            )
+        rows.append(
+            f"clean frame ({self.clean_how}) {self.clean_ms:.3f} ms vs router alone {st['router']:.3f} ms  "
+            f"ratio {self.clean_ratio:.3f} (budget 1.20)"
+        )
+        rows.append(f"all branches (trunk + 4 branches, a non-routed model): {self.all_branches_ms:.3f} ms")
+        return rows
+
+
+def dispatch_costs(
+    restorer: Restorer,
+    frames_by_condition: dict[str, np.ndarray],
+    reps: int = 50,
+) -> DispatchReport:
+    """Whole-call cost per frame kind beside the graphs alone. `frames_by_condition`: a frame for each
+    condition the caller can produce (keys from CONDITIONS); a condition whose frame the router does not
+    judge as that condition is measured forced (no router) and reported under `forced:<branch>`."""
+    any_frame = next(iter(frames_by_condition.values()))
+    stages = stage_costs(restorer, any_frame, reps)
+    report = DispatchReport(any_frame.shape[:2], None, stages)
+    sess = getattr(restorer.backend, "_sessions", {}).get("trunk")
+    if sess is not None:
+        report.threads = sess.get_session_options().intra_op_num_threads
+    for c in RESTORED_CONDITIONS:
+        g = f"branch_{c}"
+        frame = frames_by_condition.get(c, any_frame)
+        routed = restorer(frame).condition == c
+        key = g if routed else f"forced:{g}"
+        if not routed:
+            restorer.force = c
+        ms = median_ms(lambda f=frame: restorer(f), reps)
+        restorer.force = None
+        report.routed[key] = ms
+        report.routed_ratio[key] = ms / (stages["trunk"] + stages[g])
+    clean = frames_by_condition.get("clean", any_frame)
+    if restorer(clean).condition == "clean":
+        report.clean_how = "router says clean"
+    else:
+        restorer.router_only = True
+        report.clean_how = "router_only stand-in"
+    report.clean_ms = median_ms(lambda: restorer(clean), reps)
+    restorer.router_only = False
+    report.clean_ratio = report.clean_ms / stages["router"]
+    report.all_branches_ms = stages["trunk"] + sum(stages[f"branch_{c}"] for c in RESTORED_CONDITIONS)
+    return report
+
+
+@dataclass
+class SoakReport:
+    frames: int
+    samples: list[tuple[int, float]]  # (frame index, RSS MiB)
+    warmup: int
+    slope_kib_per_1000: float
+    rss_start_mib: float
+    rss_end_mib: float
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"soak {self.frames} frames in {self.seconds:.1f} s: RSS {self.rss_start_mib:.1f} -> "
+            f"{self.rss_end_mib:.1f} MiB; slope after {self.warmup} warm-up frames "
+            f"{self.slope_kib_per_1000:+.1f} KiB per 1,000 frames"
+        )
+
+
+def soak(
+    restorer: Restorer,
+    frames: Sequence[np.ndarray],
+    n: int = 10_000,
+    every: int = 250,
+    warmup: int = 1000,
+    progress: bool = True,
+) -> SoakReport:
+    """Run `n` frames (cycling through `frames`) and sample resident memory every `every` frames."""
+    import psutil
+
+    proc = psutil.Process()
+    samples: list[tuple[int, float]] = []
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, desc="soak", unit="frame")
+        except ImportError:
+            bar = None
+    t0 = time.perf_counter()
+    for i in range(n):
+        restorer(frames[i % len(frames)])
+        if i % every == 0 or i == n - 1:
+            samples.append((i, proc.memory_info().rss / 2**20))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    tail = [(i, m) for i, m in samples if i >= warmup] or samples
+    x = np.array([i for i, _ in tail], float)
+    y = np.array([m for _, m in tail], float)
+    slope = float(np.polyfit(x, y, 1)[0]) * 1000 * 1024 if len(tail) > 1 else 0.0
+    return SoakReport(n, samples, warmup, slope, samples[0][1], samples[-1][1], seconds)

@@ -1,0 +1,585 @@
+"""TensorRT backend: serialized engines run on a CUDA stream through NVIDIA's cuda-python bindings.
+
+* The TensorRT module is a parameter: `tensorrt` (TensorRT 10.x / 11, JetPack) or `tensorrt_rtx`.
+* One execution context per graph. Inputs/outputs are bound by tensor name (`set_input_shape`,
+  `set_tensor_address`) and the graph is enqueued with `execute_async_v3` on one stream; CUDA events
+  time every stage (copies and each graph) without synchronising in between.
+* Page-locked host buffers and device buffers are allocated once per (graph, tensor) and grown only when a
+  frame needs more bytes; the trunk's `features` stay on the device and are bound by address to the branch.
+* The branch contexts are created without their own device memory (USER_MANAGED) and share ONE scratch
+  allocation, sized as the max of their engines' `device_memory_size_v2`: only one branch runs per frame.
+* Optional CUDA-graph capture per (graph, shapes, addresses): the first run at a new shape runs normally,
+  the second is captured, later ones replay the captured graph.
+
+The buffer/shape policy (bytes from shapes and dtypes, grow-only reallocation, shared-scratch sizing,
+profile-bounds checks, CUDA-graph keys) is plain Python with an injected allocator, so it is tested without
+a GPU. `tensorrt` and `cuda.bindings` are imported only when a backend is constructed.
+
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.backend import Backend, DeviceTensor, GraphInfo, TensorInfo
+
+# ---------------------------------------------------------------------------------------------------------
+# Plain-Python buffer and shape logic (no CUDA, no TensorRT)
+# ---------------------------------------------------------------------------------------------------------
+
+#: TensorRT DataType name -> numpy dtype (types the runtime's graphs can carry at their I/O).
+TRT_TO_NUMPY: dict[str, np.dtype] = {
+    "FLOAT": np.dtype(np.float32),
+    "HALF": np.dtype(np.float16),
+    "INT8": np.dtype(np.int8),
+    "UINT8": np.dtype(np.uint8),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "BOOL": np.dtype(np.bool_),
+}
+
+#: TensorRT requires 256-byte aligned scratch; buffers are rounded up to this so views stay aligned.
+ALIGNMENT = 256
+
+
+def numpy_dtype(trt_dtype: Any) -> np.dtype:
+    """numpy dtype of a TensorRT DataType (or its name)."""
+    name = trt_dtype if isinstance(trt_dtype, str) else getattr(trt_dtype, "name", str(trt_dtype))
+    name = name.rsplit(".", 1)[-1]
+    if name not in TRT_TO_NUMPY:
+        raise BundleError(
+            f"engine tensor type {name} is not supported by the runtime (expected one of {', '.join(TRT_TO_NUMPY)})"
+        )
+    return TRT_TO_NUMPY[name]
+
+
+def tensor_nbytes(shape: Sequence[int], dtype: np.dtype | type) -> int:
+    """Bytes of a dense tensor; every dim must be resolved (>= 0)."""
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape {tuple(dims)} has unresolved (negative) dimensions")
+    return int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def align(nbytes: int, alignment: int = ALIGNMENT) -> int:
+    return -(-int(nbytes) // alignment) * alignment
+
+
+def shared_scratch_bytes(sizes: Iterable[int]) -> int:
+    """One scratch area serves contexts that never run at the same time: the max of their needs."""
+    return align(max((int(s) for s in sizes), default=0))
+
+
+@dataclass
+class Allocation:
+    """A block from an allocator: its address, size and (host memory only) a flat uint8 numpy view."""
+
+    ptr: int
+    nbytes: int
+    array: np.ndarray | None = None
+
+
+class Allocator(Protocol):
+    def alloc(self, nbytes: int) -> Allocation: ...
+
+    def free(self, block: Allocation) -> None: ...
+
+
+class GrowOnlyBuffers:
+    """Named buffers from one allocator, reallocated only when a request exceeds the current size.
+
+    `generation[key]` increases on every reallocation of `key`, so address-dependent state (bound
+    tensor addresses, captured CUDA graphs) can tell it is stale."""
+
+    def __init__(self, allocator: Allocator, alignment: int = ALIGNMENT) -> None:
+        self.allocator = allocator
+        self.alignment = alignment
+        self.blocks: dict[Hashable, Allocation] = {}
+        self.generation: dict[Hashable, int] = {}
+        self.allocations = 0
+        self.frees = 0
+
+    def ensure(self, key: Hashable, nbytes: int) -> Allocation:
+        block = self.blocks.get(key)
+        if block is not None and block.nbytes >= nbytes:
+            return block
+        if block is not None:
+            self.allocator.free(block)
+            self.frees += 1
+        block = self.allocator.alloc(max(align(nbytes, self.alignment), self.alignment))
+        self.allocations += 1
+        self.blocks[key] = block
+        self.generation[key] = self.generation.get(key, 0) + 1
+        return block
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks.values())
+
+    def release_all(self) -> None:
+        for block in self.blocks.values():
+            self.allocator.free(block)
+            self.frees += 1
+        self.blocks.clear()
+
+
+def host_view(block: Allocation, shape: Sequence[int], dtype: np.dtype | type) -> np.ndarray:
+    """A numpy array of `shape`/`dtype` over the first bytes of a host block (no copy)."""
+    if block.array is None:
+        raise ValueError("not a host allocation")
+    n = tensor_nbytes(shape, dtype)
+    if n > block.nbytes:
+        raise ValueError(f"host block of {block.nbytes} bytes is smaller than {n}")
+    return block.array[:n].view(np.dtype(dtype)).reshape(tuple(shape))
+
+
+@dataclass(frozen=True)
+class ShapeBounds:
+    """An optimization profile's frame bounds as (H, W) for NHWC frames: min and max inclusive."""
+
+    min_hw: tuple[int, int]
+    max_hw: tuple[int, int]
+
+    @classmethod
+    def from_profile(cls, min_shape: Sequence[int], max_shape: Sequence[int]) -> ShapeBounds:
+        """From TensorRT profile dims of an NHWC frame tensor ([1, H, W, 3])."""
+        return cls((int(min_shape[1]), int(min_shape[2])), (int(max_shape[1]), int(max_shape[2])))
+
+    def check(self, h: int, w: int, what: str = "frame") -> None:
+        (hmin, wmin), (hmax, wmax) = self.min_hw, self.max_hw
+        if not (hmin <= h <= hmax and wmin <= w <= wmax):
+            raise UserError(
+                f"{what} of {h}x{w} (HxW, after padding) is outside the engine's shape profile "
+                f"{hmin}x{wmin} .. {hmax}x{wmax}; resize the frame or rebuild the bundle with a larger profile"
+            )
+
+
+def check_profile(
+    shape: Sequence[int], min_shape: Sequence[int], max_shape: Sequence[int], tensor: str
+) -> None:
+    """Every dim of `shape` within [min, max] of the engine's profile for `tensor` (any layout)."""
+    if len(shape) != len(min_shape) or any(
+        not (lo <= int(d) <= hi) for d, lo, hi in zip(shape, min_shape, max_shape)
+    ):
+        raise UserError(
+            f"input {tensor!r} of shape {tuple(int(d) for d in shape)} is outside the engine's profile "
+            f"{tuple(min_shape)} .. {tuple(max_shape)}; resize the frame or rebuild the bundle with a larger profile"
+        )
+
+
+class CudaGraphCache:
+    """Captured CUDA graphs keyed by (graph, input shapes, tensor addresses). A key seen once is only
+    marked (TensorRT wants one ordinary enqueue after a shape change before capture); seen twice, the caller
+    captures it. Addresses are part of the key, so a grown buffer never replays a stale graph."""
+
+    def __init__(self, destroy: Callable[[Any], None] | None = None) -> None:
+        self._seen: set[Hashable] = set()
+        self._graphs: dict[Hashable, Any] = {}
+        self._destroy = destroy
+
+    @staticmethod
+    def key(graph: str, shapes: Mapping[str, Sequence[int]], addresses: Mapping[str, int]) -> Hashable:
+        return (
+            graph,
+            tuple(sorted((k, tuple(int(d) for d in v)) for k, v in shapes.items())),
+            tuple(sorted((k, int(v)) for k, v in addresses.items())),
+        )
+
+    def lookup(self, key: Hashable) -> tuple[str, Any]:
+        """('replay', exec) | ('capture', None) | ('run', None)."""
+        if key in self._graphs:
+            return "replay", self._graphs[key]
+        if key in self._seen:
+            return "capture", None
+        self._seen.add(key)
+        return "run", None
+
+    def store(self, key: Hashable, graph_exec: Any) -> None:
+        self._graphs[key] = graph_exec
+
+    def invalidate(self, graph: str | None = None) -> None:
+        for key in [k for k in self._graphs if graph is None or k[0] == graph]:
+            exec_ = self._graphs.pop(key)
+            if self._destroy is not None:
+                self._destroy(exec_)
+        self._seen = {k for k in self._seen if graph is not None and k[0] != graph}
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CUDA through cuda-python (cuda.bindings.runtime)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CudaError(RuntimeError):
+    pass
+
+
+class CudaRuntime:
+    """The few CUDA runtime calls the backend needs, via `cuda.bindings.runtime` (cuda-python >= 12.6;
+    older releases expose the same module as `cuda.cudart`). Errors raise CudaError."""
+
+    def __init__(self, device: int = 0) -> None:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            try:
+                from cuda import cudart  # cuda-python < 12.6
+            except ImportError as exc:
+                raise UserError(
+                    "the TensorRT backend needs NVIDIA's cuda-python; install it: pip install 'edgerestore[gpu]'"
+                ) from exc
+        self.rt = cudart
+        err, count = cudart.cudaGetDeviceCount()
+        if err != cudart.cudaError_t.cudaSuccess or count == 0:
+            raise UserError(
+                f"no usable CUDA device ({getattr(err, 'name', err)}); use the onnxruntime backend on this machine"
+            )
+        self._check(cudart.cudaSetDevice(device))
+
+    def _check(self, result: Any) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            raise CudaError(f"CUDA call failed: {getattr(err, 'name', err)}")
+        return rest[0] if len(rest) == 1 else (tuple(rest) if rest else None)
+
+    # memory
+    def device_allocator(self) -> Allocator:
+        rt, check = self.rt, self._check
+
+        class _Device:
+            def alloc(self, nbytes: int) -> Allocation:
+                return Allocation(int(check(rt.cudaMalloc(nbytes))), nbytes)
+
+            def free(self, block: Allocation) -> None:
+                check(rt.cudaFree(block.ptr))
+
+        return _Device()
+
+    def host_allocator(self) -> Allocator:
+        rt, check = self.rt, self._check
+
+        class _PinnedHost:
+            def alloc(self, nbytes: int) -> Allocation:
+                ptr = int(check(rt.cudaHostAlloc(nbytes, rt.cudaHostAllocDefault)))
+                array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
+                return Allocation(ptr, nbytes, array)
+
+            def free(self, block: Allocation) -> None:
+                check(rt.cudaFreeHost(block.ptr))
+
+        return _PinnedHost()
+
+    def memcpy_htod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        self._check(
+            self.rt.cudaMemcpyAsync(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
+        )
+
+    def memcpy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        self._check(
+            self.rt.cudaMemcpyAsync(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
+        )
+
+    # streams, events
+    def stream_create(self) -> Any:
+        return self._check(self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking))
+
+    def stream_synchronize(self, stream: Any) -> None:
+        self._check(self.rt.cudaStreamSynchronize(stream))
+
+    def stream_destroy(self, stream: Any) -> None:
+        self._check(self.rt.cudaStreamDestroy(stream))
+
+    def event_create(self) -> Any:
+        return self._check(self.rt.cudaEventCreate())
+
+    def event_record(self, event: Any, stream: Any) -> None:
+        self._check(self.rt.cudaEventRecord(event, stream))
+
+    def event_elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
+
+    def event_destroy(self, event: Any) -> None:
+        self._check(self.rt.cudaEventDestroy(event))
+
+    # CUDA graphs
+    def capture_begin(self, stream: Any) -> None:
+        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._check(self.rt.cudaStreamBeginCapture(stream, mode))
+
+    def capture_end(self, stream: Any) -> Any:
+        graph = self._check(self.rt.cudaStreamEndCapture(stream))
+        graph_exec = self._check(self.rt.cudaGraphInstantiate(graph, 0))
+        self._check(self.rt.cudaGraphDestroy(graph))
+        return graph_exec
+
+    def graph_launch(self, graph_exec: Any, stream: Any) -> None:
+        self._check(self.rt.cudaGraphLaunch(graph_exec, stream))
+
+    def graph_destroy(self, graph_exec: Any) -> None:
+        self._check(self.rt.cudaGraphExecDestroy(graph_exec))
+
+
+def import_tensorrt(module: str | ModuleType | Any) -> Any:
+    """The TensorRT Python module: a module object, a name, or None (try `tensorrt`, then `tensorrt_rtx`)."""
+    if module is not None and not isinstance(module, str):
+        return module  # a module (or a stand-in with the same API)
+    names = [module] if module else ["tensorrt", "tensorrt_rtx"]
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise UserError(
+        f"TensorRT is not installed (tried {', '.join(names)}); install 'edgerestore[tensorrt]' "
+        "(JetPack ships it) or 'edgerestore[tensorrt-rtx]', or use the onnxruntime backend"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The backend
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Graph:
+    engine: Any
+    context: Any
+    info: GraphInfo
+    shared_scratch: bool
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    addresses: dict[str, int] = field(default_factory=dict)
+
+
+class TensorRTBackend(Backend):
+    """TensorRT engines on one CUDA stream.
+
+    `trt_module`: "tensorrt", "tensorrt_rtx", a module, or None (either). `shared_scratch`: a predicate on
+    the graph name for contexts that share one scratch area (default: the `branch_*` graphs).
+    `cuda_graphs`: capture and replay CUDA graphs per (graph, shape). `cuda`: a CudaRuntime-like object
+    (injected in tests)."""
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        trt_module: str | ModuleType | None = None,
+        device: int = 0,
+        cuda_graphs: bool = False,
+        shared_scratch: Callable[[str], bool] | None = None,
+        cuda: Any = None,
+    ) -> None:
+        super().__init__()
+        self.trt = import_tensorrt(trt_module)
+        self.cuda = cuda if cuda is not None else CudaRuntime(device)
+        self.stream = self.cuda.stream_create()
+        self.device_buffers = GrowOnlyBuffers(self.cuda.device_allocator())
+        self.host_buffers = GrowOnlyBuffers(self.cuda.host_allocator())
+        self.cuda_graphs = CudaGraphCache(self.cuda.graph_destroy) if cuda_graphs else None
+        self._shares = shared_scratch or (lambda g: g.startswith("branch_"))
+        self._logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self._runtime = self.trt.Runtime(self._logger)
+        self._g: dict[str, _Graph] = {}
+        self._scratch: Allocation | None = None
+        self._events: list[Any] = []
+        self._marks: list[tuple[str, int, int]] = []  # (stage, start event index, end event index)
+
+    # -- loading ----------------------------------------------------------------------------------------
+    def load(self, name: str, path: Path) -> GraphInfo:
+        path = Path(path)
+        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise BundleError(
+                f"TensorRT could not deserialize {path.name} (built for another TensorRT version or GPU?); "
+                f"rebuild the bundle on this device with `edgerestore build`"
+            )
+        shared = self._shares(name)
+        if shared:
+            strategy = getattr(self.trt, "ExecutionContextAllocationStrategy", None)
+            if strategy is not None:
+                context = engine.create_execution_context(strategy.USER_MANAGED)
+            else:
+                context = engine.create_execution_context_without_device_memory()
+        else:
+            context = engine.create_execution_context()
+        if context is None:
+            raise BundleError(f"TensorRT could not create an execution context for {name!r}")
+        info = GraphInfo(name, path)
+        graph = _Graph(engine, context, info, shared)
+        for i in range(engine.num_io_tensors):
+            tname = engine.get_tensor_name(i)
+            tinfo = TensorInfo(
+                tname, numpy_dtype(engine.get_tensor_dtype(tname)), tuple(engine.get_tensor_shape(tname))
+            )
+            if engine.get_tensor_mode(tname) == self.trt.TensorIOMode.INPUT:
+                info.inputs.append(tinfo)
+                lo, _, hi = engine.get_tensor_profile_shape(tname, 0)
+                graph.profile[tname] = (tuple(lo), tuple(hi))
+            else:
+                info.outputs.append(tinfo)
+        self._g[name] = graph
+        self.graphs[name] = info
+        return info
+
+    def scratch_bytes(self) -> int:
+        """Bytes of the scratch area shared by the shared-scratch contexts."""
+        sizes = []
+        for g in self._g.values():
+            if g.shared_scratch:
+                engine = g.engine
+                sizes.append(
+                    engine.device_memory_size_v2
+                    if hasattr(engine, "device_memory_size_v2")
+                    else engine.device_memory_size
+                )
+        return shared_scratch_bytes(sizes)
+
+    def finalize(self) -> None:
+        nbytes = self.scratch_bytes()
+        if nbytes == 0:
+            return
+        self._scratch = self.device_buffers.ensure("__scratch__", nbytes)
+        for g in self._g.values():
+            if g.shared_scratch:
+                try:
+                    g.context.set_device_memory(self._scratch.ptr, self._scratch.nbytes)
+                except TypeError:  # TensorRT < 10.1: property without a size
+                    g.context.device_memory = self._scratch.ptr
+
+    def profile_bounds(self, graph: str, tensor: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return self._g[graph].profile[tensor]
+
+    # -- timing -----------------------------------------------------------------------------------------
+    def _event(self, index: int) -> Any:
+        while len(self._events) <= index:
+            self._events.append(self.cuda.event_create())
+        return self._events[index]
+
+    def _mark_start(self) -> int:
+        index = 2 * len(self._marks)
+        self.cuda.event_record(self._event(index), self.stream)
+        return index
+
+    def _mark_end(self, stage: str, start: int) -> None:
+        self.cuda.event_record(self._event(start + 1), self.stream)
+        self._marks.append((stage, start, start + 1))
+
+    def reset_timings(self) -> None:
+        super().reset_timings()
+        self._marks = []
+
+    def synchronize(self) -> None:
+        self.cuda.stream_synchronize(self.stream)
+        for stage, a, b in self._marks:
+            self._add_ms(stage, self.cuda.event_elapsed_ms(self._events[a], self._events[b]))
+        self._marks = []
+
+    # -- binding and running ----------------------------------------------------------------------------
+    def bind_input(self, graph: str, tensor: str, value: np.ndarray | DeviceTensor) -> None:
+        g = self._g[graph]
+        shape = tuple(int(d) for d in value.shape)
+        lo, hi = g.profile[tensor]
+        check_profile(shape, lo, hi, tensor)
+        if not g.context.set_input_shape(tensor, shape):
+            raise UserError(f"TensorRT rejected shape {shape} for input {tensor!r} of {graph!r}")
+        g.shapes[tensor] = shape
+        if isinstance(value, DeviceTensor):
+            if value.backend != self.name:
+                raise TypeError(f"cannot bind a {value.backend} tensor to a TensorRT graph")
+            address = int(value.handle)
+        else:
+            dtype = next(t.dtype for t in g.info.inputs if t.name == tensor)
+            array = np.ascontiguousarray(value, dtype=dtype)
+            nbytes = array.nbytes
+            host = self.host_buffers.ensure((graph, tensor), nbytes)
+            np.copyto(host_view(host, shape, dtype), array)
+            device = self.device_buffers.ensure((graph, tensor), nbytes)
+            start = self._mark_start()
+            self.cuda.memcpy_htod_async(device.ptr, host.ptr, nbytes, self.stream)
+            self._mark_end("copies", start)
+            address = device.ptr
+        g.context.set_tensor_address(tensor, address)
+        g.addresses[tensor] = address
+
+    def run(self, graph: str, out_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        g = self._g[graph]
+        for t in g.info.outputs:
+            shape = tuple(int(d) for d in g.context.get_tensor_shape(t.name))
+            g.shapes[t.name] = shape
+            device = self.device_buffers.ensure((graph, t.name), tensor_nbytes(shape, t.dtype))
+            g.context.set_tensor_address(t.name, device.ptr)
+            g.addresses[t.name] = device.ptr
+        start = self._mark_start()
+        if self.cuda_graphs is None:
+            self._enqueue(g)
+        else:
+            inputs = {t.name: g.shapes[t.name] for t in g.info.inputs}
+            key = CudaGraphCache.key(graph, inputs, g.addresses)
+            action, graph_exec = self.cuda_graphs.lookup(key)
+            if action == "run":
+                self._enqueue(g)
+            else:
+                if action == "capture":
+                    self.cuda.capture_begin(self.stream)
+                    self._enqueue(g)
+                    graph_exec = self.cuda.capture_end(self.stream)
+                    self.cuda_graphs.store(key, graph_exec)
+                self.cuda.graph_launch(graph_exec, self.stream)
+        self._mark_end(graph, start)
+        self.run_counts[graph] += 1
+
+    def _enqueue(self, g: _Graph) -> None:
+        if not g.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"TensorRT failed to enqueue {g.info.name!r}")
+
+    def input(self, graph: str, tensor: str) -> DeviceTensor:
+        g = self._g[graph]
+        dtype = next(t.dtype for t in g.info.inputs if t.name == tensor)
+        return DeviceTensor(g.shapes[tensor], dtype, g.addresses[tensor], self.name)
+
+    def output(self, graph: str, tensor: str) -> DeviceTensor:
+        g = self._g[graph]
+        dtype = next(t.dtype for t in g.info.outputs if t.name == tensor)
+        return DeviceTensor(g.shapes[tensor], dtype, g.addresses[tensor], self.name)
+
+    def read(self, graph: str, tensor: str) -> np.ndarray:
+        g = self._g[graph]
+        shape = g.shapes[tensor]
+        dtype = next(t.dtype for t in g.info.outputs if t.name == tensor)
+        nbytes = tensor_nbytes(shape, dtype)
+        host = self.host_buffers.ensure((graph, tensor), nbytes)
+        start = self._mark_start()
+        self.cuda.memcpy_dtoh_async(host.ptr, g.addresses[tensor], nbytes, self.stream)
+        self._mark_end("copies", start)
+        self.synchronize()
+        return host_view(host, shape, dtype)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.cuda.stream_synchronize(self.stream)
+        finally:
+            if self.cuda_graphs is not None:
+                self.cuda_graphs.invalidate()
+            self._g.clear()  # contexts before engines before memory
+            self.device_buffers.release_all()
+            self.host_buffers.release_all()
+            for event in self._events:
+                self.cuda.event_destroy(event)
+            self._events = []
+            self.cuda.stream_destroy(self.stream)
+            super().close()

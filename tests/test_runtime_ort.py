@@ -1,0 +1,72 @@
+"""ONNX Runtime backend: session options from the manifest, output buffers reused across frames and grown
+only when a frame grows, the trunk's features handed to the branch as the same OrtValue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.ort import OnnxRuntimeBackend, make_session_options
+from edgerestore.runtime.restorer import Restorer
+from edgerestore.runtime.synthetic import write_bundle
+
+
+def test_session_options_come_from_the_manifest_and_threads_override():
+    import onnxruntime as ort
+
+    so = make_session_options(
+        {
+            "graph_optimization_level": "ORT_ENABLE_BASIC",
+            "execution_mode": "sequential",
+            "intra_op_num_threads": 3,
+            "config_entries": {"session.intra_op.allow_spinning": "0"},
+        }
+    )
+    assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert so.intra_op_num_threads == 3
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert make_session_options({"intra_op_num_threads": 3}, threads=1).intra_op_num_threads == 1
+    with pytest.raises(BundleError, match="unknown key 'warp_drive'"):
+        make_session_options({"warp_drive": True})
+    with pytest.raises(BundleError, match="not a valid"):
+        make_session_options({"graph_optimization_level": "ORT_ENABLE_EVERYTHING"})
+    with pytest.raises(UserError, match="threads"):
+        make_session_options({}, threads=0)
+
+
+def test_bundle_session_options_reach_the_sessions(tmp_path):
+    bundle = write_bundle(tmp_path, session_options={"graph_optimization_level": "ORT_DISABLE_ALL"})
+    with Restorer.open(bundle, threads=1) as r:
+        sess = r.backend._sessions["trunk"]
+        import onnxruntime as ort
+
+        assert (
+            sess.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        assert sess.get_session_options().intra_op_num_threads == 1
+
+
+def test_outputs_reuse_buffers_and_features_stay_ortvalues(tmp_path):
+    with Restorer.open(write_bundle(tmp_path), threads=1, force="rain") as r:
+        be: OnnxRuntimeBackend = r.backend
+        big, small = np.full((96, 128, 3), 90, np.uint8), np.full((48, 64, 3), 90, np.uint8)
+        r(big)
+        allocations = be.allocations
+        for _ in range(3):
+            r(small)
+            r(big)
+        assert be.allocations == allocations  # same or smaller frames: no new buffers
+        r(np.full((100, 130, 3), 90, np.uint8))
+        assert be.allocations > allocations
+        features = be.output("trunk", "features")
+        assert type(features.handle).__name__ == "OrtValue"
+        assert features.shape == (1, 4, 50, 65)
+        assert be.input("branch_rain", "features").handle is features.handle  # same OrtValue, no host trip
+
+
+def test_intra_op_threads_do_not_spin_unless_the_manifest_asks():
+    key = "session.intra_op.allow_spinning"
+    assert make_session_options({}).get_session_config_entry(key) == "0"
+    assert make_session_options({"config_entries": {key: "1"}}).get_session_config_entry(key) == "1"

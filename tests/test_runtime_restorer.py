@@ -1,0 +1,212 @@
+"""Restorer dispatch on ONNX Runtime with synthetic graphs whose verdict and output the tests control:
+only the selected branch runs, clean frames pass through, hysteresis, routing cadence, forcing, the
+deadline fails open, odd sizes round-trip, concurrent use equals serial use, CMUDRN bundles."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgerestore.errors import UserError
+from edgerestore.runtime.restorer import Restorer
+from edgerestore.runtime.synthetic import CMUDRN_OFFSET, OFFSETS, PROTOTYPES, write_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return write_bundle(tmp_path_factory.mktemp("bundle"), depth=1)
+
+
+@pytest.fixture
+def restorer(bundle_dir):
+    with Restorer.open(bundle_dir, threads=1) as r:
+        yield r
+
+
+def solid(condition: str, h: int = 40, w: int = 48) -> np.ndarray:
+    frame = np.empty((h, w, 3), np.uint8)
+    frame[:] = PROTOTYPES[condition]
+    return frame
+
+
+def textured(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    return rng.integers(0, 200, size=(h, w, 3), dtype=np.uint8)
+
+
+def branch_offset(result_image: np.ndarray, frame: np.ndarray) -> int:
+    return int(np.median(result_image.astype(int) - frame.astype(int)))
+
+
+@pytest.mark.parametrize("condition", ["rain", "haze", "raindrop", "snow"])
+def test_only_the_selected_branch_runs(restorer, condition):
+    frame = solid(condition)
+    result = restorer(frame)
+    assert result.condition == condition and result.restored
+    assert result.confidence > 0.9
+    counts = restorer.backend.run_counts
+    assert counts["router"] == 1 and counts["trunk"] == 1
+    assert counts[f"branch_{condition}"] == 1
+    assert sum(v for k, v in counts.items() if k.startswith("branch_")) == 1
+    assert branch_offset(result.image, frame) in (OFFSETS[condition], OFFSETS[condition] + 1)
+    assert result.timings["trunk"] > 0 and result.timings["branch"] > 0
+    assert (
+        result.timings["total"]
+        >= result.timings["router"] + result.timings["trunk"] + result.timings["branch"]
+    )
+
+
+def test_clean_frame_returns_the_input_untouched_without_trunk(restorer):
+    frame = solid("clean")
+    result = restorer(frame)
+    assert result.condition == "clean" and not result.restored and "clean" in result.flags
+    assert result.image is frame
+    assert restorer.backend.run_counts == {"router": 1}
+    assert result.timings["trunk"] == 0 and result.timings["branch"] == 0 and result.timings["router"] > 0
+
+
+def test_router_only_and_force(restorer):
+    restorer.router_only = True
+    result = restorer(solid("snow"))
+    assert result.condition == "snow" and not result.restored and "router_only" in result.flags
+    restorer.router_only = False
+    restorer.force = "haze"
+    frame = solid("rain")
+    result = restorer(frame)
+    assert result.condition == "haze" and "forced" in result.flags and np.isnan(result.confidence)
+    assert branch_offset(result.image, frame) in (OFFSETS["haze"], OFFSETS["haze"] + 1)
+    restorer.force = "clean"
+    assert restorer(frame).image is frame
+    assert restorer.backend.run_counts == {"router": 1, "trunk": 1, "branch_haze": 1}
+    restorer.force = "fog"
+    with pytest.raises(UserError, match="not a condition"):
+        restorer(frame)
+
+
+def test_hysteresis_holds_through_one_outlier_frame(bundle_dir):
+    with Restorer.open(bundle_dir, threads=1, video=True, dwell=3) as r:
+        sequence = ["rain"] * 4 + ["haze"] + ["rain"] * 3
+        results = [r(solid(c)) for c in sequence]
+        assert [x.condition for x in results] == ["rain"] * len(sequence)
+        assert "smoothed" in results[4].flags
+        assert r.backend.run_counts["branch_haze"] == 0
+        # a real change wins after `dwell` consecutive frames
+        switched = [r(solid("haze")).condition for _ in range(3)]
+        assert switched == ["rain", "rain", "haze"]
+
+
+def test_confidence_margin_switches_at_once(bundle_dir):
+    with Restorer.open(bundle_dir, threads=1, video=True, dwell=5, margin=0.5) as r:
+        assert r(solid("rain")).condition == "rain"
+        assert r(solid("haze")).condition == "haze"
+
+
+def test_route_every_n_frames_reuses_the_verdict(bundle_dir):
+    with Restorer.open(bundle_dir, threads=1, video=True, route_every=3) as r:
+        results = [r(solid("snow")) for _ in range(7)]
+        assert r.backend.run_counts["router"] == 3  # frames 0, 3, 6
+        assert all(x.condition == "snow" for x in results)
+        assert "route_skipped" in results[1].flags and "route_skipped" not in results[3].flags
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (17, 23), (31, 16), (101, 77), (64, 33)])
+def test_odd_sizes_round_trip_exactly(restorer, rng, hw):
+    restorer.force = "rain"
+    frame = textured(rng, *hw)
+    result = restorer(frame)
+    assert result.image.shape == frame.shape and result.image.dtype == np.uint8
+    diff = result.image.astype(int) - frame.astype(int)
+    assert set(np.unique(diff)) <= {OFFSETS["rain"], OFFSETS["rain"] + 1}  # aligned: no shift from the crop
+    assert ("padded" in result.flags) == (hw[0] % 2 == 1 or hw[1] % 2 == 1)
+
+
+def test_frame_beyond_the_bundle_max_shape_is_a_user_error(tmp_path):
+    with Restorer.open(write_bundle(tmp_path, max_hw=(64, 96)), threads=1) as r:
+        r(solid("rain", 64, 96))
+        with pytest.raises(UserError, match="max shape 64x96"):
+            r(solid("rain", 65, 40))
+
+
+def test_deadline_fails_open_with_the_raw_frame(bundle_dir):
+    with Restorer.open(bundle_dir, threads=1, deadline_ms=1000) as r:
+        frame = solid("rain")
+        assert r(frame).restored  # within budget: the normal result
+        run = r.backend.run
+        release = threading.Event()
+
+        def slow_run(graph, out_shapes=None):
+            if graph == "trunk":
+                release.wait(5)
+            return run(graph, out_shapes)
+
+        r.backend.run = slow_run
+        r.deadline_ms = 30
+        t0 = time.perf_counter()
+        late = r(frame)
+        assert (time.perf_counter() - t0) < 0.5
+        assert late.image is frame and not late.restored and "deadline_missed" in late.flags
+        busy = r(frame)  # the late frame still occupies the worker: fail open at once
+        assert busy.image is frame and {"deadline_missed", "busy"} <= busy.flags
+        release.set()
+        r.backend.run = run
+        r.deadline_ms = 1000
+        deadline = time.time() + 5
+        while r._inflight is not None and not r._inflight.done() and time.time() < deadline:
+            time.sleep(0.01)
+        healthy = r(frame)
+        assert healthy.restored and healthy.condition == "rain"
+        assert r.stats.deadline_missed == 2 and r.stats.late_dropped == 1
+
+
+def test_two_threads_give_the_same_results_as_serial_use(bundle_dir, rng):
+    frames = []
+    for i, c in enumerate(["rain", "clean", "haze", "snow", "raindrop"] * 4):
+        f = solid(c, 32 + i, 40 + 3 * i)
+        f[::3] = rng.integers(0, 200, size=f[::3].shape, dtype=np.uint8)  # texture, same mean class
+        frames.append(f)
+    with Restorer.open(bundle_dir, threads=1) as r:
+        serial = [r(f) for f in frames]
+        out: dict[int, object] = {}
+
+        def worker(indices):
+            for i in indices:
+                out[i] = r(frames[i])
+
+        threads = [threading.Thread(target=worker, args=(range(k, len(frames), 2),)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(out) == len(frames)
+    for i, ref in enumerate(serial):
+        got = out[i]
+        assert got.condition == ref.condition and got.restored == ref.restored
+        np.testing.assert_array_equal(got.image, ref.image)
+
+
+def test_submit_result_and_stream_keep_order(bundle_dir):
+    conditions = ["rain", "haze", "clean", "snow", "raindrop", "rain"]
+    frames = [solid(c, 20 + 2 * i, 30) for i, c in enumerate(conditions)]
+    with Restorer.open(bundle_dir, threads=1) as r:
+        for f in frames:
+            r.submit(f)
+        got = [r.result(timeout=10) for _ in frames]
+        assert [x.condition for x in got] == conditions
+        assert [x.image.shape for x in got] == [f.shape for f in frames]
+        streamed = list(r.stream(iter(frames), depth=3))
+        assert [x.condition for x in streamed] == conditions
+        assert [x.index for x in streamed] == sorted(x.index for x in streamed)
+        with pytest.raises(UserError, match="submit"):
+            r.result()
+
+
+def test_cmudrn_bundle_runs_its_one_graph_on_every_frame(tmp_path, rng):
+    with Restorer.open(write_bundle(tmp_path, family="cmudrn", loops=3), threads=1) as r:
+        frame = textured(rng, 21, 35)
+        result = r(frame)
+        assert result.restored and result.condition == "blind"
+        np.testing.assert_array_equal(result.image, frame + CMUDRN_OFFSET)
+        assert r(solid("clean")).restored
+        assert r.backend.run_counts == {"cmudrn_t3": 2}
