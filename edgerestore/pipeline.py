@@ -77,7 +77,9 @@ def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True)
     from edgerestore.models import zoo
 
     model, meta = zoo.load_checkpoint(checkpoint)
-    return export_model(model, export_dir, meta["profile"], checkpoint_sha256=meta["sha256"], progress=progress)
+    return export_model(
+        model, export_dir, meta["profile"], checkpoint_sha256=meta["sha256"], progress=progress
+    )
 
 
 def make_precision(export_dir: Path, variant: str, calib: str | Path | None, progress: bool = True):
@@ -129,7 +131,9 @@ def ensure_bundle(
     if variant is not None:
         why = "--force" if force else ("export changed" if ran else precision_is_stale(export_dir, variant))
         if why:
-            echo(f"precision: {why}; making {export_dir}/{variant}/ (calibration: {calib or 'calibration/default'})")
+            echo(
+                f"precision: {why}; making {export_dir}/{variant}/ (calibration: {calib or 'calibration/default'})"
+            )
             make_precision(export_dir, variant, calib, progress)
             ran.append(variant)
     result = build_bundle(

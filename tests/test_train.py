@@ -103,8 +103,10 @@ def _cfg(tmp_path: Path, clean_dir: Path, steps: int, name: str) -> TrainConfig:
 @pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, clean_dir):
     train(_cfg(tmp_path, clean_dir, 4, "straight.pt"), progress=False)
-    first = _cfg(tmp_path, clean_dir, 2, "resumed.pt")
+    first = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
+    first.stop_at = 2  # interrupted half way through the same schedule
     train(first, progress=False)
+    assert zoo.load_checkpoint(tmp_path / "resumed.pt")[1]["step"] == 2
     second = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
     train(second, progress=False)
     a, meta_a = zoo.load_checkpoint(tmp_path / "straight.pt")

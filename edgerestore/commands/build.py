@@ -21,20 +21,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="uffn-tiny", help="zoo profile (default: uffn-tiny)")
     parser.add_argument("--checkpoint", type=Path, help="weights (default: weights/<profile>.pt)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    parser.add_argument("--backend", choices=("auto", "tensorrt", "onnxruntime"), default="auto",
-                        help="auto: TensorRT when a CUDA GPU and TensorRT are present, else ONNX Runtime")
-    parser.add_argument("--trt-module", choices=("tensorrt", "tensorrt_rtx"),
-                        help="TensorRT flavour (default: tensorrt if installed, else tensorrt_rtx)")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "tensorrt", "onnxruntime"),
+        default="auto",
+        help="auto: TensorRT when a CUDA GPU and TensorRT are present, else ONNX Runtime",
+    )
+    parser.add_argument(
+        "--trt-module",
+        choices=("tensorrt", "tensorrt_rtx"),
+        help="TensorRT flavour (default: tensorrt if installed, else tensorrt_rtx)",
+    )
     parser.add_argument("--min", dest="shape_min", default="64x64", help="smallest frame HxW (default 64x64)")
-    parser.add_argument("--opt", dest="shape_opt", default="720x1280", help="optimised frame HxW (default 720x1280)")
-    parser.add_argument("--max", dest="shape_max", default="1088x1920", help="largest frame HxW (default 1088x1920)")
-    parser.add_argument("--workspace", type=int, default=1024, help="TensorRT workspace in MiB (default 1024)")
+    parser.add_argument(
+        "--opt", dest="shape_opt", default="720x1280", help="optimised frame HxW (default 720x1280)"
+    )
+    parser.add_argument(
+        "--max", dest="shape_max", default="1088x1920", help="largest frame HxW (default 1088x1920)"
+    )
+    parser.add_argument(
+        "--workspace", type=int, default=1024, help="TensorRT workspace in MiB (default 1024)"
+    )
     parser.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, shared across graphs")
-    parser.add_argument("--calib", help="calibration frames for INT8/FP16 checks: a folder, a video or "
-                        "synthetic[:N] (default: calibration/default)")
-    parser.add_argument("--export-root", type=Path, default=Path("export"), help="ONNX root (default export/)")
-    parser.add_argument("--out", type=Path, help="bundle directory (default engines/<profile>-<backend>-<precision>)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads recorded (0: all)")
+    parser.add_argument(
+        "--calib",
+        help="calibration frames for INT8/FP16 checks: a folder, a video or "
+        "synthetic[:N] (default: calibration/default)",
+    )
+    parser.add_argument(
+        "--export-root", type=Path, default=Path("export"), help="ONNX root (default export/)"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="bundle directory (default engines/<profile>-<backend>-<precision>)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads recorded (0: all)"
+    )
     parser.add_argument("--force", action="store_true", help="redo export, precision and build")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="training checkpoint (resumed when it exists); default runs/<profile>/last.pt",
     )
     parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument(
+        "--stop-at", type=int, help="stop at this step (checkpointed) without changing the schedule"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument(
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         val_every=args.val_every,
         val_samples=args.val_samples,
         checkpoint_every=args.checkpoint_every,
+        stop_at=args.stop_at,
         workers=args.workers,
         threads=args.threads,
         overrides=_parse_overrides(args.overrides),

@@ -45,7 +45,15 @@ ONNX_FORMAT = "edgerestore-onnx/1"
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
 DEFAULT_WORKSPACE = 1 << 30
-_PRECISION_ALIASES = {"float32": "fp32", "float16": "fp16", "fp32": "fp32", "fp16": "fp16", "int8": "int8"}
+_PRECISION_ALIASES = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "fp32": "fp32",
+    "fp16": "fp16",
+    "int8": "int8",
+    "int8_trt": "int8",  # precision.json names the Q/DQ form; the manifest records the precision
+    "int8_ort": "int8",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------

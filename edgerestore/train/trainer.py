@@ -48,6 +48,7 @@ class TrainConfig:
     val_every: int = 500
     val_samples: int = 40
     checkpoint_every: int = 200
+    stop_at: int | None = None  # stop (with a checkpoint) at this step without changing the LR schedule
     workers: int = 1
     threads: int = 0
     overrides: dict = field(default_factory=dict)
@@ -276,7 +277,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             len(train_set),
             cfg.batch_size,
             start,
-            cfg.steps,
+            min(cfg.steps, cfg.stop_at or cfg.steps),
             cfg.seed,
             rank,
             world,
@@ -326,7 +327,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                         f.write(json.dumps(entry) + "\n")
                     if bar is not None:
                         bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop["now"]:
+                if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop["now"]:
                     _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
             if stop["now"]:
                 break

@@ -1,0 +1,1040 @@
+"""Latency measurement of engine bundles: per-stage percentiles, device keys, baselines, regression compare,
+camera-pipeline throughput and capture-to-display latency, and plots.
+
+* `bench_restorer` times N frames (after a warm-up) through a `Restorer` at one size and summarises every
+  stage the runtime reports (router, trunk, branch, copies, pre, post, total) as mean / p50 / p90 / p99 / max
+  and FPS. The stage times are the runtime's own (`RestoreResult.timings`): `perf_counter` on ONNX Runtime,
+  CUDA events on TensorRT.
+* A report records the device it ran on as a *device key* (hardware, core count, runtime and version,
+  threads). A baseline is only ever compared with a run of the same key (`compare` refuses otherwise), so a
+  baseline from another machine cannot pass or fail a run by accident.
+* `measure_pipeline` runs frames through the camera pipeline (`edgerestore.runtime.video`: grabber thread,
+  inference thread, display loop) from an in-memory camera, once unpaced (throughput) and once paced like a
+  camera (capture-to-display latency), beside the model latency of the same restorer in the same run.
+
+Percentiles are numpy's default (linear interpolation between order statistics, Hyndman & Fan type 7).
+
+Imports the runtime, numpy, OpenCV (matplotlib inside the plot functions); never torch. Building bundles
+from a profile, the sweeps and the PyTorch column live in `edgerestore.bench_studies`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgerestore.conditions import CONDITIONS
+from edgerestore.errors import UserError
+
+FORMAT = "edgerestore-bench/1"
+#: Stages shown in tables and compared against baselines, in pipeline order.
+REPORT_STAGES: tuple[str, ...] = ("router", "trunk", "branch", "copies", "total")
+#: Every stage the runtime reports (`edgerestore.runtime.restorer.STAGES`).
+ALL_STAGES: tuple[str, ...] = ("pre", "router", "trunk", "branch", "copies", "post", "total")
+SIZE_ALIASES: dict[str, tuple[int, int]] = {
+    "240p": (240, 426),
+    "360p": (360, 640),
+    "480p": (480, 854),
+    "540p": (540, 960),
+    "720p": (720, 1280),
+    "1080p": (1080, 1920),
+}
+DEFAULT_BASELINE_DIR = Path("benchmarks") / "baselines"
+#: Stages faster than this in the baseline are not judged (a 20 % change of 10 µs is timer noise).
+DEFAULT_MIN_MS = 0.05
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageStats:
+    """Summary of one stage's per-frame milliseconds."""
+
+    n: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    @property
+    def fps(self) -> float:
+        """Frames per second if frames ran back to back at the mean time (inf for a zero mean)."""
+        return 1000.0 / self.mean if self.mean > 0 else math.inf
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "fps": self.fps}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StageStats:
+        return cls(int(d["n"]), *(float(d[k]) for k in ("mean", "p50", "p90", "p99", "max")))
+
+
+def summarize(samples_ms: Sequence[float]) -> StageStats:
+    """Mean, p50, p90, p99 and max of `samples_ms` (numpy's linear-interpolation percentiles)."""
+    if len(samples_ms) == 0:
+        raise ValueError("no samples to summarise")
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p50, p90, p99 = (float(v) for v in np.percentile(a, [50, 90, 99]))
+    return StageStats(int(a.size), float(a.mean()), p50, p90, p99, float(a.max()))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`360p` / `720p` / `1080p` (16:9) or `HxW` → (H, W)."""
+    t = text.strip().lower()
+    if t in SIZE_ALIASES:
+        return SIZE_ALIASES[t]
+    m = re.fullmatch(r"(\d+)\s*[x×]\s*(\d+)", t)
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise UserError(f"size {text!r} is not HxW (e.g. 360x640) or one of {', '.join(SIZE_ALIASES)}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = [parse_size(t) for t in text.split(",") if t.strip()]
+    if not sizes:
+        raise UserError("--sizes is empty; give e.g. 360p,720p or 360x640")
+    return sizes
+
+
+def parse_tolerance(text: str | float) -> float:
+    """`10%` or `0.1` → 0.1."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100.0 if s.endswith("%") else float(s)
+    except ValueError:
+        raise UserError(f"tolerance {text!r} is not a fraction (0.1) or a percentage (10%)") from None
+    if not 0.0 <= value < 10.0:
+        raise UserError(f"tolerance {text!r} must be between 0% and 1000%")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Device key
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """`model name` (x86) or `Hardware` / `Model` (ARM) from /proc/cpuinfo, else platform's guess."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if ":" in line:
+                k, v = line.split(":", 1)
+                fields.setdefault(k.strip().lower(), v.strip())
+    except OSError:
+        pass
+    for key in ("model name", "hardware", "model", "cpu model"):
+        if fields.get(key):
+            return fields[key]
+    return platform.processor() or platform.machine() or "unknown-cpu"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, so a container's limit counts)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _slug(text: str) -> str:
+    text = re.sub(r"\((r|tm|c)\)", " ", text.lower())
+    text = re.sub(r"\b(cpu|processor|with radeon graphics)\b", " ", text)
+    text = re.sub(r"@.*$", " ", text)  # "@ 2.60GHz": the name already says which part it is
+    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.") or "unknown"
+
+
+@dataclass(frozen=True)
+class BenchDevice:
+    """What a run ran on. `kind`: "cpu" (ONNX Runtime) or "gpu" (TensorRT)."""
+
+    kind: str
+    name: str  # CPU model, or GPU name
+    cores: int
+    runtime: str  # "onnxruntime" | "tensorrt" | "tensorrt_rtx" | "pytorch"
+    runtime_version: str
+    threads: int | None  # ONNX Runtime intra-op threads (0: ORT's default); None on GPUs
+    compute_capability: str | None = None
+    machine: str = field(default_factory=platform.machine)
+
+    @property
+    def key(self) -> str:
+        """`<hardware>-<cores>c-<runtime>-<version>[-t<threads>]`: two runs share a key only when the same
+        hardware ran the same runtime version with the same threads."""
+        hw = _slug(self.name) + (
+            f"-sm{self.compute_capability.replace('.', '')}" if self.compute_capability else ""
+        )
+        threads = f"-t{self.threads}" if self.threads is not None else ""
+        return f"{hw}-{self.cores}c-{_slug(self.runtime)}-{self.runtime_version}{threads}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BenchDevice:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def ort_threads(restorer: Any) -> int | None:
+    """The intra-op thread count the restorer's ONNX Runtime sessions run with (0: ORT's default)."""
+    sessions = getattr(restorer.backend, "_sessions", None) or {}
+    for sess in sessions.values():
+        return int(sess.get_session_options().intra_op_num_threads)
+    return None
+
+
+def device_of(restorer: Any) -> BenchDevice:
+    """The device key of a `Restorer` (its backend decides CPU vs GPU)."""
+    backend = restorer.backend
+    if getattr(backend, "name", "") == "tensorrt":
+        from edgerestore.engines.bundle import cuda_device_info
+
+        info = cuda_device_info()
+        trt = backend.trt
+        module = getattr(trt, "__name__", "tensorrt").split(".")[0]
+        return BenchDevice(
+            "gpu",
+            info.name if info else "unknown-gpu",
+            cpu_cores(),
+            module,
+            str(getattr(trt, "__version__", "?")),
+            None,
+            info.compute_capability if info else None,
+        )
+    import onnxruntime
+
+    return BenchDevice(
+        "cpu", cpu_model(), cpu_cores(), "onnxruntime", onnxruntime.__version__, ort_threads(restorer)
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Frames
+# ---------------------------------------------------------------------------------------------------------
+
+SCENES: tuple[str, ...] = ("astronaut", "chelsea", "coffee")
+
+
+def _scenes() -> list[np.ndarray]:
+    """BGR photos shipped inside scikit-image (no download); a smooth procedural scene without it."""
+    try:
+        from skimage import data
+    except ImportError:
+        y, x = np.mgrid[0:360, 0:640].astype(np.float32)
+        scene = np.stack([x / 640 * 200 + 30, y / 360 * 180 + 40, (x + y) / 1000 * 150 + 50], -1)
+        return [scene.astype(np.uint8)]
+    return [np.ascontiguousarray(getattr(data, n)()[..., :3][..., ::-1]) for n in SCENES]
+
+
+def cover_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale `image` to cover (H, W) and centre-crop it."""
+    import cv2
+
+    h, w = size
+    s = max(h / image.shape[0], w / image.shape[1])
+    big = cv2.resize(
+        image,
+        (max(w, round(image.shape[1] * s)), max(h, round(image.shape[0] * s))),
+        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+    )
+    y, x = (big.shape[0] - h) // 2, (big.shape[1] - w) // 2
+    return np.ascontiguousarray(big[y : y + h, x : x + w])
+
+
+def weather_frames(
+    size: tuple[int, int], conditions: Sequence[str] = CONDITIONS, seed: int = 0
+) -> list[tuple[str, np.ndarray]]:
+    """(condition, uint8 BGR frame) at (H, W): a shipped photo per frame, degraded by
+    `edgerestore.data.degrade.degrade_uint8_bgr` (clean frames are left as they are)."""
+    from edgerestore.data.degrade import degrade_uint8_bgr
+
+    scenes = _scenes()
+    out = []
+    for i, c in enumerate(conditions):
+        clean = cover_resize(scenes[i % len(scenes)], size)
+        out.append((c, clean if c == "clean" else degrade_uint8_bgr(clean, c, seed + i)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One case: a bundle at one size
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CaseResult:
+    """A bundle timed at one size. `condition`: the forced branch, or "routed" (the router decided on
+    synthetic weather frames; `conditions_seen` says what it chose)."""
+
+    profile: str
+    family: str
+    backend: str
+    precision: str
+    size: tuple[int, int]
+    condition: str
+    frames: int
+    stages: dict[str, StageStats]
+    conditions_seen: dict[str, int] = field(default_factory=dict)
+    bundle: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    wall_ms: StageStats | None = None  # perf_counter around the whole call, as the caller sees it
+
+    @property
+    def id(self) -> str:
+        return (
+            f"{self.profile}/{self.backend}/{self.precision}/{self.size[0]}x{self.size[1]}/{self.condition}"
+        )
+
+    @property
+    def fps(self) -> float:
+        return self.stages["total"].fps
+
+    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        d = {
+            "id": self.id,
+            "profile": self.profile,
+            "family": self.family,
+            "backend": self.backend,
+            "precision": self.precision,
+            "size": list(self.size),
+            "condition": self.condition,
+            "frames": self.frames,
+            "fps": self.fps,
+            "conditions_seen": dict(self.conditions_seen),
+            "bundle": self.bundle,
+            "stages": {k: v.to_dict() for k, v in self.stages.items()},
+            "wall_ms": self.wall_ms.to_dict() if self.wall_ms else None,
+        }
+        if samples:
+            d["samples"] = {k: [round(x, 4) for x in v] for k, v in self.samples.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CaseResult:
+        return cls(
+            profile=d["profile"],
+            family=d.get("family", ""),
+            backend=d["backend"],
+            precision=d["precision"],
+            size=(int(d["size"][0]), int(d["size"][1])),
+            condition=d["condition"],
+            frames=int(d["frames"]),
+            stages={k: StageStats.from_dict(v) for k, v in d["stages"].items()},
+            conditions_seen=dict(d.get("conditions_seen") or {}),
+            bundle=d.get("bundle", ""),
+            samples={k: list(v) for k, v in (d.get("samples") or {}).items()},
+            wall_ms=StageStats.from_dict(d["wall_ms"]) if d.get("wall_ms") else None,
+        )
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
+
+
+def bench_restorer(
+    restorer: Any,
+    size: tuple[int, int],
+    *,
+    frames: int = 100,
+    warmup: int = 10,
+    condition: str | None = None,
+    seed: int = 0,
+    pool: Sequence[tuple[str, np.ndarray]] | None = None,
+    progress: bool = False,
+) -> CaseResult:
+    """Time `frames` calls of `restorer` at (H, W) after `warmup` untimed ones.
+
+    `condition` forces that branch (every frame runs router-free trunk + that branch; "clean" runs nothing
+    but the pass-through); None lets the router choose on synthetic weather frames, one per condition in
+    turn. A stage's statistics cover the frames on which it ran (the runtime reports 0 for a stage that did
+    not run, e.g. trunk and branch on a frame judged clean); `total` covers every frame. `pool`: the
+    (condition, frame) list to cycle through instead of making one at `size`."""
+    m = restorer.bundle.manifest
+    if condition is not None and condition not in CONDITIONS:
+        raise UserError(f"--condition {condition!r} is not one of {', '.join(CONDITIONS)}")
+    label = "blind" if m.family == "cmudrn" else condition or "routed"
+    if pool is None:
+        kinds = ("rain", "snow") if m.family == "cmudrn" else (condition,) if condition else CONDITIONS
+        pool = weather_frames(size, kinds, seed)
+    previous = restorer.force
+    restorer.force = condition if m.family != "cmudrn" else None
+    samples: dict[str, list[float]] = {s: [] for s in ALL_STAGES}
+    wall: list[float] = []
+    seen: Counter[str] = Counter()
+    bar = _progress(warmup + frames, f"{m.profile} {m.precision} {size[0]}x{size[1]}", progress)
+    try:
+        for i in range(warmup + frames):
+            frame = pool[i % len(pool)][1]
+            t0 = time.perf_counter()
+            result = restorer(frame)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            bar.update(1)
+            if i < warmup:
+                continue
+            wall.append(elapsed)
+            seen[result.condition] += 1
+            for s in ALL_STAGES:
+                v = float(result.timings.get(s, 0.0))
+                if v > 0.0 or s == "total":
+                    samples[s].append(v)
+    finally:
+        bar.close()
+        restorer.force = previous
+    stages = {s: summarize(v) for s, v in samples.items() if v}
+    return CaseResult(
+        profile=m.profile,
+        family=m.family,
+        backend=m.backend,
+        precision=m.precision,
+        size=(int(size[0]), int(size[1])),
+        condition=label,
+        frames=frames,
+        stages=stages,
+        conditions_seen=dict(seen),
+        bundle=str(restorer.bundle.path),
+        samples={k: v for k, v in samples.items() if v},
+        wall_ms=summarize(wall),
+    )
+
+
+def open_backend(bundle_dir: str | Path, threads: int | None = None) -> Any:
+    """The runtime backend of a bundle with every graph loaded (for timing graphs one by one)."""
+    from edgerestore.engines.bundle import load_bundle
+
+    bundle = load_bundle(Path(bundle_dir))
+    m = bundle.manifest
+    if m.backend == "tensorrt":
+        from edgerestore.runtime.trt import TensorRTBackend
+
+        backend: Any = TensorRTBackend(trt_module=m.builder.get("name"))
+    else:
+        from edgerestore.runtime.ort import OnnxRuntimeBackend
+
+        backend = OnnxRuntimeBackend(threads=threads, session_options=m.session_options or None)
+    try:
+        for name in bundle.graph_names:
+            backend.load(name, bundle.graph_path(name))
+        backend.finalize()
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def time_graph(
+    backend: Any, graph: str, pool: Sequence[np.ndarray], *, frames: int = 20, warmup: int = 3
+) -> tuple[StageStats, StageStats]:
+    """(graph compute, whole call) ms of a one-input image graph (`frame` u8 [1,H,W,3] → `restored`), each
+    call binding a frame of `pool` (in turn), running, synchronising and reading the output back."""
+    compute, whole = [], []
+    for i in range(warmup + frames):
+        f = pool[i % len(pool)]
+        t0 = time.perf_counter()
+        backend.reset_timings()
+        backend.bind_input(graph, "frame", f)
+        backend.run(graph, {"restored": f.shape})
+        backend.synchronize()
+        backend.read(graph, "restored")
+        ms = (time.perf_counter() - t0) * 1e3
+        if i >= warmup:
+            compute.append(backend.timings_ms().get(graph, ms))
+            whole.append(ms)
+    return summarize(compute), summarize(whole)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchReport:
+    device: BenchDevice
+    cases: list[CaseResult]
+    timing_source: str  # "perf_counter" | "cuda_events"
+    settings: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    command: list[str] = field(default_factory=lambda: ["edgerestore", *sys.argv[1:]])
+    pipeline: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "created_at": self.created_at,
+            "command": self.command,
+            "device": self.device.to_dict(),
+            "timing_source": self.timing_source,
+            "settings": self.settings,
+            "cases": [c.to_dict(samples) for c in self.cases],
+            "pipeline": self.pipeline,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BenchReport:
+        check_format(d, "report")
+        return cls(
+            device=BenchDevice.from_dict(d["device"]),
+            cases=[CaseResult.from_dict(c) for c in d.get("cases") or []],
+            timing_source=d.get("timing_source", "perf_counter"),
+            settings=dict(d.get("settings") or {}),
+            created_at=d.get("created_at", ""),
+            command=list(d.get("command") or []),
+            pipeline=list(d.get("pipeline") or []),
+        )
+
+    def table(self) -> str:
+        return cases_table(self.cases)
+
+
+def cases_table(cases: Sequence[CaseResult], stages: Sequence[str] = REPORT_STAGES) -> str:
+    """A markdown table: one row per case and stage (mean, p50, p90, p99, max in ms, FPS on `total`)."""
+    lines = [
+        "| case | stage | frames | mean ms | p50 | p90 | p99 | max | FPS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        for s in stages:
+            st = c.stages.get(s)
+            if st is None:
+                lines.append(f"| {c.id} | {s} | 0 | — | — | — | — | — | |")
+                continue
+            fps = f"{st.fps:.1f}" if s == "total" else ""
+            lines.append(
+                f"| {c.id} | {s} | {st.n} | {st.mean:.2f} | {st.p50:.2f} | {st.p90:.2f} | {st.p99:.2f} | "
+                f"{st.max:.2f} | {fps} |"
+            )
+    return "\n".join(lines)
+
+
+def check_format(d: Mapping[str, Any], what: str) -> None:
+    if not isinstance(d, Mapping) or d.get("format") != FORMAT:
+        got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+        raise UserError(f"{what} is not an edgerestore bench JSON (format {got!r}, expected {FORMAT!r})")
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> Path:
+    """JSON written to a temporary file beside `path` and renamed (never half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_json(path: str | Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{what} {path} is not readable JSON ({str(exc).splitlines()[0]})") from None
+    check_format(data, f"{what} {path}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Baselines and regression compare
+# ---------------------------------------------------------------------------------------------------------
+
+
+class DeviceMismatch(UserError):
+    """A baseline recorded under another device key."""
+
+
+def baseline_path(device_key: str, root: str | Path = DEFAULT_BASELINE_DIR) -> Path:
+    """`<root>/<device-key>.json`: where this device's baseline lives."""
+    return Path(root) / f"{device_key}.json"
+
+
+def resolve_baseline(arg: str | Path, device_key: str) -> Path:
+    """`--compare` accepts a baseline file, or a folder of baselines (then `<folder>/<device-key>.json`)."""
+    p = Path(arg)
+    if p.is_dir():
+        found = baseline_path(device_key, p)
+        if not found.is_file():
+            others = sorted(q.stem for q in p.glob("*.json"))
+            raise DeviceMismatch(
+                f"no baseline for this device ({device_key}) in {p} (it holds: {', '.join(others) or 'none'}); "
+                f"record one here with --save-baseline"
+            )
+        return found
+    return p
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    case: str
+    stage: str
+    baseline_ms: float
+    current_ms: float
+    regressed: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.current_ms / self.baseline_ms if self.baseline_ms > 0 else math.inf
+
+
+@dataclass
+class Comparison:
+    device_key: str
+    stat: str
+    tolerance: float
+    checks: list[StageCheck]
+    missing: list[str]  # baseline cases this run did not measure
+    new: list[str]  # cases this run measured that the baseline lacks
+
+    @property
+    def regressions(self) -> list[StageCheck]:
+        return [c for c in self.checks if c.regressed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.regressions
+
+    def lines(self) -> list[str]:
+        out = [
+            f"compare ({self.stat}, tolerance {self.tolerance:.0%}) on {self.device_key}:",
+            "| case | stage | baseline ms | now ms | ratio | |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for c in self.checks:
+            mark = "REGRESSED" if c.regressed else "ok"
+            out.append(
+                f"| {c.case} | {c.stage} | {c.baseline_ms:.3f} | {c.current_ms:.3f} | {c.ratio:.2f} | {mark} |"
+            )
+        if self.missing:
+            out.append(f"not measured in this run (in the baseline): {', '.join(self.missing)}")
+        if self.new:
+            out.append(f"not in the baseline (not compared): {', '.join(self.new)}")
+        if self.regressions:
+            named = ", ".join(f"{c.case} {c.stage} (x{c.ratio:.2f})" for c in self.regressions)
+            out.append(f"REGRESSION beyond {self.tolerance:.0%}: {named}")
+        else:
+            out.append(f"no stage slower than the baseline by more than {self.tolerance:.0%}")
+        return out
+
+
+def check_device(baseline: Mapping[str, Any], device_key: str) -> None:
+    """Raise `DeviceMismatch` (one line) unless `baseline` was recorded under `device_key`."""
+    key_base = (baseline.get("device") or {}).get("key")
+    if key_base != device_key:
+        raise DeviceMismatch(
+            f"baseline was recorded on {key_base}, this run is {device_key}: not comparable; record a baseline "
+            f"on this device (--save-baseline) and compare against {DEFAULT_BASELINE_DIR}/{device_key}.json"
+        )
+
+
+def compare(
+    current: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    tolerance: float = 0.10,
+    stat: str = "p50",
+    stages: Sequence[str] = REPORT_STAGES,
+    min_ms: float = DEFAULT_MIN_MS,
+) -> Comparison:
+    """Compare two bench JSON payloads case by case (same id) and stage by stage on `stat`.
+
+    A stage regressed when `current > baseline * (1 + tolerance)`; stages under `min_ms` in the baseline
+    are skipped. Raises `DeviceMismatch` when the two were recorded under different device keys, and
+    `UserError` when they share no case."""
+    check_format(current, "this run")
+    check_format(baseline, "the baseline")
+    if stat not in ("mean", "p50", "p90", "p99", "max"):
+        raise UserError(f"unknown statistic {stat!r}; expected mean, p50, p90, p99 or max")
+    key_now = current["device"]["key"]
+    check_device(baseline, key_now)
+    base_cases = {c["id"]: c for c in baseline.get("cases") or []}
+    cur_cases = {c["id"]: c for c in current.get("cases") or []}
+    shared = [k for k in cur_cases if k in base_cases]
+    if not shared:
+        raise UserError(
+            f"the baseline measured {', '.join(base_cases) or 'nothing'} and this run "
+            f"{', '.join(cur_cases) or 'nothing'}: no case in common; run the baseline's sizes and bundles"
+        )
+    checks = []
+    for cid in shared:
+        for s in stages:
+            b = base_cases[cid]["stages"].get(s)
+            c = cur_cases[cid]["stages"].get(s)
+            if b is None or c is None or float(b[stat]) < min_ms:
+                continue
+            bv, cv = float(b[stat]), float(c[stat])
+            checks.append(StageCheck(cid, s, bv, cv, cv > bv * (1.0 + tolerance)))
+    if not checks:
+        raise UserError(
+            f"no stage of the shared cases reaches {min_ms} ms in the baseline on {stat}: nothing to judge "
+            "(lower --min-ms, or bench larger frames)"
+        )
+    return Comparison(
+        key_now,
+        stat,
+        tolerance,
+        checks,
+        missing=[k for k in base_cases if k not in cur_cases],
+        new=[k for k in cur_cases if k not in base_cases],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Through the camera pipeline
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _memory_camera(frames: Sequence[np.ndarray], count: int, rate: float) -> Any:
+    """A `FrameSource` that hands out copies of `frames` in turn, `count` in all, paced at `fps` like a
+    camera's read() (0: as fast as asked)."""
+    from edgerestore.runtime.video import FrameSource
+
+    class MemoryCamera(FrameSource):
+        live = False
+
+        def __init__(self) -> None:
+            h, w = frames[0].shape[:2]
+            self.name = f"memory camera {w}x{h}" + (f" at {rate:g} FPS" if rate else "")
+            self._i = 0
+            self._t0 = 0.0
+
+        def open(self) -> None:
+            self._i, self._t0 = 0, time.perf_counter()
+
+        def read(self) -> np.ndarray | None:
+            if self._i >= count:
+                return None
+            if rate:
+                wait = self._t0 + self._i / rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            frame = frames[self._i % len(frames)].copy()  # a camera hands out a new buffer each frame
+            self._i += 1
+            return frame
+
+        @property
+        def fps(self) -> float:
+            return rate
+
+    cam = MemoryCamera()
+    cam.open()
+    return cam
+
+
+@dataclass
+class PipelineBench:
+    """One restorer measured alone and through the camera pipeline in the same run.
+
+    `model_ms`: the restorer's own `total` called back to back on this thread. `throughput_fps`: frames
+    out per second of the pipeline fed as fast as it takes them (every frame processed).
+    `capture_to_display_ms`: capture time → the display loop holding the result, with the camera paced at
+    `camera_fps` and only the newest frame kept (a live camera)."""
+
+    size: tuple[int, int]
+    condition: str
+    frames: int
+    model_ms: StageStats
+    throughput_fps: float
+    pipeline_latency_ms: StageStats  # the restorer's `total` inside the pipeline (unpaced run)
+    camera_fps: float
+    capture_to_display_ms: StageStats
+    model_ms_paced: StageStats  # the restorer's `total` inside the paced run
+    dropped_paced: int
+
+    @property
+    def model_fps(self) -> float:
+        return self.model_ms.fps
+
+    @property
+    def throughput_ratio(self) -> float:
+        """Pipeline FPS / (1 / model latency): 1.0 means the pipeline adds nothing to the model's time."""
+        return self.throughput_fps / self.model_fps
+
+    @property
+    def overhead(self) -> float:
+        """Extra time per frame the pipeline costs, as a fraction of the model's time."""
+        return (1000.0 / self.throughput_fps) / self.model_ms.mean - 1.0
+
+    @property
+    def latency_ratio(self) -> float:
+        """Capture-to-display (mean) / model latency (mean, measured in the same paced run)."""
+        return self.capture_to_display_ms.mean / self.model_ms_paced.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "condition": self.condition,
+            "frames": self.frames,
+            "model_ms": self.model_ms.to_dict(),
+            "model_fps": self.model_fps,
+            "throughput_fps": self.throughput_fps,
+            "throughput_ratio": self.throughput_ratio,
+            "overhead": self.overhead,
+            "pipeline_latency_ms": self.pipeline_latency_ms.to_dict(),
+            "camera_fps": self.camera_fps,
+            "capture_to_display_ms": self.capture_to_display_ms.to_dict(),
+            "model_ms_paced": self.model_ms_paced.to_dict(),
+            "latency_ratio": self.latency_ratio,
+            "dropped_paced": self.dropped_paced,
+        }
+
+    def lines(self, min_fps: float | None = None) -> list[str]:
+        h, w = self.size
+        out = [
+            f"camera pipeline, {w}x{h}, {self.condition}, {self.frames} frames:",
+            f"  model alone        {self.model_ms.mean:.1f} ms mean (p50 {self.model_ms.p50:.1f}, p99 "
+            f"{self.model_ms.p99:.1f}) = {self.model_fps:.1f} FPS",
+            f"  pipeline           {self.throughput_fps:.1f} FPS = {self.throughput_ratio:.2f} x 1/model latency "
+            f"(target >= 0.90); overhead {self.overhead:+.1%} of model time (target <= 10%)",
+            f"  capture->display   {self.capture_to_display_ms.mean:.1f} ms mean (p50 "
+            f"{self.capture_to_display_ms.p50:.1f}, p99 {self.capture_to_display_ms.p99:.1f}) with a "
+            f"{self.camera_fps:g} FPS camera = {self.latency_ratio:.2f} x model latency "
+            f"{self.model_ms_paced.mean:.1f} ms (target <= 1.50); {self.dropped_paced} stale frames dropped",
+        ]
+        if min_fps is not None:
+            verdict = "meets" if self.throughput_fps >= min_fps else "MISSES"
+            out.append(f"  {verdict} the {min_fps:g} FPS target through the pipeline")
+        return out
+
+
+def _display_loop(pipeline: Any, on_shown: Callable[[Any], None]) -> None:
+    """The headless display side of `video.run_loop`: take each newest result and compose what a window
+    would show (overlay included), then report it as shown."""
+    from edgerestore.runtime import video
+
+    seen = 0
+    while True:
+        result = pipeline.latest(after=seen, timeout=0.2)
+        if result is not None:
+            seen = result.sequence
+            video.draw_overlay(video.compose_view(result, side=False), pipeline.live_stats())
+            on_shown(result)
+        if pipeline.done and seen >= pipeline.frames_out:
+            break
+
+
+def measure_pipeline(
+    restorer: Any,
+    size: tuple[int, int],
+    *,
+    frames: int = 150,
+    warmup: int = 10,
+    condition: str | None = None,
+    camera_fps: float | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> PipelineBench:
+    """Model latency alone, then the same frames through `FrameGrabber` → `RestorePipeline` → display loop:
+    unpaced with every frame kept (throughput), then from a camera paced at `camera_fps` (default 30)
+    keeping only the newest frame (capture-to-display latency)."""
+    from edgerestore.runtime import video
+
+    m = restorer.bundle.manifest
+    if m.family == "cmudrn":
+        pool = [f for _, f in weather_frames(size, ("rain", "snow"), seed)]
+        label = "blind"
+    elif condition is not None:
+        pool = [f for _, f in weather_frames(size, (condition,), seed)]
+        label = condition
+    else:
+        pool = [f for _, f in weather_frames(size, CONDITIONS, seed)]
+        label = "routed"
+    previous = restorer.force
+    if m.family != "cmudrn":
+        restorer.force = condition
+    try:
+        for i in range(warmup):
+            restorer(pool[i % len(pool)])
+        alone = []
+        for i in range(frames):
+            alone.append(float(restorer(pool[i % len(pool)]).timings["total"]))
+        model = summarize(alone)
+
+        # 1. throughput: the source never makes the pipeline wait, and no frame is dropped
+        grabber = video.FrameGrabber(_memory_camera(pool, frames, 0.0), drop_stale=False)
+        lat: list[float] = []
+        pipe = video.RestorePipeline(grabber, restorer, on_result=[lambda r: lat.append(r.latency_ms)])
+        pipe.start()
+        _display_loop(pipe, lambda r: None)
+        pipe.stop()
+        pipe.raise_error()
+        summary = pipe.summary()
+        fps = summary.frames_out / summary.wall_s
+        in_pipe = summarize(lat) if lat else model
+
+        # 2. latency: a camera at its own rate, newest frame only
+        cam_fps = camera_fps or 30.0
+        e2e: list[float] = []
+        grabber = video.FrameGrabber(_memory_camera(pool, frames, cam_fps), drop_stale=True)
+        lat2: list[float] = []
+        pipe2 = video.RestorePipeline(grabber, restorer, on_result=[lambda r: lat2.append(r.latency_ms)])
+        pipe2.start()
+        _display_loop(pipe2, lambda r: e2e.append((time.perf_counter() - r.frame.t_capture) * 1e3))
+        pipe2.stop()
+        pipe2.raise_error()
+        paced_model = summarize(lat2) if lat2 else model
+        dropped = pipe2.grabber.dropped
+    finally:
+        restorer.force = previous
+    if not e2e:
+        raise UserError("the camera pipeline showed no frame; see the log for the pipeline's error")
+    return PipelineBench(
+        size=(int(size[0]), int(size[1])),
+        condition=label,
+        frames=frames,
+        model_ms=model,
+        throughput_fps=fps,
+        pipeline_latency_ms=in_pipe,
+        camera_fps=cam_fps,
+        capture_to_display_ms=summarize(e2e),
+        model_ms_paced=paced_model,
+        dropped_paced=dropped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Save a matplotlib figure as PNG atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        _pyplot().close(fig)
+    return path
+
+
+def plot_latency(cases: Sequence[CaseResult], path: str | Path, title: str = "") -> Path:
+    """Per-stage boxplots (one panel per case) and the CDF of the total per case, as one PNG."""
+    plt = _pyplot()
+    cases = [c for c in cases if c.samples]
+    if not cases:
+        raise UserError("no per-frame samples to plot (baselines are stored without them)")
+    fig, axes = plt.subplots(1, len(cases) + 1, figsize=(3.6 * (len(cases) + 1), 3.8), squeeze=False)
+    for ax, c in zip(axes[0], cases):
+        names = [s for s in REPORT_STAGES if c.samples.get(s)]
+        ax.boxplot([c.samples[s] for s in names], whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+        ax.set_xticks(range(1, len(names) + 1), names, rotation=30)
+        ax.set_ylabel("ms")
+        ax.set_title(f"{c.size[1]}x{c.size[0]} {c.precision} {c.condition}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    cdf = axes[0][-1]
+    for c in cases:
+        x = np.sort(np.asarray(c.samples["total"]))
+        cdf.plot(x, np.arange(1, x.size + 1) / x.size, label=f"{c.size[1]}x{c.size[0]} {c.precision}")
+    cdf.set_xlabel("total ms")
+    cdf.set_ylabel("fraction of frames")
+    cdf.set_title("CDF of frame latency", fontsize=9)
+    cdf.grid(alpha=0.3)
+    cdf.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_heatmap(
+    values: np.ndarray,
+    rows: Sequence[Any],
+    cols: Sequence[Any],
+    path: str | Path,
+    *,
+    row_label: str,
+    col_label: str,
+    title: str,
+    unit: str = "ms",
+) -> Path:
+    """A heatmap of `values[row, col]` with every cell annotated."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 1.0 + 0.6 * len(rows)))
+    im = ax.imshow(values, cmap="viridis", aspect="auto", origin="lower")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+    ax.set_xlabel(col_label)
+    ax.set_ylabel(row_label)
+    ax.set_title(title, fontsize=9)
+    finite = values[np.isfinite(values)]
+    mid = float(finite.mean()) if finite.size else 0.0
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            v = values[i, j]
+            text = "—" if not np.isfinite(v) else (f"{v:.0f}" if v >= 100 else f"{v:.1f}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if v < mid else "black")
+    fig.colorbar(im, ax=ax, label=unit)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def interleaved(fns: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Call each function once per round, in turn, and collect what each returns (ms). Measuring A and B
+    interleaved keeps a load change on a shared machine from landing on only one of them."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            out[k].append(float(fn()))
+    return out

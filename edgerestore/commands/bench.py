@@ -1,0 +1,328 @@
+"""`edgerestore bench`: latency of a bundle (or a profile, built when missing) per stage and size, baselines
+per device and regression compare, the camera pipeline's throughput and latency, the CMUDRN / UFFN sweeps,
+and the PyTorch vs ONNX Runtime (vs TensorRT) table.
+
+Timing a bundle imports only the runtime (no torch); `--profile` builds, `--sweep` and `--compare-backends`
+import torch and the exporter (inside run()).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgerestore.conditions import CONDITIONS
+
+DEFAULT_OUT = Path("bench_out")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("what to time")
+    what.add_argument("--bundle", type=Path, action="append", help="an engine bundle folder (repeatable)")
+    what.add_argument("--profile", help="a zoo profile (e.g. uffn-tiny): its bundles, built when missing")
+    what.add_argument(
+        "--precision", default="fp32", help="with --profile: fp32, fp16, int8, or a list (default: fp32)"
+    )
+    what.add_argument(
+        "--backend", default="onnxruntime", choices=("auto", "onnxruntime", "tensorrt"), help="with --profile"
+    )
+    what.add_argument(
+        "--checkpoint", type=Path, help="with --profile: weights (default: weights/<profile>.pt)"
+    )
+    what.add_argument("--export-root", type=Path, default=Path("export"), help="default: export/")
+    what.add_argument("--engines-root", type=Path, default=Path("engines"), help="default: engines/")
+
+    how = parser.add_argument_group("how")
+    how.add_argument(
+        "--sizes", default="360p", help="frame sizes: 360p,720p,1080p or HxW list (default: 360p)"
+    )
+    how.add_argument("--frames", type=int, default=100, help="timed frames per size (default: 100)")
+    how.add_argument("--warmup", type=int, default=10, help="untimed frames first (default: 10)")
+    how.add_argument(
+        "--condition",
+        choices=CONDITIONS,
+        default=None,
+        help="force this branch (default: the router decides on synthetic weather frames)",
+    )
+    how.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: bundle's)"
+    )
+    how.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="JSON and plots go here (default: bench_out/)"
+    )
+    how.add_argument("--no-plot", action="store_true", help="skip the latency plot PNG")
+
+    base = parser.add_argument_group("baselines")
+    base.add_argument(
+        "--save-baseline",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="PATH",
+        help="store this run as the baseline (default path: benchmarks/baselines/<device-key>.json)",
+    )
+    base.add_argument(
+        "--compare",
+        metavar="BASELINE",
+        help="a baseline JSON, or a folder of them (picks <device-key>.json); exit 1 if a stage regressed",
+    )
+    base.add_argument("--tolerance", default="10%", help="allowed slow-down per stage (default: 10%%)")
+    base.add_argument(
+        "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
+    )
+    base.add_argument(
+        "--stat", default="p50", choices=("mean", "p50", "p90", "p99", "max"), help="compared statistic"
+    )
+
+    pipe = parser.add_argument_group("camera pipeline")
+    pipe.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="also run each size through the camera pipeline and check targets",
+    )
+    pipe.add_argument(
+        "--camera-fps", type=float, default=30.0, help="paced camera for capture-to-display (30)"
+    )
+    pipe.add_argument("--min-fps", type=float, default=15.0, help="pipeline FPS target (default: 15)")
+
+    study = parser.add_argument_group("studies (build what they need; import torch)")
+    study.add_argument(
+        "--sweep",
+        action="store_true",
+        help="latency heatmaps: CMUDRN size x loops and UFFN size x precision (PNG + CSV)",
+    )
+    study.add_argument(
+        "--sweep-sizes", default="100,150,200", help="square sides in px (full study: 100,...,1000)"
+    )
+    study.add_argument("--sweep-loops", default="1,2,3,4,5,6,7", help="CMUDRN loop counts (default 1..7)")
+    study.add_argument("--sweep-precisions", default="fp32,fp16,int8", help="UFFN precisions")
+    study.add_argument(
+        "--sweep-profiles",
+        default="cmudrn-t3,uffn-tiny",
+        help="profiles to sweep (default: cmudrn-t3,uffn-tiny)",
+    )
+    study.add_argument(
+        "--compare-backends",
+        action="store_true",
+        help="PyTorch eager vs ONNX Runtime fp32 vs INT8 (vs TensorRT) for --profile, with guard quality",
+    )
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from edgerestore.errors import UserError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r} is not a comma-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} needs positive integers, got {text!r}")
+    return values
+
+
+def _bundles(args: argparse.Namespace) -> list[Path]:
+    from edgerestore.errors import UserError
+
+    if args.bundle and args.profile:
+        raise UserError("give --bundle DIR or --profile NAME, not both")
+    if args.bundle:
+        for b in args.bundle:
+            if not (b / "manifest.json").is_file():
+                raise UserError(
+                    f"{b} is not an engine bundle (no manifest.json); build one with `edgerestore build`"
+                )
+        return list(args.bundle)
+    if not args.profile:
+        from edgerestore.commands._bundle import default_bundle_dir
+
+        return [default_bundle_dir()]
+    from edgerestore.bench_studies import ensure_bundle
+
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    if bad or not precisions:
+        raise UserError(f"--precision {args.precision!r}: expected fp32, fp16, int8 or a list of them")
+    return [
+        ensure_bundle(
+            args.profile,
+            args.backend,
+            p,
+            export_root=args.export_root,
+            engines_root=args.engines_root,
+            checkpoint=args.checkpoint,
+        )
+        for p in precisions
+    ]
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from edgerestore.bench_studies import load_model, sweep_cmudrn, sweep_uffn
+
+    sizes = _int_list(args.sweep_sizes, "--sweep-sizes")
+    for profile in [p.strip() for p in args.sweep_profiles.split(",") if p.strip()]:
+        if profile.startswith("cmudrn"):
+            model, source, _ = load_model(profile, args.checkpoint if args.profile == profile else None)
+            result = sweep_cmudrn(
+                model,
+                sizes,
+                _int_list(args.sweep_loops, "--sweep-loops"),
+                args.out,
+                profile=profile,
+                frames=max(1, args.frames),
+                warmup=args.warmup,
+                threads=args.threads,
+                weights=source,
+            )
+        else:
+            source = ""
+            result = sweep_uffn(
+                profile,
+                [s + s % 2 for s in sizes],
+                [p.strip() for p in args.sweep_precisions.split(",") if p.strip()],
+                args.out,
+                condition=args.condition if args.condition not in (None, "clean") else "rain",
+                frames=max(1, args.frames),
+                warmup=args.warmup,
+                threads=args.threads,
+                export_root=args.export_root,
+                engines_root=args.engines_root,
+            )
+        print(f"\n{profile}: model p50 ms (rows: size, columns: {result.col_label}) {source}")
+        print("| size | " + " | ".join(str(c) for c in result.cols) + " |")
+        print("|---" * (len(result.cols) + 1) + "|")
+        for i, s in enumerate(result.rows):
+            print(f"| {s}x{s} | " + " | ".join(f"{v:.1f}" for v in result.p50_ms[i]) + " |")
+        print(f"wrote {result.csv} and {result.png}")
+    return 0
+
+
+def _run_compare_backends(args: argparse.Namespace) -> int:
+    from edgerestore.bench import parse_sizes, write_json_atomic
+    from edgerestore.bench_studies import backends_table, compare_backends
+    from edgerestore.errors import UserError
+
+    if not args.profile:
+        raise UserError("--compare-backends needs --profile NAME (e.g. uffn-tiny)")
+    payload = []
+    for size in parse_sizes(args.sizes):
+        rows, device = compare_backends(
+            args.profile,
+            size,
+            condition=args.condition,
+            frames=args.frames,
+            warmup=args.warmup,
+            threads=args.threads or 2,
+            export_root=args.export_root,
+            engines_root=args.engines_root,
+            checkpoint=args.checkpoint,
+        )
+        print(f"\n{args.profile} on {device.key}")
+        print(backends_table(rows, size, args.condition))
+        payload.append({"size": list(size), "device": device.to_dict(), "rows": [r.to_dict() for r in rows]})
+    path = write_json_atomic(
+        args.out / f"backends_{args.profile}.json", {"format": "edgerestore-backends/1", "runs": payload}
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgerestore import bench
+    from edgerestore.errors import UserError
+
+    if args.frames < 1 or args.warmup < 0:
+        raise UserError("--frames must be >= 1 and --warmup >= 0")
+    if args.sweep:
+        return _run_sweep(args)
+    if args.compare_backends:
+        return _run_compare_backends(args)
+    tolerance = bench.parse_tolerance(args.tolerance)
+    sizes = bench.parse_sizes(args.sizes)
+
+    from edgerestore.runtime.restorer import Restorer
+
+    cases, pipelines, device, timing = [], [], None, "perf_counter"
+    for bundle in _bundles(args):
+        with Restorer.open(bundle, threads=args.threads) as restorer:
+            dev = bench.device_of(restorer)
+            if device is not None and dev.key != device.key:
+                raise UserError(
+                    f"bundles run on different devices ({device.key} vs {dev.key}); bench them separately"
+                )
+            if device is None and args.compare:  # refuse a foreign baseline before spending time
+                baseline = bench.load_json(bench.resolve_baseline(args.compare, dev.key), "baseline")
+                bench.check_device(baseline, dev.key)
+            device = dev
+            timing = "cuda_events" if restorer.backend.name == "tensorrt" else "perf_counter"
+            for size in sizes:
+                case = bench.bench_restorer(
+                    restorer,
+                    size,
+                    frames=args.frames,
+                    warmup=args.warmup,
+                    condition=args.condition,
+                    progress=True,
+                )
+                cases.append(case)
+                if case.family == "uffn" and args.condition is None and "trunk" not in case.stages:
+                    print(
+                        f"note: the router judged every frame of {case.id} clean, so no trunk or branch ran; "
+                        "use --condition to time a branch",
+                        file=sys.stderr,
+                    )
+                if args.pipeline:
+                    pb = bench.measure_pipeline(
+                        restorer,
+                        size,
+                        frames=args.frames,
+                        warmup=args.warmup,
+                        condition=args.condition,
+                        camera_fps=args.camera_fps,
+                    )
+                    print("\n".join(pb.lines(args.min_fps)))
+                    pipelines.append({"case": case.id, **pb.to_dict()})
+    assert device is not None
+    report = bench.BenchReport(
+        device=device,
+        cases=cases,
+        timing_source=timing,
+        settings={"frames": args.frames, "warmup": args.warmup, "threads": args.threads, "sizes": args.sizes},
+        pipeline=pipelines,
+    )
+    print(
+        f"\ndevice {device.key} ({device.name}, {device.cores} cores, {device.runtime} {device.runtime_version}, "
+        f"threads {device.threads}); timings: {timing}"
+    )
+    print(report.table())
+    payload = report.to_dict()
+    json_path = bench.write_json_atomic(args.out / "bench.json", payload)
+    print(f"wrote {json_path}")
+    if not args.no_plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            print(
+                "note: matplotlib is not installed, so no latency plot (pip install matplotlib)",
+                file=sys.stderr,
+            )
+        else:
+            png = bench.plot_latency(cases, args.out / "bench_latency.png", title=device.key)
+            print(f"wrote {png}")
+    if args.save_baseline is not None:
+        path = Path(args.save_baseline) if args.save_baseline else bench.baseline_path(device.key)
+        if path.exists() and path.is_dir():
+            path = bench.baseline_path(device.key, path)
+        bench.write_json_atomic(path, report.to_dict(samples=False))
+        print(f"baseline for {device.key} stored in {path}")
+    if args.compare:
+        base_path = bench.resolve_baseline(args.compare, device.key)
+        result = bench.compare(
+            payload, bench.load_json(base_path, "baseline"), tolerance, args.stat, min_ms=args.min_ms
+        )
+        print("\n" + "\n".join(result.lines()))
+        if not result.ok:
+            named = ", ".join(f"{c.case} {c.stage} x{c.ratio:.2f}" for c in result.regressions)
+            print(f"edgerestore bench: latency regression vs {base_path}: {named}", file=sys.stderr)
+            return 1
+    return 0
