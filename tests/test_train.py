@@ -158,3 +158,27 @@ def test_ddp_runs_on_two_cpu_processes_with_gloo(tmp_path, clean_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     _, meta = zoo.load_checkpoint(out)
     assert meta["step"] == 2
+
+
+@pytest.mark.slow
+def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path, clean_dir):
+    from edgerestore.train.trainer import train_router
+
+    train(_cfg(tmp_path, clean_dir, 2, "base.pt"), progress=False)
+    before = zoo.load_checkpoint(tmp_path / "base.pt")[0].state_dict()
+    for name in ("straight.pt", "resumed.pt"):
+        (tmp_path / name).write_bytes((tmp_path / "base.pt").read_bytes())
+    straight = _cfg(tmp_path, clean_dir, 4, "straight.pt")
+    metrics = train_router(straight, progress=False)
+    assert 0.0 <= metrics["router_acc"] <= 1.0 and len(metrics["confusion"]) == 5
+    first = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
+    first.stop_at = 2
+    train_router(first, progress=False)
+    train_router(_cfg(tmp_path, clean_dir, 4, "resumed.pt"), progress=False)
+    a, meta = zoo.load_checkpoint(tmp_path / "straight.pt")
+    b = zoo.load_checkpoint(tmp_path / "resumed.pt")[0]
+    assert meta["router_stage"]["step"] == 4 and meta["step"] == 2  # the main stage's step is untouched
+    changed = [k for k, v in a.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.startswith("router_net.") for k in changed)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name

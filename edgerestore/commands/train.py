@@ -43,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a profile config field, e.g. --set width=8 (for tests and experiments)",
     )
+    parser.add_argument(
+        "--router-only",
+        action="store_true",
+        help="train only the path router of the UFFN checkpoint --out (the rest frozen), on whole-frame thumbnails",
+    )
     parser.add_argument("--ship", type=Path, help="when done, write the small shipped weights file here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -66,7 +71,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from edgerestore.models.zoo import get_profile
-    from edgerestore.train.trainer import TrainConfig, ship_weights, train
+    from edgerestore.train.trainer import TrainConfig, ship_weights, train, train_router
 
     get_profile(args.profile)
     cfg = TrainConfig(
@@ -89,10 +94,11 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         overrides=_parse_overrides(args.overrides),
     )
-    metrics = train(cfg, progress=not args.quiet)
+    metrics = (train_router if args.router_only else train)(cfg, progress=not args.quiet)
     print(f"checkpoint: {cfg.out}")
     if metrics:
-        print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
+        print("validation: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
     if args.ship:
         print(f"shipped weights: {ship_weights(cfg.out, args.ship)}")
     return 0

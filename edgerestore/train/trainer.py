@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.models import zoo
-from edgerestore.models.cmudrn import CMUDRN
 from edgerestore.models.uffn import UFFN
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, uffn_loss
 
@@ -240,6 +239,41 @@ def _save(cfg: TrainConfig, model: nn.Module, opt, sched, step: int, wall: float
     )
 
 
+class _Session:
+    """A training loop's surroundings: a progress bar (or None), a stop flag set by SIGTERM / Ctrl-C (the loop
+    checkpoints and exits cleanly) and a JSON-lines log; restores the signal handlers on exit."""
+
+    def __init__(self, log_path: Path, total: int, initial: int, desc: str, progress: bool) -> None:
+        self.log_path, self.stop = log_path, False
+        self._args, self._progress = dict(total=total, initial=initial, desc=desc), progress
+        self.bar = None
+
+    def _on_term(self, signum, frame) -> None:
+        self.stop = True
+
+    def __enter__(self) -> _Session:
+        self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
+        if self._progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(**self._args, unit="step", dynamic_ncols=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        for s, h in self._handlers.items():
+            signal.signal(s, h)
+
+    def log(self, entry: dict) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume, when cfg.out exists) and return the last validation metrics."""
     rank, world = _distributed()
@@ -287,55 +321,40 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         persistent_workers=False,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    log_path = cfg.out.with_suffix(".log.jsonl")
-    stop = {"now": False}
-
-    def _on_term(signum, frame):  # checkpoint on SIGTERM / Ctrl-C, then exit cleanly
-        stop["now"] = True
-
-    old_handlers = {s: signal.signal(s, _on_term) for s in (signal.SIGTERM, signal.SIGINT)}
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=cfg.profile, unit="step", dynamic_ncols=True)
+    session = _Session(
+        cfg.out.with_suffix(".log.jsonl"), cfg.steps, start, cfg.profile, progress and rank == 0
+    )
     t0 = time.time()
     step = start
     metrics: dict = {}
     try:
-        for batch in loader:
-            out = step_module(batch)
-            loss, parts = compute_loss(model, out, batch, step / max(1, cfg.steps), cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if rank == 0:
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-                if step % 20 == 0 or step == cfg.steps:
-                    entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **parts}
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(entry) + "\n")
-                if step % cfg.val_every == 0 or step == cfg.steps:
-                    metrics = validate(model, val_set, cfg.val_samples)
-                    entry = {"step": step, "val": metrics}
-                    history.append(entry)
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(entry) + "\n")
-                    if bar is not None:
-                        bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop["now"]:
-                    _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
-            if stop["now"]:
-                break
+        with session:
+            for batch in loader:
+                out = step_module(batch)
+                loss, parts = compute_loss(model, out, batch, step / max(1, cfg.steps), cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if rank == 0:
+                    if session.bar is not None:
+                        session.bar.update(1)
+                        session.bar.set_postfix(
+                            loss=f"{parts['loss']:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}"
+                        )
+                    if step % 20 == 0 or step == cfg.steps:
+                        session.log({"step": step, "time": round(time.time() - t0 + wall_before, 1), **parts})
+                    if step % cfg.val_every == 0 or step == cfg.steps:
+                        metrics = validate(model, val_set, cfg.val_samples)
+                        history.append({"step": step, "val": metrics})
+                        session.log(history[-1])
+                        session.say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                    if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
+                        _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
+                if session.stop:
+                    break
     finally:
-        if bar is not None:
-            bar.close()
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
         if world > 1:
             dist.barrier()
             dist.destroy_process_group()
@@ -354,4 +373,126 @@ def ship_weights(checkpoint: Path, dest: Path) -> Path:
     return dest
 
 
-__all__ = ["TrainConfig", "train", "validate", "ship_weights", "CMUDRN", "UFFN"]
+# ----------------------------------------------------------------------------------------------- router stage
+@torch.inference_mode()
+def router_accuracy(model: UFFN, thumbnails: Dataset, samples: int) -> tuple[float, list[list[int]]]:
+    """Accuracy and confusion matrix (rows: true condition, columns: routed) on whole-frame thumbnails."""
+    model.eval()
+    confusion = [[0] * len(CONDITIONS) for _ in CONDITIONS]
+    for start in range(0, samples, 50):
+        items = [thumbnails[i] for i in range(start, min(samples, start + 50))]
+        pred = model.router(torch.stack([it["thumbnail"] for it in items])).argmax(1).tolist()
+        for it, p in zip(items, pred):
+            confusion[int(it["condition"])][p] += 1
+    correct = sum(confusion[i][i] for i in range(len(CONDITIONS)))
+    return correct / max(1, samples), confusion
+
+
+def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Train only the path router of the UFFN checkpoint `cfg.out` on whole-frame thumbnails; the rest is frozen.
+
+    The router is a separate graph that reads a thumbnail, so it can learn on its own, with a larger batch
+    and learning rate than the restoration parts, from as many synthetic frames as it needs. The stage keeps
+    its own step, optimizer and schedule under "router_stage" in the checkpoint, so it resumes exactly too.
+    A router whose shape changed (e.g. more convolutions) starts afresh; the rest of the model must match.
+    """
+    from edgerestore.data.router_thumbnails import RouterThumbnailDataset
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if not cfg.out.is_file():
+        raise UserError(f"--router-only trains the router of an existing checkpoint; {cfg.out} not found")
+    if cfg.clean_dir is None:
+        raise UserError("UFFN's router trains on synthetic weather: give --clean DIR")
+    payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
+    if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
+        raise UserError(f"{cfg.out} holds {payload.get('profile')}; --router-only needs a UFFN {cfg.profile}")
+    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
+    router_keys = {k for k in model.state_dict() if k.startswith("router_net.")}
+    saved = payload["model"]
+    fresh_router = any(
+        k not in saved or saved[k].shape != v.shape for k, v in model.state_dict().items() if k in router_keys
+    )
+    weights = {k: v for k, v in saved.items() if not (fresh_router and k.startswith("router_net."))}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if set(missing) - router_keys or [k for k in unexpected if not k.startswith("router_net.")]:
+        raise UserError(f"{cfg.out} does not match profile {cfg.profile} outside the router")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("router_net."))
+    opt = torch.optim.AdamW(model.router_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    stage = payload.get("router_stage") or {}
+    start, wall_before = 0, 0.0
+    if stage and not fresh_router and stage.get("step", 0) < stage.get("steps", 0):
+        opt.load_state_dict(stage["optimizer"])
+        sched.load_state_dict(stage["scheduler"])
+        start, wall_before = int(stage["step"]), float(stage.get("wall_seconds", 0.0))
+        print(f"resuming the router of {cfg.out} at step {start}", file=sys.stderr)
+    if fresh_router:
+        print(f"router of {cfg.out} changed shape: training it from scratch", file=sys.stderr)
+        # the main stage's optimizer state no longer matches the router's parameters
+        payload.pop("optimizer", None)
+        payload.pop("scheduler", None)
+    train_set = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed)
+    val_set = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000)
+    loader = DataLoader(
+        train_set,
+        batch_sampler=StepSampler(
+            len(train_set), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
+        ),
+        num_workers=cfg.workers,
+    )
+
+    def _save(step: int, wall: float, metrics: dict) -> None:
+        payload["model"] = model.state_dict()
+        payload["config"] = model.config.to_dict()
+        payload["router_stage"] = dict(
+            step=step,
+            steps=cfg.steps,
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            wall_seconds=wall,
+            command=" ".join(sys.argv),
+            config=cfg.to_dict(),
+            **metrics,
+        )
+        tmp = cfg.out.with_suffix(cfg.out.suffix + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(cfg.out)
+
+    log = cfg.out.with_suffix(".router.log.jsonl")
+    t0, step, metrics = time.time(), start, {}
+    with _Session(log, cfg.steps, start, f"{cfg.profile} router", progress) as session:
+        model.eval()  # frozen parts stay in eval mode; the router trains
+        model.router_net.train()
+        for batch in loader:
+            logits = model.router(batch["thumbnail"])
+            loss = nn.functional.cross_entropy(logits, batch["condition"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if session.bar is not None:
+                session.bar.update(1)
+                session.bar.set_postfix(ce=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            entry: dict = {}
+            if step % 20 == 0:
+                entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), "ce": loss.item()}
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                acc, confusion = router_accuracy(model, val_set, cfg.val_samples)
+                model.router_net.train()
+                metrics = {"router_acc": acc, "confusion": confusion}
+                entry = {**entry, "step": step, "val": metrics}
+                session.say(f"step {step}: router accuracy {acc:.3f} on {cfg.val_samples} thumbnails")
+            if entry:
+                session.log(entry)
+            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
+                _save(step, wall_before + time.time() - t0, metrics)
+            if session.stop:
+                break
+    return metrics
+
+
+__all__ = ["TrainConfig", "train", "train_router", "router_accuracy", "validate", "ship_weights"]
