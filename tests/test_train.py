@@ -182,3 +182,25 @@ def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path,
     assert changed and all(k.startswith("router_net.") for k in changed)
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
+
+
+def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_path, clean_dir):
+    from edgerestore.errors import UserError
+    from edgerestore.train.trainer import train_router
+
+    donor, receiver = UFFN(UFFNConfig(**TINY_DICT)), UFFN(UFFNConfig(**{**TINY_DICT, "width": 4}))
+    torch.nn.init.constant_(donor.router_net.fc.bias, 0.25)
+    zoo.save_checkpoint(tmp_path / "donor.pt", donor, "uffn-tiny", router_stage={"router_acc": 0.9})
+    zoo.save_checkpoint(tmp_path / "receiver.pt", receiver, "uffn-tiny")
+    cfg = _cfg(tmp_path, clean_dir, 4, "receiver.pt")
+    cfg.overrides, cfg.router_from = {**TINY_DICT, "width": 4}, tmp_path / "donor.pt"
+    assert train_router(cfg, progress=False)["router_acc"] == 0.9
+    got, meta = zoo.load_checkpoint(tmp_path / "receiver.pt")
+    assert torch.equal(got.router_net.fc.bias, donor.router_net.fc.bias)
+    assert torch.equal(got.encoder[0].weight, receiver.encoder[0].weight)  # the rest is untouched
+    assert meta["router_stage"]["copied_from"] == str(tmp_path / "donor.pt")
+    odd = UFFN(UFFNConfig(**{**TINY_DICT, "router_width": 4}))
+    zoo.save_checkpoint(tmp_path / "odd.pt", odd, "uffn-tiny")
+    cfg.router_from = tmp_path / "odd.pt"
+    with pytest.raises(UserError, match="differs"):
+        train_router(cfg, progress=False)

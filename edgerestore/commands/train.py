@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train only the path router of the UFFN checkpoint --out (the rest frozen), on whole-frame thumbnails",
     )
+    parser.add_argument(
+        "--router-from",
+        type=Path,
+        help="with --router-only: take the trained router of this UFFN checkpoint (same router config) instead",
+    )
     parser.add_argument("--ship", type=Path, help="when done, write the small shipped weights file here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         val_samples=args.val_samples,
         checkpoint_every=args.checkpoint_every,
         stop_at=args.stop_at,
+        router_from=args.router_from,
         workers=args.workers,
         threads=args.threads,
         overrides=_parse_overrides(args.overrides),

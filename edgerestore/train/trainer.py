@@ -48,6 +48,7 @@ class TrainConfig:
     val_samples: int = 40
     checkpoint_every: int = 200
     stop_at: int | None = None  # stop (with a checkpoint) at this step without changing the LR schedule
+    router_from: Path | None = None  # --router-only: take the trained router of this checkpoint instead
     workers: int = 1
     threads: int = 0
     overrides: dict = field(default_factory=dict)
@@ -59,6 +60,7 @@ class TrainConfig:
         d["out"] = str(self.out)
         d["clean_dir"] = str(self.clean_dir) if self.clean_dir else None
         d["paired"] = [str(p) for p in self.paired]
+        d["router_from"] = str(self.router_from) if self.router_from else None
         return d
 
 
@@ -429,6 +431,8 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         sched.load_state_dict(stage["scheduler"])
         start, wall_before = int(stage["step"]), float(stage.get("wall_seconds", 0.0))
         print(f"resuming the router of {cfg.out} at step {start}", file=sys.stderr)
+    if cfg.router_from is not None:
+        return _copy_router(cfg, model, payload)
     if fresh_router:
         print(f"router of {cfg.out} changed shape: training it from scratch", file=sys.stderr)
         # the main stage's optimizer state no longer matches the router's parameters
@@ -493,6 +497,30 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
             if session.stop:
                 break
     return metrics
+
+
+def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
+    """Put the router of checkpoint `cfg.router_from` into `cfg.out`: the router only reads the thumbnail, so a
+    router trained for one profile serves any profile with the same router config and thumbnail size (with
+    the same seed and command, training it again would give the same weights bit for bit)."""
+    other, meta = zoo.load_checkpoint(cfg.router_from)
+    keys = ("router_width", "router_convs", "thumbnail_size")
+    mine, theirs = [model.config.to_dict().get(k) for k in keys], [meta["config"].get(k) for k in keys]
+    if meta.get("family") != "uffn" or mine != theirs:
+        raise UserError(
+            f"--router-from {cfg.router_from}: its router ({theirs}) differs from {cfg.profile}'s ({mine})"
+        )
+    model.router_net.load_state_dict(other.router_net.state_dict())
+    payload.pop("optimizer", None)  # the main stage's optimizer state no longer matches the router
+    payload.pop("scheduler", None)
+    payload["model"] = model.state_dict()
+    stage = {k: v for k, v in (meta.get("router_stage") or {}).items() if k not in ("optimizer", "scheduler")}
+    payload["router_stage"] = {**stage, "copied_from": str(cfg.router_from), "copied_sha256": meta["sha256"]}
+    tmp = cfg.out.with_suffix(cfg.out.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(cfg.out)
+    print(f"router of {cfg.out} copied from {cfg.router_from}", file=sys.stderr)
+    return {k: v for k, v in stage.items() if k in ("router_acc", "confusion")}
 
 
 __all__ = ["TrainConfig", "train", "train_router", "router_accuracy", "validate", "ship_weights"]
