@@ -405,7 +405,7 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     if not cfg.out.is_file():
         raise UserError(f"--router-only trains the router of an existing checkpoint; {cfg.out} not found")
-    if cfg.clean_dir is None:
+    if cfg.clean_dir is None and cfg.router_from is None:
         raise UserError("UFFN's router trains on synthetic weather: give --clean DIR")
     payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
     if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
