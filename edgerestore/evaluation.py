@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +25,7 @@ from edgerestore.baselines import dehaze_dcp
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
+from edgerestore.files import write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, write_image
 from edgerestore.metrics import score
 
@@ -350,24 +349,12 @@ def _markdown(report: EvalReport) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: EvalReport, out_dir: str | Path) -> tuple[Path, Path]:
     """Write report.md and report.json (atomically) under `out_dir`; returns their paths."""
     out = Path(out_dir)
     md, js = out / "report.md", out / "report.json"
-    _write_text(js, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n")
-    _write_text(md, report.to_markdown())
+    write_text_atomic(js, json.dumps(report.to_json(), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(md, report.to_markdown())
     return md, js
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import onnx
 
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic
 
 FORMAT = "edgerestore-onnx/1"
 MODEL_JSON = "model.json"
@@ -44,26 +43,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write a graph atomically (all weights inside the file: these models are far below 2 GB)."""
-    return _atomic_write_bytes(Path(path), model.SerializeToString())
+    return write_bytes_atomic(Path(path), model.SerializeToString())
 
 
 def write_json(path: str | Path, payload: Any) -> Path:
-    return _atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
+    return write_bytes_atomic(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:

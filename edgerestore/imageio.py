@@ -17,14 +17,13 @@ Conversion rules of `read_image` (the file is decoded with its stored bit depth 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -84,12 +83,5 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise UserError(f"cannot encode {path.name}: unsupported extension {path.suffix!r}; use .png or .jpg")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())
     return path

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
-from edgerestore.commands._output import write_text_atomic
 from edgerestore.errors import UserError
+from edgerestore.files import write_text_atomic
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
-from edgerestore.commands._output import write_text_atomic
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
+from edgerestore.files import write_text_atomic
 
 CLIP_VERSION = 2
 # Photos shipped inside scikit-image (no download), one per segment; outdoor scenes first.

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
-from edgerestore.commands._output import progress_bar, write_text_atomic
+from edgerestore.commands._output import progress_bar
 from edgerestore.errors import UserError
+from edgerestore.files import write_text_atomic
 
 
 @dataclass
