@@ -1040,6 +1040,7 @@ class Window:
             os.environ.setdefault(k, v)
         self.title, self.max_width = title, max_width
         cv2.namedWindow(title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
+        cv2.waitKey(1)  # let Qt create and map the window before the first resize and image
         self._size: tuple[int, int] | None = None
 
     def show(self, image: np.ndarray, wait_ms: int = 1) -> int:
