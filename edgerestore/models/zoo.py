@@ -49,7 +49,6 @@ PROFILES: dict[str, Profile] = {
                 expert_blocks=3,
                 branch_blocks=2,
                 expert_dilations=(1, 2, 4, 8),
-                router_width=32,
                 norm="instance",
             ),
             "paper-like widths, GPU",
