@@ -1,0 +1,47 @@
+"""The committed checkpoints under weights/ are finished runs whose logs end where the checkpoint does.
+
+A checkpoint saved mid-run (by a periodic checkpoint of a run still going) is a real risk: it loads and
+works, so nothing else notices that it is not the model the README evaluates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+CHECKPOINTS = sorted(WEIGHTS.glob("*.pt"))
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_three_shipped_checkpoints_are_there():
+    assert {p.stem for p in CHECKPOINTS} >= {"uffn-tiny", "uffn-small", "cmudrn-t3"}
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: p.stem)
+def test_checkpoint_is_a_finished_run_and_its_log_ends_there(path: Path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    steps = ckpt["train"]["config"]["steps"]
+    assert ckpt["step"] == steps, f"{path.name} saved at step {ckpt['step']} of {steps}"
+    log = _log(WEIGHTS / f"{path.stem}.log.jsonl")
+    assert max(entry["step"] for entry in log) == steps
+
+    stage = ckpt.get("router_stage")
+    if stage is None:
+        return
+    assert stage["step"] == stage["steps"], (
+        f"{path.name}: router stage at {stage['step']} of {stage['steps']}"
+    )
+    if "copied_from" in stage:  # the router came from another profile's checkpoint (train --router-from)
+        return
+    router_log = _log(WEIGHTS / f"{path.stem}.router.log.jsonl")
+    last_val = [entry for entry in router_log if "val" in entry][-1]
+    assert router_log[-1]["step"] == stage["steps"], "the router log goes on past the shipped router"
+    assert last_val["val"]["router_acc"] == pytest.approx(stage["router_acc"])
