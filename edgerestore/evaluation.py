@@ -27,7 +27,7 @@ from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, write_image
-from edgerestore.metrics import score
+from edgerestore.metrics import score, wilson_interval
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
 
@@ -79,9 +79,16 @@ class EvalReport:
         total = sum(map(sum, self.confusion))
         return None if total == 0 else sum(self.confusion[i][i] for i in range(len(self.conditions))) / total
 
+    @property
+    def router_accuracy_ci95(self) -> tuple[float, float] | None:
+        total = sum(map(sum, self.confusion))
+        correct = sum(self.confusion[i][i] for i in range(len(self.conditions)))
+        return None if total == 0 else wilson_interval(correct, total)
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["router_accuracy"] = self.router_accuracy
+        data["router_accuracy_ci95"] = self.router_accuracy_ci95
         return _finite(data)
 
     def to_markdown(self) -> str:
@@ -334,9 +341,10 @@ def _markdown(report: EvalReport) -> str:
         lines.append("")
     total = sum(map(sum, report.confusion))
     if total:
+        low, high = report.router_accuracy_ci95
         lines += [
             f"## Router confusion (rows: expected, columns: predicted; accuracy {report.router_accuracy:.1%} "
-            f"over {total} images)",
+            f"over {total} images, 95 % interval {low:.0%}–{high:.0%})",
             "",
             _table_row(["expected \\ predicted", *report.conditions]),
             _table_row(["---", *["---:"] * len(report.conditions)]),

@@ -83,6 +83,9 @@ def test_confusion_matrix_counts_expected_against_predicted(data):
     acc = {s.name: s.router_accuracy for s in report.sets}
     assert acc == {"rain_small": 1.0, "sots_small": 0.0, "real/haze": 0.0, "real/snow": 0.0}
     assert report.router_accuracy == pytest.approx(3 / 8)
+    low, high = report.to_json()["router_accuracy_ci95"]
+    assert 0.0 < low < 3 / 8 < high < 1.0 and high - low > 0.4  # 8 images say little, and the report says so
+    assert f"{low:.0%}–{high:.0%}" in report.to_markdown()
     assert report.sets[0].images[0].confidence == pytest.approx(0.6)
 
 

@@ -96,3 +96,16 @@ def test_score_reports_both_conventions(reference_pair):
     assert s.psnr_rgb == pytest.approx(calculate_psnr(b, a))
     assert s.psnr_y == pytest.approx(calculate_psnr(b, a, test_y_channel=True))
     assert set(s.as_dict()) == {"psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}
+
+
+def test_wilson_interval_matches_hand_computed_values_and_edges():
+    from edgerestore.metrics import wilson_interval
+
+    low, high = wilson_interval(78, 100)  # p = 0.78: centre 0.7696, half-width 0.0803
+    assert low == pytest.approx(0.6893, abs=1e-4) and high == pytest.approx(0.8500, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and 0.25 < wilson_interval(0, 10)[1] < 0.32
+    assert wilson_interval(10, 10)[1] == 1.0 and 0.68 < wilson_interval(10, 10)[0] < 0.75
+    narrow, wide = wilson_interval(780, 1000), wilson_interval(78, 100)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    with pytest.raises(ValueError):
+        wilson_interval(5, 0)
