@@ -37,6 +37,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic, write_text_atomic
 
 FORMAT = "edgerestore-bench/1"
 #: Stages shown in tables and compared against baselines, in pipeline order.
@@ -539,16 +540,7 @@ def check_format(d: Mapping[str, Any], what: str) -> None:
 
 def write_json_atomic(path: str | Path, payload: Any) -> Path:
     """JSON written to a temporary file beside `path` and renamed (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
 
 
 def load_json(path: str | Path, what: str) -> dict[str, Any]:
@@ -935,18 +927,14 @@ def _pyplot() -> Any:
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Save a matplotlib figure as PNG atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
+    import io
+
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     finally:
         _pyplot().close(fig)
-    return path
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def plot_latency(cases: Sequence[CaseResult], path: str | Path, title: str = "") -> Path:
@@ -1018,16 +1006,7 @@ def write_csv_atomic(path: str | Path, header: Sequence[str], rows: Iterable[Seq
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, buf.getvalue())
 
 
 def interleaved(fns: Mapping[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:

@@ -33,6 +33,7 @@ import onnx
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic
 from edgerestore.graphs import graph_path, load_onnx, save_onnx
 from edgerestore.precision import (
     Budgets,
@@ -203,10 +204,7 @@ def make_default_set(
             ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 raise RuntimeError(f"could not encode {path}")
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data.tobytes())
-            tmp.replace(path)
-            written.append(path)
+            written.append(write_bytes_atomic(path, data.tobytes()))
     return written
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import onnx
 
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic, write_text_atomic
 from edgerestore.graphs import (
     PRECISION_JSON,
     file_sha256,
@@ -399,9 +399,7 @@ def write_variant(
         src = candidates[(name, acc.precision)]
         dst = out_dir / meta["graphs"][name]["file"]
         if src.resolve() != dst.resolve():
-            tmp = dst.with_name(f".{dst.name}.tmp")
-            shutil.copyfile(src, tmp)
-            tmp.replace(dst)
+            write_bytes_atomic(dst, src.read_bytes())
         graphs[name] = {
             "file": dst.name,
             "sha256": file_sha256(dst),
@@ -419,10 +417,7 @@ def write_variant(
     }
     write_json(out_dir / PRECISION_JSON, payload)
     report_json = write_json(out_dir / "report.json", payload)
-    report_md = out_dir / "report.md"
-    tmp = report_md.with_name(".report.md.tmp")
-    tmp.write_text(report_markdown(payload))
-    tmp.replace(report_md)
+    report_md = write_text_atomic(out_dir / "report.md", report_markdown(payload))
     return PrecisionResult(requested, out_dir, accuracy, report_md, report_json, seconds)
 
 

@@ -23,8 +23,6 @@ Must not import torch. Imports the TensorRT module only when a builder is create
 from __future__ import annotations
 
 import importlib
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from typing import Any
 
 from edgerestore.engines.bundle import TRT_MODULES, BuildError, DeviceInfo, cuda_device_info
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic
 
 Shape = tuple[int, ...]
 ProfileFn = Callable[[str, Shape], tuple[Shape, Shape, Shape]]
@@ -257,13 +256,7 @@ class TensorRTBuilder:
         """Write the shared timing cache back to its file (atomically); None when there is none."""
         if self.timing_cache_path is None or self._timing_cache is None:
             return None
-        blob = bytes(memoryview(self._timing_cache.serialize()))
-        self.timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".timing.", dir=self.timing_cache_path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-        os.replace(tmp, self.timing_cache_path)
-        return self.timing_cache_path
+        return write_bytes_atomic(self.timing_cache_path, bytes(memoryview(self._timing_cache.serialize())))
 
     def device_record(self) -> dict[str, Any]:
         """The manifest's `device` for engines from this builder."""

@@ -6,6 +6,7 @@ Imports nothing from export or the runtime.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from edgerestore.errors import UserError
+from edgerestore.files import write_bytes_atomic
 from edgerestore.models.cmudrn import CMUDRN, CMUDRNConfig
 from edgerestore.models.uffn import UFFN, UFFNConfig
 
@@ -85,10 +87,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def save_payload(path: str | Path, payload: dict) -> Path:
+    """`torch.save` a checkpoint dict atomically (readers and resumed runs never see half a file)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, profile: str, **extra) -> Path:
     """Write a checkpoint atomically: profile, family, config, weights, plus any extra fields."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "profile": profile,
         "family": model.family,
@@ -96,10 +103,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, profile: str, **extra) -
         "model": model.state_dict(),
         **extra,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_payload(path, payload)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:

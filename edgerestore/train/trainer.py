@@ -368,11 +368,7 @@ def ship_weights(checkpoint: Path, dest: Path) -> Path:
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
     payload.pop("optimizer", None)
     payload.pop("scheduler", None)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(dest)
-    return dest
+    return zoo.save_payload(dest, payload)
 
 
 # ----------------------------------------------------------------------------------------------- router stage
@@ -461,9 +457,7 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
             config=cfg.to_dict(),
             **metrics,
         )
-        tmp = cfg.out.with_suffix(cfg.out.suffix + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(cfg.out)
+        zoo.save_payload(cfg.out, payload)
 
     log = cfg.out.with_suffix(".router.log.jsonl")
     t0, step, metrics = time.time(), start, {}
@@ -516,9 +510,7 @@ def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
     payload["model"] = model.state_dict()
     stage = {k: v for k, v in (meta.get("router_stage") or {}).items() if k not in ("optimizer", "scheduler")}
     payload["router_stage"] = {**stage, "copied_from": str(cfg.router_from), "copied_sha256": meta["sha256"]}
-    tmp = cfg.out.with_suffix(cfg.out.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(cfg.out)
+    zoo.save_payload(cfg.out, payload)
     print(f"router of {cfg.out} copied from {cfg.router_from}", file=sys.stderr)
     return {k: v for k, v in stage.items() if k in ("router_acc", "confusion")}
 
