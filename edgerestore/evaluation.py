@@ -74,15 +74,18 @@ class EvalReport:
     conditions: tuple[str, ...] = CONDITIONS
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
+    def _routed(self) -> tuple[int, int]:
+        """(correctly routed, routed) images, from the confusion matrix."""
+        return sum(self.confusion[i][i] for i in range(len(self.conditions))), sum(map(sum, self.confusion))
+
     @property
     def router_accuracy(self) -> float | None:
-        total = sum(map(sum, self.confusion))
-        return None if total == 0 else sum(self.confusion[i][i] for i in range(len(self.conditions))) / total
+        correct, total = self._routed()
+        return None if total == 0 else correct / total
 
     @property
     def router_accuracy_ci95(self) -> tuple[float, float] | None:
-        total = sum(map(sum, self.confusion))
-        correct = sum(self.confusion[i][i] for i in range(len(self.conditions)))
+        correct, total = self._routed()
         return None if total == 0 else wilson_interval(correct, total)
 
     def to_json(self) -> dict:

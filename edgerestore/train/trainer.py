@@ -416,6 +416,8 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if set(missing) - router_keys or [k for k in unexpected if not k.startswith("router_net.")]:
         raise UserError(f"{cfg.out} does not match profile {cfg.profile} outside the router")
+    if cfg.router_from is not None:
+        return _copy_router(cfg, model, payload)
     for name, param in model.named_parameters():
         param.requires_grad_(name.startswith("router_net."))
     opt = torch.optim.AdamW(model.router_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -427,8 +429,6 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         sched.load_state_dict(stage["scheduler"])
         start, wall_before = int(stage["step"]), float(stage.get("wall_seconds", 0.0))
         print(f"resuming the router of {cfg.out} at step {start}", file=sys.stderr)
-    if cfg.router_from is not None:
-        return _copy_router(cfg, model, payload)
     if fresh_router:
         print(f"router of {cfg.out} changed shape: training it from scratch", file=sys.stderr)
         # the main stage's optimizer state no longer matches the router's parameters
