@@ -214,6 +214,21 @@ def test_photometric_jitter_stays_mild_and_in_range():
     )
 
 
+def test_brighten_scene_lifts_the_dark_channel_for_a_share_of_samples():
+    from edgerestore.data.degrade import brighten_scene
+
+    image = np.random.default_rng(1).random((32, 32, 3)).astype(np.float32) * 0.5
+    outs = [brighten_scene(image, np.random.default_rng(seed)) for seed in range(40)]
+    lifted = [o for o in outs if not np.array_equal(o, image)]
+    assert 8 < len(lifted) < 32  # about half
+    for o in lifted:
+        assert o.dtype == np.float32 and o.min() >= image.min() and o.max() <= 1.0
+        assert o.min(axis=2).mean() > image.min(axis=2).mean()  # brighter, greyer: a higher dark channel
+    assert np.array_equal(
+        brighten_scene(image, np.random.default_rng(3)), brighten_scene(image, np.random.default_rng(3))
+    )
+
+
 def test_synthesise_pair_makes_aligned_patches_and_validation_crops_are_fixed():
     clean = (_photo(150, 210) * 255).astype(np.uint8)
     x, y = synthesise_pair(clean, "rain", np.random.default_rng(0), 64)

@@ -33,6 +33,15 @@ def test_checkpoint_is_a_finished_run_and_its_log_ends_there(path: Path):
     log = _log(WEIGHTS / f"{path.stem}.log.jsonl")
     assert max(entry["step"] for entry in log) == steps
 
+    for name, branch in (ckpt.get("branch_stages") or {}).items():  # train --branch-only NAME
+        assert branch["step"] == branch["steps"], (
+            f"{path.name}: {name} branch stage at {branch['step']} of {branch['steps']}"
+        )
+        branch_log = _log(WEIGHTS / f"{path.stem}.{name}.log.jsonl")
+        assert branch_log[-1]["step"] == branch["steps"], f"the {name} log goes on past the shipped branch"
+        last_val = [entry for entry in branch_log if "val" in entry][-1]["val"]
+        assert last_val[f"psnr/{name}"] == pytest.approx(branch[f"psnr/{name}"])
+
     stage = ckpt.get("router_stage")
     if stage is None:
         return

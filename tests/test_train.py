@@ -184,6 +184,51 @@ def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path,
         assert torch.equal(pa, pb), name
 
 
+@pytest.mark.slow
+def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path, clean_dir):
+    from edgerestore.train.trainer import train_branch
+
+    train(_cfg(tmp_path, clean_dir, 2, "base.pt"), progress=False)
+    before = zoo.load_checkpoint(tmp_path / "base.pt")[0].state_dict()
+    for name in ("straight.pt", "resumed.pt"):
+        (tmp_path / name).write_bytes((tmp_path / "base.pt").read_bytes())
+    metrics = train_branch(_cfg(tmp_path, clean_dir, 4, "straight.pt"), "haze", progress=False)
+    assert set(metrics) == {"psnr/haze", "input_psnr/haze"}
+    first = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
+    first.stop_at = 2
+    train_branch(first, "haze", progress=False)
+    train_branch(_cfg(tmp_path, clean_dir, 4, "resumed.pt"), "haze", progress=False)
+    a, meta = zoo.load_checkpoint(tmp_path / "straight.pt")
+    b = zoo.load_checkpoint(tmp_path / "resumed.pt")[0]
+    assert meta["branch_stages"]["haze"]["step"] == 4 and meta["step"] == 2
+    changed = [k for k, v in a.state_dict().items() if not torch.equal(v, before[k])]
+    # BatchNorm running statistics outside the branch stay too: the frozen parts run in eval mode
+    assert changed and all(k.startswith("branches.haze.") for k in changed)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    log = (tmp_path / "straight.haze.log.jsonl").read_text().splitlines()
+    assert '"val"' in log[-1]
+
+    from edgerestore.train.trainer import ship_weights
+
+    shipped = torch.load(ship_weights(tmp_path / "straight.pt", tmp_path / "ship.pt"), weights_only=False)
+    assert "optimizer" not in shipped and "optimizer" not in shipped["branch_stages"]["haze"]
+    assert shipped["branch_stages"]["haze"]["step"] == 4
+    for name, value in zoo.load_checkpoint(tmp_path / "ship.pt")[0].state_dict().items():
+        assert torch.equal(value, a.state_dict()[name]), name
+
+
+def test_branch_only_refuses_an_unknown_branch_in_one_line(tmp_path, clean_dir):
+    from edgerestore.errors import UserError
+    from edgerestore.train.trainer import train_branch
+
+    zoo.save_checkpoint(tmp_path / "m.pt", UFFN(UFFNConfig(**TINY_DICT)), "uffn-tiny")
+    with pytest.raises(UserError, match="the branches are rain, haze, raindrop, snow"):
+        train_branch(_cfg(tmp_path, clean_dir, 2, "m.pt"), "fog", progress=False)
+    with pytest.raises(UserError, match="not found"):
+        train_branch(_cfg(tmp_path, clean_dir, 2, "missing.pt"), "haze", progress=False)
+
+
 def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_path, clean_dir):
     from edgerestore.errors import UserError
     from edgerestore.train.trainer import train_router

@@ -53,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="with --router-only: take the trained router of this UFFN checkpoint (same router config) instead",
     )
+    parser.add_argument(
+        "--branch-only",
+        metavar="CONDITION",
+        help="fine-tune only this condition's branch of the UFFN checkpoint --out (the rest frozen), e.g. haze",
+    )
     parser.add_argument("--ship", type=Path, help="when done, write the small shipped weights file here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -75,8 +80,9 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerestore.errors import UserError
     from edgerestore.models.zoo import get_profile
-    from edgerestore.train.trainer import TrainConfig, ship_weights, train, train_router
+    from edgerestore.train.trainer import TrainConfig, ship_weights, train, train_branch, train_router
 
     get_profile(args.profile)
     cfg = TrainConfig(
@@ -100,7 +106,12 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         overrides=_parse_overrides(args.overrides),
     )
-    metrics = (train_router if args.router_only else train)(cfg, progress=not args.quiet)
+    if args.router_only and args.branch_only:
+        raise UserError("--router-only and --branch-only are separate stages: give one")
+    if args.branch_only:
+        metrics = train_branch(cfg, args.branch_only, progress=not args.quiet)
+    else:
+        metrics = (train_router if args.router_only else train)(cfg, progress=not args.quiet)
     print(f"checkpoint: {cfg.out}")
     if metrics:
         shown = {k: v for k, v in metrics.items() if isinstance(v, float)}

@@ -168,6 +168,23 @@ def photometric_jitter(image: np.ndarray, rng: np.random.Generator, strength: fl
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def brighten_scene(
+    image: np.ndarray, rng: np.random.Generator, share: float = 0.5, most: float = 0.4
+) -> np.ndarray:
+    """For a share `share` of the calls, blend a clean float32 RGB image towards a bright, nearly grey colour by up to
+    `most`: the bright, low-contrast surfaces (white walls, overcast skies) that Kodak24, CBSD68 and McMaster
+    rarely show. Used on the clean target of haze pairs: trained only on vivid scenes whose dark channel is
+    near 0, the haze branch learned to darken every scene that far and over-dehazed bright indoor ones (SOTS
+    indoor, whose clean dark channel has a median of 0.1–0.5). Returns float32 RGB in [0, 1].
+    """
+    out = _as_image(image)
+    if rng.random() >= share:
+        return out
+    k = float(rng.uniform(0.0, most))
+    colour = _tint(rng, float(rng.uniform(0.7, 1.0)), 0.01)
+    return _mix(np.ascontiguousarray(out), colour, np.full(out.shape[:2], k, np.float32))
+
+
 # ----------------------------------------------------------------------------------------------- particles
 @dataclass
 class ParticleLayer:
@@ -469,7 +486,9 @@ def _layout_depth(layout: str, h: int, w: int, rng: np.random.Generator) -> np.n
     u, v = u / max(w - 1, 1), v / max(h - 1, 1)
     if layout == "ground":  # sky and far scene above a horizon, a ground plane coming closer below it
         below = v - rng.uniform(0.15, 0.65) - rng.normal(0.0, 0.1) * (u - 0.5)
-        return np.where(below <= 0, 1.0, 1.0 / (1.0 + below / rng.uniform(0.05, 0.3))).astype(np.float32)
+        return np.where(
+            below <= 0, 1.0, 1.0 / (1.0 + np.maximum(below, 0.0) / rng.uniform(0.05, 0.3))
+        ).astype(np.float32)
     if layout == "room":  # walls, floor and ceiling receding to a back wall around a vanishing point
         vx, vy = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.65)
         box = np.maximum(np.abs(u - vx) / max(vx, 1 - vx), np.abs(v - vy) / max(vy, 1 - vy))
@@ -794,7 +813,7 @@ def synthesise_pair(
 
     Training (`augment`): a scale-jittered crop (`random_crop_scaled`), a random horizontal flip and, for
     a share `rotate` of the samples, a 90°/180°/270° rotation, all *before* the weather (rain keeps falling
-    down), photometric jitter on both, then `degrade`. Validation:
+    down), photometric jitter on both (and, for haze, `brighten_scene`), then `degrade`. Validation:
     a plain crop at the photograph's own scale (reflect-padded if smaller), no flips, no jitter.
     """
     if augment:
@@ -806,6 +825,8 @@ def synthesise_pair(
         if rng.random() < rotate:
             crop = np.rot90(crop, int(rng.integers(1, 4)))
         target = photometric_jitter(crop, rng)
+        if condition == "haze":
+            target = brighten_scene(target, rng)
     else:
         h, w = clean_rgb.shape[:2]
         if h < size or w < size:

@@ -67,13 +67,21 @@ def uffn_loss(
     lam3 = cosine_decay(weights.router, progress, weights.router_floor)
     restore = condition != CONDITIONS.index("clean")
     if restore.any():
-        out, tgt = restored[restore], target[restore]
-        l1 = F.smooth_l1_loss(out, tgt, beta=0.01)
-        s = 1 - ssim(out, tgt).mean()
+        restoration, parts = restoration_loss(restored[restore], target[restore], weights)
     else:
-        l1 = s = restored.sum() * 0.0
-    total = weights.smooth_l1 * l1 + weights.ssim * s + lam3 * ce
-    return total, {"loss": total.item(), "smooth_l1": l1.item(), "1-ssim": s.item(), "ce": ce.item()}
+        restoration = restored.sum() * 0.0
+        parts = {"smooth_l1": 0.0, "1-ssim": 0.0}
+    total = restoration + lam3 * ce
+    return total, {"loss": total.item(), **parts, "ce": ce.item()}
+
+
+def restoration_loss(
+    restored: torch.Tensor, target: torch.Tensor, weights: UFFNLossWeights = UFFNLossWeights()
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """UFFN's restoration terms λ1·SmoothL1 + λ2·(1 − SSIM) (without the router's cross-entropy)."""
+    l1 = F.smooth_l1_loss(restored, target, beta=0.01)
+    s = 1 - ssim(restored, target).mean()
+    return weights.smooth_l1 * l1 + weights.ssim * s, {"smooth_l1": l1.item(), "1-ssim": s.item()}
 
 
 def _ssim_frobenius(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.models import zoo
 from edgerestore.models.uffn import UFFN
-from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, uffn_loss
+from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
 @dataclass
@@ -364,10 +364,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
 
 def ship_weights(checkpoint: Path, dest: Path) -> Path:
-    """Strip optimizer state from a training checkpoint: the small file committed under weights/."""
+    """Strip optimizer state (of the main run and of every stage) from a training checkpoint: the small file
+    committed under weights/."""
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    payload.pop("optimizer", None)
-    payload.pop("scheduler", None)
+    stages = [payload, payload.get("router_stage") or {}, *(payload.get("branch_stages") or {}).values()]
+    for stage in stages:
+        stage.pop("optimizer", None)
+        stage.pop("scheduler", None)
     return zoo.save_payload(dest, payload)
 
 
@@ -493,6 +496,135 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     return metrics
 
 
+# ----------------------------------------------------------------------------------------------- branch stage
+@torch.inference_mode()
+def branch_psnr(model: UFFN, name: str, val_set: Dataset, samples: int) -> dict:
+    """Mean RGB PSNR of branch `name` (forced) and of the input on the first `samples` validation pairs."""
+    model.eval()
+    out_psnr, in_psnr = [], []
+    label = torch.tensor([CONDITIONS.index(name)])
+    for i in range(min(samples, len(val_set))):
+        item = val_set[i]
+        x, y = item["input"][None], item["target"][None]
+        restored, _ = model(x, label)
+        out_psnr.append(10 * np.log10(1 / max(float(((restored.clamp(0, 1) - y) ** 2).mean()), 1e-10)))
+        in_psnr.append(10 * np.log10(1 / max(float(((x - y) ** 2).mean()), 1e-10)))
+    return {f"psnr/{name}": float(np.mean(out_psnr)), f"input_psnr/{name}": float(np.mean(in_psnr))}
+
+
+def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
+    """Fine-tune one condition's branch of the UFFN checkpoint `cfg.out` on that condition's synthetic pairs;
+    router, trunk and the other branches are frozen (bit for bit), so their evaluations still hold.
+
+    Branches are independent graphs after the shared trunk, so a better recipe for one condition (e.g. a
+    new synthetic prior) does not need the whole model retrained. The stage keeps its own step, optimizer and
+    schedule under ``branch_stages[name]`` in the checkpoint and resumes exactly; its log is
+    ``<out>.<name>.log.jsonl``.
+    """
+    from edgerestore.data.synthetic import SyntheticWeatherDataset
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if not cfg.out.is_file():
+        raise UserError(f"--branch-only fine-tunes a branch of an existing checkpoint; {cfg.out} not found")
+    if cfg.clean_dir is None:
+        raise UserError("--branch-only trains on synthetic weather: give --clean DIR")
+    payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
+    if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
+        raise UserError(f"{cfg.out} holds {payload.get('profile')}; --branch-only needs a UFFN {cfg.profile}")
+    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        raise UserError(
+            f"{cfg.out} does not match profile {cfg.profile}: {str(exc).splitlines()[0]}"
+        ) from None
+    if name not in model.branches:
+        raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
+    branch = model.branch(name)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    for param in branch.parameters():
+        param.requires_grad_(True)
+    opt = torch.optim.AdamW(branch.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    stages = dict(payload.get("branch_stages") or {})
+    stage = stages.get(name) or {}
+    start, wall_before = 0, 0.0
+    if stage and stage.get("step", 0) < stage.get("steps", 0):
+        opt.load_state_dict(stage["optimizer"])
+        sched.load_state_dict(stage["scheduler"])
+        start, wall_before = int(stage["step"]), float(stage.get("wall_seconds", 0.0))
+        print(f"resuming the {name} branch of {cfg.out} at step {start}", file=sys.stderr)
+    train_set = SyntheticWeatherDataset(
+        cfg.clean_dir, patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed
+    )
+    val_set = SyntheticWeatherDataset(
+        cfg.clean_dir, patch_size=256, conditions=(name,), seed=cfg.seed + 10_000, augment=False
+    )
+    loader = DataLoader(
+        train_set,
+        batch_sampler=StepSampler(
+            len(train_set), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
+        ),
+        num_workers=cfg.workers,
+    )
+
+    def _save(step: int, wall: float, metrics: dict) -> None:
+        payload["model"] = model.state_dict()
+        stages[name] = dict(
+            step=step,
+            steps=cfg.steps,
+            optimizer=opt.state_dict(),
+            scheduler=sched.state_dict(),
+            wall_seconds=wall,
+            command=" ".join(sys.argv),
+            config=cfg.to_dict(),
+            **metrics,
+        )
+        payload["branch_stages"] = stages
+        zoo.save_payload(cfg.out, payload)
+
+    log = cfg.out.with_suffix(f".{name}.log.jsonl")
+    t0, step, metrics = time.time(), start, {}
+    with _Session(log, cfg.steps, start, f"{cfg.profile} {name} branch", progress) as session:
+        model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the branch trains
+        branch.train()
+        for batch in loader:
+            with torch.no_grad():
+                features = model.trunk(batch["input"])
+            loss, parts = restoration_loss(branch(batch["input"], features), batch["target"], cfg.loss)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if session.bar is not None:
+                session.bar.update(1)
+                session.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            entry: dict = {}
+            if step % 20 == 0:
+                entry = {
+                    "step": step,
+                    "time": round(time.time() - t0 + wall_before, 1),
+                    "loss": loss.item(),
+                    **parts,
+                }
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                metrics = branch_psnr(model, name, val_set, cfg.val_samples)
+                branch.train()
+                entry = {**entry, "step": step, "val": metrics}
+                session.say(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            if entry:
+                session.log(entry)
+            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
+                _save(step, wall_before + time.time() - t0, metrics)
+            if session.stop:
+                break
+    return metrics
+
+
 def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
     """Put the router of checkpoint `cfg.router_from` into `cfg.out`: the router only reads the thumbnail, so a
     router trained for one profile serves any profile with the same router config and thumbnail size (with
@@ -515,4 +647,13 @@ def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
     return {k: v for k, v in stage.items() if k in ("router_acc", "confusion")}
 
 
-__all__ = ["TrainConfig", "train", "train_router", "router_accuracy", "validate", "ship_weights"]
+__all__ = [
+    "TrainConfig",
+    "train",
+    "train_router",
+    "train_branch",
+    "router_accuracy",
+    "branch_psnr",
+    "validate",
+    "ship_weights",
+]
