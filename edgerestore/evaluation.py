@@ -26,7 +26,7 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
-from edgerestore.imageio import is_image_file, read_image, write_image
+from edgerestore.imageio import is_image_file, read_image, router_thumbnail, write_image
 from edgerestore.metrics import score, wilson_interval
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
@@ -395,12 +395,19 @@ def checkpoint_restorer(
     model, meta = load_checkpoint(path, map_location=device)
     model = model.to(device).eval()
     conditions = tuple(getattr(model, "conditions", CONDITIONS))
+    routed = hasattr(model, "router")
 
     def restore(frame: np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).to(device)
         x = x.unsqueeze(0).float().div_(255.0)
         with torch.inference_mode():
-            out = model(x)
+            if routed:  # route on the thumbnail the runtime makes (uint8 area resize), not make_thumbnail's
+                thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1)
+                thumb = torch.from_numpy(np.ascontiguousarray(thumb)).to(device)
+                logits = model.router(thumb.unsqueeze(0).float().div_(255.0))
+                out = model(x, logits.argmax(dim=1))[0], logits
+            else:
+                out = model(x)
         if isinstance(out, tuple):
             restored, logits = out
             probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()

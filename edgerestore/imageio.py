@@ -85,3 +85,12 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
         raise UserError(f"cannot encode {path.name}: unsupported extension {path.suffix!r}; use .png or .jpg")
     write_bytes_atomic(path, encoded.tobytes())
     return path
+
+
+def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
+    """The path router's input: the whole, unpadded uint8 frame area-resized to size×size (any channel order).
+
+    One definition for the runtime, calibration, evaluation and router training, so the router is trained,
+    calibrated and judged on exactly what it sees at run time (DESIGN.md).
+    """
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)

@@ -40,6 +40,7 @@ from edgerestore.graphs import (
     save_onnx,
     write_json,
 )
+from edgerestore.imageio import router_thumbnail
 
 # Operators kept in float32 in FP16 graphs: normalisations and reductions over many values (sums of squares
 # and long accumulations overflow or lose everything in float16), softmax (exp), resampling.
@@ -168,13 +169,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return PSNR_CAP if not math.isfinite(value) else min(value, PSNR_CAP)
 
 
-def thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
-    """The router's input, made the runtime's way (area resize of the whole, unpadded frame)."""
-    import cv2
-
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-
-
 class GraphRunner:
     """ONNX Runtime sessions for (graph, precision) → path, created on first use."""
 
@@ -260,7 +254,7 @@ def guard(
 
     if meta["family"] == "uffn":
         size = int(meta["thumbnail_size"])
-        thumbs = [thumbnail(f.image, size)[None] for f in frames]
+        thumbs = [router_thumbnail(f.image, size)[None] for f in frames]
         ref = [int(np.argmax(runner.run("router", "fp32", {"thumbnail": t}))) for t in thumbs]
         acc = GraphAccuracy("router", requested, "fp32", "router", len(frames))
         for level in ladder:
@@ -509,7 +503,7 @@ def reference_feeds(export_dir: Path, meta: dict, frames: list[Frame]) -> Callab
             return cache[name]
         if name == "router":
             size = int(meta["thumbnail_size"])
-            feeds = [{"thumbnail": thumbnail(f.image, size)[None]} for f in frames]
+            feeds = [{"thumbnail": router_thumbnail(f.image, size)[None]} for f in frames]
         elif name.startswith("branch_"):
             if "features" not in cache:
                 trunk = ort_session(graph_path(export_dir, meta, "trunk"))

@@ -176,3 +176,25 @@ def test_checkpoint_restorer_runs_uffn_and_blind_cmudrn_checkpoints(data, tmp_pa
             )
         else:
             assert condition is None and probs is None
+
+
+def test_checkpoint_eval_routes_on_the_runtime_thumbnail_and_runs_the_branch_it_picked(data, tmp_path):
+    torch = pytest.importorskip("torch")
+    from edgerestore.evaluation import checkpoint_restorer
+    from edgerestore.imageio import router_thumbnail
+    from edgerestore.models.zoo import build, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build("uffn-tiny").eval()
+    frame = cv2.imread(str(data / "dev" / "rain_small" / "input" / "0.png"))
+    restore, _ = checkpoint_restorer(save_checkpoint(tmp_path / "m.pt", model, "uffn-tiny"))
+    out, condition, probs = restore(frame)
+    thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1) / 255.0
+    with torch.inference_mode():
+        logits = model.router(torch.from_numpy(thumb.copy()).float()[None])
+        chosen = logits.argmax(1)
+        x = torch.from_numpy(frame[:, :, ::-1].transpose(2, 0, 1).copy()).float()[None] / 255.0
+        expected = model(x, chosen)[0][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    assert condition == CONDITIONS[int(chosen)]
+    assert np.allclose(probs, torch.softmax(logits, 1)[0].numpy(), atol=1e-6)
+    assert np.array_equal(out, expected[:, :, ::-1])

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.imageio import router_thumbnail
 from edgerestore.runtime.restorer import Restorer, pad_to
 
 
@@ -43,7 +43,7 @@ def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[s
     padded = pad_to(frame, restorer.stride, restorer.min_hw)[None]
     hp, wp = padded.shape[1:3]
     s = restorer.thumbnail_size
-    thumb = cv2.resize(frame, (s, s), interpolation=cv2.INTER_AREA)[None]
+    thumb = router_thumbnail(frame, s)[None]
     fshape = {"features": (1, restorer._features, hp // 2, wp // 2)} if restorer._features else None
     out: dict[str, float] = {}
 

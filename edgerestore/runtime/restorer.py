@@ -38,6 +38,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import BundleError, UserError
+from edgerestore.imageio import router_thumbnail
 from edgerestore.runtime.backend import Backend
 
 #: The smallest frame side accepted (smaller frames carry too little for the router's thumbnail).
@@ -388,7 +389,7 @@ class Restorer:
         thumb = None
         if self.model_graph is None:
             s = self.thumbnail_size
-            thumb = cv2.resize(bgr, (s, s), interpolation=cv2.INTER_AREA)[None]
+            thumb = router_thumbnail(bgr, s)[None]
         padded = padded[None]  # [1, H, W, 3], still contiguous
         return _Prepared(frame, bgr, padded, thumb, fmt, t0, (time.perf_counter() - t0) * 1e3, -1)
 
