@@ -15,6 +15,7 @@ import numpy as np
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.degrade import degrade
 from edgerestore.data.synthetic import load_clean_images
+from edgerestore.imageio import router_thumbnail
 
 
 class RouterThumbnailDataset:
@@ -62,6 +63,6 @@ class RouterThumbnailDataset:
             frame.astype(np.float32) / 255.0, condition, rng, scale=max(frame.shape[:2]) / 640.0
         )
         u8 = np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        thumb = cv2.resize(u8, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        thumb = router_thumbnail(u8, self.size)
         tensor = torch.from_numpy(np.ascontiguousarray(thumb.transpose(2, 0, 1))).float() / 255.0
         return {"thumbnail": tensor, "condition": CONDITIONS.index(condition)}
