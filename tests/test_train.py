@@ -249,3 +249,19 @@ def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_pa
     cfg.router_from = tmp_path / "odd.pt"
     with pytest.raises(UserError, match="differs"):
         train_router(cfg, progress=False)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--profile", "cmudrn-t3", "--branch-only", "haze"], "--branch-only is for UFFN profiles"),
+        (["--profile", "cmudrn-t3", "--router-only"], "--router-only is for UFFN profiles"),
+        (["--profile", "uffn-tiny", "--router-only", "--branch-only", "haze"], "separate stages"),
+    ],
+)
+def test_train_stage_flags_refuse_bad_combinations_in_one_line(tmp_path, clean_dir, capsys, extra, message):
+    from edgerestore.cli import main
+
+    code = main(["train", "--clean", str(clean_dir), "--out", str(tmp_path / "m.pt"), "--quiet", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1

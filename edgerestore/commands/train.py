@@ -84,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.models.zoo import get_profile
     from edgerestore.train.trainer import TrainConfig, ship_weights, train, train_branch, train_router
 
-    get_profile(args.profile)
+    profile = get_profile(args.profile)
+    if (args.router_only or args.branch_only) and profile.family != "uffn":
+        stage = "--router-only" if args.router_only else "--branch-only"
+        raise UserError(
+            f"{stage} is for UFFN profiles; {args.profile} is {profile.family} (no router or branches)"
+        )
     cfg = TrainConfig(
         profile=args.profile,
         out=args.out or Path("runs") / args.profile / "last.pt",
