@@ -160,56 +160,58 @@ def test_ddp_runs_on_two_cpu_processes_with_gloo(tmp_path, clean_dir):
     assert meta["step"] == 2
 
 
+def _stage_straight_and_resumed(tmp_path, clean_dir, run_stage):
+    """A 2-step main run, then the stage `run_stage(cfg)` for 4 steps straight and for 2 + 2 resumed on copies.
+
+    Returns (the main run's weights, the straight run's metrics, its model and checkpoint meta, the resumed
+    run's model)."""
+    train(_cfg(tmp_path, clean_dir, 2, "base.pt"), progress=False)
+    before = zoo.load_checkpoint(tmp_path / "base.pt")[0].state_dict()
+    for name in ("straight.pt", "resumed.pt"):
+        (tmp_path / name).write_bytes((tmp_path / "base.pt").read_bytes())
+    metrics = run_stage(_cfg(tmp_path, clean_dir, 4, "straight.pt"))
+    first = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
+    first.stop_at = 2
+    run_stage(first)
+    run_stage(_cfg(tmp_path, clean_dir, 4, "resumed.pt"))
+    straight, meta = zoo.load_checkpoint(tmp_path / "straight.pt")
+    return before, metrics, straight, meta, zoo.load_checkpoint(tmp_path / "resumed.pt")[0]
+
+
+def _changed_keys_and_assert_equal(before: dict, a, b) -> list[str]:
+    """The state-dict keys `a` changed from `before`; `a` and `b` must be equal bit for bit."""
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    return [k for k, v in a.state_dict().items() if not torch.equal(v, before[k])]
+
+
 @pytest.mark.slow
 def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path, clean_dir):
     from edgerestore.train.trainer import train_router
 
-    train(_cfg(tmp_path, clean_dir, 2, "base.pt"), progress=False)
-    before = zoo.load_checkpoint(tmp_path / "base.pt")[0].state_dict()
-    for name in ("straight.pt", "resumed.pt"):
-        (tmp_path / name).write_bytes((tmp_path / "base.pt").read_bytes())
-    straight = _cfg(tmp_path, clean_dir, 4, "straight.pt")
-    metrics = train_router(straight, progress=False)
+    before, metrics, a, meta, b = _stage_straight_and_resumed(
+        tmp_path, clean_dir, lambda cfg: train_router(cfg, progress=False)
+    )
     assert 0.0 <= metrics["router_acc"] <= 1.0 and len(metrics["confusion"]) == 5
-    first = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
-    first.stop_at = 2
-    train_router(first, progress=False)
-    train_router(_cfg(tmp_path, clean_dir, 4, "resumed.pt"), progress=False)
-    a, meta = zoo.load_checkpoint(tmp_path / "straight.pt")
-    b = zoo.load_checkpoint(tmp_path / "resumed.pt")[0]
     assert meta["router_stage"]["step"] == 4 and meta["step"] == 2  # the main stage's step is untouched
-    changed = [k for k, v in a.state_dict().items() if not torch.equal(v, before[k])]
+    changed = _changed_keys_and_assert_equal(before, a, b)
     assert changed and all(k.startswith("router_net.") for k in changed)
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(pa, pb), name
 
 
 @pytest.mark.slow
 def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path, clean_dir):
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.trainer import ship_weights, train_branch
 
-    train(_cfg(tmp_path, clean_dir, 2, "base.pt"), progress=False)
-    before = zoo.load_checkpoint(tmp_path / "base.pt")[0].state_dict()
-    for name in ("straight.pt", "resumed.pt"):
-        (tmp_path / name).write_bytes((tmp_path / "base.pt").read_bytes())
-    metrics = train_branch(_cfg(tmp_path, clean_dir, 4, "straight.pt"), "haze", progress=False)
+    before, metrics, a, meta, b = _stage_straight_and_resumed(
+        tmp_path, clean_dir, lambda cfg: train_branch(cfg, "haze", progress=False)
+    )
     assert set(metrics) == {"psnr/haze", "input_psnr/haze"}
-    first = _cfg(tmp_path, clean_dir, 4, "resumed.pt")
-    first.stop_at = 2
-    train_branch(first, "haze", progress=False)
-    train_branch(_cfg(tmp_path, clean_dir, 4, "resumed.pt"), "haze", progress=False)
-    a, meta = zoo.load_checkpoint(tmp_path / "straight.pt")
-    b = zoo.load_checkpoint(tmp_path / "resumed.pt")[0]
     assert meta["branch_stages"]["haze"]["step"] == 4 and meta["step"] == 2
-    changed = [k for k, v in a.state_dict().items() if not torch.equal(v, before[k])]
+    changed = _changed_keys_and_assert_equal(before, a, b)
     # BatchNorm running statistics outside the branch stay too: the frozen parts run in eval mode
     assert changed and all(k.startswith("branches.haze.") for k in changed)
-    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
-        assert torch.equal(pa, pb), name
     log = (tmp_path / "straight.haze.log.jsonl").read_text().splitlines()
     assert '"val"' in log[-1]
-
-    from edgerestore.train.trainer import ship_weights
 
     shipped = torch.load(ship_weights(tmp_path / "straight.pt", tmp_path / "ship.pt"), weights_only=False)
     assert "optimizer" not in shipped and "optimizer" not in shipped["branch_stages"]["haze"]

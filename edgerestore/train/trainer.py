@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -389,6 +390,118 @@ def router_accuracy(model: UFFN, thumbnails: Dataset, samples: int) -> tuple[flo
     return correct / max(1, samples), confusion
 
 
+def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message: str | None) -> dict:
+    """Threads and seed for a stage (`--router-only`, `--branch-only`), then the UFFN checkpoint it trains
+    (`cfg.out`), refused in one line when missing or of another profile; `clean_message` (when given) is the
+    error for a missing --clean."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    if not cfg.out.is_file():
+        raise UserError(f"{flag} {what} of an existing checkpoint; {cfg.out} not found")
+    if clean_message and cfg.clean_dir is None:
+        raise UserError(clean_message)
+    payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
+    if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
+        raise UserError(f"{cfg.out} holds {payload.get('profile')}; {flag} needs a UFFN {cfg.profile}")
+    return payload
+
+
+def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple[int, float]:
+    """(start step, wall seconds so far) of a stage: an unfinished one resumes its optimizer and schedule;
+    a finished one (or none) starts a fresh schedule."""
+    if not stage or stage.get("step", 0) >= stage.get("steps", 0):
+        return 0, 0.0
+    opt.load_state_dict(stage["optimizer"])
+    sched.load_state_dict(stage["scheduler"])
+    start = int(stage["step"])
+    print(f"resuming {what} of {cfg.out} at step {start}", file=sys.stderr)
+    return start, float(stage.get("wall_seconds", 0.0))
+
+
+def _run_stage(
+    cfg: TrainConfig,
+    model: UFFN,
+    trained: nn.Module,
+    payload: dict,
+    place: Callable[[dict], None],
+    dataset: Dataset,
+    opt,
+    sched,
+    resume: tuple[int, float],
+    log: Path,
+    desc: str,
+    progress: bool,
+    step_loss: Callable[[dict], tuple[torch.Tensor, dict]],
+    evaluate: Callable[[], tuple[dict, str]],
+    shown: tuple[str, str],
+) -> dict:
+    """The loop of a stage that trains one part (`trained`) of a frozen UFFN: exact-resume sampling, progress
+    bar, JSON-lines log, validation every `cfg.val_every` steps and atomic checkpoints of the whole payload.
+
+    `step_loss(batch)` gives (loss, the values logged every 20 steps); `evaluate()` gives (metrics, a line to
+    print); `place(record)` puts the stage's record (step, optimizer, schedule, command, config, metrics) into
+    `payload`; `shown` is (key of the logged values, format) for the progress bar.
+    """
+    start, wall_before = resume
+    loader = DataLoader(
+        dataset,
+        batch_sampler=StepSampler(
+            len(dataset), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
+        ),
+        num_workers=cfg.workers,
+    )
+
+    def save(step: int, wall: float, metrics: dict) -> None:
+        payload["model"] = model.state_dict()
+        place(
+            dict(
+                step=step,
+                steps=cfg.steps,
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                wall_seconds=wall,
+                command=" ".join(sys.argv),
+                config=cfg.to_dict(),
+                **metrics,
+            )
+        )
+        zoo.save_payload(cfg.out, payload)
+
+    t0, step, metrics = time.time(), start, {}
+    with _Session(log, cfg.steps, start, desc, progress) as session:
+        model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the part trains
+        trained.train()
+        for batch in loader:
+            loss, values = step_loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if session.bar is not None:
+                key, fmt = shown
+                session.bar.update(1)
+                session.bar.set_postfix(
+                    {key: format(values[key], fmt), "lr": f"{sched.get_last_lr()[0]:.1e}"}
+                )
+            entry: dict = {}
+            if step % 20 == 0:
+                entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **values}
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                metrics, line = evaluate()
+                trained.train()
+                entry = {**entry, "step": step, "val": metrics}
+                session.say(f"step {step}: {line}")
+            if entry:
+                session.log(entry)
+            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
+                save(step, wall_before + time.time() - t0, metrics)
+            if session.stop:
+                break
+    return metrics
+
+
 def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     """Train only the path router of the UFFN checkpoint `cfg.out` on whole-frame thumbnails; the rest is frozen.
 
@@ -399,16 +512,14 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     """
     from edgerestore.data.router_thumbnails import RouterThumbnailDataset
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    if not cfg.out.is_file():
-        raise UserError(f"--router-only trains the router of an existing checkpoint; {cfg.out} not found")
-    if cfg.clean_dir is None and cfg.router_from is None:
-        raise UserError("UFFN's router trains on synthetic weather: give --clean DIR")
-    payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
-    if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
-        raise UserError(f"{cfg.out} holds {payload.get('profile')}; --router-only needs a UFFN {cfg.profile}")
+    payload = _open_stage_checkpoint(
+        cfg,
+        "--router-only",
+        "trains the router",
+        None
+        if cfg.router_from is not None
+        else "UFFN's router trains on synthetic weather: give --clean DIR",
+    )
     model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     router_keys = {k for k in model.state_dict() if k.startswith("router_net.")}
     saved = payload["model"]
@@ -425,75 +536,47 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         param.requires_grad_(name.startswith("router_net."))
     opt = torch.optim.AdamW(model.router_net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    stage = payload.get("router_stage") or {}
-    start, wall_before = 0, 0.0
-    if stage and not fresh_router and stage.get("step", 0) < stage.get("steps", 0):
-        opt.load_state_dict(stage["optimizer"])
-        sched.load_state_dict(stage["scheduler"])
-        start, wall_before = int(stage["step"]), float(stage.get("wall_seconds", 0.0))
-        print(f"resuming the router of {cfg.out} at step {start}", file=sys.stderr)
+    stage = {} if fresh_router else (payload.get("router_stage") or {})
+    resume = _resume_stage(cfg, stage, opt, sched, "the router")
     if fresh_router:
         print(f"router of {cfg.out} changed shape: training it from scratch", file=sys.stderr)
         # the main stage's optimizer state no longer matches the router's parameters
         payload.pop("optimizer", None)
         payload.pop("scheduler", None)
-    train_set = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed)
     val_set = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000)
-    loader = DataLoader(
-        train_set,
-        batch_sampler=StepSampler(
-            len(train_set), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
-        ),
-        num_workers=cfg.workers,
-    )
 
-    def _save(step: int, wall: float, metrics: dict) -> None:
-        payload["model"] = model.state_dict()
+    def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
+        loss = nn.functional.cross_entropy(model.router(batch["thumbnail"]), batch["condition"])
+        return loss, {"ce": loss.item()}
+
+    def evaluate() -> tuple[dict, str]:
+        acc, confusion = router_accuracy(model, val_set, cfg.val_samples)
+        return {
+            "router_acc": acc,
+            "confusion": confusion,
+        }, f"router accuracy {acc:.3f} on {cfg.val_samples} thumbnails"
+
+    def place(record: dict) -> None:
         payload["config"] = model.config.to_dict()
-        payload["router_stage"] = dict(
-            step=step,
-            steps=cfg.steps,
-            optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(),
-            wall_seconds=wall,
-            command=" ".join(sys.argv),
-            config=cfg.to_dict(),
-            **metrics,
-        )
-        zoo.save_payload(cfg.out, payload)
+        payload["router_stage"] = record
 
-    log = cfg.out.with_suffix(".router.log.jsonl")
-    t0, step, metrics = time.time(), start, {}
-    with _Session(log, cfg.steps, start, f"{cfg.profile} router", progress) as session:
-        model.eval()  # frozen parts stay in eval mode; the router trains
-        model.router_net.train()
-        for batch in loader:
-            logits = model.router(batch["thumbnail"])
-            loss = nn.functional.cross_entropy(logits, batch["condition"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if session.bar is not None:
-                session.bar.update(1)
-                session.bar.set_postfix(ce=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-            entry: dict = {}
-            if step % 20 == 0:
-                entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), "ce": loss.item()}
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                acc, confusion = router_accuracy(model, val_set, cfg.val_samples)
-                model.router_net.train()
-                metrics = {"router_acc": acc, "confusion": confusion}
-                entry = {**entry, "step": step, "val": metrics}
-                session.say(f"step {step}: router accuracy {acc:.3f} on {cfg.val_samples} thumbnails")
-            if entry:
-                session.log(entry)
-            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
-                _save(step, wall_before + time.time() - t0, metrics)
-            if session.stop:
-                break
-    return metrics
+    return _run_stage(
+        cfg,
+        model,
+        model.router_net,
+        payload,
+        place,
+        RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed),
+        opt,
+        sched,
+        resume,
+        cfg.out.with_suffix(".router.log.jsonl"),
+        f"{cfg.profile} router",
+        progress,
+        step_loss,
+        evaluate,
+        ("ce", ".3f"),
+    )
 
 
 # ----------------------------------------------------------------------------------------------- branch stage
@@ -523,16 +606,12 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     """
     from edgerestore.data.synthetic import SyntheticWeatherDataset
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    if not cfg.out.is_file():
-        raise UserError(f"--branch-only fine-tunes a branch of an existing checkpoint; {cfg.out} not found")
-    if cfg.clean_dir is None:
-        raise UserError("--branch-only trains on synthetic weather: give --clean DIR")
-    payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
-    if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
-        raise UserError(f"{cfg.out} holds {payload.get('profile')}; --branch-only needs a UFFN {cfg.profile}")
+    payload = _open_stage_checkpoint(
+        cfg,
+        "--branch-only",
+        "fine-tunes a branch",
+        "--branch-only trains on synthetic weather: give --clean DIR",
+    )
     model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     try:
         model.load_state_dict(payload["model"])
@@ -549,80 +628,42 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         param.requires_grad_(True)
     opt = torch.optim.AdamW(branch.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    stages = dict(payload.get("branch_stages") or {})
-    stage = stages.get(name) or {}
-    start, wall_before = 0, 0.0
-    if stage and stage.get("step", 0) < stage.get("steps", 0):
-        opt.load_state_dict(stage["optimizer"])
-        sched.load_state_dict(stage["scheduler"])
-        start, wall_before = int(stage["step"]), float(stage.get("wall_seconds", 0.0))
-        print(f"resuming the {name} branch of {cfg.out} at step {start}", file=sys.stderr)
-    train_set = SyntheticWeatherDataset(
-        cfg.clean_dir, patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed
-    )
+    stage = (payload.get("branch_stages") or {}).get(name) or {}
+    resume = _resume_stage(cfg, stage, opt, sched, f"the {name} branch")
     val_set = SyntheticWeatherDataset(
         cfg.clean_dir, patch_size=256, conditions=(name,), seed=cfg.seed + 10_000, augment=False
     )
-    loader = DataLoader(
-        train_set,
-        batch_sampler=StepSampler(
-            len(train_set), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
-        ),
-        num_workers=cfg.workers,
+
+    def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
+        with torch.no_grad():
+            features = model.trunk(batch["input"])
+        loss, parts = restoration_loss(branch(batch["input"], features), batch["target"], cfg.loss)
+        return loss, {"loss": loss.item(), **parts}
+
+    def evaluate() -> tuple[dict, str]:
+        metrics = branch_psnr(model, name, val_set, cfg.val_samples)
+        return metrics, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+
+    def place(record: dict) -> None:
+        payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: record}
+
+    return _run_stage(
+        cfg,
+        model,
+        branch,
+        payload,
+        place,
+        SyntheticWeatherDataset(cfg.clean_dir, patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed),
+        opt,
+        sched,
+        resume,
+        cfg.out.with_suffix(f".{name}.log.jsonl"),
+        f"{cfg.profile} {name} branch",
+        progress,
+        step_loss,
+        evaluate,
+        ("loss", ".4f"),
     )
-
-    def _save(step: int, wall: float, metrics: dict) -> None:
-        payload["model"] = model.state_dict()
-        stages[name] = dict(
-            step=step,
-            steps=cfg.steps,
-            optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(),
-            wall_seconds=wall,
-            command=" ".join(sys.argv),
-            config=cfg.to_dict(),
-            **metrics,
-        )
-        payload["branch_stages"] = stages
-        zoo.save_payload(cfg.out, payload)
-
-    log = cfg.out.with_suffix(f".{name}.log.jsonl")
-    t0, step, metrics = time.time(), start, {}
-    with _Session(log, cfg.steps, start, f"{cfg.profile} {name} branch", progress) as session:
-        model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the branch trains
-        branch.train()
-        for batch in loader:
-            with torch.no_grad():
-                features = model.trunk(batch["input"])
-            loss, parts = restoration_loss(branch(batch["input"], features), batch["target"], cfg.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if session.bar is not None:
-                session.bar.update(1)
-                session.bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-            entry: dict = {}
-            if step % 20 == 0:
-                entry = {
-                    "step": step,
-                    "time": round(time.time() - t0 + wall_before, 1),
-                    "loss": loss.item(),
-                    **parts,
-                }
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                metrics = branch_psnr(model, name, val_set, cfg.val_samples)
-                branch.train()
-                entry = {**entry, "step": step, "val": metrics}
-                session.say(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
-            if entry:
-                session.log(entry)
-            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
-                _save(step, wall_before + time.time() - t0, metrics)
-            if session.stop:
-                break
-    return metrics
 
 
 def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
