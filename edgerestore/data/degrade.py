@@ -182,7 +182,7 @@ def brighten_scene(
         return out
     k = float(rng.uniform(0.0, most))
     colour = _tint(rng, float(rng.uniform(0.7, 1.0)), 0.01)
-    return _mix(np.ascontiguousarray(out), colour, np.full(out.shape[:2], k, np.float32))
+    return _mix(out, colour, np.full(out.shape[:2], k, np.float32))
 
 
 # ----------------------------------------------------------------------------------------------- particles
