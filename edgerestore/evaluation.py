@@ -385,7 +385,8 @@ def dcp_restorer(frame: np.ndarray) -> tuple[np.ndarray, None, None]:
 def checkpoint_restorer(
     path: str | Path, device: str = "cpu", threads: int | None = None
 ) -> tuple[RestoreFn, str]:
-    """A restorer running a PyTorch checkpoint at full resolution (float32, inference mode); and its name."""
+    """A restorer running a PyTorch checkpoint on whole frames (float32, inference mode; each branch at its
+    resolution, as the runtime runs it); and its name."""
     import torch
 
     from edgerestore.models.zoo import load_checkpoint

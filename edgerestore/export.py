@@ -373,6 +373,7 @@ def export_model(
         "conditions": list(model.conditions),
         "stride": int(model.stride),
         "thumbnail_size": int(model.thumbnail_size) if is_uffn else None,
+        "branch_scales": dict(model.config.branch_scales) if is_uffn else {},
         "color_order": "BGR",
         "layout": "NHWC",
         "normalisation": {

@@ -94,3 +94,16 @@ def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
     calibrated and judged on exactly what it sees at run time (DESIGN.md).
     """
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+#: No side of a reduced-resolution branch input is smaller than this (the trunk needs some context).
+MIN_REDUCED_SIDE = 16
+
+
+def reduced_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(H, W) of the frame a branch with resolution `scale` (0 < scale <= 1) runs on: each side times `scale`,
+    rounded, at least `MIN_REDUCED_SIDE` and at most the frame's own. One definition for the model's
+    composition (training, evaluation) and the runtime."""
+    return tuple(  # type: ignore[return-value]
+        min(side, max(MIN_REDUCED_SIDE, round(side * scale))) for side in (height, width)
+    )

@@ -251,6 +251,17 @@ def test_manifest_missing_a_field_is_refused(ort_bundle):
         load_bundle(ort_bundle)
 
 
+def test_branch_scales_round_trip_and_bad_ones_are_refused(ort_bundle):
+    assert load_bundle(ort_bundle).manifest.branch_scales == {}  # written by a model.json without any
+    raw = json.loads((ort_bundle / "manifest.json").read_text())
+    (ort_bundle / "manifest.json").write_text(json.dumps({**raw, "branch_scales": {"snow": 0.25}}))
+    assert load_bundle(ort_bundle).manifest.branch_scales == {"snow": 0.25}
+    for bad in ({"fog": 0.5}, {"snow": 0}, {"snow": "half"}, [0.5]):
+        (ort_bundle / "manifest.json").write_text(json.dumps({**raw, "branch_scales": bad}))
+        with pytest.raises(BundleError, match="malformed: field 'branch_scales'"):
+            load_bundle(ort_bundle)
+
+
 def test_wrong_backend_is_refused_with_the_command_for_the_right_one(ort_bundle):
     with pytest.raises(BundleError) as e:
         load_bundle(ort_bundle, expect_backend="tensorrt")

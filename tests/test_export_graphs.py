@@ -104,7 +104,7 @@ def test_graph_io_follows_the_contract(uffn_export, cmudrn_export):
     assert meta["conditions"] == ["clean", "rain", "haze", "raindrop", "snow"]
     assert meta["stride"] == 2 and meta["thumbnail_size"] == 32
     assert meta["color_order"] == "BGR" and meta["layout"] == "NHWC" and meta["opset"] == 18
-    assert meta["checkpoint_sha256"] == "ab" * 32
+    assert meta["checkpoint_sha256"] == "ab" * 32 and meta["branch_scales"] == {}
     g = meta["graphs"]
     assert g["router"]["inputs"] == [{"name": "thumbnail", "dtype": "uint8", "shape": [1, 32, 32, 3]}]
     assert g["router"]["outputs"] == [{"name": "probs", "dtype": "float32", "shape": [1, 5]}]
@@ -125,6 +125,44 @@ def test_graph_io_follows_the_contract(uffn_export, cmudrn_export):
     cmeta = json.loads(cmudrn_export[1].model_json.read_text())
     assert set(cmeta["graphs"]) == {"cmudrn_t1", "cmudrn_t2"} and cmeta["stride"] == 1
     assert cmeta["graphs"]["cmudrn_t2"]["outputs"][0]["shape"] == [1, "height", "width", 3]
+
+
+def test_reduced_resolution_branch_in_the_runtime_matches_the_model_composition(uffn_export, tmp_path):
+    """A checkpoint whose haze branch runs at half resolution: model.json and the bundle carry the scale, and
+    the runtime's downscale → trunk/branch → upsampled correction equals `UFFN.restore` within rounding."""
+    import dataclasses
+    import shutil
+
+    from edgerestore.engines.build import build_bundle
+    from edgerestore.runtime.restorer import Restorer
+
+    model, result = uffn_export
+    export_dir = tmp_path / "uffn-tiny"
+    shutil.copytree(result.out_dir, export_dir)
+    meta = json.loads((export_dir / "model.json").read_text())
+    (export_dir / "model.json").write_text(json.dumps({**meta, "branch_scales": {"haze": 0.5}}))
+    # min shape 16: a reduced frame below the bundle's min would be reflect-padded up to it (as any small frame is)
+    profile = {"min": [16, 16], "opt": [96, 128], "max": [256, 256]}
+    bundle = build_bundle(
+        export_dir, backend="onnxruntime", shape_profile=profile, progress=False, engines_root=tmp_path
+    ).bundle
+    assert bundle.manifest.branch_scales == {"haze": 0.5}
+    half = type(model)(dataclasses.replace(model.config, branch_scales={"haze": 0.5})).eval()
+    half.load_state_dict(model.state_dict())
+    yy, xx = np.mgrid[0:96, 0:128]
+    frame = np.stack([yy * 2, xx * 2, (yy + xx)], -1).clip(0, 255).astype(np.uint8)  # smooth, like haze
+    frame = (frame + np.random.default_rng(0).integers(0, 20, frame.shape)).clip(0, 255).astype(np.uint8)
+    with Restorer.open(bundle.path, threads=1, force="haze") as r:
+        got = r(frame)
+    assert "reduced" in got.flags
+    x = torch.from_numpy(frame[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        ref = half.restore(x, "haze").clamp(0, 1)
+        full = model.restore(x, "haze").clamp(0, 1)
+    to_u8 = lambda t: torch.round(t * 255).flip(1).permute(0, 2, 3, 1)[0].numpy().astype(int)  # noqa: E731
+    diff = np.abs(got.image.astype(int) - to_u8(ref))
+    assert diff.max() <= 2 and diff.mean() < 0.5, (diff.max(), diff.mean())
+    assert np.abs(got.image.astype(int) - to_u8(full)).mean() > 4 * diff.mean()  # it is not the full path
 
 
 def test_sharesepconv_and_batchnorm_are_folded_into_plain_convs(uffn_export, cmudrn_export):

@@ -53,6 +53,32 @@ def test_uffn_parts_compose_exactly_to_forward():
             assert torch.equal(logits, model.router(model.make_thumbnail(x)))
 
 
+def test_reduced_resolution_branch_composes_as_documented():
+    """A branch with scale s runs on the area-downscaled frame and adds its upsampled, clamped correction; the
+    other branches keep the full-resolution composition, also in a mixed teacher-forced batch."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = UFFN(dataclasses.replace(TINY, branch_scales={"haze": 0.5})).eval()
+    x = torch.rand(2, 3, 97, 131)
+    with torch.inference_mode():
+        mixed, _ = model(x, torch.tensor([2, 1]))
+        small = F.interpolate(x[:1], size=(48, 66), mode="area")  # round(48.5) = 48, round(65.5) = 66
+        padded, _ = pad_to_multiple(small, model.stride)
+        low = model.branch("haze")(padded, model.trunk(padded))[..., :48, :66].clamp(0, 1)
+        up = F.interpolate(low - small, size=(97, 131), mode="bilinear", align_corners=False)
+        assert torch.equal(mixed[:1], x[:1] + up)
+        assert torch.equal(mixed[:1], model.restore(x[:1], "haze"))
+        padded, _ = pad_to_multiple(x[1:], model.stride)
+        assert torch.equal(mixed[1:], model.branch("rain")(padded, model.trunk(padded))[..., :97, :131])
+    assert model.branch_scale("haze") == 0.5 and model.branch_scale("rain") == 1.0
+    for bad in ({"fog": 0.5}, {"clean": 0.5}, {"haze": 0.0}, {"haze": 1.5}):
+        with pytest.raises(ValueError, match="branch_scales"):
+            UFFN(dataclasses.replace(TINY, branch_scales=bad))
+
+
 def test_uffn_routes_by_argmax_and_passes_clean_through():
     model = tiny_uffn()
     x = torch.rand(1, 3, 40, 40)

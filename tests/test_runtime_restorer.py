@@ -210,3 +210,33 @@ def test_cmudrn_bundle_runs_its_one_graph_on_every_frame(tmp_path, rng):
         np.testing.assert_array_equal(result.image, frame + CMUDRN_OFFSET)
         assert r(solid("clean")).restored
         assert r.backend.run_counts == {"cmudrn_t3": 2}
+
+
+def test_reduced_resolution_branch_runs_on_the_downscaled_frame_and_adds_its_correction(tmp_path, rng):
+    bundle = write_bundle(tmp_path / "b", depth=1, branch_scales={"haze": 0.25})
+    frame = np.clip(solid("haze", 120, 200).astype(int) + rng.integers(-8, 9, (120, 200, 3)), 0, 255)
+    frame = frame.astype(np.uint8)
+    with Restorer.open(bundle, threads=1) as r:
+        shapes = []
+        bind = r.backend.bind_input
+
+        def recording_bind(graph, tensor, value):
+            if graph == "trunk":
+                shapes.append((graph, value.shape))
+            bind(graph, tensor, value)
+
+        r.backend.bind_input = recording_bind  # type: ignore[method-assign]
+        result = r(frame)
+        assert result.condition == "haze" and "reduced" in result.flags
+        assert shapes == [("trunk", (1, 30, 50, 3))]  # 120x200 at 1/4
+        # the synthetic branch adds 20 + a fraction at the reduced size; upsampled, that is 20..21 everywhere
+        assert result.image.shape == frame.shape
+        delta = result.image.astype(int) - frame.astype(int)
+        assert delta.min() >= 20 and delta.max() <= 21
+        rain = r(solid("rain", 120, 200))  # other branches stay at full resolution
+        assert "reduced" not in rain.flags and shapes[-1] == ("trunk", (1, 120, 200, 3))
+        small = r(solid("haze", 18, 40))  # sides stop at 16 pixels
+        assert "reduced" in small.flags and shapes[-1] == ("trunk", (1, 16, 16, 3))
+        assert small.image.shape == (18, 40, 3)
+        tiny = r(solid("haze", 16, 16))  # already at the smallest side: runs at its own size
+        assert "reduced" not in tiny.flags and shapes[-1] == ("trunk", (1, 16, 16, 3))

@@ -202,11 +202,14 @@ def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path,
 def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path, clean_dir):
     from edgerestore.train.trainer import ship_weights, train_branch
 
-    before, metrics, a, meta, b = _stage_straight_and_resumed(
-        tmp_path, clean_dir, lambda cfg: train_branch(cfg, "haze", progress=False)
-    )
+    def haze_at_half_resolution(cfg):  # the stage trains the composition at the branch's resolution
+        cfg.overrides = {**cfg.overrides, "branch_scales": {"haze": 0.5}}
+        return train_branch(cfg, "haze", progress=False)
+
+    before, metrics, a, meta, b = _stage_straight_and_resumed(tmp_path, clean_dir, haze_at_half_resolution)
     assert set(metrics) == {"psnr/haze", "input_psnr/haze"}
     assert meta["branch_stages"]["haze"]["step"] == 4 and meta["step"] == 2
+    assert meta["config"]["branch_scales"] == {"haze": 0.5} and a.branch_scale("haze") == 0.5
     changed = _changed_keys_and_assert_equal(before, a, b)
     # BatchNorm running statistics outside the branch stay too: the frozen parts run in eval mode
     assert changed and all(k.startswith("branches.haze.") for k in changed)

@@ -286,6 +286,7 @@ def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle
         have.backend == want.backend
         and have.precision == want.precision
         and have.shape_profile == want.shape_profile
+        and have.branch_scales == want.branch_scales
         and have.builder.get("name") == want.builder.get("name")
         and have.builder.get("version") == want.builder.get("version")
         and have.device.get("target_compute_capabilities") == want.device.get("target_compute_capabilities")
@@ -419,6 +420,7 @@ def build_bundle(
         builder=builder_record,
         device=device_record,
         session_options=session_options,
+        branch_scales=dict(model.get("branch_scales") or {}),
     )
     if not force and out_dir.exists():
         kept = _up_to_date(out_dir, manifest, sources)

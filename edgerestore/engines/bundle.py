@@ -109,7 +109,9 @@ class Manifest:
     version. `device`: TensorRT: `gpu_name`, `compute_capability` ("8.7"; None when built without a GPU),
     `tensorrt_version`, and for TensorRT-RTX `target_compute_capabilities`; ONNX Runtime: `cpu`,
     `onnxruntime_version`. `session_options`: ONNX Runtime SessionOptions attributes (enum values by
-    name), empty for TensorRT."""
+    name), empty for TensorRT. `branch_scales`: UFFN branches that run at reduced resolution, `{condition:
+    scale}` with 0 < scale <= 1 (the runtime downscales the frame for them and upsamples their correction);
+    absent conditions run at full resolution."""
 
     family: str
     profile: str
@@ -123,6 +125,7 @@ class Manifest:
     builder: dict[str, Any]
     device: dict[str, Any]
     session_options: dict[str, Any] = field(default_factory=dict)
+    branch_scales: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: now_iso())
     format_version: int = FORMAT_VERSION
 
@@ -163,6 +166,12 @@ class Manifest:
             not (isinstance(prof.get(k), list | tuple) and len(prof[k]) == 2) for k in ("min", "opt", "max")
         ):
             raise ValueError("field 'shape_profile' must hold min, opt and max as [H, W]")
+        scales = d.get("branch_scales") or {}
+        if not isinstance(scales, Mapping) or any(
+            c not in d["conditions"] or c == "clean" or not isinstance(v, int | float) or not 0 < v <= 1
+            for c, v in scales.items()
+        ):
+            raise ValueError(f"field 'branch_scales' must map conditions to scales in (0, 1], got {scales!r}")
         return cls(
             family=str(d["family"]),
             profile=str(d["profile"]),
@@ -176,6 +185,7 @@ class Manifest:
             builder=dict(d["builder"] or {}),
             device=dict(d["device"] or {}),
             session_options=dict(d.get("session_options") or {}),
+            branch_scales={str(c): float(v) for c, v in scales.items()},
             created_at=str(d["created_at"]),
             format_version=int(d.get("format_version", 0)),
         )

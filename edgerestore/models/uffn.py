@@ -13,6 +13,11 @@ The network (following the paper):
   extract high-level features, a second gate fuses low- and high-level features, a transposed-conv decoder
   returns to H×W×3, and the input is added (global residual).
 
+Project addition — reduced-resolution branches (`UFFNConfig.branch_scales`, e.g. {"haze": 0.25}): such a
+branch runs (with the trunk) on the area-downscaled frame, and its correction (output − input at that size) is
+bilinearly upsampled and added to the full-resolution frame. Haze is smooth, so the branch sees 1/scale times
+more of the scene for 1/scale² less work; rain streaks and snow are fine detail and stay at full resolution.
+
 The model is made of separately callable parts — `router`, `trunk`, `branch(name)` — whose composition is
 exactly `forward`; these are the graphs export writes, so they hold no data-dependent Python control flow.
 Imports nothing from export or the runtime.
@@ -20,13 +25,14 @@ Imports nothing from export or the runtime.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgerestore.conditions import CONDITIONS
+from edgerestore.imageio import reduced_size
 from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedResBlock, make_norm
 
 
@@ -42,6 +48,8 @@ class UFFNConfig:
     router_convs: int = 4
     thumbnail_size: int = 224
     norm: str = "batch"
+    #: resolution (0 < s <= 1) a condition's branch runs at; missing conditions run at full resolution
+    branch_scales: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -157,6 +165,12 @@ class UFFN(nn.Module):
             for i in range(config.experts)
         )
         self.branches = nn.ModuleDict({name: MultiGatedBranch(config) for name in self.conditions[1:]})
+        for name, scale in config.branch_scales.items():
+            if name not in self.branches or not 0.0 < float(scale) <= 1.0:
+                raise ValueError(
+                    f"branch_scales {{{name!r}: {scale!r}}}: expected a branch of {list(self.branches)} "
+                    "and a scale in (0, 1]"
+                )
 
     # ----- the parts (one exported graph each) -----
     def make_thumbnail(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,6 +191,26 @@ class UFFN(nn.Module):
             raise KeyError(f"no branch {name!r}; branches: {', '.join(self.branches)}")
         return self.branches[name]
 
+    def branch_scale(self, name: str) -> float:
+        """The resolution branch `name` runs at (1.0: full)."""
+        self.branch(name)
+        return float(self.config.branch_scales.get(name, 1.0))
+
+    def restore(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """Frames [N, 3, H, W] (any size ≥ 2×2) restored by branch `name` at its resolution (not clamped; a
+        reduced-resolution branch's own output is clamped to [0, 1] before its correction is taken)."""
+        h, w = x.shape[-2:]
+        size = reduced_size(h, w, self.branch_scale(name))
+        if size == (h, w):
+            padded, _ = pad_to_multiple(x, self.stride)
+            return self.branch(name)(padded, self.trunk(padded))[..., :h, :w]
+        small = F.interpolate(x, size=size, mode="area")
+        padded, _ = pad_to_multiple(small, self.stride)
+        # clamped as the branch graph's uint8 output is, so the deployed composition is the trained one
+        restored = self.branch(name)(padded, self.trunk(padded))[..., : size[0], : size[1]].clamp(0, 1)
+        correction = restored - small
+        return x + F.interpolate(correction, size=(h, w), mode="bilinear", align_corners=False)
+
     @property
     def feature_channels(self) -> int:
         return self.config.width * self.config.experts
@@ -188,18 +222,24 @@ class UFFN(nn.Module):
         """Restore a batch [N, 3, H, W] of any size ≥ 2×2; returns (restored, router logits).
 
         `condition` (LongTensor [N]) forces each sample's branch (teacher forcing in training); by default the
-        router's argmax picks it. `clean` samples are returned unchanged.
+        router's argmax picks it. `clean` samples are returned unchanged. Samples of full-resolution branches
+        share one trunk pass; each reduced-resolution branch runs its samples through `restore`.
         """
         logits = self.router(self.make_thumbnail(x))
         chosen = logits.argmax(dim=1) if condition is None else condition.to(x.device)
         padded, (h, w) = pad_to_multiple(x, self.stride)
         out = padded.clone()
-        restore = torch.nonzero(chosen != 0).flatten()
+        full = [i for i, name in enumerate(self.conditions) if i and self.branch_scale(name) == 1.0]
+        restore = torch.nonzero(torch.isin(chosen, torch.tensor(full, device=chosen.device))).flatten()
         if restore.numel():
             features = self.trunk(padded[restore])
-            for index, name in enumerate(self.conditions[1:], start=1):
+            for index in full:
                 local = torch.nonzero(chosen[restore] == index).flatten()
                 if local.numel():
                     rows = restore[local]
-                    out[rows] = self.branches[name](padded[rows], features[local])
+                    out[rows] = self.branches[self.conditions[index]](padded[rows], features[local])
+        for index, name in enumerate(self.conditions[1:], start=1):
+            rows = torch.nonzero(chosen == index).flatten()
+            if index not in full and rows.numel():
+                out[rows, :, :h, :w] = self.restore(x[rows], name)
         return out[..., :h, :w], logits

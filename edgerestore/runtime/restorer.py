@@ -3,7 +3,8 @@
 Per frame (UFFN bundles): normalise the input to uint8 BGR, area-resize a thumbnail, run the `router`; a
 `clean` verdict returns the frame untouched; otherwise pad (reflect) to the stride, run the `trunk` and the
 ONE selected `branch_<condition>` (the trunk's features stay inside the backend), crop back and convert to
-the input's format. CMUDRN bundles have one graph and no router: every frame runs it.
+the input's format. A branch the manifest lists in `branch_scales` runs (with the trunk) on the area-downscaled
+frame, and its upsampled correction is added to the frame (flag "reduced"; as `UFFN.restore` composes it). CMUDRN bundles have one graph and no router: every frame runs it.
 
 Video mode smooths the condition (minimum dwell, optional confidence margin) so one misjudged frame does
 not flip the branch; routing can run every N frames; a condition can be forced; the router can run alone.
@@ -38,7 +39,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import BundleError, UserError
-from edgerestore.imageio import router_thumbnail
+from edgerestore.imageio import reduced_size, router_thumbnail
 from edgerestore.runtime.backend import Backend
 
 #: The smallest frame side accepted (smaller frames carry too little for the router's thumbnail).
@@ -183,7 +184,7 @@ class RestoreResult:
     deadline passed before routing finished); `confidence`: the router's probability for it on this frame
     (nan when the router did not run on it). `timings`: ms per stage (`STAGES`; stages that did not run are
     0). `flags`: why the frame was handled as it was, e.g. "clean", "forced", "router_only", "smoothed",
-    "route_skipped", "deadline_missed", "busy", "padded"."""
+    "route_skipped", "deadline_missed", "busy", "padded", "reduced" (a reduced-resolution branch)."""
 
     image: np.ndarray
     condition: str
@@ -272,6 +273,7 @@ class Restorer:
             )
         self.stride = int(m.stride or 1)
         self.thumbnail_size = int(m.thumbnail_size or 0)
+        self.branch_scales: dict[str, float] = dict(m.branch_scales)
         prof = m.shape_profile or {}
         self.min_hw: tuple[int, int] = tuple(int(v) for v in prof.get("min", (1, 1)))  # type: ignore[assignment]
         self.max_hw: tuple[int, int] | None = tuple(int(v) for v in prof["max"]) if prof.get("max") else None  # type: ignore[assignment]
@@ -439,6 +441,7 @@ class Restorer:
             hp, wp = prep.padded.shape[1:3]
             if (hp, wp) != prep.bgr.shape[:2]:
                 flags.add("padded")
+            small: np.ndarray | None = None
             if self.model_graph is not None:
                 condition, confidence, probs = "blind", math.nan, None
                 be.bind_input(self.model_graph, "frame", prep.padded)
@@ -458,7 +461,16 @@ class Restorer:
                     result.timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
                     return result
                 branch_key = f"branch_{condition}"
-                be.bind_input("trunk", "frame", prep.padded)
+                small = self._reduced_frame(prep.bgr, condition)
+                if small is not None:
+                    t_small = time.perf_counter()
+                    frame_in = pad_to(small, self.stride, self.min_hw)[None]
+                    hp, wp = frame_in.shape[1:3]
+                    flags.add("reduced")
+                    reduce_ms = (time.perf_counter() - t_small) * 1e3
+                else:
+                    frame_in = prep.padded
+                be.bind_input("trunk", "frame", frame_in)
                 be.run(
                     "trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None
                 )
@@ -469,11 +481,14 @@ class Restorer:
             be.synchronize()
             t_post = time.perf_counter()
             h, w = prep.bgr.shape[:2]
-            cropped = np.array(out[0, :h, :w], copy=True)  # own memory: backend buffers are reused
+            if small is None:
+                cropped = np.array(out[0, :h, :w], copy=True)  # own memory: backend buffers are reused
+            else:
+                cropped = self._add_correction(prep.bgr, small, out[0, : small.shape[0], : small.shape[1]])
             image = denormalise_frame(cropped, prep.fmt, prep.original)
             timings = dict.fromkeys(STAGES, 0.0)
             timings.update(self._stage_times(be, branch_key))
-            timings["pre"] = prep.pre_ms
+            timings["pre"] = prep.pre_ms + (reduce_ms if small is not None else 0.0)
             timings["post"] = (time.perf_counter() - t_post) * 1e3
             timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
             self.stats.frames += 1
@@ -481,6 +496,22 @@ class Restorer:
             return RestoreResult(
                 image, condition, confidence, True, timings, frozenset(flags), probs, prep.index
             )
+
+    def _reduced_frame(self, bgr: np.ndarray, condition: str) -> np.ndarray | None:
+        """The area-downscaled frame a reduced-resolution branch runs on (None: the branch runs at full size)."""
+        h, w = bgr.shape[:2]
+        size = reduced_size(h, w, self.branch_scales.get(condition, 1.0))
+        if size == (h, w):
+            return None
+        return cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+    @staticmethod
+    def _add_correction(bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
+        """The full-resolution result of a reduced-resolution branch: the frame plus the bilinearly upsampled
+        correction (restored − input at the reduced size), as the model's `UFFN.restore` composes it."""
+        correction = restored_small.astype(np.float32) - small.astype(np.float32)
+        up = cv2.resize(correction, (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
+        return np.clip(bgr.astype(np.float32) + up + 0.5, 0, 255).astype(np.uint8)
 
     @staticmethod
     def _stage_times(be: Backend, branch: str | None) -> dict[str, float]:

@@ -245,6 +245,7 @@ def write_bundle(
     min_hw: tuple[int, int] = (16, 16),
     max_hw: tuple[int, int] = (1088, 1920),
     session_options: dict | None = None,
+    branch_scales: dict[str, float] | None = None,
 ) -> Path:
     """A complete ONNX Runtime bundle of the synthetic graphs, written (atomically, replacing `out_dir`)
     with `edgerestore.engines.bundle.write_bundle`. Returns `out_dir`."""
@@ -282,6 +283,7 @@ def write_bundle(
             builder={"name": "onnxruntime", "version": ort_version},
             device={"cpu": platform.processor() or platform.machine(), "onnxruntime_version": ort_version},
             session_options=dict(session_options or {}),
+            branch_scales=dict(branch_scales or {}),
         )
         eb.write_bundle(out_dir, manifest, paths, force=True)
     return out_dir

@@ -635,9 +635,8 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     )
 
     def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
-        with torch.no_grad():
-            features = model.trunk(batch["input"])
-        loss, parts = restoration_loss(branch(batch["input"], features), batch["target"], cfg.loss)
+        # the composition the runtime runs, at the branch's resolution; only the branch has gradients
+        loss, parts = restoration_loss(model.restore(batch["input"], name), batch["target"], cfg.loss)
         return loss, {"loss": loss.item(), **parts}
 
     def evaluate() -> tuple[dict, str]:
@@ -645,6 +644,8 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         return metrics, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
     def place(record: dict) -> None:
+        # the config too: --set branch_scales=… gives the branch the resolution it was trained at
+        payload["config"] = model.config.to_dict()
         payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: record}
 
     return _run_stage(
