@@ -10,6 +10,7 @@ Core code is numpy + OpenCV; torch and the runtime are imported only inside the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -54,7 +55,7 @@ class SetReport:
 
     name: str
     root: str
-    kind: str  # "paired" | "real"
+    kind: str  # "paired" | "real" | "clean" (the paired sets' targets: does the router leave clean frames alone?)
     layout: str
     condition: str | None
     n: int
@@ -164,6 +165,19 @@ def _real_sets(real: str | Path) -> list[tuple[str, Path, list[Path]]]:
     return found
 
 
+def _distinct_targets(sets: Sequence[PairedSet]) -> list[tuple[str, Path]]:
+    """(label, path) of each paired set's targets, each distinct image once (SOTS pairs share targets)."""
+    seen: set[str] = set()
+    out = []
+    for s in sets:
+        for pair in s.pairs:
+            digest = hashlib.sha256(Path(pair.target).read_bytes()).hexdigest()
+            if digest not in seen:
+                seen.add(digest)
+                out.append((f"{s.name}__{pair.name}", Path(pair.target)))
+    return out
+
+
 def evaluate(
     restore: RestoreFn,
     sets: Sequence[PairedSet],
@@ -175,19 +189,26 @@ def evaluate(
     max_images: int | None = None,
     description: str = "restorer",
     progress: bool = True,
+    clean_targets: bool = True,
 ) -> EvalReport:
     """Run `restore` over every pair of `sets` and every image of the `real` folders and score it.
 
     Paired sets: input and output PSNR/SSIM (Y and RGB) against the target, DCP on haze sets when
     `baselines`. Every image whose expected condition is known and whose restorer names a condition
-    enters the confusion matrix. The first `samples_per_set` images of each set are saved side by side
-    under `out_dir/samples/` (if `out_dir`). `max_images` caps the images per set.
+    enters the confusion matrix. With `clean_targets` and a restorer that names conditions, the paired sets'
+    distinct targets (real clean photographs) are routed too, as set "clean/targets": how often a clean
+    frame is left alone (not in the confusion matrix, whose images are all degraded). The first
+    `samples_per_set` images of each set are saved side by side under `out_dir/samples/` (if `out_dir`).
+    `max_images` caps the images per set.
     """
     real_sets = [item for folder in real for item in _real_sets(folder)]
     jobs: list[tuple[str, object]] = [("paired", s) for s in sets] + [("real", r) for r in real_sets]
+    targets = _distinct_targets(sets) if clean_targets else []
+    if targets:
+        jobs.append(("clean", targets))
 
     def count(kind: str, job) -> int:
-        n = len(job.pairs) if kind == "paired" else len(job[2])
+        n = {"paired": lambda: len(job.pairs), "real": lambda: len(job[2]), "clean": lambda: len(job)}[kind]()
         return n if max_images is None else min(n, max_images)
 
     bar = _progress(sum(count(k, j) for k, j in jobs), progress)
@@ -199,6 +220,11 @@ def evaluate(
             if kind == "paired":
                 name, root, layout, expected = job.name, job.root, job.layout, job.condition
                 items = [(p.name, p.input, p.target) for p in job.pairs]
+            elif kind == "clean":
+                if not any(r.predicted is not None for s in reports for r in s.images):
+                    continue  # the restorer names no condition (a baseline, a blind model): nothing to check
+                name, root, layout, expected = "clean/targets", "", "targets of the paired sets", "clean"
+                items = [(label, path, None) for label, path in job]
             else:
                 expected, root, files = job
                 name, layout = f"real/{root.name}", "folder per condition"
@@ -220,7 +246,7 @@ def evaluate(
                 if probs is not None and predicted in CONDITIONS:
                     confidence = float(np.asarray(probs).ravel()[CONDITIONS.index(predicted)])
                 result = ImageResult(image_name, expected, predicted, confidence, latency)
-                if expected in CONDITIONS and predicted in CONDITIONS:
+                if expected in CONDITIONS and predicted in CONDITIONS and kind != "clean":
                     confusion[CONDITIONS.index(expected), CONDITIONS.index(predicted)] += 1
                 target = None
                 if target_path is not None:
@@ -329,6 +355,23 @@ def _markdown(report: EvalReport) -> str:
             )
             if s.dcp is not None:
                 lines.append(_table_row(["", "", "", "DCP", *_fmt_scores(s.dcp), "", ""]))
+        lines.append("")
+    clean = [s for s in report.sets if s.kind == "clean"]
+    if clean:
+        lines += [
+            "## Clean frames (the paired sets' distinct targets, routed like any frame)",
+            "",
+            _table_row(["images", "left alone (routed clean)", "sent to a branch"]),
+            _table_row(["---:", "---:", "---"]),
+        ]
+        for s in clean:
+            wrong: dict[str, int] = {}
+            for r in s.images:
+                if r.predicted != "clean":
+                    wrong[str(r.predicted)] = wrong.get(str(r.predicted), 0) + 1
+            acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
+            sent = ", ".join(f"{c} {n}" for c, n in sorted(wrong.items())) or "none"
+            lines.append(_table_row([s.n, acc, sent]))
         lines.append("")
     real = [s for s in report.sets if s.kind == "real"]
     if real:

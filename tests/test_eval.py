@@ -81,12 +81,37 @@ def test_confusion_matrix_counts_expected_against_predicted(data):
     assert c[rain, rain] == 3 and c[haze, rain] == 2 + 1 and c[snow, rain] == 2
     assert c.sum() == 8 and c[:, rain].sum() == 8
     acc = {s.name: s.router_accuracy for s in report.sets}
-    assert acc == {"rain_small": 1.0, "sots_small": 0.0, "real/haze": 0.0, "real/snow": 0.0}
+    assert acc == {
+        "rain_small": 1.0,
+        "sots_small": 0.0,
+        "real/haze": 0.0,
+        "real/snow": 0.0,
+        "clean/targets": 0.0,  # the clean targets are routed too, outside the confusion matrix
+    }
     assert report.router_accuracy == pytest.approx(3 / 8)
     low, high = report.to_json()["router_accuracy_ci95"]
     assert 0.0 < low < 3 / 8 < high < 1.0 and high - low > 0.4  # 8 images say little, and the report says so
     assert f"{low:.0%}–{high:.0%}" in report.to_markdown()
     assert report.sets[0].images[0].confidence == pytest.approx(0.6)
+
+
+def test_clean_targets_are_routed_once_each_and_reported_apart(data):
+    sets = find_sets(data / "dev")
+    targets = {cv2.imread(str(p.target)).tobytes() for s in sets for p in s.pairs}
+    assert len(targets) == 3  # the two sets share their targets' pictures
+
+    def clean_when_clean(frame):
+        verdict = "clean" if frame.tobytes() in targets and frame[0, 0, 0] != 0 else "rain"
+        return frame, verdict, np.full(5, 0.2)
+
+    report = evaluate(clean_when_clean, sets, progress=False, baselines=False)
+    clean = report.sets[-1]
+    assert (clean.name, clean.kind, clean.n) == ("clean/targets", "clean", 3)
+    assert clean.router_accuracy == pytest.approx(2 / 3)  # target 0 starts with a black pixel: "rain"
+    assert sum(map(sum, report.confusion)) == 5  # the degraded inputs only
+    assert "| 3 | 66.7% | rain 1 |" in report.to_markdown()
+    blind = evaluate(identity_restorer, sets, progress=False, baselines=False)
+    assert [s.kind for s in blind.sets] == ["paired", "paired"]  # nothing to route: no clean check
 
 
 def test_dcp_baseline_is_scored_on_haze_sets_only(data):
