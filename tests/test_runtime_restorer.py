@@ -240,3 +240,19 @@ def test_reduced_resolution_branch_runs_on_the_downscaled_frame_and_adds_its_cor
         assert small.image.shape == (18, 40, 3)
         tiny = r(solid("haze", 16, 16))  # already at the smallest side: runs at its own size
         assert "reduced" not in tiny.flags and shapes[-1] == ("trunk", (1, 16, 16, 3))
+
+
+def test_overhead_measures_a_reduced_branch_against_the_graphs_it_really_runs(tmp_path):
+    from edgerestore.runtime.overhead import dispatch_costs, trunk_and_branch_ms
+
+    bundle = write_bundle(tmp_path / "b", depth=1, branch_scales={"haze": 0.25})
+    frames = {c: solid(c, 240, 320) for c in PROTOTYPES}
+    with Restorer.open(bundle, threads=1) as r:
+        report = dispatch_costs(r, frames, reps=3)
+    assert set(report.stages) == {"router", "trunk", "trunk@branch_haze"} | {f"branch_{c}" for c in OFFSETS}
+    assert report.stages["trunk@branch_haze"] < report.stages["trunk"]  # 60x80 instead of 240x320
+    assert trunk_and_branch_ms(report.stages, "branch_haze") == pytest.approx(
+        report.stages["trunk@branch_haze"] + report.stages["branch_haze"]
+    )
+    assert set(report.routed) == {f"branch_{c}" for c in OFFSETS} and report.clean_how == "router says clean"
+    assert all(v > 0 for v in report.routed_ratio.values())

@@ -2,7 +2,8 @@
 whether memory stays flat over a long run. Reused by `benchmarks/runtime_overhead.py` and the bench tools.
 
 * `stage_costs`: each graph alone on the backend (router on a thumbnail, trunk on a frame, every branch on
-  that frame and the trunk's features): median ms per call, binding and read-back included.
+  that frame — or its downscaled copy for a reduced-resolution branch — and the trunk's features): median
+  ms per call, binding and read-back included.
 * `dispatch_costs`: the whole `Restorer` call per frame kind: a frame routed to each branch, a clean frame
   (router verdict `clean`, or `router_only` as its stand-in when no frame is judged clean), beside the sum of
   all branches (what a non-routed model would run).
@@ -38,13 +39,12 @@ def median_ms(fn: Callable[[], object], reps: int, warmup: int = 5) -> float:
 
 
 def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[str, float]:
-    """Median ms of each graph run alone (bind, run, read back) on `frame` (uint8 BGR)."""
+    """Median ms of each graph run alone (bind, run, read back) on `frame` (uint8 BGR). A branch that runs at
+    reduced resolution (the manifest's `branch_scales`) is timed on the downscaled frame, with the trunk at that
+    size as `trunk@<branch>`; what the routed frame adds on top (downscale, upsampled correction) is overhead."""
     be = restorer.backend
-    padded = pad_to(frame, restorer.stride, restorer.min_hw)[None]
-    hp, wp = padded.shape[1:3]
     s = restorer.thumbnail_size
     thumb = router_thumbnail(frame, s)[None]
-    fshape = {"features": (1, restorer._features, hp // 2, wp // 2)} if restorer._features else None
     out: dict[str, float] = {}
 
     def router() -> None:
@@ -53,27 +53,38 @@ def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[s
         be.synchronize()
         be.read("router", "probs")
 
-    def trunk() -> None:
+    def trunk(padded: np.ndarray) -> None:
+        hp, wp = padded.shape[1:3]
         be.bind_input("trunk", "frame", padded)
-        be.run("trunk", fshape)
+        be.run(
+            "trunk", {"features": (1, restorer._features, hp // 2, wp // 2)} if restorer._features else None
+        )
         be.synchronize()
 
+    def branch(g: str, padded: np.ndarray) -> None:
+        be.bind_input(g, "frame", padded)
+        be.bind_input(g, "features", be.output("trunk", "features"))
+        be.run(g, {"restored": (1, *padded.shape[1:3], 3)})
+        be.synchronize()
+        be.read(g, "restored")
+
     out["router"] = median_ms(router, reps)
-    out["trunk"] = median_ms(trunk, reps)
-    trunk()
-    features = be.output("trunk", "features")
+    full = pad_to(frame, restorer.stride, restorer.min_hw)[None]
+    out["trunk"] = median_ms(lambda: trunk(full), reps)
     for c in RESTORED_CONDITIONS:
         g = f"branch_{c}"
-
-        def branch(g: str = g) -> None:
-            be.bind_input(g, "frame", padded)
-            be.bind_input(g, "features", features)
-            be.run(g, {"restored": (1, hp, wp, 3)})
-            be.synchronize()
-            be.read(g, "restored")
-
-        out[g] = median_ms(branch, reps)
+        small = restorer._reduced_frame(frame, c)
+        padded = full if small is None else pad_to(small, restorer.stride, restorer.min_hw)[None]
+        if small is not None:
+            out[f"trunk@{g}"] = median_ms(lambda p=padded: trunk(p), reps)
+        trunk(padded)
+        out[g] = median_ms(lambda g=g, p=padded: branch(g, p), reps)
     return out
+
+
+def trunk_and_branch_ms(stages: dict[str, float], branch: str) -> float:
+    """What a frame routed to `branch` runs in graphs: the trunk (at that branch's resolution) plus the branch."""
+    return stages.get(f"trunk@{branch}", stages["trunk"]) + stages[branch]
 
 
 @dataclass
@@ -96,7 +107,7 @@ class DispatchReport:
         rows += [f"  {k:<16} {v:8.3f}" for k, v in st.items()]
         rows.append("routed frame vs trunk + that branch alone:")
         for g, ms in self.routed.items():
-            alone = st["trunk"] + st[g.split(":")[-1]]
+            alone = trunk_and_branch_ms(st, g.split(":")[-1])
             rows.append(
                 f"  {g:<23} {ms:8.3f} ms vs {alone:8.3f} ms  ratio {self.routed_ratio[g]:.3f} (budget 1.10)"
             )
@@ -132,7 +143,7 @@ def dispatch_costs(
         ms = median_ms(lambda f=frame: restorer(f), reps)
         restorer.force = None
         report.routed[key] = ms
-        report.routed_ratio[key] = ms / (stages["trunk"] + stages[g])
+        report.routed_ratio[key] = ms / trunk_and_branch_ms(stages, g)
     clean = frames_by_condition.get("clean", any_frame)
     if restorer(clean).condition == "clean":
         report.clean_how = "router says clean"
@@ -142,6 +153,7 @@ def dispatch_costs(
     report.clean_ms = median_ms(lambda: restorer(clean), reps)
     restorer.router_only = False
     report.clean_ratio = report.clean_ms / stages["router"]
+    # trunk + every branch as each runs here (a reduced branch at its size): what a non-routed model would run
     report.all_branches_ms = stages["trunk"] + sum(stages[f"branch_{c}"] for c in RESTORED_CONDITIONS)
     return report
 
