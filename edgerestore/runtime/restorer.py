@@ -3,8 +3,9 @@
 Per frame (UFFN bundles): normalise the input to uint8 BGR, area-resize a thumbnail, run the `router`; a
 `clean` verdict returns the frame untouched; otherwise pad (reflect) to the stride, run the `trunk` and the
 ONE selected `branch_<condition>` (the trunk's features stay inside the backend), crop back and convert to
-the input's format. A branch the manifest lists in `branch_scales` runs (with the trunk) on the area-downscaled
-frame, and its upsampled correction is added to the frame (flag "reduced"; as `UFFN.restore` composes it). CMUDRN bundles have one graph and no router: every frame runs it.
+the input's format. A branch the manifest lists in `branch_scales` runs (with the trunk) on the
+area-downscaled frame, and its upsampled correction is added to the frame (flag "reduced"; as `UFFN.restore`
+composes it). CMUDRN bundles have one graph and no router: every frame runs it.
 
 Video mode smooths the condition (minimum dwell, optional confidence margin) so one misjudged frame does
 not flip the branch; routing can run every N frames; a condition can be forced; the router can run alone.
@@ -461,9 +462,9 @@ class Restorer:
                     result.timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
                     return result
                 branch_key = f"branch_{condition}"
+                t_small = time.perf_counter()
                 small = self._reduced_frame(prep.bgr, condition)
                 if small is not None:
-                    t_small = time.perf_counter()
                     frame_in = pad_to(small, self.stride, self.min_hw)[None]
                     hp, wp = frame_in.shape[1:3]
                     flags.add("reduced")
