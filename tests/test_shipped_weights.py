@@ -41,6 +41,9 @@ def test_checkpoint_is_a_finished_run_and_its_log_ends_there(path: Path):
         assert branch_log[-1]["step"] == branch["steps"], f"the {name} log goes on past the shipped branch"
         last_val = [entry for entry in branch_log if "val" in entry][-1]["val"]
         assert last_val[f"psnr/{name}"] == pytest.approx(branch[f"psnr/{name}"])
+        # the branch ships at the resolution its stage trained it at (train --set branch_scales=...)
+        trained_at = (branch["config"]["overrides"].get("branch_scales") or {}).get(name, 1.0)
+        assert ckpt["config"].get("branch_scales", {}).get(name, 1.0) == trained_at, f"{name} branch scale"
 
     stage = ckpt.get("router_stage")
     if stage is None:

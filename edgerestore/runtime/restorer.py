@@ -510,9 +510,9 @@ class Restorer:
     def _add_correction(bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
         """The full-resolution result of a reduced-resolution branch: the frame plus the bilinearly upsampled
         correction (restored − input at the reduced size), as the model's `UFFN.restore` composes it."""
-        correction = restored_small.astype(np.float32) - small.astype(np.float32)
+        correction = cv2.subtract(np.ascontiguousarray(restored_small), small, dtype=cv2.CV_32F)
         up = cv2.resize(correction, (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return np.clip(bgr.astype(np.float32) + up + 0.5, 0, 255).astype(np.uint8)
+        return cv2.add(bgr, up, dtype=cv2.CV_8U)  # rounded and saturated; OpenCV's ops: ~10x numpy's here
 
     @staticmethod
     def _stage_times(be: Backend, branch: str | None) -> dict[str, float]:
