@@ -256,3 +256,13 @@ def test_overhead_measures_a_reduced_branch_against_the_graphs_it_really_runs(tm
     )
     assert set(report.routed) == {f"branch_{c}" for c in OFFSETS} and report.clean_how == "router says clean"
     assert all(v > 0 for v in report.routed_ratio.values())
+
+
+def test_forced_frames_skip_the_thumbnail_and_a_late_unforce_still_routes(restorer):
+    frame = solid("snow")
+    restorer.force = "rain"
+    prep = restorer._prepare(frame)
+    assert prep.thumbnail is None  # the router will not run: no INTER_AREA thumbnail either
+    restorer.force = None  # options may change between submit() and inference
+    result = restorer._infer(prep)
+    assert result.condition == "snow" and "forced" not in result.flags

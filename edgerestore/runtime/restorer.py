@@ -390,9 +390,8 @@ class Restorer:
                 "resize the frame or rebuild the bundle with a larger --max-shape"
             )
         thumb = None
-        if self.model_graph is None:
-            s = self.thumbnail_size
-            thumb = router_thumbnail(bgr, s)[None]
+        if self.model_graph is None and self.force is None:  # a forced frame skips the router (see _route)
+            thumb = router_thumbnail(bgr, self.thumbnail_size)[None]
         padded = padded[None]  # [1, H, W, 3], still contiguous
         return _Prepared(frame, bgr, padded, thumb, fmt, t0, (time.perf_counter() - t0) * 1e3, -1)
 
@@ -418,6 +417,8 @@ class Restorer:
             flags.add("route_skipped")
             return self._last[0], math.nan, None
         be = self.backend
+        if prep.thumbnail is None:  # prepared while a condition was forced
+            prep.thumbnail = router_thumbnail(prep.bgr, self.thumbnail_size)[None]
         be.bind_input("router", "thumbnail", prep.thumbnail)
         be.run("router", {"probs": (1, len(CONDITIONS))})
         be.synchronize()
