@@ -57,3 +57,17 @@ def test_checkpoint_is_a_finished_run_and_its_log_ends_there(path: Path):
     last_val = [entry for entry in router_log if "val" in entry][-1]
     assert router_log[-1]["step"] == stage["steps"], "the router log goes on past the shipped router"
     assert last_val["val"]["router_acc"] == pytest.approx(stage["router_acc"])
+
+
+@pytest.mark.parametrize("path", [p for p in CHECKPOINTS if p.stem.startswith("uffn")], ids=lambda p: p.stem)
+def test_every_shipped_branch_beats_its_input_on_synthetic_validation(path: Path):
+    """A branch that learned nothing (output = input) loads and runs like any other; only its validation shows
+    it. The raindrop branches shipped that way for a while. The latest measure of each branch is its own stage's
+    (train --branch-only) if it has one, else the main run's last validation."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    latest = [entry for entry in _log(WEIGHTS / f"{path.stem}.log.jsonl") if "val" in entry][-1]["val"]
+    for stage in (ckpt.get("branch_stages") or {}).values():
+        latest = {**latest, **{k: v for k, v in stage.items() if k.startswith(("psnr/", "input_psnr/"))}}
+    for condition in ("rain", "haze", "raindrop", "snow"):
+        gain = latest[f"psnr/{condition}"] - latest[f"input_psnr/{condition}"]
+        assert gain > 0.5, f"{path.name}: the {condition} branch gains {gain:+.2f} dB over its input"
