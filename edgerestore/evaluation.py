@@ -449,7 +449,8 @@ def checkpoint_restorer(
                 thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1)
                 thumb = torch.from_numpy(np.ascontiguousarray(thumb)).to(device)
                 logits = model.router(thumb.unsqueeze(0).float().div_(255.0))
-                out = model(x, logits.argmax(dim=1))[0], logits
+                index = int(logits.argmax(dim=1))  # forward(x, condition) would run the router again
+                out = (x if index == 0 else model.restore(x, conditions[index])), logits
             else:
                 out = model(x)
         if isinstance(out, tuple):

@@ -179,6 +179,11 @@ def compute_loss(model: nn.Module, outputs: tuple, batch: dict, progress: float,
 
 # ----------------------------------------------------------------------------------------------- validation
 @torch.inference_mode()
+def _psnr_unit(out: torch.Tensor, target: torch.Tensor) -> float:
+    """RGB PSNR of tensors in [0, 1] (capped at 100 dB for identical images): the training logs' measure."""
+    return float(10 * np.log10(1 / max(float(((out - target) ** 2).mean()), 1e-10)))
+
+
 def validate(model: nn.Module, val_set: Dataset, samples: int) -> dict:
     """PSNR (RGB, [0,1]) per condition with the true branch, and router accuracy on whole-frame thumbnails."""
     model.eval()
@@ -197,10 +202,8 @@ def validate(model: nn.Module, val_set: Dataset, samples: int) -> dict:
         else:
             out = model(x).restored
         name = CONDITIONS[int(cond)]
-        mse_out = float(((out.clamp(0, 1) - y) ** 2).mean())
-        mse_in = float(((x - y) ** 2).mean())
-        psnr.setdefault(name, []).append(10 * np.log10(1 / max(mse_out, 1e-10)))
-        input_psnr.setdefault(name, []).append(10 * np.log10(1 / max(mse_in, 1e-10)))
+        psnr.setdefault(name, []).append(_psnr_unit(out.clamp(0, 1), y))
+        input_psnr.setdefault(name, []).append(_psnr_unit(x, y))
     model.train()
     result = {f"psnr/{k}": float(np.mean(v)) for k, v in sorted(psnr.items())}
     result.update({f"input_psnr/{k}": float(np.mean(v)) for k, v in sorted(input_psnr.items())})
@@ -585,13 +588,11 @@ def branch_psnr(model: UFFN, name: str, val_set: Dataset, samples: int) -> dict:
     """Mean RGB PSNR of branch `name` (forced) and of the input on the first `samples` validation pairs."""
     model.eval()
     out_psnr, in_psnr = [], []
-    label = torch.tensor([CONDITIONS.index(name)])
     for i in range(min(samples, len(val_set))):
         item = val_set[i]
         x, y = item["input"][None], item["target"][None]
-        restored, _ = model(x, label)
-        out_psnr.append(10 * np.log10(1 / max(float(((restored.clamp(0, 1) - y) ** 2).mean()), 1e-10)))
-        in_psnr.append(10 * np.log10(1 / max(float(((x - y) ** 2).mean()), 1e-10)))
+        out_psnr.append(_psnr_unit(model.restore(x, name).clamp(0, 1), y))  # no router: the branch is given
+        in_psnr.append(_psnr_unit(x, y))
     return {f"psnr/{name}": float(np.mean(out_psnr)), f"input_psnr/{name}": float(np.mean(in_psnr))}
 
 
