@@ -203,12 +203,13 @@ def evaluate(
     """
     real_sets = [item for folder in real for item in _real_sets(folder)]
     jobs: list[tuple[str, object]] = [("paired", s) for s in sets] + [("real", r) for r in real_sets]
-    targets = _distinct_targets(sets) if clean_targets else []
-    if targets:
-        jobs.append(("clean", targets))
+    if clean_targets and sets:
+        jobs.append(("clean", None))  # the targets are listed (read, hashed) only if the restorer routes
 
     def count(kind: str, job) -> int:
-        n = {"paired": lambda: len(job.pairs), "real": lambda: len(job[2]), "clean": lambda: len(job)}[kind]()
+        if kind == "clean":
+            return 0  # added to the bar when the targets are listed
+        n = len(job.pairs) if kind == "paired" else len(job[2])
         return n if max_images is None else min(n, max_images)
 
     bar = _progress(sum(count(k, j) for k, j in jobs), progress)
@@ -224,13 +225,16 @@ def evaluate(
                 if not any(r.predicted is not None for s in reports for r in s.images):
                     continue  # the restorer names no condition (a baseline, a blind model): nothing to check
                 name, root, layout, expected = "clean/targets", "", "targets of the paired sets", "clean"
-                items = [(label, path, None) for label, path in job]
+                items = [(label, path, None) for label, path in _distinct_targets(sets)]
             else:
                 expected, root, files = job
                 name, layout = f"real/{root.name}", "folder per condition"
                 items = [(f.stem, f, None) for f in files]
             items = items[:max_images] if max_images is not None else items
             if bar is not None:
+                if kind == "clean":
+                    bar.total += len(items)
+                    bar.refresh()
                 bar.set_description(name)
             results: list[ImageResult] = []
             for i, (image_name, input_path, target_path) in enumerate(items):
