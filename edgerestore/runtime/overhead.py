@@ -73,8 +73,7 @@ def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[s
     out["trunk"] = median_ms(lambda: trunk(full), reps)
     for c in RESTORED_CONDITIONS:
         g = f"branch_{c}"
-        small = restorer._reduced_frame(frame, c)
-        padded = full if small is None else pad_to(small, restorer.stride, restorer.min_hw)[None]
+        padded, small = restorer._branch_input(frame, full, c)
         if small is not None:
             out[f"trunk@{g}"] = median_ms(lambda p=padded: trunk(p), reps)
         trunk(padded)

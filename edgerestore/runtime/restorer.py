@@ -444,6 +444,7 @@ class Restorer:
             if (hp, wp) != prep.bgr.shape[:2]:
                 flags.add("padded")
             small: np.ndarray | None = None
+            reduce_ms = 0.0
             if self.model_graph is not None:
                 condition, confidence, probs = "blind", math.nan, None
                 be.bind_input(self.model_graph, "frame", prep.padded)
@@ -464,14 +465,11 @@ class Restorer:
                     return result
                 branch_key = f"branch_{condition}"
                 t_small = time.perf_counter()
-                small = self._reduced_frame(prep.bgr, condition)
+                frame_in, small = self._branch_input(prep.bgr, prep.padded, condition)
                 if small is not None:
-                    frame_in = pad_to(small, self.stride, self.min_hw)[None]
                     hp, wp = frame_in.shape[1:3]
                     flags.add("reduced")
                     reduce_ms = (time.perf_counter() - t_small) * 1e3
-                else:
-                    frame_in = prep.padded
                 be.bind_input("trunk", "frame", frame_in)
                 be.run(
                     "trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None
@@ -490,7 +488,7 @@ class Restorer:
             image = denormalise_frame(cropped, prep.fmt, prep.original)
             timings = dict.fromkeys(STAGES, 0.0)
             timings.update(self._stage_times(be, branch_key))
-            timings["pre"] = prep.pre_ms + (reduce_ms if small is not None else 0.0)
+            timings["pre"] = prep.pre_ms + reduce_ms
             timings["post"] = (time.perf_counter() - t_post) * 1e3
             timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
             self.stats.frames += 1
@@ -499,13 +497,18 @@ class Restorer:
                 image, condition, confidence, True, timings, frozenset(flags), probs, prep.index
             )
 
-    def _reduced_frame(self, bgr: np.ndarray, condition: str) -> np.ndarray | None:
-        """The area-downscaled frame a reduced-resolution branch runs on (None: the branch runs at full size)."""
+    def _branch_input(
+        self, bgr: np.ndarray, padded: np.ndarray, condition: str
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the [1, H, W, 3] frame the trunk and `condition`'s branch run on, the area-downscaled frame or None).
+        `padded` is the full frame padded for the graphs; a reduced-resolution branch gets its downscaled copy
+        padded the same way."""
         h, w = bgr.shape[:2]
         size = reduced_size(h, w, self.branch_scales.get(condition, 1.0))
         if size == (h, w):
-            return None
-        return cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            return padded, None
+        small = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return pad_to(small, self.stride, self.min_hw)[None], small
 
     @staticmethod
     def _add_correction(bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
