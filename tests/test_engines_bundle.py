@@ -256,7 +256,7 @@ def test_branch_scales_round_trip_and_bad_ones_are_refused(ort_bundle):
     raw = json.loads((ort_bundle / "manifest.json").read_text())
     (ort_bundle / "manifest.json").write_text(json.dumps({**raw, "branch_scales": {"snow": 0.25}}))
     assert load_bundle(ort_bundle).manifest.branch_scales == {"snow": 0.25}
-    for bad in ({"fog": 0.5}, {"snow": 0}, {"snow": "half"}, [0.5]):
+    for bad in ({"fog": 0.5}, {"snow": 0}, {"snow": "half"}, {"snow": True}, {"clean": 0.5}, [0.5]):
         (ort_bundle / "manifest.json").write_text(json.dumps({**raw, "branch_scales": bad}))
         with pytest.raises(BundleError, match="malformed: field 'branch_scales'"):
             load_bundle(ort_bundle)

@@ -168,7 +168,11 @@ class Manifest:
             raise ValueError("field 'shape_profile' must hold min, opt and max as [H, W]")
         scales = d.get("branch_scales") or {}
         if not isinstance(scales, Mapping) or any(
-            c not in d["conditions"] or c == "clean" or not isinstance(v, int | float) or not 0 < v <= 1
+            c not in d["conditions"]
+            or c == "clean"
+            or isinstance(v, bool)  # JSON true is not a scale (bool is an int in Python)
+            or not isinstance(v, int | float)
+            or not 0 < v <= 1
             for c, v in scales.items()
         ):
             raise ValueError(f"field 'branch_scales' must map conditions to scales in (0, 1], got {scales!r}")
