@@ -270,3 +270,23 @@ def test_train_stage_flags_refuse_bad_combinations_in_one_line(tmp_path, clean_d
     code = main(["train", "--clean", str(clean_dir), "--out", str(tmp_path / "m.pt"), "--quiet", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_validation_runs_without_autograd():
+    """Validation only measures: its forwards must not build autograd graphs (memory and time every
+    `--val-every` steps); the decorator once slid onto a helper defined above it."""
+    from edgerestore.train.trainer import validate
+
+    model = UFFN(UFFNConfig(**TINY_DICT))
+    modes: list[bool] = []
+    model.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    rng = torch.Generator().manual_seed(0)
+    item = {
+        "input": torch.rand(3, 32, 32, generator=rng),
+        "target": torch.rand(3, 32, 32, generator=rng),
+        "condition": 1,
+        "thumbnail": torch.rand(3, 32, 32, generator=rng),
+        "thumbnail_condition": 1,
+    }
+    metrics = validate(model, [item, item], samples=2)
+    assert modes == [True, True] and set(metrics) == {"psnr/rain", "input_psnr/rain", "router_acc"}

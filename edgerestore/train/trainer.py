@@ -178,12 +178,12 @@ def compute_loss(model: nn.Module, outputs: tuple, batch: dict, progress: float,
 
 
 # ----------------------------------------------------------------------------------------------- validation
-@torch.inference_mode()
 def _psnr_unit(out: torch.Tensor, target: torch.Tensor) -> float:
     """RGB PSNR of tensors in [0, 1] (capped at 100 dB for identical images): the training logs' measure."""
     return float(10 * np.log10(1 / max(float(((out - target) ** 2).mean()), 1e-10)))
 
 
+@torch.inference_mode()
 def validate(model: nn.Module, val_set: Dataset, samples: int) -> dict:
     """PSNR (RGB, [0,1]) per condition with the true branch, and router accuracy on whole-frame thumbnails."""
     model.eval()
