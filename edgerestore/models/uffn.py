@@ -71,10 +71,9 @@ class PathRouter(nn.Module):
 
     The paper's router has two convolutions; `convs` (≥ 2) sets how many. With two, a router trained on our
     synthetic thumbnails stayed near 50 % correct (its 9-pixel receptive field cannot tell a rain streak from
-    a snowflake); four, at about 1.9× the two-conv router's MACs (185 M vs 98 M at width 32 on a 224² thumbnail
-    of three channels, ≈5 ms on one CPU core), is what the zoo uses (accuracy in the README). Its input has six
-    channels: RGB, their gradient and the thumbnail's two full-resolution detail channels (205 M MACs at width
-    32). BatchNorm folds into the convolutions at export, so the graph is still convs → pooling → FC.
+    a snowflake); four, at about 1.9× the two-conv router's MACs (185 M vs 98 M at width 32 on a 224² thumbnail,
+    ≈5 ms on one CPU core), is what the zoo uses (accuracy in the README). BatchNorm folds into the
+    convolutions at export, so the graph is still convs → pooling → FC.
     """
 
     def __init__(self, width: int, classes: int, convs: int = 4) -> None:
