@@ -436,7 +436,6 @@ def checkpoint_restorer(
     resolution, as the runtime runs it); and its name."""
     import torch
 
-    from edgerestore.models.uffn import thumbnail_tensor
     from edgerestore.models.zoo import load_checkpoint
 
     if threads:
@@ -451,8 +450,9 @@ def checkpoint_restorer(
         x = x.unsqueeze(0).float().div_(255.0)
         with torch.inference_mode():
             if routed:  # route on the thumbnail the runtime makes (uint8 area resize), not make_thumbnail's
-                thumb = thumbnail_tensor(router_thumbnail(frame, model.thumbnail_size)[None])
-                logits = model.router(thumb.to(device))
+                thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1)
+                thumb = torch.from_numpy(np.ascontiguousarray(thumb)).to(device)
+                logits = model.router(thumb.unsqueeze(0).float().div_(255.0))
                 index = int(logits.argmax(dim=1))  # forward(x, condition) would run the router again
                 out = (x if index == 0 else model.restore(x, conditions[index])), logits
             else:

@@ -50,7 +50,6 @@ from edgerestore.graphs import (
     tensor_specs,
     write_json,
 )
-from edgerestore.imageio import THUMBNAIL_CHANNELS
 
 DEFAULT_OPSET = 18  # TensorRT 10.x / TensorRT-RTX parsers, ORT quantization and onnxsim all handle 18
 EXPORTERS = ("torchscript", "dynamo")
@@ -127,11 +126,7 @@ def _modules():
             self.model = model
 
         def forward(self, thumbnail: torch.Tensor) -> torch.Tensor:
-            # uint8 [1,S,S,5]: BGR, then the two detail channels (imageio.router_thumbnail); cast before
-            # slicing (TensorRT slices no uint8 tensor)
-            x = (thumbnail.to(torch.float32) / 255.0).permute(0, 3, 1, 2)
-            rgb = x[:, :3].flip(1)
-            return torch.softmax(self.model.router(torch.cat([rgb, x[:, 3:]], dim=1)), dim=1)
+            return torch.softmax(self.model.router(frame_to_rgb(thumbnail)), dim=1)
 
     class TrunkGraph(nn.Module):
         def __init__(self, model: nn.Module) -> None:
@@ -291,7 +286,7 @@ def graph_specs(model, loops: list[int] | None = None, float_output: bool = Fals
     if isinstance(model, UFFN):
         s, h, w = model.thumbnail_size, 4 * model.stride, 6 * model.stride  # small, non-square example
         frame = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8)
-        thumb = torch.randint(0, 256, (1, s, s, THUMBNAIL_CHANNELS), dtype=torch.uint8)
+        thumb = torch.randint(0, 256, (1, s, s, 3), dtype=torch.uint8)
         feats = torch.randn(1, model.feature_channels, h // model.stride, w // model.stride)
         half = {2: "height/2", 3: "width/2"}
         specs = [
@@ -436,7 +431,7 @@ def check_parity(
     """
     import torch
 
-    from edgerestore.models.uffn import UFFN, thumbnail_tensor
+    from edgerestore.models.uffn import UFFN
 
     rng = np.random.default_rng(seed)
     export_dir = Path(export_dir)
@@ -463,9 +458,9 @@ def check_parity(
         with torch.no_grad():
             if isinstance(model, UFFN):
                 s = model.thumbnail_size
-                thumb = rng.integers(0, 256, (1, s, s, THUMBNAIL_CHANNELS), dtype=np.uint8)
-                probs = sessions_u8["router"].run(None, {"thumbnail": thumb})[0]
-                ref = torch.softmax(model.router(thumbnail_tensor(thumb)), dim=1).numpy()
+                thumb = frames(s, s)
+                probs = sessions_u8["router"].run(None, {"thumbnail": thumb[None]})[0]
+                ref = torch.softmax(model.router(to_tensor(thumb)), dim=1).numpy()
                 err = float(np.abs(probs - ref).max())
                 results.append(ParityResult("router", (s, s), err, None, err <= PARITY_TOLERANCE))
                 for h, w in sizes:

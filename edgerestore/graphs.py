@@ -20,8 +20,7 @@ import onnx
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
 
-#: /2: the router's thumbnail has five channels (BGR + full-resolution detail); /1 exports had three
-FORMAT = "edgerestore-onnx/2"
+FORMAT = "edgerestore-onnx/1"
 MODEL_JSON = "model.json"
 PRECISION_JSON = "precision.json"
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8_trt", "int8_ort")

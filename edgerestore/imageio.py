@@ -87,28 +87,13 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-#: Channels of the router's thumbnail: B, G, R, then the full-resolution detail |∂x|, |∂y| (see below).
-THUMBNAIL_CHANNELS = 5
-
-
 def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
-    """The path router's input, uint8 [size, size, 5], from the whole, unpadded uint8 BGR frame:
-
-    * channels 0-2: the frame area-resized (cv2.INTER_AREA) to size×size, BGR;
-    * channels 3-4: the frame's *full-resolution* detail, area-resized the same way: |Sobel ∂x| and |Sobel ∂y|
-      of its BT.601 luma, each × 0.5 and saturated at 255. Thin rain streaks and small snowflakes vanish in a
-      224² colour thumbnail, but the gradient energy they add at full resolution survives the averaging (and
-      its orientation tells streaks from flakes); a soft or blurred frame shows as low detail.
+    """The path router's input: the whole, unpadded uint8 frame area-resized to size×size (any channel order).
 
     One definition for the runtime, calibration, evaluation and router training, so the router is trained,
     calibrated and judged on exactly what it sees at run time (DESIGN.md).
     """
-    luma = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    dx = cv2.convertScaleAbs(cv2.Sobel(luma, cv2.CV_16S, 1, 0), alpha=0.5)
-    dy = cv2.convertScaleAbs(cv2.Sobel(luma, cv2.CV_16S, 0, 1), alpha=0.5)
-    colour = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-    detail = cv2.resize(cv2.merge([dx, dy]), (size, size), interpolation=cv2.INTER_AREA)
-    return np.concatenate([colour, detail], axis=2)
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
 
 
 #: No side of a reduced-resolution branch input is smaller than this (the trunk needs some context).

@@ -17,8 +17,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
-from edgerestore.graphs import FORMAT
-from edgerestore.imageio import THUMBNAIL_CHANNELS
 
 OPSET = 17
 FEATURES = 4
@@ -37,8 +35,8 @@ def _model(nodes: list, inputs: list, outputs: list, inits: list, name: str) -> 
     return model
 
 
-def _frame_in(name: str = "frame", h: str | int = "height", w: str | int = "width", channels: int = 3):
-    return helper.make_tensor_value_info(name, TensorProto.UINT8, [1, h, w, channels])
+def _frame_in(name: str = "frame", h: str | int = "height", w: str | int = "width"):
+    return helper.make_tensor_value_info(name, TensorProto.UINT8, [1, h, w, 3])
 
 
 def _to_nchw(src: str, prefix: str) -> list:
@@ -64,13 +62,13 @@ def router_graph(rng: np.random.Generator) -> onnx.ModelProto:
     ]
     inits = [
         _init("inv255", np.float32(1 / 255)),
-        _init("w", rng.standard_normal((8, THUMBNAIL_CHANNELS, 3, 3)).astype(np.float32) * 0.3),
+        _init("w", rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3),
         _init("b", np.zeros(8, np.float32)),
         _init("fc", rng.standard_normal((8, len(CONDITIONS))).astype(np.float32)),
         _init("fcb", np.zeros(len(CONDITIONS), np.float32)),
     ]
     out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, len(CONDITIONS)])
-    return _model(nodes, [_frame_in("thumbnail", THUMB, THUMB, THUMBNAIL_CHANNELS)], [out], inits, "router")
+    return _model(nodes, [_frame_in("thumbnail", THUMB, THUMB)], [out], inits, "router")
 
 
 def trunk_graph(rng: np.random.Generator) -> onnx.ModelProto:
@@ -260,7 +258,7 @@ def write_export_dir(
     (out / "model.json").write_text(
         json.dumps(
             {
-                "format": FORMAT,
+                "format": "edgerestore-onnx/1",
                 "family": "uffn",
                 "profile": profile,
                 "conditions": list(CONDITIONS),

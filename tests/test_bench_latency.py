@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from edgerestore import bench
-from edgerestore.imageio import router_thumbnail
 
 pytestmark = pytest.mark.latency
 PROFILE = "uffn-tiny"
@@ -88,7 +87,7 @@ def test_routed_frame_is_not_slower_than_running_every_branch(bundles):
     with Restorer.open(bundles["fp32"], threads=2) as r:
         be = r.backend
         padded = pad_to(frame, r.stride)[None]
-        thumb = router_thumbnail(frame, r.thumbnail_size)[None]
+        thumb = bench.cover_resize(frame, (r.thumbnail_size, r.thumbnail_size))[None]
         hp, wp = padded.shape[1:3]
 
         def routed() -> float:

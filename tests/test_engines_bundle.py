@@ -236,11 +236,11 @@ def test_missing_or_unparseable_manifest_is_refused(ort_bundle):
 
 def test_other_format_version_is_refused(ort_bundle):
     raw = json.loads((ort_bundle / "manifest.json").read_text())
-    raw["format_version"] = 1  # a bundle of the three-channel router's time
+    raw["format_version"] = 2
     (ort_bundle / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError) as e:
         load_bundle(ort_bundle)
-    assert "manifest format_version 1, this edgerestore reads 2" in _one_line_error(e)
+    assert "manifest format_version 2, this edgerestore reads 1" in _one_line_error(e)
 
 
 def test_manifest_missing_a_field_is_refused(ort_bundle):

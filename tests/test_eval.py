@@ -214,10 +214,9 @@ def test_checkpoint_eval_routes_on_the_runtime_thumbnail_and_runs_the_branch_it_
     frame = cv2.imread(str(data / "dev" / "rain_small" / "input" / "0.png"))
     restore, _ = checkpoint_restorer(save_checkpoint(tmp_path / "m.pt", model, "uffn-tiny"))
     out, condition, probs = restore(frame)
-    thumb = router_thumbnail(frame, model.thumbnail_size)  # BGR + detail
-    rgb_detail = np.concatenate([thumb[:, :, 2::-1], thumb[:, :, 3:]], axis=2).transpose(2, 0, 1) / 255.0
+    thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1) / 255.0
     with torch.inference_mode():
-        logits = model.router(torch.from_numpy(rgb_detail.copy()).float()[None])
+        logits = model.router(torch.from_numpy(thumb.copy()).float()[None])
         chosen = logits.argmax(1)
         x = torch.from_numpy(frame[:, :, ::-1].transpose(2, 0, 1).copy()).float()[None] / 255.0
         expected = model(x, chosen)[0][0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()

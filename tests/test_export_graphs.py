@@ -100,13 +100,13 @@ def test_uint8_branch_output_equals_rounded_pytorch_on_a_padded_odd_frame(uffn_e
 def test_graph_io_follows_the_contract(uffn_export, cmudrn_export):
     _, result = uffn_export
     meta = json.loads(result.model_json.read_text())
-    assert meta["format"] == "edgerestore-onnx/2" and meta["profile"] == "uffn-tiny"
+    assert meta["format"] == "edgerestore-onnx/1" and meta["profile"] == "uffn-tiny"
     assert meta["conditions"] == ["clean", "rain", "haze", "raindrop", "snow"]
     assert meta["stride"] == 2 and meta["thumbnail_size"] == 32
     assert meta["color_order"] == "BGR" and meta["layout"] == "NHWC" and meta["opset"] == 18
     assert meta["checkpoint_sha256"] == "ab" * 32 and meta["branch_scales"] == {}
     g = meta["graphs"]
-    assert g["router"]["inputs"] == [{"name": "thumbnail", "dtype": "uint8", "shape": [1, 32, 32, 5]}]
+    assert g["router"]["inputs"] == [{"name": "thumbnail", "dtype": "uint8", "shape": [1, 32, 32, 3]}]
     assert g["router"]["outputs"] == [{"name": "probs", "dtype": "float32", "shape": [1, 5]}]
     assert g["trunk"]["inputs"] == [{"name": "frame", "dtype": "uint8", "shape": [1, "height", "width", 3]}]
     assert g["trunk"]["outputs"] == [

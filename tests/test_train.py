@@ -285,7 +285,7 @@ def test_validation_runs_without_autograd():
         "input": torch.rand(3, 32, 32, generator=rng),
         "target": torch.rand(3, 32, 32, generator=rng),
         "condition": 1,
-        "thumbnail": torch.rand(5, 32, 32, generator=rng),
+        "thumbnail": torch.rand(3, 32, 32, generator=rng),
         "thumbnail_condition": 1,
     }
     metrics = validate(model, [item, item], samples=2)

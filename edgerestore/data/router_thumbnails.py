@@ -19,8 +19,7 @@ from edgerestore.imageio import router_thumbnail
 
 
 class RouterThumbnailDataset:
-    """Item i: {"thumbnail": float32 [5,S,S] (RGB + detail, `UFFN.router`'s input), "condition": int}; a pure
-    function of (seed, i)."""
+    """Item i: {"thumbnail": float32 [3,S,S] RGB in [0,1], "condition": int}; a pure function of (seed, i)."""
 
     def __init__(
         self,
@@ -29,7 +28,7 @@ class RouterThumbnailDataset:
         seed: int = 0,
         conditions: tuple[str, ...] = CONDITIONS,
         length: int = 1_000_000,
-        long_side: tuple[int, int] = (256, 800),
+        long_side: tuple[int, int] = (256, 560),
     ) -> None:
         self.images = load_clean_images(clean_dir)
         self.size, self.seed, self.conditions, self.length = size, seed, conditions, length
@@ -39,7 +38,7 @@ class RouterThumbnailDataset:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        from edgerestore.models.uffn import thumbnail_tensor
+        import torch
 
         rng = np.random.default_rng([self.seed, 7, index])
         condition = self.conditions[index % len(self.conditions)]
@@ -63,6 +62,7 @@ class RouterThumbnailDataset:
         degraded = degrade(
             frame.astype(np.float32) / 255.0, condition, rng, scale=max(frame.shape[:2]) / 640.0
         )
-        bgr = np.ascontiguousarray(np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)[:, :, ::-1])
-        thumb = thumbnail_tensor(router_thumbnail(bgr, self.size)[None])[0]
-        return {"thumbnail": thumb, "condition": CONDITIONS.index(condition)}
+        u8 = np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        thumb = router_thumbnail(u8, self.size)
+        tensor = torch.from_numpy(np.ascontiguousarray(thumb.transpose(2, 0, 1))).float() / 255.0
+        return {"thumbnail": tensor, "condition": CONDITIONS.index(condition)}

@@ -28,8 +28,7 @@ from typing import Any
 
 from edgerestore.errors import BundleError, UserError
 
-#: 2: the router graph reads a five-channel thumbnail (BGR + full-resolution detail); 1 read three
-FORMAT_VERSION = 2
+FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
@@ -105,7 +104,7 @@ class GraphEntry:
 
 @dataclass
 class Manifest:
-    """`manifest.json` of a bundle (format_version 2). `shape_profile`: `{"min", "opt", "max"}` each [H, W]
+    """`manifest.json` of a bundle (format_version 1). `shape_profile`: `{"min", "opt", "max"}` each [H, W]
     of the frame. `builder`: `{name, version}` — `tensorrt`, `tensorrt_rtx` or `onnxruntime` and its
     version. `device`: TensorRT: `gpu_name`, `compute_capability` ("8.7"; None when built without a GPU),
     `tensorrt_version`, and for TensorRT-RTX `target_compute_capabilities`; ONNX Runtime: `cpu`,

@@ -8,8 +8,7 @@ The network (following the paper):
 * path router: strided convolutions (the paper: two; the zoo: four, see `PathRouter`), average pooling and a
   fully connected layer giving a probability vector over the conditions; its argmax selects the branch. As fixed by DESIGN.md it reads a fixed-size
   thumbnail of the frame (not the encoder features as in the paper), so it is a small static graph that
-  can run before the trunk and let `clean` frames skip everything else. Project addition: the thumbnail
-  carries two channels of the frame's full-resolution detail (`imageio.router_thumbnail`);
+  can run before the trunk and let `clean` frames skip everything else;
 * one multi-gated feature fusion branch per condition: a gate fuses the E experts (MMoE), two SDRB groups
   extract high-level features, a second gate fuses low- and high-level features, a transposed-conv decoder
   returns to H×W×3, and the input is added (global residual).
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,7 +79,7 @@ class PathRouter(nn.Module):
         if convs < 2:
             raise ValueError("the router needs at least two convolutions")
         layers: list[nn.Module] = []
-        channels = 6  # RGB, its gradient, the two full-resolution detail channels (see UFFN.router)
+        channels = 4
         for i in range(convs):
             out, k = width * 2 ** min(i, 2), 5 if i == 0 else 3
             layers += [nn.Conv2d(channels, out, k, stride=2, padding=k // 2, bias=False), nn.BatchNorm2d(out)]
@@ -153,9 +151,6 @@ class UFFN(nn.Module):
         self.thumbnail_size = config.thumbnail_size
         c = config.width
         self.gradient = ImageGradient()
-        self.register_buffer("luma", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1), persistent=False)
-        sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
-        self.register_buffer("sobel", torch.stack([sobel, sobel.t()]).unsqueeze(1), persistent=False)
         self.router_net = PathRouter(config.router_width, len(conditions), config.router_convs)
         self.encoder = nn.Sequential(
             nn.Conv2d(4, c, 3, padding=1, bias=False),
@@ -179,21 +174,12 @@ class UFFN(nn.Module):
 
     # ----- the parts (one exported graph each) -----
     def make_thumbnail(self, x: torch.Tensor) -> torch.Tensor:
-        """The router's thumbnail [N, 5, S, S] of frames [N, 3, H, W] (RGB in [0, 1]): the float counterpart of
-        `imageio.router_thumbnail` (area-resized RGB, then |Sobel ∂x|, |Sobel ∂y| of the full-resolution
-        BT.601 luma × 0.5, saturated at 1, area-resized), for `forward`; deployed paths use the uint8 one."""
         s = self.thumbnail_size
-        luma = (x * self.luma.to(x.dtype)).sum(dim=1, keepdim=True)
-        detail = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="reflect"), self.sobel.to(x.dtype)).abs()
-        detail = (0.5 * detail).clamp(max=1.0)
-        return F.interpolate(torch.cat([x, detail], dim=1), size=(s, s), mode="area")
+        return F.interpolate(x, size=(s, s), mode="area")
 
     def router(self, thumbnail: torch.Tensor) -> torch.Tensor:
-        """Logits over `self.conditions` from a thumbnail [N, 5, S, S]: RGB and the detail channels, all in
-        [0, 1] (`thumbnail_tensor` converts the runtime's uint8 ones). The detail enters as its square root,
-        which spreads the faint gradient energy of light rain over more of the range."""
-        rgb = thumbnail[:, :3]
-        return self.router_net(torch.cat([rgb, self.gradient(rgb), thumbnail[:, 3:].sqrt()], dim=1))
+        """Logits over `self.conditions` from a thumbnail [N, 3, S, S]."""
+        return self.router_net(torch.cat([thumbnail, self.gradient(thumbnail)], dim=1))
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """Shared expert features [N, E·C, H/2, W/2] from a frame whose H, W are multiples of the stride."""
@@ -257,10 +243,3 @@ class UFFN(nn.Module):
             if index not in full and rows.numel():
                 out[rows, :, :h, :w] = self.restore(x[rows], name)
         return out[..., :h, :w], logits
-
-
-def thumbnail_tensor(thumbnails: np.ndarray) -> torch.Tensor:
-    """uint8 [N, S, S, 5] thumbnails of `imageio.router_thumbnail` (BGR + detail) → float [N, 5, S, S] (RGB +
-    detail, in [0, 1]) for `UFFN.router`; the export's router graph does the same inside the graph."""
-    x = torch.from_numpy(np.ascontiguousarray(thumbnails)).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    return torch.cat([x[:, :3].flip(1), x[:, 3:]], dim=1)

@@ -2,7 +2,7 @@
 
 Used by the runtime's tests and by `benchmarks/runtime_overhead.py` when no exported model is at hand:
 
-* `router`: `thumbnail` u8 [1,S,S,5] -> `probs` f32 [1,5]; the verdict is the condition whose prototype
+* `router`: `thumbnail` u8 [1,S,S,3] -> `probs` f32 [1,5]; the verdict is the condition whose prototype
   colour (`PROTOTYPES`, BGR) is nearest the thumbnail's mean colour (softmax of -distance^2 / temperature).
 * `trunk`: `frame` u8 [1,H,W,3] -> `features` f32 [1,F,H/2,W/2] (2x2 average pool, 1x1 conv, `depth`
   3x3 conv + ReLU layers).
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
-from edgerestore.imageio import THUMBNAIL_CHANNELS
 
 OPSET = 17
 #: Mean BGR colour that makes the router choose each condition.
@@ -65,13 +64,9 @@ def router_graph(thumbnail_size: int = 32, temperature: float = 2000.0):
         _const("axis1", np.array([1], np.int64)),
         _const("axis2", np.array([2], np.int64)),
         _const("neg_inv_t", np.array(-1.0 / temperature, np.float32)),
-        _const("colour_start", np.array([0], np.int64)),
-        _const("colour_end", np.array([3], np.int64)),
-        _const("axis3", np.array([3], np.int64)),
     ]
-    nodes = [  # the colour channels only (the last two of the thumbnail are detail); TensorRT slices no uint8
-        helper.make_node("Cast", ["thumbnail"], ["all32"], to=TensorProto.FLOAT),
-        helper.make_node("Slice", ["all32", "colour_start", "colour_end", "axis3"], ["t32"]),
+    nodes = [
+        helper.make_node("Cast", ["thumbnail"], ["t32"], to=TensorProto.FLOAT),
         helper.make_node("ReduceMean", ["t32"], ["mean"], axes=[1, 2], keepdims=0),  # [1,3]
         helper.make_node("Unsqueeze", ["mean", "axis1"], ["mean3"]),  # [1,1,3]
         helper.make_node("Sub", ["mean3", "protos"], ["diff"]),
@@ -82,7 +77,7 @@ def router_graph(thumbnail_size: int = 32, temperature: float = 2000.0):
     ]
     return _model(
         nodes,
-        [helper.make_tensor_value_info("thumbnail", TensorProto.UINT8, [1, s, s, THUMBNAIL_CHANNELS])],
+        [helper.make_tensor_value_info("thumbnail", TensorProto.UINT8, [1, s, s, 3])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, len(CONDITIONS)])],
         inits,
         "router",
