@@ -26,6 +26,16 @@ def test_the_three_shipped_checkpoints_are_there():
 
 
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: p.stem)
+def test_checkpoint_loads_into_the_current_model(path: Path):
+    """A change of a graph's inputs (e.g. more router thumbnail channels) leaves the shipped weights behind
+    unless they are retrained in the same change; `edgerestore demo` would then fail on a fresh install."""
+    from edgerestore.models.zoo import load_checkpoint
+
+    model, meta = load_checkpoint(path)
+    assert meta["profile"] == path.stem
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: p.stem)
 def test_checkpoint_is_a_finished_run_and_its_log_ends_there(path: Path):
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     steps = ckpt["train"]["config"]["steps"]

@@ -41,7 +41,6 @@ from edgerestore.engines.bundle import (
 )
 from edgerestore.errors import BundleError, UserError
 
-ONNX_FORMAT = "edgerestore-onnx/1"
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
 DEFAULT_WORKSPACE = 1 << 30
@@ -210,6 +209,8 @@ def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
 
 
 def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str, Any], list[_Source]]:
+    from edgerestore.graphs import FORMAT as ONNX_FORMAT  # one definition; onnx loads only when building
+
     fix_export = f"run: edgerestore export --profile {onnx_dir.name}"
     model = _read_json(onnx_dir / "model.json", "no exported model", fix_export)
     if model.get("format") != ONNX_FORMAT:
