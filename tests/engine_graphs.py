@@ -17,6 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.graphs import FORMAT
 
 OPSET = 17
 FEATURES = 4
@@ -258,7 +259,7 @@ def write_export_dir(
     (out / "model.json").write_text(
         json.dumps(
             {
-                "format": "edgerestore-onnx/1",
+                "format": FORMAT,
                 "family": "uffn",
                 "profile": profile,
                 "conditions": list(CONDITIONS),

@@ -31,7 +31,7 @@ def test_checkpoint_loads_into_the_current_model(path: Path):
     unless they are retrained in the same change; `edgerestore demo` would then fail on a fresh install."""
     from edgerestore.models.zoo import load_checkpoint
 
-    model, meta = load_checkpoint(path)
+    _, meta = load_checkpoint(path)
     assert meta["profile"] == path.stem
 
 
