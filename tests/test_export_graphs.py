@@ -34,12 +34,14 @@ def uffn_export(tmp_path_factory):
     from edgerestore.models import zoo
 
     torch.manual_seed(0)
-    model = zoo.build("uffn-tiny", **TINY).eval()
+    # the rain branch with the sub-pixel decoder, the others with the paper's transposed one: both are checked
+    model = zoo.build("uffn-tiny", **TINY, branch_decoders={"rain": "subpixel"}).eval()
     _randomise_norms(model)
     with torch.no_grad():  # ShareSepConv kernels away from the identity they are initialised to
         for m in model.modules():
             if type(m).__name__ == "ShareSepConv":
                 m.weight.add_(torch.rand_like(m.weight) * 0.2)
+        model.branch("rain").decoder[3].weight.normal_(0, 0.1)  # not its zero initialisation
     out = tmp_path_factory.mktemp("export") / "uffn-tiny"
     result = export_model(
         model, out, "uffn-tiny", checkpoint_sha256="ab" * 32, parity_sizes=[(97, 131)], progress=False
@@ -172,6 +174,15 @@ def test_sharesepconv_and_batchnorm_are_folded_into_plain_convs(uffn_export, cmu
             assert not ops & {"Expand", "BatchNormalization", "Tile"}, (path.name, ops)
     ops = {n.op_type for n in onnx.load(str(uffn_export[1].out_dir / "trunk.onnx")).graph.node}
     assert "Conv" in ops
+
+
+def test_subpixel_decoder_exports_as_depth_to_space_without_a_transposed_conv(uffn_export):
+    ops = {
+        name: {n.op_type for n in onnx.load(str(uffn_export[1].out_dir / f"branch_{name}.onnx")).graph.node}
+        for name in ("rain", "snow")
+    }
+    assert "DepthToSpace" in ops["rain"] and "ConvTranspose" not in ops["rain"]
+    assert "ConvTranspose" in ops["snow"] and "DepthToSpace" not in ops["snow"]
 
 
 def test_graphs_run_at_other_sizes_than_exported(uffn_export):

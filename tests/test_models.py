@@ -79,6 +79,21 @@ def test_reduced_resolution_branch_composes_as_documented():
             UFFN(dataclasses.replace(TINY, branch_scales=bad))
 
 
+def test_subpixel_decoder_starts_as_the_identity_and_bad_decoders_are_refused():
+    import dataclasses
+
+    torch.manual_seed(0)
+    model = UFFN(dataclasses.replace(TINY, branch_decoders={"snow": "subpixel"})).eval()
+    assert model.branch_decoder("snow") == "subpixel" and model.branch_decoder("rain") == "transposed"
+    x = torch.rand(1, 3, 30, 46)
+    with torch.inference_mode():
+        assert torch.equal(model.restore(x, "snow"), x)  # a new sub-pixel decoder corrects nothing yet
+        assert model.restore(x, "rain").shape == x.shape
+    for bad in ({"fog": "subpixel"}, {"clean": "subpixel"}, {"rain": "bilinear"}):
+        with pytest.raises(ValueError, match="branch_decoders"):
+            UFFN(dataclasses.replace(TINY, branch_decoders=bad))
+
+
 def test_uffn_routes_by_argmax_and_passes_clean_through():
     model = tiny_uffn()
     x = torch.rand(1, 3, 40, 40)

@@ -223,6 +223,36 @@ def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path
         assert torch.equal(value, a.state_dict()[name]), name
 
 
+@pytest.mark.slow
+def test_branch_only_can_give_a_branch_a_subpixel_decoder_and_resumes_exactly(tmp_path, clean_dir):
+    from edgerestore.errors import UserError
+    from edgerestore.train.trainer import train_branch
+
+    def rain_subpixel(cfg):
+        cfg.overrides = {**cfg.overrides, "branch_decoders": {"rain": "subpixel"}}
+        return train_branch(cfg, "rain", progress=False)
+
+    before, _, a, meta, b = _stage_straight_and_resumed(tmp_path, clean_dir, rain_subpixel)
+    assert (
+        meta["config"]["branch_decoders"] == {"rain": "subpixel"} and a.branch_decoder("rain") == "subpixel"
+    )
+    assert meta["branch_stages"]["rain"]["step"] == 4
+    assert isinstance(a.branch("rain").decoder[-1], torch.nn.PixelShuffle)
+    reshaped = [k for k, v in a.state_dict().items() if k not in before or v.shape != before[k].shape]
+    assert reshaped and all(k.startswith("branches.rain.decoder.") for k in reshaped)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name  # resumed after the switch = straight, bit for bit
+    changed = [k for k, v in a.state_dict().items() if k in reshaped or not torch.equal(v, before[k])]
+    assert all(k.startswith("branches.rain.") for k in changed)
+    with torch.no_grad():  # the trained decoder is not the zero-initialised one
+        assert a.branch("rain").decoder[3].weight.abs().sum() > 0
+
+    cfg = _cfg(tmp_path, clean_dir, 4, "straight.pt")  # changing another branch's decoder is refused
+    cfg.overrides = {**cfg.overrides, "branch_decoders": {"rain": "subpixel", "snow": "subpixel"}}
+    with pytest.raises(UserError, match="only the rain branch's decoder may change"):
+        train_branch(cfg, "rain", progress=False)
+
+
 def test_branch_only_refuses_an_unknown_branch_in_one_line(tmp_path, clean_dir):
     from edgerestore.errors import UserError
     from edgerestore.train.trainer import train_branch

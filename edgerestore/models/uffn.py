@@ -18,6 +18,11 @@ branch runs (with the trunk) on the area-downscaled frame, and its correction (o
 bilinearly upsampled and added to the full-resolution frame. Haze is smooth, so the branch sees 1/scale times
 more of the scene for 1/scale² less work; rain streaks and snow are fine detail and stay at full resolution.
 
+Project addition — sub-pixel decoders (`UFFNConfig.branch_decoders`, e.g. {"rain": "subpixel"}): such a branch
+returns to H×W with a convolution to 3·2² channels at H/2×W/2 and a pixel shuffle (ESPCN) instead of the
+paper's transposed convolution and full-resolution 3×3 head, so no 16-channel full-resolution tensor is ever
+made (the decoder was a third of a full-resolution branch's time on the CPU; numbers in the README).
+
 The model is made of separately callable parts — `router`, `trunk`, `branch(name)` — whose composition is
 exactly `forward`; these are the graphs export writes, so they hold no data-dependent Python control flow.
 Imports nothing from export or the runtime.
@@ -35,6 +40,10 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.imageio import reduced_size
 from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedResBlock, make_norm
 
+#: "transposed": the paper's transposed-conv decoder (4×4, stride 2) + norm + ReLU + a full-resolution 3×3 conv to
+#: RGB; "subpixel": 3×3 conv (C → 2C) + norm + ReLU + 1×1 conv to 3·2² channels at half resolution + pixel shuffle
+DECODERS = ("transposed", "subpixel")
+
 
 @dataclass(frozen=True)
 class UFFNConfig:
@@ -50,6 +59,8 @@ class UFFNConfig:
     norm: str = "batch"
     #: resolution (0 < s <= 1) a condition's branch runs at; missing conditions run at full resolution
     branch_scales: dict[str, float] = field(default_factory=dict)
+    #: decoder of a condition's branch, one of DECODERS; missing conditions have the paper's "transposed"
+    branch_decoders: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,10 +110,34 @@ class Expert(nn.Sequential):
         super().__init__(*[SmoothDilatedResBlock(channels, dilation, norm) for _ in range(blocks)])
 
 
+def make_decoder(kind: str, channels: int, norm: str) -> nn.Sequential:
+    """Features [N, C, H/2, W/2] → an RGB correction [N, 3, H, W] (see `DECODERS`)."""
+    c = channels
+    if kind == "transposed":
+        return nn.Sequential(
+            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False),
+            make_norm(norm, c),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c, 3, 3, padding=1),
+        )
+    if kind == "subpixel":
+        head = nn.Conv2d(2 * c, 3 * 4, 1)
+        nn.init.zeros_(head.weight)  # a new decoder starts as "no correction": the branch returns its input
+        nn.init.zeros_(head.bias)
+        return nn.Sequential(
+            nn.Conv2d(c, 2 * c, 3, padding=1, bias=False),
+            make_norm(norm, 2 * c),
+            nn.ReLU(inplace=True),
+            head,
+            nn.PixelShuffle(2),
+        )
+    raise ValueError(f"unknown decoder {kind!r}; expected one of {', '.join(DECODERS)}")
+
+
 class MultiGatedBranch(nn.Module):
     """Restores one condition from the experts' features: gate → 2 SDRB groups → gate → decoder → + input."""
 
-    def __init__(self, config: UFFNConfig) -> None:
+    def __init__(self, config: UFFNConfig, decoder: str = "transposed") -> None:
         super().__init__()
         c = config.width
         self.experts = config.experts
@@ -119,12 +154,7 @@ class MultiGatedBranch(nn.Module):
             ]
         )
         self.level_gate = GatedFusion(2, c)
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False),
-            make_norm(config.norm, c),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c, 3, 3, padding=1),
-        )
+        self.decoder = make_decoder(decoder, c, config.norm)
 
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         low = self.expert_gate(list(torch.chunk(features, self.experts, dim=1)))
@@ -164,7 +194,15 @@ class UFFN(nn.Module):
             Expert(c, config.expert_blocks, config.expert_dilations[i], config.norm)
             for i in range(config.experts)
         )
-        self.branches = nn.ModuleDict({name: MultiGatedBranch(config) for name in self.conditions[1:]})
+        for name, kind in config.branch_decoders.items():
+            if name not in self.conditions[1:] or kind not in DECODERS:
+                raise ValueError(
+                    f"branch_decoders {{{name!r}: {kind!r}}}: expected a branch of {list(self.conditions[1:])} "
+                    f"and a decoder of {list(DECODERS)}"
+                )
+        self.branches = nn.ModuleDict(
+            {name: MultiGatedBranch(config, self.branch_decoder(name)) for name in self.conditions[1:]}
+        )
         for name, scale in config.branch_scales.items():
             if name not in self.branches or not 0.0 < float(scale) <= 1.0:
                 raise ValueError(
@@ -190,6 +228,10 @@ class UFFN(nn.Module):
         if name not in self.branches:
             raise KeyError(f"no branch {name!r}; branches: {', '.join(self.branches)}")
         return self.branches[name]
+
+    def branch_decoder(self, name: str) -> str:
+        """The decoder kind of branch `name` (see `DECODERS`)."""
+        return str(self.config.branch_decoders.get(name, "transposed"))
 
     def branch_scale(self, name: str) -> float:
         """The resolution branch `name` runs at (1.0: full)."""

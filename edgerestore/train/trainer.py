@@ -614,14 +614,41 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         "--branch-only trains on synthetic weather: give --clean DIR",
     )
     model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
+    if name not in model.branches:
+        raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
+    recorded = payload.get("config", {}).get("branch_decoders") or {}
+    changes = {
+        b: recorded.get(b, "transposed")
+        for b in model.branches
+        if recorded.get(b, "transposed") != model.branch_decoder(b)
+    }
+    others = sorted(set(changes) - {name})
+    if others:
+        raise UserError(
+            f"--branch-only {name}: only the {name} branch's decoder may change; the {others[0]} branch's would "
+            f"change from {changes[others[0]]} to {model.branch_decoder(others[0])}"
+        )
+    was = recorded.get(name, "transposed")
+    state, fresh = payload["model"], name in changes
+    if fresh:  # --set branch_decoders=…: this branch's decoder starts afresh, everything else is loaded
+        prefix = f"branches.{name}.decoder."
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     try:
-        model.load_state_dict(payload["model"])
+        missing, unexpected = model.load_state_dict(state, strict=not fresh)
     except RuntimeError as exc:
         raise UserError(
             f"{cfg.out} does not match profile {cfg.profile}: {str(exc).splitlines()[0]}"
         ) from None
-    if name not in model.branches:
-        raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
+    if fresh and (unexpected or any(not k.startswith(prefix) for k in missing)):
+        raise UserError(
+            f"{cfg.out} does not match profile {cfg.profile} at "
+            f"{(unexpected or [k for k in missing if not k.startswith(prefix)])[0]}"
+        )
+    if fresh:
+        print(
+            f"the {name} branch's decoder: {was} -> {model.branch_decoder(name)} (new weights)",
+            file=sys.stderr,
+        )
     branch = model.branch(name)
     for param in model.parameters():
         param.requires_grad_(False)
@@ -629,7 +656,8 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         param.requires_grad_(True)
     opt = torch.optim.AdamW(branch.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-    stage = (payload.get("branch_stages") or {}).get(name) or {}
+    # a new decoder is a new stage: the recorded one (if any) trained the old decoder's parameters
+    stage = {} if fresh else (payload.get("branch_stages") or {}).get(name) or {}
     resume = _resume_stage(cfg, stage, opt, sched, f"the {name} branch")
     val_set = SyntheticWeatherDataset(
         cfg.clean_dir, patch_size=256, conditions=(name,), seed=cfg.seed + 10_000, augment=False
@@ -645,7 +673,7 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         return metrics, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
     def place(record: dict) -> None:
-        # the config too: --set branch_scales=… gives the branch the resolution it was trained at
+        # the config too: --set branch_scales=… / branch_decoders=… gives the branch what it was trained with
         payload["config"] = model.config.to_dict()
         payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: record}
 
