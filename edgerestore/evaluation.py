@@ -240,7 +240,10 @@ def evaluate(
             for i, (image_name, input_path, target_path) in enumerate(items):
                 degraded = read_image(input_path)
                 start = time.perf_counter()
-                output, predicted, probs = restore(degraded)
+                try:
+                    output, predicted, probs = restore(degraded)
+                except UserError as exc:  # e.g. a frame the model cannot take: say which file it was
+                    raise UserError(f"{input_path}: {exc}") from None
                 latency = (time.perf_counter() - start) * 1000.0
                 if output.shape != degraded.shape or output.dtype != np.uint8:
                     raise ValueError(
@@ -257,8 +260,15 @@ def evaluate(
                     target = read_image(target_path)
                     if target.shape != degraded.shape:
                         raise UserError(
-                            f"{input_path.name} is {degraded.shape[1]}×{degraded.shape[0]} but its target "
-                            f"{target_path.name} is {target.shape[1]}×{target.shape[0]}; pairs must match in size"
+                            f"{input_path} is {degraded.shape[1]}×{degraded.shape[0]} but its target "
+                            f"{target_path} is {target.shape[1]}×{target.shape[0]}; pairs must match in size"
+                        )
+                    h, w = (side - 2 * crop_border for side in degraded.shape[:2])
+                    if min(h, w) < 11:
+                        raise UserError(
+                            f"{input_path}: {degraded.shape[1]}×{degraded.shape[0]} is {max(w, 0)}×{max(h, 0)} "
+                            f"after cropping {crop_border} px per edge; SSIM needs at least 11×11 "
+                            "(use a smaller --crop-border)"
                         )
                     result.input = score(degraded, target, crop_border).as_dict()
                     result.output = score(output, target, crop_border).as_dict()

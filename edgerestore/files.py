@@ -1,25 +1,67 @@
 """Atomic file writes: write beside the destination, then rename, so readers never see half a file.
 
-Files get the usual permissions (umask), unlike `tempfile.mkstemp`'s 0600. No heavy imports.
+Files get the usual permissions (umask), unlike `tempfile.mkstemp`'s 0600. No heavy imports. A path that
+cannot be written is a one-line `UserError` naming it, never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
 
+from edgerestore.errors import UserError
+
+
+def _why_unwritable(path: Path, exc: OSError | None = None) -> str:
+    """Why `path` cannot be written: a non-folder on the way, a folder in its place, or `exc`'s reason."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is not a folder"
+            break
+    if path.is_dir():
+        return "it is a folder"
+    return (exc.strerror or str(exc)) if exc is not None else "not writable"
+
+
+def check_writable(path: str | Path, option: str, *, folder: bool = False) -> None:
+    """Before any work: `UserError` naming `option` unless `path` (a file, or with `folder=True` a folder)
+    could be created. Probes the nearest existing folder with a temporary file; creates nothing that stays."""
+    path = Path(path)
+    hint = f"; choose a writable {option}"
+    if folder and path.is_dir():
+        base = path
+    elif folder and path.exists():
+        raise UserError(f"cannot write {path}: it is not a folder{hint}")
+    else:
+        if not folder and path.is_dir():
+            raise UserError(f"cannot write {path}: it is a folder{hint}")
+        base = next((p for p in path.parents if p.exists()), Path("."))
+        if not base.is_dir():
+            raise UserError(f"cannot write {path}: {base} is not a folder{hint}")
+    probe = base / f".edgerestore-probe.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        open(probe, "xb").close()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}{hint}") from None
+
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise UserError(f"cannot write {path}: {_why_unwritable(path, exc)}") from None
         raise
     return path
 

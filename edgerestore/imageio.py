@@ -77,9 +77,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write uint8 BGR (or gray) atomically: encode to a temporary file beside `path`, then rename."""
+    """Write uint8 BGR (or gray) atomically: encode to a temporary file beside `path`, then rename
+    (`UserError` naming `path` if it cannot be written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix or ".png", image)
     if not ok:
         raise UserError(f"cannot encode {path.name}: unsupported extension {path.suffix!r}; use .png or .jpg")

@@ -37,8 +37,9 @@ def _sha256(path: Path) -> str:
     return file_sha256(path)
 
 
-def export_is_stale(export_dir: Path, checkpoint: Path) -> str | None:
-    """Why `export_dir` must be re-exported from `checkpoint`, or None when it is up to date."""
+def export_is_stale(export_dir: Path, checkpoint: Path, profile: str | None = None) -> str | None:
+    """Why `export_dir` must be re-exported from `checkpoint` (as `profile`, when given), or None when it
+    is up to date."""
     from edgerestore.precision import load_export
 
     if not (export_dir / "model.json").is_file():
@@ -47,6 +48,8 @@ def export_is_stale(export_dir: Path, checkpoint: Path) -> str | None:
         _, meta = load_export(export_dir)
     except UserError as exc:
         return str(exc)
+    if profile is not None and meta.get("profile") != profile:
+        return f"{export_dir} holds {meta.get('profile')} graphs, not {profile}"
     if meta.get("checkpoint_sha256") != _sha256(checkpoint):
         return f"{checkpoint} changed since the last export"
     return None
@@ -72,11 +75,17 @@ def precision_is_stale(export_dir: Path, variant: str) -> str | None:
     return None
 
 
-def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True):
+def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True, profile: str | None = None):
+    """Export `checkpoint` into `export_dir`; `UserError` (nothing written) if it holds another `profile`."""
     from edgerestore.export import export_model
     from edgerestore.models import zoo
 
     model, meta = zoo.load_checkpoint(checkpoint)
+    if profile is not None and meta["profile"] != profile:
+        raise UserError(
+            f"checkpoint {checkpoint} holds a {meta['profile']} model, not {profile}; "
+            f"use --profile {meta['profile']} or a {profile} checkpoint"
+        )
     return export_model(
         model, export_dir, meta["profile"], checkpoint_sha256=meta["sha256"], progress=progress
     )
@@ -93,6 +102,15 @@ def make_precision(export_dir: Path, variant: str, calib: str | Path | None, pro
     return make_int8(export_dir, variant, calib_frames, held, progress=progress)
 
 
+def _check_profile_name(profile: str) -> None:
+    """`UserError` "unknown profile" for a name the model zoo does not have (skipped without torch)."""
+    try:
+        from edgerestore.models.zoo import get_profile
+    except ImportError:
+        return
+    get_profile(profile)
+
+
 def ensure_bundle(
     profile: str,
     precision: str = "fp32",
@@ -105,9 +123,11 @@ def ensure_bundle(
     force: bool = False,
     progress: bool = True,
     echo=print,
+    checkpoint_hint: str = " or pass --checkpoint",
     **build_options,
 ) -> PipelineResult:
-    """The bundle for (profile, precision, backend), running export / precision / build where stale."""
+    """The bundle for (profile, precision, backend), running export / precision / build where stale.
+    `checkpoint_hint` ends the no-weights message (callers without a --checkpoint option pass their own)."""
     from edgerestore.engines.build import build_bundle, resolve_backend, source_subdir
     from edgerestore.engines.bundle import PRECISIONS
 
@@ -116,16 +136,17 @@ def ensure_bundle(
     backend_name, trt_module = resolve_backend(backend, build_options.pop("trt_module", None))
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(profile)
     if not checkpoint.is_file():
+        _check_profile_name(profile)
         raise UserError(
             f"no weights for {profile} at {checkpoint}; train them with `edgerestore train --profile {profile} "
-            f"--clean DIR --out {checkpoint}` or pass --checkpoint"
+            f"--clean DIR --out {checkpoint}`{checkpoint_hint}"
         )
     export_dir = Path(export_root) / profile
     ran: list[str] = []
-    why = "--force" if force else export_is_stale(export_dir, checkpoint)
+    why = "--force" if force else export_is_stale(export_dir, checkpoint, profile)
     if why:
         echo(f"export: {why}; exporting {checkpoint} → {export_dir}/")
-        export_checkpoint(checkpoint, export_dir, progress)
+        export_checkpoint(checkpoint, export_dir, progress, profile=profile)
         ran.append("export")
     variant = source_subdir(backend_name, precision)
     if variant is not None:

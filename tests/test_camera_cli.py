@@ -98,6 +98,58 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
     assert summary["frames_in"] == summary["frames_out"] + summary["dropped"] == 25
 
 
+@pytest.mark.parametrize("record", ["/proc/x.mp4", "in/good.png/x.mp4", "out.mp4"])
+def test_unwritable_record_path_is_a_one_line_error_before_the_run(tmp_path, record):
+    make_video(tmp_path / "clip.avi", 5)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "good.png").write_bytes(b"x")
+    (tmp_path / "out.mp4").mkdir()
+    proc = _camera(
+        ["--source", "clip.avi", "--headless", "--no-drop", "--record", record],
+        tmp_path,
+        timeout=30,
+        FAKE_LATENCY_MS="30",
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"edgerestore camera: error: cannot write {record}"), (
+        proc.stderr
+    )
+    assert "choose a writable --record" in lines[0]
+    assert "frames" not in proc.stdout  # refused before the run started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "in", "out.mp4"]
+
+
+def test_unwritable_summary_json_is_a_one_line_error_before_the_run(tmp_path):
+    make_video(tmp_path / "clip.avi", 5)
+    (tmp_path / "s.json").mkdir()
+    for path in ("/proc/s.json", "s.json"):
+        proc = _camera(["--source", "clip.avi", "--headless", "--summary-json", path], tmp_path, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert lines == [lines[0]] and lines[0].startswith(
+            f"edgerestore camera: error: cannot write {path}: "
+        )
+        assert lines[0].endswith("; choose a writable --summary-json") and "frames" not in proc.stdout
+
+
+def test_a_recording_that_fails_mid_run_stops_the_run_with_one_line(tmp_path):
+    make_video(tmp_path / "clip.avi", 10)
+    proc = _camera(
+        ["--source", "clip.avi", "--headless", "--no-drop", "--record", "out.mp4"],
+        tmp_path,
+        timeout=30,
+        FAKE_LATENCY_MS="20",
+        FAKE_RECORD_FAIL_AFTER="2",
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("OpenCV")]
+    assert lines == ["edgerestore camera: error: recording to out.mp4 failed: No space left on device"], (
+        proc.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
 def test_without_a_display_the_window_falls_back_to_headless(tmp_path):
     make_video(tmp_path / "clip.avi", 8)
     proc = _camera(["--source", "clip.avi", "--max-frames", "5", "--no-drop"], tmp_path)

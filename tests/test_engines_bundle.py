@@ -169,6 +169,33 @@ def test_changed_source_graph_is_refused(export_dir, tmp_path):
         build_bundle(exp, backend="onnxruntime", progress=False, engines_root=tmp_path)
 
 
+def test_build_refuses_a_checkpoint_of_another_profile_and_names_unknown_profiles(
+    export_dir, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("torch")
+    from edgerestore.cli import main
+    from edgerestore.models import zoo
+    from edgerestore.pipeline import export_is_stale
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = zoo.save_checkpoint(tmp_path / "c.pt", zoo.build("cmudrn-t3", width=4), "cmudrn-t3")
+    base = ["build", "--backend", "onnxruntime", "--export-root", "exp", "--quiet"]
+    assert main([*base, "--profile", "uffn-tiny", "--checkpoint", str(ckpt), "--out", "b"]) == 2
+    assert main([*base, "--profile", "nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"edgerestore build: error: checkpoint {ckpt} holds a cmudrn-t3 model, not uffn-tiny; "
+        "use --profile cmudrn-t3 or a uffn-tiny checkpoint",
+        "edgerestore build: error: unknown profile 'nosuch'; expected one of " + ", ".join(zoo.PROFILES),
+    ]
+    assert not (tmp_path / "exp").exists() and not (tmp_path / "b").exists()
+    # an export folder already holding another profile's graphs is stale, so the check above runs again
+    assert (
+        export_is_stale(export_dir, ckpt, "uffn-tiny")
+        == f"{export_dir} holds tiny-test graphs, not uffn-tiny"
+    )
+
+
 # -- backend choice ---------------------------------------------------------------------------------------
 
 

@@ -223,3 +223,48 @@ def test_checkpoint_eval_routes_on_the_runtime_thumbnail_and_runs_the_branch_it_
     assert condition == CONDITIONS[int(chosen)]
     assert np.allclose(probs, torch.softmax(logits, 1)[0].numpy(), atol=1e-6)
     assert np.array_equal(out, expected[:, :, ::-1])
+
+
+def test_eval_command_unwritable_out_is_one_line_before_any_work(data, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    outs = [tmp_path / "a_file" / "evo", tmp_path / "a_file"] + (
+        [Path("/proc/evo")] if Path("/proc").is_dir() else []
+    )
+    for out in outs:
+        code = main(
+            ["eval", "--baseline", "identity", "--data", str(data / "dev"), "--out", str(out), "--quiet"]
+        )
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"edgerestore eval: error: cannot write {out}: "), err
+        assert err[0].endswith("; choose a writable --out")
+
+
+def test_eval_crop_border_too_large_for_ssim_is_one_line_naming_the_image(data, tmp_path, capsys):
+    code = main(["eval", "--baseline", "identity", "--data", str(data / "dev"), "--crop-border", "100",
+                 "--out", str(tmp_path / "o"), "--quiet", "--no-baselines"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgerestore eval: error: "), err
+    assert str(data / "dev" / "rain_small" / "input" / "0.png") in err[0] and "--crop-border" in err[0], err
+
+
+def test_eval_size_mismatch_names_both_files_with_their_folders(data, tmp_path, capsys):
+    target = data / "dev" / "rain_small" / "target" / "1.png"
+    cv2.imwrite(str(target), np.zeros((50, 70, 3), np.uint8))
+    code = main(["eval", "--baseline", "identity", "--data", str(data / "dev" / "rain_small"),
+                 "--out", str(tmp_path / "o"), "--quiet"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(data / "dev" / "rain_small" / "input" / "1.png") in err[0], err
+    assert f"its target {target} is 70×50" in err[0], err
+
+
+def test_restorer_user_errors_name_the_image(data):
+    from edgerestore.errors import UserError
+
+    def refuse(frame):
+        raise UserError("frame of 7x1001 is too small; both sides must be at least 8 pixels")
+
+    with pytest.raises(UserError, match=r"^.*rain_small/input/0\.png: frame of 7x1001 is too small"):
+        evaluate(refuse, find_sets(data / "dev" / "rain_small"), progress=False)

@@ -36,6 +36,23 @@ def test_session_options_come_from_the_manifest_and_threads_override():
         make_session_options({}, threads=0)
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"intra_op_num_threads": "x"}, "intra_op_num_threads='x' is not a valid int"),
+        ({"enable_cpu_mem_arena": "yes"}, "enable_cpu_mem_arena='yes' is not a valid bool"),
+        ({"graph_optimization_level": 5}, "graph_optimization_level=5 is not a valid GraphOptimizationLevel"),
+        ({"config_entries": ["a"]}, "config_entries must be an object"),
+    ],
+)
+def test_hand_edited_session_options_of_the_wrong_type_are_one_line_bundle_errors(tmp_path, options, message):
+    bundle = write_bundle(tmp_path, session_options=options)
+    with pytest.raises(BundleError) as excinfo:
+        Restorer.open(bundle, threads=1)
+    text = str(excinfo.value)
+    assert "\n" not in text and message in text, text
+
+
 def test_bundle_session_options_reach_the_sessions(tmp_path):
     bundle = write_bundle(tmp_path, session_options={"graph_optimization_level": "ORT_DISABLE_ALL"})
     with Restorer.open(bundle, threads=1) as r:

@@ -125,8 +125,9 @@ def test_odd_sizes_round_trip_exactly(restorer, rng, hw):
 def test_frame_beyond_the_bundle_max_shape_is_a_user_error(tmp_path):
     with Restorer.open(write_bundle(tmp_path, max_hw=(64, 96)), threads=1) as r:
         r(solid("rain", 64, 96))
-        with pytest.raises(UserError, match="max shape 64x96"):
+        with pytest.raises(UserError, match="max shape 64x96") as excinfo:
             r(solid("rain", 65, 40))
+        assert str(excinfo.value).endswith("a larger `edgerestore build --max HxW`")  # build's option name
 
 
 def test_deadline_fails_open_with_the_raw_frame(bundle_dir):

@@ -57,3 +57,24 @@ def test_run_demo_writes_side_by_side_video_contact_sheet_and_latency_summary(tm
     accuracy = {s["condition"]: s["router_accuracy"] for s in data["segments"]}
     assert accuracy == {"clean": 0.0, "rain": 1.0, "haze": 0.0, "raindrop": 0.0, "snow": 0.0}
     assert "| rain | 4 | rain 4 | 100% |" in lines[0]
+
+
+def test_demo_help_and_errors_name_only_options_demo_has(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from edgerestore.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "engines/uffn-tiny-onnxruntime-fp32" in help_text and "-int8, else" not in help_text
+    monkeypatch.chdir(tmp_path)  # no weights/ here
+    assert main(["demo", "--data-dir", str(tmp_path / "data")]) == 2
+    (tmp_path / "a_file").write_text("x")
+    assert main(["demo", "--out", "a_file/o"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("edgerestore demo: error: ") for line in err), err
+    assert "no weights for uffn-tiny" in err[0] and err[0].endswith("or pass --bundle DIR"), err
+    assert "--checkpoint" not in err[0]
+    assert err[1].endswith("cannot write a_file/o: a_file is not a folder; choose a writable --out"), err
+    assert not (tmp_path / "demo_out").exists()

@@ -253,3 +253,43 @@ def test_recorder_finalises_a_playable_file_and_abort_leaves_nothing(tmp_path):
 def test_mp4_recording_uses_a_codec_this_opencv_can_write():
     assert video.probe_fourcc(".mp4") in ("mp4v", "avc1")
     assert video.probe_fourcc(".avi") is not None
+
+
+def test_a_recording_that_fails_mid_run_ends_the_loop_with_the_error(tmp_path, monkeypatch):
+    import threading
+
+    write_now = video.VideoRecorder._write_now
+
+    def disk_full_after_two(self, image):
+        if self.frames >= 2:
+            raise OSError(28, "No space left on device")
+        write_now(self, image)
+
+    monkeypatch.setattr(video.VideoRecorder, "_write_now", disk_full_after_two)
+    clip = make_video(tmp_path / "clip.avi", 12)
+    grabber = video.FrameGrabber(video.open_source(source=str(clip)), drop_stale=False)
+    pipeline = video.RestorePipeline(grabber, FakeRestorer(latency_ms=20))
+    out = tmp_path / "rec.mp4"
+    summaries: list[video.PipelineSummary] = []
+    options = video.LoopOptions(headless=True, status_every=0, record=out)
+    loop = threading.Thread(target=lambda: summaries.append(video.run_loop(pipeline, options)), daemon=True)
+    loop.start()
+    loop.join(timeout=20)
+    assert not loop.is_alive(), "run_loop must end when the recording fails"
+    with pytest.raises(UserError, match=r"recording to .*rec.mp4 failed: No space left on device"):
+        pipeline.raise_error()
+    summary = summaries[0]
+    assert summary.recording is None and summary.frames_in == summary.frames_out + summary.dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
+def test_recorder_refuses_an_unwritable_or_non_folder_destination_up_front(tmp_path):
+    (tmp_path / "file.png").write_bytes(b"x")
+    with pytest.raises(UserError, match="file.png is not a folder"):
+        video.VideoRecorder(tmp_path / "file.png" / "x.mp4", 10)
+    if Path("/proc").is_dir():
+        with pytest.raises(UserError, match="cannot record to /proc/x.mp4: .*choose a writable folder"):
+            video.VideoRecorder(Path("/proc/x.mp4"), 10)
+    with pytest.raises(UserError, match="cannot write NOPE into .mp4"):
+        video.VideoRecorder(tmp_path / "x.mp4", 10, fourcc="NOPE")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.png"]

@@ -122,3 +122,59 @@ def test_missing_input_and_output_over_input_are_one_line_errors(tmp_path):
             and "Traceback" not in proc.stderr
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_out_or_report_is_a_one_line_error_before_any_work(tmp_path):
+    _inputs(tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "folder.json").mkdir()
+    cases = [
+        (["--out", "a_file/sub"], "cannot write a_file/sub: a_file is not a folder; choose a writable --out"),
+        (["--out", "a_file"], "cannot write a_file: it is not a folder; choose a writable --out"),
+        (
+            ["--out", "o", "--report", "folder.json"],
+            "cannot write folder.json: it is a folder; choose a writable --report",
+        ),
+    ]
+    if Path("/proc").is_dir():
+        cases += [
+            (["--out", "/proc/foo"], "cannot write /proc/foo: "),
+            (["--out", "o", "--report", "/proc/r.json"], "cannot write /proc/r.json: "),
+        ]
+    for args, message in cases:
+        proc = _restore(["in/a.png", *args], tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert lines == [f"edgerestore restore: error: {lines[0].partition('error: ')[2]}"], proc.stderr
+        assert message in lines[0], (args, proc.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_output_that_is_a_folder_fails_that_file_only_with_its_name(tmp_path):
+    _inputs(tmp_path)
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    (tmp_path / "out" / "clip.avi").mkdir()
+    proc = _restore(["in/a.png", "in/night/b.jpg", "in/clip.avi", "--out", "out"], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "out/a.png: it is a folder" in errors[0] and "out/clip.avi" in errors[1], errors
+    assert (tmp_path / "out" / "b.jpg").is_file()
+    names = [p.name for p in (tmp_path / "out").rglob("*")]
+    assert not [n for n in names if n.startswith(".") or "partial" in n], names
+
+
+def test_per_file_errors_name_the_file(tmp_path):
+    folder = _inputs(tmp_path)
+    cv2.imwrite(str(folder / "night" / "thin.png"), np.full((7, 1001, 3), 50, np.uint8))
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == [
+        "edgerestore restore: error: in/night/thin.png: frame of 7x1001 is too small; "
+        "both sides must be at least 8 pixels"
+    ], proc.stderr
+    report = {
+        Path(r["input"]).name: r for r in json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    }
+    assert report["thin.png"]["error"].startswith("in/night/thin.png: frame of 7x1001")

@@ -43,6 +43,12 @@ class FakeRestorer:
         self._lock = threading.Lock()
 
     def __call__(self, frame: np.ndarray) -> FakeResult:
+        if min(frame.shape[:2]) < 8:  # like the real Restorer's input check: the message names no file
+            from edgerestore.errors import UserError
+
+            raise UserError(
+                f"frame of {frame.shape[0]}x{frame.shape[1]} is too small; both sides must be at least 8 pixels"
+            )
         t0 = time.perf_counter()
         with self._lock:
             self.calls += 1
@@ -114,6 +120,22 @@ def fake_from_env() -> FakeRestorer:
     )
 
 
+def _fail_recordings_after(frames: int) -> None:
+    """Make every VideoRecorder fail like a full disk once it has written `frames` frames."""
+    import errno
+
+    from edgerestore.runtime.video import VideoRecorder
+
+    write_now = VideoRecorder._write_now
+
+    def failing(self, image):
+        if self.frames >= frames:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        write_now(self, image)
+
+    VideoRecorder._write_now = failing
+
+
 def main(argv: list[str]) -> int:
     """`edgerestore` with every verb's restorer replaced by a FakeRestorer."""
     import edgerestore.commands._bundle as bundle_args
@@ -131,6 +153,8 @@ def main(argv: list[str]) -> int:
             continue
         if hasattr(mod, "open_restorer"):
             mod.open_restorer = _open
+    if (fail_after := int(os.environ.get("FAKE_RECORD_FAIL_AFTER", "0"))) > 0:
+        _fail_recordings_after(fail_after)
     from edgerestore.cli import main as cli_main
 
     return cli_main(argv)

@@ -41,13 +41,16 @@ def default_bundle_dir(root: Path | None = None) -> Path:
     )
 
 
-def add_bundle_arguments(parser: argparse.ArgumentParser, *, force: bool = True) -> None:
+def add_bundle_arguments(
+    parser: argparse.ArgumentParser, *, force: bool = True, bundle_default: str | None = None
+) -> None:
+    """`bundle_default` describes what happens without --bundle (default: the first existing default
+    bundle, as `default_bundle_dir` picks it)."""
     group = parser.add_argument_group("model")
+    if bundle_default is None:
+        bundle_default = f"engines/{DEFAULT_PROFILE}-{DEFAULT_BACKEND}-int8, else -fp32, else -fp16"
     group.add_argument(
-        "--bundle",
-        type=Path,
-        default=None,
-        help=f"engine bundle folder (default: engines/{DEFAULT_PROFILE}-{DEFAULT_BACKEND}-int8, else -fp32)",
+        "--bundle", type=Path, default=None, help=f"engine bundle folder (default: {bundle_default})"
     )
     group.add_argument(
         "--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"), help="default: the bundle's"

@@ -17,7 +17,7 @@ from typing import Any
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
 from edgerestore.errors import UserError
-from edgerestore.files import write_text_atomic
+from edgerestore.files import check_writable, write_text_atomic
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -138,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     video.quiet_video_logs()
     if args.max_frames < 0:
         raise UserError("--max-frames must be ≥ 0")
+    if args.record is not None:
+        check_writable(args.record, "--record")
+    if args.summary_json is not None:
+        check_writable(args.summary_json, "--summary-json")
     source = video.open_source(
         device=args.device,
         source=args.source,

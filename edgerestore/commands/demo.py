@@ -23,7 +23,7 @@ import numpy as np
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
-from edgerestore.files import write_text_atomic
+from edgerestore.files import check_writable, write_text_atomic
 
 CLIP_VERSION = 2
 # Photos shipped inside scikit-image (no download), one per segment; outdoor scenes first.
@@ -394,18 +394,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )
-    add_bundle_arguments(parser, force=False)
+    add_bundle_arguments(
+        parser,
+        force=False,
+        bundle_default="engines/<--profile>-onnxruntime-<--precision>, i.e. engines/uffn-tiny-onnxruntime-fp32, "
+        "built from weights/<--profile>.pt when missing or stale",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from edgerestore.runtime.video import quiet_video_logs
 
     quiet_video_logs()
+    check_writable(args.out, "--out", folder=True)
     if args.bundle is None:
         # the embedded default: build (or reuse) the shipped model's ONNX Runtime bundle
         from edgerestore.pipeline import ensure_bundle
 
-        built = ensure_bundle(args.profile, args.precision, "onnxruntime", progress=True)
+        built = ensure_bundle(
+            args.profile,
+            args.precision,
+            "onnxruntime",
+            progress=True,
+            checkpoint_hint=" or pass --bundle DIR",
+        )
         if built.ran:
             print(built.summary)
         bundle = built.bundle

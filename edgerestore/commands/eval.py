@@ -57,9 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore import evaluation
     from edgerestore.data.pairs import find_sets
     from edgerestore.errors import UserError
+    from edgerestore.files import check_writable
 
     if not args.data and not args.real:
         raise UserError("nothing to evaluate: pass --data DIR (paired sets) and/or --real DIR (real images)")
+    if args.crop_border < 0:
+        raise UserError(f"--crop-border {args.crop_border} must be ≥ 0")
+    check_writable(args.out, "--out", folder=True)
     sets = []
     for value in args.data:
         condition, path = _parse_data(value)

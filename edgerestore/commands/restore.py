@@ -23,7 +23,7 @@ from typing import Any
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
 from edgerestore.commands._output import progress_bar
 from edgerestore.errors import UserError
-from edgerestore.files import write_text_atomic
+from edgerestore.files import check_writable, write_text_atomic
 
 
 @dataclass
@@ -171,17 +171,24 @@ def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: 
     from edgerestore.errors import SourceError
     from edgerestore.runtime.video import FOURCCS, CaptureSource, VideoRecorder
 
+    dst = job.dst if job.dst.suffix.lower() in FOURCCS else job.dst.with_suffix(".mp4")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
     source = CaptureSource(str(job.src), kind="file")
     source.open()
-    dst = job.dst if job.dst.suffix.lower() in FOURCCS else job.dst.with_suffix(".mp4")
-    dst.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(restorer, "reset"):
         restorer.reset()
     counts: Counter[str] = Counter()
     confidences: list[float] = []
     any_restored = False
     total_ms = 0.0
-    recorder = VideoRecorder(dst, source.fps or 25.0, fourcc=fourcc)
+    try:
+        recorder = VideoRecorder(dst, source.fps or 25.0, fourcc=fourcc)
+    except BaseException:
+        source.close()
+        raise
     written: Path | None = None
     try:
         while (raw := source.read()) is not None:
@@ -249,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     report_path = args.report if args.report is not None else args.out / "restore_report.json"
     if report_path.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--report {report_path}: use a .json or .csv file name")
+    check_writable(args.out, "--out", folder=True)
+    check_writable(report_path, "--report")
     from edgerestore.runtime.video import quiet_video_logs
 
     quiet_video_logs()
@@ -266,9 +275,10 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     reports.append(restore_video(job, restorer, args.side_by_side, args.fourcc, bar))
             except UserError as exc:
-                bar.write(f"edgerestore restore: error: {exc}", file=sys.stderr)
+                message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
+                bar.write(f"edgerestore restore: error: {message}", file=sys.stderr)
                 bar.update(1 if job.kind == "image" else 0)
-                reports.append(FileReport(str(job.src), None, job.kind, error=str(exc)))
+                reports.append(FileReport(str(job.src), None, job.kind, error=message))
             if reports[-1].condition:
                 bar.set_postfix_str(f"{job.src.name}: {reports[-1].condition}")
     finally:

@@ -55,8 +55,16 @@ def make_session_options(options: Mapping[str, Any] | None, threads: int | None 
         if key == "providers":
             continue
         if key == "config_entries":
-            for k, v in dict(value).items():
-                so.add_session_config_entry(str(k), str(v))
+            if not isinstance(value, Mapping):
+                raise BundleError(f"manifest session_options config_entries must be an object, got {value!r}")
+            for k, v in value.items():
+                try:
+                    so.add_session_config_entry(str(k), str(v))
+                except (TypeError, ValueError, RuntimeError):
+                    raise BundleError(
+                        f"manifest session_options config_entries {k!r}={v!r} is refused by onnxruntime "
+                        f"{ort.__version__}; fix or remove it"
+                    ) from None
             continue
         if not hasattr(so, key):
             raise BundleError(
@@ -69,7 +77,13 @@ def make_session_options(options: Mapping[str, Any] | None, threads: int | None 
             if not hasattr(enum, name):
                 raise BundleError(f"manifest session_options {key}={value!r} is not a valid {enum.__name__}")
             value = getattr(enum, name)
-        setattr(so, key, value)
+        try:
+            setattr(so, key, value)
+        except (TypeError, ValueError, RuntimeError):  # pybind11's message is a page of overloads
+            expected = type(getattr(so, key)).__name__
+            raise BundleError(
+                f"manifest session_options {key}={value!r} is not a valid {expected}; fix or remove it"
+            ) from None
     if "session.intra_op.allow_spinning" not in dict((options or {}).get("config_entries") or {}):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads is not None:

@@ -387,7 +387,7 @@ class Restorer:
             h, w = bgr.shape[:2]
             raise UserError(
                 f"frame of {h}x{w} exceeds the bundle's max shape {self.max_hw[0]}x{self.max_hw[1]} (HxW); "
-                "resize the frame or rebuild the bundle with a larger --max-shape"
+                "resize the frame or rebuild the bundle with a larger `edgerestore build --max HxW`"
             )
         thumb = None
         if self.model_graph is None and self.force is None:  # a forced frame skips the router (see _route)

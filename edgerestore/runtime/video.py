@@ -1101,8 +1101,15 @@ class VideoRecorder:
         suffix = self.path.suffix.lower()
         if suffix not in FOURCCS:
             raise UserError(f"cannot record to {self.path.name}: use one of {', '.join(FOURCCS)}")
-        if not self.path.parent.exists():
-            raise UserError(f"cannot record to {self.path}: folder {self.path.parent} does not exist")
+        if not self.path.parent.is_dir():
+            what = "is not a folder" if self.path.parent.exists() else "does not exist"
+            raise UserError(f"cannot record to {self.path}: {self.path.parent} {what}")
+        if self.path.is_dir():
+            raise UserError(f"cannot record to {self.path}: it is a folder; give a video file name")
+        if fourcc and probe_fourcc(suffix, (fourcc,)) is None:
+            raise UserError(
+                f"this OpenCV build cannot write {fourcc} into {suffix} video; choose another codec"
+            )
         self.fourcc = fourcc or probe_fourcc(suffix)
         if self.fourcc is None:
             raise UserError(f"this OpenCV build cannot write {suffix} video; record to .avi (MJPG) instead")
@@ -1116,6 +1123,13 @@ class VideoRecorder:
         self._tmp = (
             self.path.parent / f".{self.path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{suffix}"
         )
+        try:  # fail now, in one line, if the folder is not writable (not after the first processed frame)
+            open(self._tmp, "xb").close()
+            self._tmp.unlink()
+        except OSError as exc:
+            raise UserError(
+                f"cannot record to {self.path}: {exc.strerror or exc}; choose a writable folder"
+            ) from None
         self._queue: deque[np.ndarray | None] = deque()
         self._qcond = threading.Condition()
         self._capacity = queue_size
@@ -1124,10 +1138,18 @@ class VideoRecorder:
         self._thread = threading.Thread(target=self._run, name="edgerestore-recorder", daemon=True)
         self._thread.start()
 
+    @property
+    def error(self) -> UserError | None:
+        """Why the encoder thread stopped (a one-line `UserError`), or None."""
+        if self._error is None:
+            return None
+        detail = getattr(self._error, "strerror", None) or self._error
+        return UserError(f"recording to {self.path} failed: {detail}")
+
     def write(self, image: np.ndarray) -> None:
         """Queue a frame (waits if the encoder is `queue_size` frames behind, so nothing is lost)."""
-        if self._error is not None:
-            raise UserError(f"recording to {self.path} failed: {self._error}")
+        if (error := self.error) is not None:
+            raise error
         with self._qcond:
             while len(self._queue) >= self._capacity and self._thread.is_alive():
                 self._qcond.wait(0.1)
@@ -1145,9 +1167,11 @@ class VideoRecorder:
                 return
             try:
                 self._write_now(image)
-            except BaseException as exc:
+            except BaseException as exc:  # reported by the next write(), close() or `error`
                 self._error = exc
-                log.error("recording failed: %s", exc)
+                with self._qcond:
+                    self._queue.clear()
+                    self._qcond.notify_all()
                 return
 
     def _write_now(self, image: np.ndarray) -> None:
@@ -1166,7 +1190,8 @@ class VideoRecorder:
         self.frames += 1
 
     def close(self) -> Path | None:
-        """Flush, finalise the container and move it into place; returns the path (None if no frames)."""
+        """Flush, finalise the container and move it into place; returns the path (None if no frames).
+        If the encoder failed, deletes the temporary file and raises the failure as a `UserError`."""
         if self._closed:
             return self.path if self.path.exists() and self.frames else None
         self._closed = True
@@ -1176,6 +1201,10 @@ class VideoRecorder:
         self._thread.join()
         if self._writer is not None:
             self._writer.release()
+        if (error := self.error) is not None:
+            self.aborted = True
+            self._tmp.unlink(missing_ok=True)
+            raise error
         if self.frames and self._tmp.exists() and self._tmp.stat().st_size > 0:
             os.replace(self._tmp, self.path)
             return self.path
@@ -1366,7 +1395,8 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
             elif options.status_every and time.monotonic() - last_status >= options.status_every:
                 last_status = time.monotonic()
                 options.echo(status_line(pipeline.live_stats()))
-            if pipeline.done and (last is None or seen >= pipeline.frames_out):
+            # an error (e.g. a failed recording callback) can leave the last counted frame unpublished
+            if pipeline.done and (pipeline.error is not None or last is None or seen >= pipeline.frames_out):
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -1375,9 +1405,15 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
             try:
                 pipeline.stop()
             finally:
-                recorded = recorder.close() if recorder is not None else None
-                if window is not None:
-                    window.close()
+                try:
+                    recorded = recorder.close() if recorder is not None else None
+                except UserError as exc:  # the encoder failed: the run ends with that error
+                    recorded = None
+                    if pipeline.error is None:
+                        pipeline.error = exc
+                finally:
+                    if window is not None:
+                        window.close()
     summary = pipeline.summary()
     summary.interrupted = interrupted
     if recorder is not None:
