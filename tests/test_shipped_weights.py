@@ -54,6 +54,9 @@ def test_checkpoint_is_a_finished_run_and_its_log_ends_there(path: Path):
         # the branch ships at the resolution its stage trained it at (train --set branch_scales=...)
         trained_at = (branch["config"]["overrides"].get("branch_scales") or {}).get(name, 1.0)
         assert ckpt["config"].get("branch_scales", {}).get(name, 1.0) == trained_at, f"{name} branch scale"
+        # and with the decoder it trained (train --set branch_decoders=...)
+        decoder = (branch["config"]["overrides"].get("branch_decoders") or {}).get(name, "transposed")
+        assert ckpt["config"].get("branch_decoders", {}).get(name, "transposed") == decoder, f"{name} decoder"
 
     stage = ckpt.get("router_stage")
     if stage is None:
