@@ -80,7 +80,10 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Write uint8 BGR (or gray) atomically: encode to a temporary file beside `path`, then rename
     (`UserError` naming `path` if it cannot be written)."""
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error:  # OpenCV raises (not returns False) for an extension it has no encoder for
+        ok = False
     if not ok:
         raise UserError(f"cannot encode {path.name}: unsupported extension {path.suffix!r}; use .png or .jpg")
     write_bytes_atomic(path, encoded.tobytes())

@@ -247,3 +247,9 @@ def test_write_image_round_trips_and_leaves_no_temporary_files(tmp_path):
     path = write_image(tmp_path / "sub" / "x.png", img)
     assert (read_image(path) == img).all()
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]
+
+
+def test_write_image_with_an_extension_opencv_cannot_encode_is_one_user_error(tmp_path):
+    with pytest.raises(UserError, match="unsupported extension '.xyz'"):
+        write_image(tmp_path / "out.xyz", np.zeros((4, 4, 3), np.uint8))
+    assert not list(tmp_path.iterdir())  # nothing half-written
