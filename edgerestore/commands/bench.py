@@ -230,9 +230,11 @@ def _run_compare_backends(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from edgerestore import bench
     from edgerestore.errors import UserError
+    from edgerestore.files import check_writable
 
     if args.frames < 1 or args.warmup < 0:
         raise UserError("--frames must be >= 1 and --warmup >= 0")
+    check_writable(args.out, "--out", folder=True)  # before minutes of timing, not after
     if args.sweep:
         return _run_sweep(args)
     if args.compare_backends:

@@ -62,7 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerestore.files import check_writable
     from edgerestore.pipeline import ensure_bundle
+
+    check_writable(args.export_root, "--export-root", folder=True)
+    if args.out is not None:
+        check_writable(args.out, "--out", folder=True)
 
     result = ensure_bundle(
         args.profile,

@@ -50,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     from edgerestore.errors import UserError
     from edgerestore.export import export_model, result_table
+    from edgerestore.files import check_writable
     from edgerestore.models import zoo
+
+    check_writable(args.out, "--out", folder=True)
 
     if args.checkpoint is not None:
         model, meta = zoo.load_checkpoint(args.checkpoint)

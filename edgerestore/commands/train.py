@@ -81,6 +81,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from edgerestore.errors import UserError
+    from edgerestore.files import check_writable
     from edgerestore.models.zoo import get_profile
     from edgerestore.train.trainer import TrainConfig, ship_weights, train, train_branch, train_router
 
@@ -113,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.router_only and args.branch_only:
         raise UserError("--router-only and --branch-only are separate stages: give one")
+    check_writable(cfg.out, "--out")  # the checkpoint and its log, before any step is spent
+    if args.ship:
+        check_writable(args.ship, "--ship")
     if args.branch_only:
         metrics = train_branch(cfg, args.branch_only, progress=not args.quiet)
     else:
