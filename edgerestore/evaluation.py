@@ -10,6 +10,7 @@ Core code is numpy + OpenCV; torch and the runtime are imported only inside the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -198,7 +199,8 @@ def evaluate(
     enters the confusion matrix. With `clean_targets` and a restorer that names conditions, the paired sets'
     distinct targets (real clean photographs) are routed too, as set "clean/targets": how often a clean
     frame is left alone (not in the confusion matrix, whose images are all degraded). The first
-    `samples_per_set` images of each set are saved side by side under `out_dir/samples/` (if `out_dir`).
+    `samples_per_set` images of each set are saved side by side under `out_dir/samples/` (if `out_dir`), and
+    removed again if the run fails (a size mismatch found late, an unreadable image, Ctrl-C).
     `max_images` caps the images per set.
     """
     real_sets = [item for folder in real for item in _real_sets(folder)]
@@ -216,6 +218,10 @@ def evaluate(
     confusion = np.zeros((len(CONDITIONS), len(CONDITIONS)), dtype=np.int64)
     reports: list[SetReport] = []
     samples_dir = Path(out_dir) / "samples" if out_dir is not None else None
+    new_dirs = [
+        d for d in (samples_dir, Path(out_dir) if out_dir is not None else None) if d and not d.exists()
+    ]
+    written: list[Path] = []  # removed again if the run fails: no half set of samples without a report
     try:
         for kind, job in jobs:
             if kind == "paired":
@@ -276,7 +282,7 @@ def evaluate(
                         result.dcp = score(dehaze_dcp(degraded), target, crop_border).as_dict()
                 results.append(result)
                 if samples_dir is not None and i < samples_per_set:
-                    _save_sample(samples_dir, name, result, degraded, output, target)
+                    written.append(_save_sample(samples_dir, name, result, degraded, output, target))
                 if bar is not None:
                     bar.update(1)
             routed = [r for r in results if r.predicted is not None and r.expected is not None]
@@ -298,6 +304,13 @@ def evaluate(
                     images=results,
                 )
             )
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in new_dirs:  # samples/, then --out, if this run made them
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -306,7 +319,7 @@ def evaluate(
 
 def _save_sample(
     folder: Path, set_name: str, result: ImageResult, degraded: np.ndarray, output: np.ndarray, target
-) -> None:
+) -> Path:
     input_label = "input" + (f" {_db(result.input['psnr_rgb'])} dB" if result.input else "")
     output_label = "output"
     if result.predicted is not None:
@@ -319,7 +332,7 @@ def _save_sample(
     if target is not None:
         panels.append((target, "target"))
     safe = set_name.replace("/", "_")
-    write_image(folder / f"{safe}__{result.name}.png", side_by_side(panels))
+    return write_image(folder / f"{safe}__{result.name}.png", side_by_side(panels))
 
 
 def _table_row(cells: Iterable[object]) -> str:
@@ -412,6 +425,13 @@ def _markdown(report: EvalReport) -> str:
         for cond, row in zip(report.conditions, report.confusion):
             lines.append(_table_row([cond, *row]))
         lines.append("")
+    elif any(r.predicted in CONDITIONS for s in report.sets for r in s.images):
+        lines += [
+            "The restorer names conditions, but no degraded image has a known one (name the set's folder after "
+            f"a condition, e.g. rain_test, or pass --data rain=DIR; conditions: {', '.join(CONDITIONS)}): "
+            "no router confusion.",
+            "",
+        ]
     else:
         lines += ["The restorer names no condition (blind model): no router accuracy.", ""]
     return "\n".join(lines)
@@ -491,6 +511,7 @@ def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:
         if reset is not None:
             reset()
         result = restorer(frame)
-        return result.image, result.condition, None
+        # a blind bundle's "blind" is no condition: no router accuracy, no routed clean targets
+        return result.image, result.condition if result.condition in CONDITIONS else None, None
 
     return restore, f"bundle {Path(bundle).name}"

@@ -13,6 +13,10 @@ Conversion rules of `read_image` (the file is decoded with its stored bit depth 
 * gray + alpha (2 channels) and BGRA (4 channels): the alpha channel is dropped and the colour values are
   kept as stored (no compositing: a restoration model must see the pixels the camera saw).
 * anything else (unreadable, truncated, not an image, other depths): `UserError` naming the file.
+
+`read_image_as_stored` skips these conversions (uint8/uint16 gray, BGR or BGRA as stored) for outputs that keep
+the input's format (`edgerestore restore`); `write_image` refuses a layout its format cannot store (16-bit in
+.jpg, alpha in .jpg, gray in .webp …) in one line instead of converting it.
 """
 
 from __future__ import annotations
@@ -60,9 +64,8 @@ def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     raise UserError(f"{name}: unsupported channel count {channels}; expected 1, 2, 3 or 4")
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as uint8 BGR H×W×3 (rules in the module docstring); `UserError` if unreadable."""
-    path = Path(path)
+def _decode(path: Path) -> np.ndarray:
+    """The file decoded as stored (`cv2.IMREAD_UNCHANGED`); `UserError` if unreadable."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
@@ -73,13 +76,75 @@ def read_image(path: str | Path) -> np.ndarray:
             f"cannot read image {path}: empty, truncated or not an image OpenCV can decode "
             f"(supported: {', '.join(IMAGE_EXTENSIONS)})"
         )
-    return to_bgr_uint8(image, str(path))
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 BGR H×W×3 (rules in the module docstring); `UserError` if unreadable."""
+    path = Path(path)
+    return to_bgr_uint8(_decode(path), str(path))
+
+
+def read_image_as_stored(path: str | Path) -> np.ndarray:
+    """Read an image file with its stored bit depth and channels, for outputs that keep them (`restore`):
+    uint8 or uint16, H×W gray, H×W×3 BGR or H×W×4 BGRA (OpenCV decodes gray + alpha as BGRA). Anything
+    else (float, other channel counts) or an unreadable file: `UserError` naming the file."""
+    path = Path(path)
+    image = _decode(path)
+    if image.dtype not in (np.uint8, np.uint16):
+        raise UserError(
+            f"cannot restore {path}: {image.dtype} pixels are not supported; convert it to 8- or 16-bit"
+        )
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim != 2 and not (image.ndim == 3 and image.shape[2] in (3, 4)):
+        raise UserError(
+            f"cannot restore {path}: {image.shape[2] if image.ndim == 3 else image.ndim} channels are not "
+            "supported; expected gray, BGR or BGRA"
+        )
+    return image
+
+
+#: What each written format stores exactly: (pixel types, channel counts). OpenCV converts anything else
+#: silently (16-bit to 8-bit, alpha dropped, gray to BGR), so `check_storable` refuses it instead.
+_STORES: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {
+    ".png": (("uint8", "uint16"), (1, 3, 4)),
+    ".tif": (("uint8", "uint16"), (1, 3, 4)),
+    ".tiff": (("uint8", "uint16"), (1, 3, 4)),
+    ".jpg": (("uint8",), (1, 3)),
+    ".jpeg": (("uint8",), (1, 3)),
+    ".bmp": (("uint8",), (1, 3, 4)),
+    ".webp": (("uint8",), (3, 4)),
+}
+
+
+def describe_layout(image: np.ndarray) -> str:
+    """E.g. "16-bit gray", "8-bit BGRA"."""
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    bits = image.dtype.itemsize * 8
+    return f"{bits}-bit {({1: 'gray', 3: 'BGR', 4: 'BGRA'}).get(channels, f'{channels}-channel')}"
+
+
+def check_storable(path: str | Path, image: np.ndarray, hint: str = "use {fits}") -> None:
+    """`UserError` unless `path`'s format stores `image`'s bit depth and channels as they are (`hint` ends
+    the message; `{fits}` in it becomes the formats that would)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _STORES:
+        return  # write_image refuses an extension it has no encoder for
+    dtypes, channel_counts = _STORES[suffix]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if image.dtype.name not in dtypes or channels not in channel_counts:
+        fits = [e for e, (d, c) in _STORES.items() if image.dtype.name in d and channels in c][:2]
+        end = f"; {hint.format(fits=' or '.join(fits))}" if fits else ""
+        raise UserError(f"cannot write {path}: {suffix} cannot store {describe_layout(image)} pixels{end}")
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write uint8 BGR (or gray) atomically: encode to a temporary file beside `path`, then rename
+    """Write uint8 BGR (or gray; uint16 and BGRA where the format stores them, see `check_storable`) atomically: encode to a temporary file beside `path`, then rename
     (`UserError` naming `path` if it cannot be written)."""
     path = Path(path)
+    check_storable(path, image)
     try:
         ok, encoded = cv2.imencode(path.suffix or ".png", image)
     except cv2.error:  # OpenCV raises (not returns False) for an extension it has no encoder for

@@ -98,6 +98,43 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
     assert summary["frames_in"] == summary["frames_out"] + summary["dropped"] == 25
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--deadline-ms", "-5"], "--deadline-ms -5 must be > 0"),
+        (["--deadline-ms", "0"], "--deadline-ms 0 must be > 0"),
+        (["--fps", "-1"], "--fps -1 must be ≥ 0"),
+        (["--reconnect-delay", "-1"], "--reconnect-delay -1 must be > 0 seconds"),
+        (["--reconnect-attempts", "-2"], "--reconnect-attempts -2 must be ≥ 0"),
+    ],
+)
+def test_out_of_range_options_are_one_line_errors_before_the_run(tmp_path, capsys, option, message):
+    from edgerestore.cli import main
+
+    make_video(tmp_path / "clip.avi", 3)
+    assert main(["camera", "--source", str(tmp_path / "clip.avi"), "--headless", *option]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgerestore camera: error: "), captured.err
+    assert message in lines[0] and "frames" not in captured.out, captured.err
+
+
+def test_a_too_small_image_in_a_folder_is_skipped_with_one_warning_line(tmp_path):
+    import cv2
+
+    (tmp_path / "in").mkdir()
+    for name, shape in (("1.png", (20, 24, 3)), ("2.png", (5, 40, 3)), ("3.png", (24, 20, 3))):
+        cv2.imwrite(str(tmp_path / "in" / name), np.full(shape, 90, np.uint8))
+    proc = _camera(["--source", "in", "--headless", "--no-drop", "--quiet"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 in, 2 processed, 0 dropped" in proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        "edgerestore camera: skipping in/2.png: 5x40 is too small; both sides must be at least 16 pixels"
+    ], proc.stderr
+    proc = _camera(["--source", "in", "--headless", "--no-drop", "--quiet", "--resize", "32x32"], tmp_path)
+    assert proc.returncode == 0 and "3 in, 3 processed" in proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize("record", ["/proc/x.mp4", "in/good.png/x.mp4", "out.mp4"])
 def test_unwritable_record_path_is_a_one_line_error_before_the_run(tmp_path, record):
     make_video(tmp_path / "clip.avi", 5)

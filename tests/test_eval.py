@@ -114,6 +114,30 @@ def test_clean_targets_are_routed_once_each_and_reported_apart(data):
     assert [s.kind for s in blind.sets] == ["paired", "paired"]  # nothing to route: no clean check
 
 
+def test_a_routed_restorer_on_sets_of_unknown_condition_is_not_called_blind(data, tmp_path):
+    import shutil
+
+    shutil.copytree(data / "dev" / "rain_small", tmp_path / "evo2")
+    report = evaluate(lambda f: (f, "rain", None), find_sets(tmp_path / "evo2"), progress=False)
+    assert report.sets[0].condition is None and sum(map(sum, report.confusion)) == 0
+    text = report.to_markdown()
+    assert "blind model" not in text
+    assert "The restorer names conditions, but no degraded image has a known one" in text
+    blind = evaluate(identity_restorer, find_sets(tmp_path / "evo2"), progress=False).to_markdown()
+    assert "The restorer names no condition (blind model): no router accuracy." in blind
+
+
+def test_a_blind_bundle_names_no_condition(data, tmp_path):
+    from edgerestore.evaluation import bundle_restorer
+    from edgerestore.runtime.synthetic import write_bundle
+
+    restore, _ = bundle_restorer(write_bundle(tmp_path / "cmudrn", family="cmudrn"))
+    report = evaluate(restore, find_sets(data / "dev"), real=[data / "real"], progress=False)
+    assert [s.name for s in report.sets] == ["rain_small", "sots_small", "real/haze", "real/snow"]
+    assert all(r.predicted is None for s in report.sets for r in s.images)
+    assert all(s.router_accuracy is None for s in report.sets)
+
+
 def test_dcp_baseline_is_scored_on_haze_sets_only(data):
     report = evaluate(identity_restorer, find_sets(data / "dev"), progress=False)
     by_name = {s.name: s for s in report.sets}
@@ -171,6 +195,17 @@ def test_eval_command_user_errors_are_one_line(data, tmp_path, capsys):
     assert main(["eval", "--baseline", "identity", "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("edgerestore eval: error:") for line in err)
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_eval_max_images_below_one_is_a_one_line_error(data, tmp_path, capsys, n):
+    code = main(["eval", "--baseline", "identity", "--data", str(data / "dev"), "--max-images", n,
+                 "--out", str(tmp_path / "o"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"edgerestore eval: error: --max-images {n} must be ≥ 1 (leave it out to evaluate every image)"
+    ]
+    assert not (tmp_path / "o").exists()
 
 
 def test_eval_command_condition_prefix_overrides_the_guess(data, tmp_path):
@@ -258,6 +293,18 @@ def test_eval_size_mismatch_names_both_files_with_their_folders(data, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(data / "dev" / "rain_small" / "input" / "1.png") in err[0], err
     assert f"its target {target} is 70×50" in err[0], err
+    assert not (tmp_path / "o").exists(), "the sample of 0.png, written before 1.png failed, is removed"
+
+
+def test_eval_failing_late_removes_only_the_samples_it_wrote(data, tmp_path, capsys):
+    out = tmp_path / "o"
+    (out / "samples").mkdir(parents=True)
+    (out / "samples" / "old.png").write_bytes(b"from an earlier run")
+    (data / "dev" / "sots_small" / "target" / "1.png").write_bytes(b"not a png")
+    code = main(["eval", "--baseline", "identity", "--data", str(data / "dev"), "--out", str(out), "--quiet"])
+    assert code == 2
+    assert "sots_small/target/1.png" in capsys.readouterr().err
+    assert sorted(p.name for p in out.rglob("*")) == ["old.png", "samples"]
 
 
 def test_restorer_user_errors_name_the_image(data):

@@ -78,3 +78,45 @@ def test_demo_help_and_errors_name_only_options_demo_has(tmp_path, monkeypatch, 
     assert "--checkpoint" not in err[0]
     assert err[1].endswith("cannot write a_file/o: a_file is not a folder; choose a writable --out"), err
     assert not (tmp_path / "demo_out").exists()
+
+
+def test_a_short_run_samples_the_frames_it_processed_and_a_failure_leaves_no_outputs(tmp_path, monkeypatch):
+    import pytest
+
+    import edgerestore.commands.demo as demo
+    from edgerestore.errors import UserError
+
+    clip = _clip(tmp_path)
+    lines: list[str] = []
+    report = run_demo(
+        None,
+        tmp_path / "out",
+        clip=clip,
+        restorer=FakeRestorer(),
+        max_frames=5,
+        echo=lines.append,
+        progress=False,
+    )
+    assert count_video_frames(Path(report.video)) == 5
+    row_height = round(64 * 320 / 96)
+    assert cv2.imread(report.contact_sheet).shape == (2 * row_height, 640, 3), "clean (4 frames) and rain (1)"
+    data = json.loads(Path(report.summary_json).read_text())
+    assert [(s["condition"], s["frames"]) for s in data["segments"]] == [("clean", 4), ("rain", 1)]
+
+    def failing_sheet(segments):
+        raise UserError("the sheet failed")
+
+    monkeypatch.setattr(demo, "contact_sheet", failing_sheet)
+    with pytest.raises(UserError, match="the sheet failed"):
+        run_demo(None, tmp_path / "failed", clip=clip, restorer=FakeRestorer(), max_frames=5, progress=False)
+    assert not [p.name for p in (tmp_path / "failed").iterdir()], "no video without its sheet and summary"
+
+
+def test_negative_max_frames_is_refused_in_one_line(tmp_path, capsys):
+    from edgerestore.cli import main
+
+    assert main(["demo", "--max-frames", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "edgerestore demo: error: --max-frames must be ≥ 0"
+    ]
+    assert not (tmp_path / "o").exists()

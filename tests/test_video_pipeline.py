@@ -237,6 +237,26 @@ def test_image_folder_and_glob_sources_read_in_natural_order(tmp_path):
         assert all(f.shape == (20, 24, 3) for f in frames)
 
 
+def test_image_folder_skips_too_small_images_with_a_warning_like_unreadable_ones(tmp_path, caplog):
+    cv2.imwrite(str(tmp_path / "1.png"), np.full((20, 24, 3), 10, np.uint8))
+    cv2.imwrite(str(tmp_path / "2.png"), np.full((15, 300, 3), 20, np.uint8))
+    (tmp_path / "3.png").write_bytes(b"x")
+    cv2.imwrite(str(tmp_path / "4.png"), np.full((16, 16, 3), 40, np.uint8))
+    src = video.open_source(source=str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="edgerestore"):
+        frames = []
+        while (f := src.read()) is not None:
+            frames.append(f)
+    assert [int(f[0, 0, 0]) for f in frames] == [10, 40]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings), warnings
+    assert (
+        warnings[0]
+        == f"skipping {tmp_path / '2.png'}: 15x300 is too small; both sides must be at least 16 pixels"
+    )
+    assert warnings[1].startswith(f"skipping cannot read image {tmp_path / '3.png'}")
+
+
 def test_recorder_finalises_a_playable_file_and_abort_leaves_nothing(tmp_path):
     out = tmp_path / "rec.mp4"
     with video.VideoRecorder(out, 10) as rec:

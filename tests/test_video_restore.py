@@ -178,3 +178,61 @@ def test_per_file_errors_name_the_file(tmp_path):
         Path(r["input"]).name: r for r in json.loads((tmp_path / "out" / "restore_report.json").read_text())
     }
     assert report["thin.png"]["error"].startswith("in/night/thin.png: frame of 7x1001")
+
+
+def _synthetic_bundle(root: Path, family: str = "uffn") -> Path:
+    from edgerestore.runtime.synthetic import write_bundle
+
+    return write_bundle(root / f"bundle-{family}", family=family)
+
+
+def test_images_keep_bit_depth_channels_and_alpha_or_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    from edgerestore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    bundle = _synthetic_bundle(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    alpha = np.arange(24 * 30, dtype=np.uint8).reshape(24, 30)
+    inputs = {
+        "gray16.png": np.full((24, 30), 40000, np.uint16),
+        "gray8.png": np.full((24, 30), 100, np.uint8),
+        "bgra.png": np.dstack([np.full((24, 30, 3), 100, np.uint8), alpha]),
+        "bgra16.tif": np.dstack([np.full((24, 30, 3), 30000, np.uint16), alpha.astype(np.uint16) * 257]),
+    }
+    for name, image in inputs.items():
+        assert cv2.imwrite(str(folder / name), image)
+    ok, deep = cv2.imencode(".png", np.full((24, 30, 3), 40000, np.uint16))  # 16-bit content named .jpg
+    (folder / "deep.jpg").write_bytes(deep.tobytes())
+    rc = main(["restore", "in", "--out", "out", "--bundle", str(bundle), "--force", "rain", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert errors == [
+        "edgerestore restore: error: in/deep.jpg: cannot write out/deep.jpg: .jpg cannot store 16-bit BGR "
+        "pixels; the output keeps the input's name, so save the input as .png or .tif"
+    ], err
+    assert not (tmp_path / "out" / "deep.jpg").exists()
+    for name, image in inputs.items():
+        out = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+        assert out.dtype == image.dtype and out.shape == image.shape, name
+        assert not np.array_equal(out, image), f"{name} was not restored"
+        if image.ndim == 3 and image.shape[2] == 4:
+            np.testing.assert_array_equal(out[:, :, 3], image[:, :, 3])  # alpha passes through
+        if image.dtype == np.uint16:
+            assert not ((out[:, :, :3] if out.ndim == 3 else out) % 257).any(), name  # 8-bit inference x257
+
+
+def test_force_with_a_blind_bundle_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    from edgerestore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    bundle = _synthetic_bundle(tmp_path, "cmudrn")
+    _inputs(tmp_path)
+    assert main(["restore", "in/a.png", "--out", "out", "--bundle", str(bundle), "--force", "rain"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"edgerestore restore: error: --force rain: bundle {bundle} is a blind CMUDRN model with no router "
+        "or branches to force; leave out --force"
+    ]
+    assert not (tmp_path / "out").exists()
+    assert main(["restore", "in/a.png", "--out", "out", "--bundle", str(bundle), "--quiet"]) == 0

@@ -76,6 +76,13 @@ def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> A
     from edgerestore.runtime.restorer import Restorer
 
     force = getattr(args, "force", None)
-    return Restorer.open(
+    restorer = Restorer.open(
         bundle, backend=args.backend, threads=args.threads, video=video, force=force, **options
     )
+    if force is not None and restorer.family != "uffn":
+        restorer.close()
+        raise UserError(
+            f"--force {force}: bundle {bundle} is a blind {restorer.family.upper()} model with no router "
+            "or branches to force; leave out --force"
+        )
+    return restorer

@@ -138,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
     video.quiet_video_logs()
     if args.max_frames < 0:
         raise UserError("--max-frames must be ≥ 0")
+    if args.deadline_ms is not None and not args.deadline_ms > 0:
+        raise UserError(
+            f"--deadline-ms {args.deadline_ms:g} must be > 0 (every frame would pass through raw)"
+        )
+    if args.fps is not None and not args.fps >= 0:
+        raise UserError(f"--fps {args.fps:g} must be ≥ 0 (0: as fast as decoded)")
+    if not args.reconnect_delay > 0:
+        raise UserError(f"--reconnect-delay {args.reconnect_delay:g} must be > 0 seconds")
+    if args.reconnect_attempts is not None and args.reconnect_attempts < 0:
+        raise UserError(f"--reconnect-attempts {args.reconnect_attempts} must be ≥ 0")
     if args.record is not None:
         check_writable(args.record, "--record")
     if args.summary_json is not None:
@@ -151,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         fourcc=args.capture_fourcc,
     )
     try:
+        if args.resize is not None and isinstance(source, video.ImageSequenceSource):
+            source.min_side = 0  # every image is resized to --resize (≥ 16 px) before the model
         headless = args.headless
         if not headless:
             ok, why = video.display_available()

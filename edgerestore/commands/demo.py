@@ -10,6 +10,7 @@ Imports no torch (the clip needs numpy/OpenCV; scikit-image's bundled photos are
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -281,6 +282,14 @@ def contact_sheet(segments: list[SegmentResult], width: int = 320) -> np.ndarray
     return cv2.vconcat(rows)
 
 
+def _discard(paths: list[str | None]) -> None:
+    """Remove what a failed run wrote: no half set of outputs (a video without its sheet and summary)."""
+    for path in paths:
+        if path:
+            with contextlib.suppress(OSError):
+                Path(path).unlink(missing_ok=True)
+
+
 def run_demo(
     bundle_dir: str | Path | None,
     out_dir: str | Path,
@@ -312,17 +321,21 @@ def run_demo(
         restorer = Restorer.open(bundle_dir, video=True, **restorer_options)
     segments = [SegmentResult(c, 0, {}, 0.0) for c, _, _ in clip.segments]
     where = [k for k, (_, a, b) in enumerate(clip.segments) for _ in range(a, b)]
-    middles = {(a + b) // 2 for _, a, b in clip.segments}
+    middles = [(a + b) // 2 for _, a, b in clip.segments]
+    sampled: dict[int, int] = {}  # segment -> frame index of its sample
 
     def collect(result: video.FrameResult) -> None:
         i = result.frame.index
         if i >= len(where):
             return
-        seg = segments[where[i]]
+        k = where[i]
+        seg = segments[k]
         seg.frames += 1
         found = result.condition or "?"
         seg.detected[found] = seg.detected.get(found, 0) + 1
-        if i in middles:
+        # the sample: the processed frame nearest the segment's middle (a short run may not reach it)
+        if k not in sampled or abs(i - middles[k]) < abs(sampled[k] - middles[k]):
+            sampled[k] = i
             seg.sample_raw, seg.sample_restored = result.frame.image, result.image
             seg.sample_detected, seg.sample_confidence = found, result.confidence
 
@@ -350,19 +363,30 @@ def run_demo(
         finally:
             if bar is not None:
                 bar.close()
-        pipeline.raise_error()
+        written = [summary.recording]
+        try:
+            pipeline.raise_error()
+        except BaseException:
+            _discard(written)
+            raise
         if summary.interrupted:
             raise KeyboardInterrupt
     finally:
         if own and hasattr(restorer, "close"):
             restorer.close()
+    segments = [seg for seg in segments if seg.frames]  # a short run (--max-frames) reaches only the first
     for seg in segments:
-        seg.router_accuracy = seg.detected.get(seg.condition, 0) / seg.frames if seg.frames else float("nan")
-    sheet_path = write_image(out_dir / "demo_contact_sheet.png", contact_sheet(segments))
-    seg_rows = [{k: v for k, v in asdict(s).items() if not k.startswith("sample_")} for s in segments]
+        seg.router_accuracy = seg.detected.get(seg.condition, 0) / seg.frames
     summary_path = out_dir / "demo_latency.json"
-    payload = {"clip": str(clip.path), "summary": summary.as_dict(), "segments": seg_rows}
-    write_text_atomic(summary_path, json.dumps(payload, indent=2) + "\n")
+    try:
+        sheet_path = write_image(out_dir / "demo_contact_sheet.png", contact_sheet(segments))
+        written.append(str(sheet_path))
+        seg_rows = [{k: v for k, v in asdict(s).items() if not k.startswith("sample_")} for s in segments]
+        payload = {"clip": str(clip.path), "summary": summary.as_dict(), "segments": seg_rows}
+        write_text_atomic(summary_path, json.dumps(payload, indent=2) + "\n")
+    except BaseException:
+        _discard(written)
+        raise
     report = DemoReport(
         str(clip.path), summary.recording, str(sheet_path), str(summary_path), summary.as_dict(), seg_rows
     )
@@ -406,6 +430,8 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.runtime.video import quiet_video_logs
 
     quiet_video_logs()
+    if args.max_frames < 0:
+        raise UserError("--max-frames must be ≥ 0")
     check_writable(args.out, "--out", folder=True)
     if args.bundle is None:
         # the embedded default: build (or reuse) the shipped model's ONNX Runtime bundle

@@ -1,5 +1,7 @@
 """`edgerestore restore`: images, folders and videos in, restored files out under `--out` with the same
 names (folders keep their sub-folders), a progress bar, and a report of the condition found per file.
+Images keep their bit depth and channels (16-bit, gray, alpha passed through); a layout the output format
+cannot store is refused for that file. Videos are 8-bit BGR.
 
 Every output is written under a temporary name and renamed when complete, so an error or Ctrl-C never
 leaves half a file. A file that cannot be read is reported in one line and skipped; the exit status is then
@@ -64,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, metavar="DIR", help="output folder (same file names as the inputs)"
     )
     parser.add_argument(
-        "--side-by-side", action="store_true", help="write raw | restored instead of the restored image"
+        "--side-by-side",
+        action="store_true",
+        help="write raw | restored (8-bit BGR) instead of the restored image",
     )
     parser.add_argument(
         "--report",
@@ -133,11 +137,15 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
 
 
 def _result_view(raw: Any, result: Any, side: bool) -> Any:
+    from edgerestore.imageio import to_bgr_uint8
     from edgerestore.runtime.video import side_by_side
 
     if not side:
         return result.image
-    return side_by_side(raw, result.image, ("raw", f"restored: {result.condition}"))
+    # a comparison picture: 8-bit BGR, whatever the input's depth and channels
+    return side_by_side(
+        to_bgr_uint8(raw), to_bgr_uint8(result.image), ("raw", f"restored: {result.condition}")
+    )
 
 
 def _finite(x: Any) -> float | None:
@@ -145,9 +153,12 @@ def _finite(x: Any) -> float | None:
 
 
 def restore_image(job: Job, restorer: Any, side: bool) -> FileReport:
-    from edgerestore.imageio import read_image, write_image
+    from edgerestore.imageio import check_storable, read_image_as_stored, write_image
 
-    raw = read_image(job.src)
+    raw = read_image_as_stored(job.src)  # restored with the input's bit depth and channels (alpha kept)
+    if not side:
+        # before the work: refuse what the output format would convert
+        check_storable(job.dst, raw, "the output keeps the input's name, so save the input as {fits}")
     if hasattr(restorer, "reset"):
         restorer.reset()
     t0 = time.perf_counter()

@@ -207,15 +207,24 @@ def _natural_key(path: Path) -> list[Any]:
 
 class ImageSequenceSource(FrameSource):
     """Still images from a folder or a glob, in natural order (frame2 before frame10), read with
-    `edgerestore.imageio.read_image`. An unreadable image is skipped with a warning."""
+    `edgerestore.imageio.read_image`. An unreadable image, or one with a side under `min_side` (default: the
+    smallest frame the `Restorer` takes; 0 when frames are resized before the model), is skipped with a
+    warning."""
 
     live = False
 
-    def __init__(self, paths: Sequence[Path], *, name: str, fps: float = 0.0) -> None:
+    def __init__(
+        self, paths: Sequence[Path], *, name: str, fps: float = 0.0, min_side: int | None = None
+    ) -> None:
         if not paths:
             raise SourceError(f"{name}: no images found (extensions: .png .jpg .jpeg .tif .tiff .bmp .webp)")
+        if min_side is None:
+            from edgerestore.runtime.restorer import MIN_SIDE
+
+            min_side = MIN_SIDE
         self.paths = list(paths)
         self.name = name
+        self.min_side = min_side
         self._fps = fps
         self._pos = 0
 
@@ -229,9 +238,20 @@ class ImageSequenceSource(FrameSource):
             path = self.paths[self._pos]
             self._pos += 1
             try:
-                return read_image(path)
+                image = read_image(path)
             except UserError as exc:
                 log.warning("skipping %s", exc)
+                continue
+            if min(image.shape[:2]) < self.min_side:
+                log.warning(
+                    "skipping %s: %dx%d is too small; both sides must be at least %d pixels",
+                    path,
+                    image.shape[0],
+                    image.shape[1],
+                    self.min_side,
+                )
+                continue
+            return image
         return None
 
     @property
