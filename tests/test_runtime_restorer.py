@@ -267,3 +267,17 @@ def test_forced_frames_skip_the_thumbnail_and_a_late_unforce_still_routes(restor
     restorer.force = None  # options may change between submit() and inference
     result = restorer._infer(prep)
     assert result.condition == "snow" and "forced" not in result.flags
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"deadline_ms": -5}, "deadline_ms=-5"),
+        ({"deadline_ms": 0}, "deadline_ms=0"),
+        ({"route_every": 0}, "route_every=0"),
+    ],
+)
+def test_out_of_range_options_are_one_line_user_errors(bundle_dir, options, message):
+    with pytest.raises(UserError, match=message) as exc:
+        Restorer.open(bundle_dir, threads=1, **options)
+    assert "\n" not in str(exc.value)

@@ -257,6 +257,12 @@ class Restorer:
         deadline_ms: float | None = None,
         loops: int | None = None,
     ) -> None:
+        if deadline_ms is not None and not deadline_ms > 0:
+            raise UserError(f"deadline_ms={deadline_ms!r}: give a positive number of milliseconds (or None)")
+        if int(route_every) < 1:
+            raise UserError(
+                f"route_every={route_every!r}: route at least every frame (1) or every n-th frame"
+            )
         m = bundle.manifest
         self.bundle = bundle
         self.backend = backend
