@@ -43,6 +43,7 @@ from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedR
 #: "transposed": the paper's transposed-conv decoder (4×4, stride 2) + norm + ReLU + a full-resolution 3×3 conv to
 #: RGB; "subpixel": 3×3 conv (C → 2C) + norm + ReLU + 1×1 conv to 3·2² channels at half resolution + pixel shuffle
 DECODERS = ("transposed", "subpixel")
+DEFAULT_DECODER = DECODERS[0]  # a branch missing from `UFFNConfig.branch_decoders` has the paper's
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class UFFNConfig:
     norm: str = "batch"
     #: resolution (0 < s <= 1) a condition's branch runs at; missing conditions run at full resolution
     branch_scales: dict[str, float] = field(default_factory=dict)
-    #: decoder of a condition's branch, one of DECODERS; missing conditions have the paper's "transposed"
+    #: decoder of a condition's branch, one of DECODERS; missing conditions have DEFAULT_DECODER
     branch_decoders: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -137,7 +138,7 @@ def make_decoder(kind: str, channels: int, norm: str) -> nn.Sequential:
 class MultiGatedBranch(nn.Module):
     """Restores one condition from the experts' features: gate → 2 SDRB groups → gate → decoder → + input."""
 
-    def __init__(self, config: UFFNConfig, decoder: str = "transposed") -> None:
+    def __init__(self, config: UFFNConfig, decoder: str = DEFAULT_DECODER) -> None:
         super().__init__()
         c = config.width
         self.experts = config.experts
@@ -231,7 +232,7 @@ class UFFN(nn.Module):
 
     def branch_decoder(self, name: str) -> str:
         """The decoder kind of branch `name` (see `DECODERS`)."""
-        return str(self.config.branch_decoders.get(name, "transposed"))
+        return str(self.config.branch_decoders.get(name, DEFAULT_DECODER))
 
     def branch_scale(self, name: str) -> float:
         """The resolution branch `name` runs at (1.0: full)."""

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.models import zoo
-from edgerestore.models.uffn import UFFN
+from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
@@ -616,20 +616,16 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     if name not in model.branches:
         raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
-    recorded = payload.get("config", {}).get("branch_decoders") or {}
-    changes = {
-        b: recorded.get(b, "transposed")
-        for b in model.branches
-        if recorded.get(b, "transposed") != model.branch_decoder(b)
-    }
-    others = sorted(set(changes) - {name})
+    saved = payload.get("config", {}).get("branch_decoders") or {}
+    was = {b: saved.get(b, DEFAULT_DECODER) for b in model.branches}  # the checkpoint's decoders
+    changed = sorted(b for b in model.branches if was[b] != model.branch_decoder(b))
+    others = [b for b in changed if b != name]
     if others:
         raise UserError(
             f"--branch-only {name}: only the {name} branch's decoder may change; the {others[0]} branch's would "
-            f"change from {changes[others[0]]} to {model.branch_decoder(others[0])}"
+            f"change from {was[others[0]]} to {model.branch_decoder(others[0])}"
         )
-    was = recorded.get(name, "transposed")
-    state, fresh = payload["model"], name in changes
+    state, fresh = payload["model"], name in changed
     if fresh:  # --set branch_decoders=…: this branch's decoder starts afresh, everything else is loaded
         prefix = f"branches.{name}.decoder."
         state = {k: v for k, v in state.items() if not k.startswith(prefix)}
@@ -646,7 +642,7 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         )
     if fresh:
         print(
-            f"the {name} branch's decoder: {was} -> {model.branch_decoder(name)} (new weights)",
+            f"the {name} branch's decoder: {was[name]} -> {model.branch_decoder(name)} (new weights)",
             file=sys.stderr,
         )
     branch = model.branch(name)
