@@ -29,7 +29,7 @@ from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, router_thumbnail, write_image
-from edgerestore.metrics import score, wilson_interval
+from edgerestore.metrics import SSIM_WINDOW, score, wilson_interval
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
 
@@ -270,10 +270,10 @@ def evaluate(
                             f"{target_path} is {target.shape[1]}×{target.shape[0]}; pairs must match in size"
                         )
                     h, w = (side - 2 * crop_border for side in degraded.shape[:2])
-                    if min(h, w) < 11:
+                    if min(h, w) < SSIM_WINDOW:  # checked here too, to name the file and the option
                         raise UserError(
                             f"{input_path}: {degraded.shape[1]}×{degraded.shape[0]} is {max(w, 0)}×{max(h, 0)} "
-                            f"after cropping {crop_border} px per edge; SSIM needs at least 11×11 "
+                            f"after cropping {crop_border} px per edge; SSIM needs at least {SSIM_WINDOW}×{SSIM_WINDOW} "
                             "(use a smaller --crop-border)"
                         )
                     result.input = score(degraded, target, crop_border).as_dict()

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+#: side of SSIM's Gaussian window: images (after cropping) must be at least this large
+SSIM_WINDOW = 11
 _C1 = (0.01 * 255) ** 2
 _C2 = (0.03 * 255) ** 2
 
@@ -68,7 +70,7 @@ def calculate_psnr(
 
 
 def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
-    kernel = cv2.getGaussianKernel(11, 1.5)
+    kernel = cv2.getGaussianKernel(SSIM_WINDOW, 1.5)
     window = kernel @ kernel.T
 
     def filt(x: np.ndarray) -> np.ndarray:
@@ -90,8 +92,10 @@ def calculate_ssim(
 ) -> float:
     """SSIM (BasicSR convention): per-channel Gaussian SSIM on the valid region, averaged; 1.0 if identical."""
     a, b = _prepare(img, img2, crop_border, test_y_channel)
-    if a.shape[0] < 11 or a.shape[1] < 11:
-        raise ValueError(f"SSIM needs images of at least 11×11 after cropping, got {a.shape[:2]}")
+    if min(a.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW}×{SSIM_WINDOW} after cropping, got {a.shape[:2]}"
+        )
     return float(np.mean([_ssim_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
 
