@@ -190,3 +190,17 @@ def test_sweep_writes_a_heatmap_png_and_a_csv_at_tiny_sizes(tmp_path):
     assert [(int(r["size"]), int(r["loops"])) for r in rows] == [(16, 1), (20, 1), (16, 2), (20, 2)]
     assert all(float(r["model_p50_ms"]) > 0 for r in rows)
     assert result.p50_ms.shape == (2, 2) and np.isfinite(result.p50_ms).all()
+
+
+@pytest.mark.parametrize("extra", [[], ["--compare-backends", "--profile", "uffn-tiny"]])
+def test_bench_threads_below_one_is_a_one_line_error_before_any_timing(tmp_path, capsys, extra):
+    """--compare-backends used to pass --threads -1 to torch.set_num_threads: a traceback."""
+    from edgerestore.cli import main
+
+    source = [] if extra else ["--profile", "uffn-tiny"]
+    code = main(["bench", *source, *extra, "--threads", "-1", "--out", str(tmp_path / "b")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "edgerestore bench: error: --threads -1 must be >= 1 (leave it out for the bundle's own)"
+    ]
+    assert not (tmp_path / "b").exists()

@@ -52,6 +52,7 @@ def _camera(args: list[str], tmp_path: Path, timeout: float = 60, **env: str) ->
         (["--source", "gopher://x"], "scheme 'gopher'"),
         (["--source", "notavideo.mp4"], "cannot open video"),
         (["--device", "/dev/video-none"], "does not exist"),
+        (["--device", "57"], "cannot open camera 57"),  # and no OpenCV "Camera index out of range" line
     ],
 )
 def test_bad_sources_are_one_line_errors_without_traceback(tmp_path, args, message):
@@ -106,6 +107,8 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
         (["--fps", "-1"], "--fps -1 must be ≥ 0"),
         (["--reconnect-delay", "-1"], "--reconnect-delay -1 must be > 0 seconds"),
         (["--reconnect-attempts", "-2"], "--reconnect-attempts -2 must be ≥ 0"),
+        (["--width", "-640"], "--width -640 must be ≥ 0"),
+        (["--height", "-1"], "--height -1 must be ≥ 0"),
     ],
 )
 def test_out_of_range_options_are_one_line_errors_before_the_run(tmp_path, capsys, option, message):

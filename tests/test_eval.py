@@ -208,6 +208,22 @@ def test_eval_max_images_below_one_is_a_one_line_error(data, tmp_path, capsys, n
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--samples", "-1"], "--samples -1 must be ≥ 0 (0: no side-by-side images)"),
+        (["--threads", "-2"], "--threads -2 must be ≥ 0 (0: torch's default)"),
+    ],
+)
+def test_eval_negative_counts_are_one_line_errors(data, tmp_path, capsys, option, message):
+    """--threads -2 used to reach torch.set_num_threads and end in a traceback."""
+    code = main(["eval", "--baseline", "identity", "--data", str(data / "dev"), *option,
+                 "--out", str(tmp_path / "o"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"edgerestore eval: error: {message}"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_eval_command_condition_prefix_overrides_the_guess(data, tmp_path):
     out = tmp_path / "o"
     assert main(["eval", "--baseline", "identity", "--data", f"snow={data / 'dev' / 'rain_small'}",

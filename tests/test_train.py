@@ -302,6 +302,36 @@ def test_train_stage_flags_refuse_bad_combinations_in_one_line(tmp_path, clean_d
     assert code == 2 and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--steps", "0"], "--steps 0 must be ≥ 1"),
+        (["--batch-size", "0"], "--batch-size 0 must be ≥ 1"),
+        (["--patch-size", "-4"], "--patch-size -4 must be ≥ 16"),
+        (["--checkpoint-every", "0"], "--checkpoint-every 0 must be ≥ 1"),
+        (["--val-every", "-1"], "--val-every -1 must be ≥ 1"),
+        (["--workers", "-1"], "--workers -1 must be ≥ 0"),
+        (["--threads", "-1"], "--threads -1 must be ≥ 0"),
+        (["--stop-at", "0"], "--stop-at 0 must be ≥ 1"),
+        (["--lr", "-1"], "--lr -1 must be > 0"),
+        (["--weight-decay", "-0.1"], "--weight-decay -0.1 must be ≥ 0"),
+    ],
+)
+def test_out_of_range_train_options_are_one_line_errors_before_any_file(
+    tmp_path, clean_dir, capsys, option, message
+):
+    """They used to end mid-run in a torch traceback or a ZeroDivisionError (--checkpoint-every 0)."""
+    from edgerestore.cli import main
+
+    out = tmp_path / "m.pt"
+    code = main(
+        ["train", "--profile", "uffn-tiny", "--clean", str(clean_dir), "--out", str(out), "--quiet", *option]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("edgerestore train: error: "), err
+    assert message in err[0] and not list(tmp_path.glob("m.pt*"))
+
+
 def test_validation_runs_without_autograd():
     """Validation only measures: its forwards must not build autograd graphs (memory and time every
     `--val-every` steps); the decorator once slid onto a helper defined above it."""

@@ -234,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.warmup < 0:
         raise UserError("--frames must be >= 1 and --warmup >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads} must be >= 1 (leave it out for the bundle's own)")
     check_writable(args.out, "--out", folder=True)  # before minutes of timing, not after
     if args.sweep:
         return _run_sweep(args)

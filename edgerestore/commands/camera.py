@@ -142,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             f"--deadline-ms {args.deadline_ms:g} must be > 0 (every frame would pass through raw)"
         )
+    for option, value in (("--width", args.width), ("--height", args.height)):
+        if value < 0:
+            raise UserError(f"{option} {value} must be ≥ 0 (0: the camera's default)")
     if args.fps is not None and not args.fps >= 0:
         raise UserError(f"--fps {args.fps:g} must be ≥ 0 (0: as fast as decoded)")
     if not args.reconnect_delay > 0:

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("nothing to evaluate: pass --data DIR (paired sets) and/or --real DIR (real images)")
     if args.crop_border < 0:
         raise UserError(f"--crop-border {args.crop_border} must be ≥ 0")
+    if args.samples < 0:
+        raise UserError(f"--samples {args.samples} must be ≥ 0 (0: no side-by-side images)")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads} must be ≥ 0 (0: torch's default)")
     if args.max_images is not None and args.max_images < 1:
         raise UserError(f"--max-images {args.max_images} must be ≥ 1 (leave it out to evaluate every image)")
     check_writable(args.out, "--out", folder=True)

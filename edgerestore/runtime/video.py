@@ -74,9 +74,11 @@ FOURCCS: dict[str, tuple[str, ...]] = {
 def quiet_video_logs() -> None:
     """Keep OpenCV's and FFmpeg's own warnings (a missing camera, "moov atom not found") off the terminal,
     where they would repeat our one-line errors. For command-line verbs; call before opening any video.
-    `OPENCV_FFMPEG_LOGLEVEL` set by the user wins."""
+    `OPENCV_FFMPEG_LOGLEVEL` and `OPENCV_LOG_LEVEL` set by the user win. OpenCV's ERROR level is silenced
+    too: a missing camera index logs "Camera index out of range" there, before our own message."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 # ----------------------------------------------------------------------------------------------- sources

@@ -56,6 +56,23 @@ class TrainConfig:
     condition_weights: dict = field(default_factory=dict)
     loss: UFFNLossWeights = field(default_factory=UFFNLossWeights)
 
+    def __post_init__(self) -> None:
+        """An out-of-range setting is a one-line UserError naming its `edgerestore train` option (it used to
+        surface as a traceback from torch or a ZeroDivisionError mid-run)."""
+        minimum = {
+            "steps": 1, "batch_size": 1, "patch_size": 16, "warmup": 0, "val_every": 1, "val_samples": 1,
+            "checkpoint_every": 1, "workers": 0, "threads": 0,
+        }  # fmt: skip
+        for name, low in minimum.items():
+            if getattr(self, name) < low:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)} must be ≥ {low}")
+        if self.stop_at is not None and self.stop_at < 1:
+            raise UserError(f"--stop-at {self.stop_at} must be ≥ 1 (leave it out to train all --steps)")
+        if not self.lr > 0:
+            raise UserError(f"--lr {self.lr:g} must be > 0")
+        if not self.weight_decay >= 0:
+            raise UserError(f"--weight-decay {self.weight_decay:g} must be ≥ 0")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["out"] = str(self.out)
