@@ -3,7 +3,8 @@ whether memory stays flat over a long run. Reused by `benchmarks/runtime_overhea
 
 * `stage_costs`: each graph alone on the backend (router on a thumbnail, trunk on a frame, every branch on
   that frame — or its downscaled copy for a reduced-resolution branch — and the trunk's features): median
-  ms per call, binding and read-back included.
+  ms per call, binding and read-back included. Every comparison here is timed in turn (a, b, a, b, …; see
+  `interleaved_medians_ms`), so drift during the run does not bias a ratio.
 * `dispatch_costs`: the whole `Restorer` call per frame kind: a frame routed to each branch, a clean frame
   (router verdict `clean`, or `router_only` as its stand-in when no frame is judged clean), beside the sum of
   all branches (what a non-routed model would run).
@@ -26,26 +27,37 @@ from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
 from edgerestore.imageio import router_thumbnail
 from edgerestore.runtime.restorer import Restorer, pad_to
 
+#: a call to time, or (an untimed setup run just before it, the call)
+Timed = Callable[[], object] | tuple[Callable[[], object], Callable[[], object]]
+
+
+def interleaved_medians_ms(fns: Sequence[Timed], reps: int, warmup: int = 5) -> list[float]:
+    """Median ms per call of each function, timed in turn within every repetition (a, b, a, b, …), after
+    `warmup` rounds of all of them: a change of load or clock speed during the run hits every function alike,
+    so their ratio is fair (timed one after the other, whichever ran first read high on a cold machine)."""
+    pairs = [fn if isinstance(fn, tuple) else (None, fn) for fn in fns]
+    samples: list[list[float]] = [[] for _ in pairs]
+    for round_ in range(warmup + reps):
+        for (setup, fn), times in zip(pairs, samples):
+            if setup is not None:
+                setup()
+            t0 = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(times) for times in samples]
+
 
 def median_ms(fn: Callable[[], object], reps: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(samples)
+    return interleaved_medians_ms([fn], reps, warmup)[0]
 
 
-def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[str, float]:
-    """Median ms of each graph run alone (bind, run, read back) on `frame` (uint8 BGR). A branch that runs at
-    reduced resolution (the manifest's `branch_scales`) is timed on the downscaled frame, with the trunk at that
-    size as `trunk@<branch>`; what the routed frame adds on top (downscale, upsampled correction) is overhead."""
+def stage_calls(restorer: Restorer, frame: np.ndarray) -> dict[str, Timed]:
+    """Each graph as a call on `frame` (uint8 BGR): bind, run, synchronise, read back. A branch that runs at
+    reduced resolution (the manifest's `branch_scales`) gets the downscaled frame, with the trunk at that size
+    as `trunk@<branch>`; a branch's trunk runs untimed before it (the features it reads)."""
     be = restorer.backend
-    s = restorer.thumbnail_size
-    thumb = router_thumbnail(frame, s)[None]
-    out: dict[str, float] = {}
+    thumb = router_thumbnail(frame, restorer.thumbnail_size)[None]
 
     def router() -> None:
         be.bind_input("router", "thumbnail", thumb)
@@ -68,17 +80,23 @@ def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[s
         be.synchronize()
         be.read(g, "restored")
 
-    out["router"] = median_ms(router, reps)
     full = pad_to(frame, restorer.stride, restorer.min_hw)[None]
-    out["trunk"] = median_ms(lambda: trunk(full), reps)
+    calls: dict[str, Timed] = {"router": router, "trunk": lambda: trunk(full)}
     for c in RESTORED_CONDITIONS:
         g = f"branch_{c}"
         padded, small = restorer._branch_input(frame, full, c)
         if small is not None:
-            out[f"trunk@{g}"] = median_ms(lambda p=padded: trunk(p), reps)
-        trunk(padded)
-        out[g] = median_ms(lambda g=g, p=padded: branch(g, p), reps)
-    return out
+            calls[f"trunk@{g}"] = lambda p=padded: trunk(p)
+        calls[g] = (lambda p=padded: trunk(p), lambda g=g, p=padded: branch(g, p))
+    return calls
+
+
+def stage_costs(restorer: Restorer, frame: np.ndarray, reps: int = 50) -> dict[str, float]:
+    """Median ms of each graph run alone (bind, run, read back) on `frame` (uint8 BGR), all timed in turn. What
+    a routed frame adds on top of its graphs (thumbnail, padding, a reduced branch's downscale and upsampled
+    correction) is the overhead."""
+    calls = stage_calls(restorer, frame)
+    return dict(zip(calls, interleaved_medians_ms(list(calls.values()), reps)))
 
 
 def trunk_and_branch_ms(stages: dict[str, float], branch: str) -> float:
@@ -93,25 +111,27 @@ class DispatchReport:
     stages: dict[str, float]
     # branch -> ms of a whole routed frame ("forced:<branch>" when no frame routes there: router skipped)
     routed: dict[str, float] = field(default_factory=dict)
-    routed_ratio: dict[str, float] = field(default_factory=dict)  # routed / (trunk + branch)
+    # the same key -> ms of trunk + that branch alone, timed interleaved with the routed frame
+    alone: dict[str, float] = field(default_factory=dict)
+    routed_ratio: dict[str, float] = field(default_factory=dict)  # routed / alone
     clean_ms: float = float("nan")
+    router_ms: float = float("nan")  # the router alone, interleaved with the clean frame
     clean_ratio: float = float("nan")  # clean / router alone
     clean_how: str = ""
     all_branches_ms: float = float("nan")  # trunk + every branch: the non-routed cost
 
     def lines(self) -> list[str]:
-        st = self.stages
         h, w = self.frame_hw
         rows = [f"frame {h}x{w}, onnxruntime intra-op threads {self.threads}", "stage alone (median ms):"]
-        rows += [f"  {k:<16} {v:8.3f}" for k, v in st.items()]
-        rows.append("routed frame vs trunk + that branch alone:")
+        rows += [f"  {k:<16} {v:8.3f}" for k, v in self.stages.items()]
+        rows.append("routed frame vs trunk + that branch alone (timed in turn):")
         for g, ms in self.routed.items():
-            alone = trunk_and_branch_ms(st, g.split(":")[-1])
             rows.append(
-                f"  {g:<23} {ms:8.3f} ms vs {alone:8.3f} ms  ratio {self.routed_ratio[g]:.3f} (budget 1.10)"
+                f"  {g:<23} {ms:8.3f} ms vs {self.alone[g]:8.3f} ms  ratio {self.routed_ratio[g]:.3f} "
+                "(budget 1.10)"
             )
         rows.append(
-            f"clean frame ({self.clean_how}) {self.clean_ms:.3f} ms vs router alone {st['router']:.3f} ms  "
+            f"clean frame ({self.clean_how}) {self.clean_ms:.3f} ms vs router alone {self.router_ms:.3f} ms  "
             f"ratio {self.clean_ratio:.3f} (budget 1.20)"
         )
         rows.append(f"all branches (trunk + 4 branches, a non-routed model): {self.all_branches_ms:.3f} ms")
@@ -123,9 +143,10 @@ def dispatch_costs(
     frames_by_condition: dict[str, np.ndarray],
     reps: int = 50,
 ) -> DispatchReport:
-    """Whole-call cost per frame kind beside the graphs alone. `frames_by_condition`: a frame for each
-    condition the caller can produce (keys from CONDITIONS); a condition whose frame the router does not
-    judge as that condition is measured forced (no router) and reported under `forced:<branch>`."""
+    """Whole-call cost per frame kind beside the graphs alone, each pair timed in turn (see
+    `interleaved_medians_ms`). `frames_by_condition`: a frame for each condition the caller can produce (keys
+    from CONDITIONS); a condition whose frame the router does not judge as that condition is measured forced
+    (no router) and reported under `forced:<branch>`."""
     any_frame = next(iter(frames_by_condition.values()))
     stages = stage_costs(restorer, any_frame, reps)
     report = DispatchReport(any_frame.shape[:2], None, stages)
@@ -139,19 +160,25 @@ def dispatch_costs(
         key = g if routed else f"forced:{g}"
         if not routed:
             restorer.force = c
-        ms = median_ms(lambda f=frame: restorer(f), reps)
+        calls = stage_calls(restorer, frame)
+        trunk = calls.get(f"trunk@{g}", calls["trunk"])
+        _, branch = calls[g]
+        report.routed[key], report.alone[key] = interleaved_medians_ms(
+            [lambda f=frame: restorer(f), lambda t=trunk, b=branch: (t(), b())], reps
+        )
         restorer.force = None
-        report.routed[key] = ms
-        report.routed_ratio[key] = ms / trunk_and_branch_ms(stages, g)
+        report.routed_ratio[key] = report.routed[key] / report.alone[key]
     clean = frames_by_condition.get("clean", any_frame)
     if restorer(clean).condition == "clean":
         report.clean_how = "router says clean"
     else:
         restorer.router_only = True
         report.clean_how = "router_only stand-in"
-    report.clean_ms = median_ms(lambda: restorer(clean), reps)
+    report.clean_ms, report.router_ms = interleaved_medians_ms(
+        [lambda: restorer(clean), stage_calls(restorer, clean)["router"]], reps
+    )
     restorer.router_only = False
-    report.clean_ratio = report.clean_ms / stages["router"]
+    report.clean_ratio = report.clean_ms / report.router_ms
     # trunk + every branch as each runs here (a reduced branch at its size): what a non-routed model would run
     report.all_branches_ms = stages["trunk"] + sum(stages[f"branch_{c}"] for c in RESTORED_CONDITIONS)
     return report
