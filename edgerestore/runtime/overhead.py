@@ -48,10 +48,6 @@ def interleaved_medians_ms(fns: Sequence[Timed], reps: int, warmup: int = 5) -> 
     return [statistics.median(times) for times in samples]
 
 
-def median_ms(fn: Callable[[], object], reps: int, warmup: int = 5) -> float:
-    return interleaved_medians_ms([fn], reps, warmup)[0]
-
-
 def stage_calls(restorer: Restorer, frame: np.ndarray) -> dict[str, Timed]:
     """Each graph as a call on `frame` (uint8 BGR): bind, run, synchronise, read back. A branch that runs at
     reduced resolution (the manifest's `branch_scales`) gets the downscaled frame, with the trunk at that size
