@@ -167,7 +167,7 @@ def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
     1920×1080 on this project's 2-core machine, this 1.8 and 4.9 ms, and the router runs on every frame. The two differ by under one grey level on average (the
     shipped router's verdicts on the dev+real images upscaled to 720p/1080p: 4–5 of 115 borderline ones change,
     accuracy 78.3 → 80.0 %, i.e. noise); frames below 3·size — every router training thumbnail (256–560 px)
-    and the dev images — get the single resize, unchanged.
+    and all but four eval images — get the single resize, unchanged.
     """
     h, w = frame.shape[:2]
     factor = 2 * min(h, w) // (3 * size)
