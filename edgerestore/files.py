@@ -31,16 +31,11 @@ def check_writable(path: str | Path, option: str, *, folder: bool = False) -> No
     could be created. Probes the nearest existing folder with a temporary file; creates nothing that stays."""
     path = Path(path)
     hint = f"; choose a writable {option}"
-    if folder and path.is_dir():
-        base = path
-    elif folder and path.exists():
+    if folder and path.exists() and not path.is_dir():
         raise UserError(f"cannot write {path}: it is not a folder{hint}")
-    else:
-        if not folder and path.is_dir():
-            raise UserError(f"cannot write {path}: it is a folder{hint}")
-        base = next((p for p in path.parents if p.exists()), Path("."))
-        if not base.is_dir():
-            raise UserError(f"cannot write {path}: {base} is not a folder{hint}")
+    base = path if folder and path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
+    if not base.is_dir() or (not folder and path.is_dir()):
+        raise UserError(f"cannot write {path}: {_why_unwritable(path)}{hint}")
     probe = base / f".edgerestore-probe.{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         open(probe, "xb").close()
