@@ -141,8 +141,9 @@ def check_storable(path: str | Path, image: np.ndarray, hint: str = "use {fits}"
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Write uint8 BGR (or gray; uint16 and BGRA where the format stores them, see `check_storable`) atomically: encode to a temporary file beside `path`, then rename
-    (`UserError` naming `path` if it cannot be written)."""
+    """Write uint8 BGR or gray (uint16 and BGRA where the format stores them, see `check_storable`)
+    atomically: encode to a temporary file beside `path`, then rename (`UserError` naming `path` if it cannot
+    be written)."""
     path = Path(path)
     check_storable(path, image)
     try:
@@ -162,12 +163,10 @@ def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
     calibrated and judged on exactly what it sees at run time (DESIGN.md).
 
     A frame whose shorter side is at least 3·size is first area-shrunk by the integer factor that keeps that
-    side ≥ 1.5·size (OpenCV's fast integer-ratio path; the last rows/columns that do not fill a factor×factor
-    cell are left out): a single non-integer INTER_AREA to 224² takes 3.7 ms at 1280×720 and 9.8 ms at
-    1920×1080 on this project's 2-core machine, this 1.8 and 4.9 ms, and the router runs on every frame. The two differ by under one grey level on average (the
-    shipped router's verdicts on the dev+real images upscaled to 720p/1080p: 4–5 of 115 borderline ones change,
-    accuracy 78.3 → 80.0 %, i.e. noise); frames below 3·size — every router training thumbnail (256–560 px)
-    and all but four eval images — get the single resize, unchanged.
+    side ≥ 1.5·size (OpenCV's fast integer-ratio path; rows/columns that do not fill a factor×factor cell
+    are left out), then area-resized: under one grey level from the single resize on average, and about half
+    the time at 1280×720 and 1920×1080 (README, *Benchmarks*). Smaller frames — every router training
+    thumbnail (256–560 px) — get the single resize.
     """
     h, w = frame.shape[:2]
     factor = 2 * min(h, w) // (3 * size)

@@ -160,7 +160,8 @@ class ShapeBounds:
         if not (hmin <= h <= hmax and wmin <= w <= wmax):
             raise UserError(
                 f"{what} of {h}x{w} (HxW, after padding) is outside the engine's shape profile "
-                f"{hmin}x{wmin} .. {hmax}x{wmax}; resize the frame or rebuild the bundle with `edgerestore build --min HxW --max HxW`"
+                f"{hmin}x{wmin} .. {hmax}x{wmax}; resize the frame or rebuild the bundle with "
+                "`edgerestore build --min HxW --max HxW`"
             )
 
 
@@ -173,7 +174,8 @@ def check_profile(
     ):
         raise UserError(
             f"input {tensor!r} of shape {tuple(int(d) for d in shape)} is outside the engine's profile "
-            f"{tuple(min_shape)} .. {tuple(max_shape)}; resize the frame or rebuild the bundle with `edgerestore build --min HxW --max HxW`"
+            f"{tuple(min_shape)} .. {tuple(max_shape)}; resize the frame or rebuild the bundle with "
+            "`edgerestore build --min HxW --max HxW`"
         )
 
 
