@@ -87,7 +87,12 @@ def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True,
             f"use --profile {meta['profile']} or a {profile} checkpoint"
         )
     return export_model(
-        model, export_dir, meta["profile"], checkpoint_sha256=meta["sha256"], progress=progress
+        model,
+        export_dir,
+        meta["profile"],
+        checkpoint_sha256=meta["sha256"],
+        progress=progress,
+        router_calibration=meta.get("router_calibration"),
     )
 
 

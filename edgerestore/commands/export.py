@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         model, meta = zoo.load_checkpoint(args.checkpoint)
         profile, sha = meta["profile"], meta["sha256"]
+        calibration = meta.get("router_calibration")
     else:
+        calibration = None
         torch.manual_seed(args.seed)
         model, profile, sha = zoo.build(args.profile).eval(), zoo.get_profile(args.profile).name, None
     loops = None
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         loops=loops,
         exporter=args.exporter,
         parity_sizes=_sizes(args.parity_sizes),
+        router_calibration=calibration,
     )
     print(
         f"wrote {len(result.graphs)} graphs and {result.model_json.name} to {out_dir} "

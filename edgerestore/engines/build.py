@@ -288,6 +288,7 @@ def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle
         and have.precision == want.precision
         and have.shape_profile == want.shape_profile
         and have.branch_scales == want.branch_scales
+        and have.router_calibration == want.router_calibration
         and have.builder.get("name") == want.builder.get("name")
         and have.builder.get("version") == want.builder.get("version")
         and have.device.get("target_compute_capabilities") == want.device.get("target_compute_capabilities")
@@ -422,6 +423,7 @@ def build_bundle(
         device=device_record,
         session_options=session_options,
         branch_scales=dict(model.get("branch_scales") or {}),
+        router_calibration=dict(model.get("router_calibration") or {}),
     )
     if not force and out_dir.exists():
         kept = _up_to_date(out_dir, manifest, sources)

@@ -111,7 +111,9 @@ class Manifest:
     `onnxruntime_version`. `session_options`: ONNX Runtime SessionOptions attributes (enum values by
     name), empty for TensorRT. `branch_scales`: UFFN branches that run at reduced resolution, `{condition:
     scale}` with 0 < scale <= 1 (the runtime downscales the frame for them and upsamples their correction);
-    absent conditions run at full resolution."""
+    absent conditions run at full resolution. `router_calibration`: UFFN's router confidence calibration,
+    `{temperature, threshold}` (temperature scaling of its probabilities, and the do-no-harm threshold
+    below which a frame passes through untouched); empty: temperature 1, threshold 0."""
 
     family: str
     profile: str
@@ -126,6 +128,7 @@ class Manifest:
     device: dict[str, Any]
     session_options: dict[str, Any] = field(default_factory=dict)
     branch_scales: dict[str, float] = field(default_factory=dict)
+    router_calibration: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: now_iso())
     format_version: int = FORMAT_VERSION
 
@@ -176,6 +179,19 @@ class Manifest:
             for c, v in scales.items()
         ):
             raise ValueError(f"field 'branch_scales' must map conditions to scales in (0, 1], got {scales!r}")
+        calibration = d.get("router_calibration") or {}
+        if not isinstance(calibration, Mapping) or any(
+            isinstance(calibration.get(k, 0.5), bool) or not isinstance(calibration.get(k, 0.5), int | float)
+            for k in ("temperature", "threshold")
+        ):
+            raise ValueError(f"field 'router_calibration' must hold numbers, got {calibration!r}")
+        if (
+            not float(calibration.get("temperature", 1.0)) > 0
+            or not 0 <= float(calibration.get("threshold", 0)) < 1
+        ):
+            raise ValueError(
+                f"field 'router_calibration' needs temperature > 0 and threshold in [0, 1), got {dict(calibration)}"
+            )
         return cls(
             family=str(d["family"]),
             profile=str(d["profile"]),
@@ -190,6 +206,9 @@ class Manifest:
             device=dict(d["device"] or {}),
             session_options=dict(d.get("session_options") or {}),
             branch_scales={str(c): float(v) for c, v in scales.items()},
+            router_calibration={
+                k: float(calibration[k]) for k in ("temperature", "threshold") if k in calibration
+            },
             created_at=str(d["created_at"]),
             format_version=int(d.get("format_version", 0)),
         )
