@@ -154,8 +154,49 @@ def convert_fp16(
         to = next(a for a in node.attribute if a.name == "to")
         if to.i == onnx.TensorProto.FLOAT and types.get(node.output[0]) == onnx.TensorProto.FLOAT16:
             to.i = onnx.TensorProto.FLOAT16
+    keep_io_types(model, half)
     onnx.checker.check_model(half)
     return half
+
+
+def _io_types(model: onnx.ModelProto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
+
+
+def keep_io_types(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+    """Give `converted` the graph input/output types of `original`, in place: a Cast where a converter
+    retyped one (onnxconverter-common types an output float16 when a blocked op such as the router's Softmax
+    feeds it), so `probs` and `features` stay what the manifest and the runtime's bindings say."""
+    want = _io_types(original)
+    g = converted.graph
+    for value in list(g.output) + list(g.input):
+        have = value.type.tensor_type.elem_type
+        target = want.get(value.name, have)
+        if have == target:
+            continue
+        inner = f"{value.name}__{onnx.TensorProto.DataType.Name(have).lower()}"
+        is_output = any(value is o for o in g.output)
+        for node in g.node:
+            names = node.output if is_output else node.input
+            for i, n in enumerate(names):
+                if n == value.name:
+                    names[i] = inner
+        if is_output:
+            for node in g.node:  # other consumers of the retyped output read the inner tensor
+                for i, n in enumerate(node.input):
+                    if n == value.name:
+                        node.input[i] = inner
+            g.node.append(
+                onnx.helper.make_node("Cast", [inner], [value.name], to=target, name=f"Cast_{value.name}_io")
+            )
+        else:
+            g.node.insert(
+                0, onnx.helper.make_node("Cast", [value.name], [inner], to=have, name=f"Cast_{value.name}_io")
+            )
+        value.type.tensor_type.elem_type = target
+    changed = {k: v for k, v in _io_types(converted).items() if want.get(k, v) != v}
+    if changed:
+        raise AssertionError(f"converted graph changed the types of {sorted(changed)}")
 
 
 # ----------------------------------------------------------------------------------------------------------

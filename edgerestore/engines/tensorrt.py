@@ -23,6 +23,7 @@ Must not import torch. Imports the TensorRT module only when a builder is create
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgerestore.engines.bundle import TRT_MODULES, BuildError, DeviceInfo, cuda_device_info
+from edgerestore.engines.bundle import (
+    TRT_MODULES,
+    BuildError,
+    DeviceInfo,
+    cuda_device_status,
+    normalise_compute_capability,
+    require_supported_tensorrt,
+)
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
 
@@ -70,6 +78,16 @@ def module_name(trt: ModuleType) -> str:
 
 def is_rtx(trt: ModuleType) -> bool:
     return module_name(trt) == "tensorrt_rtx"
+
+
+def timing_cache_name(trt: ModuleType, device: DeviceInfo | None) -> str:
+    """File name of the timing cache for `trt` on `device`: per TensorRT version and per GPU model (tactic
+    timings of an AGX Orin do not hold on an Orin Nano, both compute capability 8.7)."""
+    gpu = ""
+    if device is not None:
+        slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
+        gpu = f"-sm{device.sm}-{slug}"
+    return f".timing-{module_name(trt)}-{getattr(trt, '__version__', 'unknown')}{gpu}.cache"
 
 
 def frame_profile(shape_profile: Mapping[str, Sequence[int]]) -> ProfileFn:
@@ -127,18 +145,22 @@ class TensorRTBuilder:
         self.name = module_name(self.trt)
         self.version = str(getattr(self.trt, "__version__", "unknown"))
         self.rtx = is_rtx(self.trt)
-        self.device = cuda_device_info() if isinstance(device, str) else device
+        require_supported_tensorrt(self.trt)
+        why = None
+        if isinstance(device, str):
+            device, why = cuda_device_status()
+        self.device = device
         if not self.rtx and self.device is None:
             raise UserError(
                 f"{self.name} {self.version} needs an NVIDIA GPU with a working driver to build engines and found "
-                "none; build on the target device, use --trt-module tensorrt_rtx (builds on a CPU), or "
-                "--backend onnxruntime"
+                f"none ({why or 'no device'}); build on the target device, use --trt-module tensorrt_rtx (builds "
+                "on a CPU), or --backend onnxruntime"
             )
         if targets and not self.rtx:
             raise UserError(
                 "--trt-targets applies to TensorRT-RTX only; TensorRT builds for the GPU it runs on"
             )
-        self.targets = [str(t) for t in targets] if targets else None
+        self.targets = [normalise_compute_capability(t) for t in targets] if targets else None
         self.workspace = workspace
         self.optimization_level = optimization_level
         self.timing_cache_path = Path(timing_cache) if timing_cache and not self.rtx else None
@@ -190,15 +212,24 @@ class TensorRTBuilder:
                 if self.timing_cache_path is not None and self.timing_cache_path.is_file():
                     blob = self.timing_cache_path.read_bytes()
                 self._timing_cache = config.create_timing_cache(blob)
-            config.set_timing_cache(self._timing_cache, ignore_mismatch=False)
+                if self._timing_cache is None and blob:  # a corrupt or foreign file: start afresh
+                    self._warnings.append(
+                        f"timing cache {self.timing_cache_path} unreadable; starting a new one"
+                    )
+                    self._timing_cache = config.create_timing_cache(b"")
+            if not config.set_timing_cache(self._timing_cache, ignore_mismatch=False):
+                raise UserError(
+                    f"{self.name} {self.version} refused the timing cache {self.timing_cache_path} (made by "
+                    "another TensorRT version or GPU?); delete it or pass another --timing-cache"
+                )
         return config
 
     def _capability(self, target: str) -> Any:
         cc = self.trt.ComputeCapability
-        if target.lower() == "current":
+        if target == "current":
             return cc.CURRENT
-        major, _, minor = target.partition(".")
-        name = f"SM{int(major)}{int(minor or 0)}"
+        major, _, minor = normalise_compute_capability(target).partition(".")
+        name = f"SM{int(major)}{int(minor)}"
         if not hasattr(cc, name):
             known = ", ".join(f"{k[2:-1]}.{k[-1]}" for k in cc.__members__ if k.startswith("SM"))
             raise UserError(
@@ -240,7 +271,14 @@ class TensorRTBuilder:
             if all(d >= 0 for d in shape):
                 continue
             lo, opt, hi = profile(tensor.name, shape)
-            opt_profile.set_shape(tensor.name, lo, opt, hi)
+            try:
+                opt_profile.set_shape(tensor.name, lo, opt, hi)
+            except (RuntimeError, ValueError, TypeError) as exc:  # the bindings raise on a shape they refuse
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise TensorRTBuildError(
+                    f"{self.name} {self.version} refused the shape profile {lo} .. {hi} for input "
+                    f"{tensor.name!r} of {onnx_path.name} ({first}); check `--min/--opt/--max`"
+                ) from None
             shapes[tensor.name] = (lo, opt, hi)
         if shapes:
             config.add_optimization_profile(opt_profile)
@@ -272,6 +310,8 @@ class TensorRTBuilder:
             if targets and [t.lower() for t in targets] == ["current"]:
                 targets = [dev.compute_capability] if dev else None
                 record["compute_capability"] = dev.compute_capability if dev else None
-            record["target_compute_capabilities"] = targets
+            record["target_compute_capabilities"] = (
+                [normalise_compute_capability(t) for t in targets] if targets else None
+            )
             record["built_on_cpu"] = dev is None
         return record
