@@ -280,13 +280,20 @@ class TensorRTBuilder:
                     f"{tensor.name!r} of {onnx_path.name} ({first}); check `--min/--opt/--max`"
                 ) from None
             shapes[tensor.name] = (lo, opt, hi)
-        if shapes:
-            config.add_optimization_profile(opt_profile)
+        if shapes and config.add_optimization_profile(opt_profile) < 0:
+            first = self._errors[-1].splitlines()[0] if self._errors else "invalid profile"
+            detail = ", ".join(f"{k} {lo} .. {opt} .. {hi}" for k, (lo, opt, hi) in shapes.items())
+            raise TensorRTBuildError(
+                f"{self.name} {self.version} refused the shape profile {detail} of {onnx_path.name} ({first}); "
+                "check `--min/--opt/--max` (min <= opt <= max)"
+            )
         start = time.perf_counter()
         serialized = self.builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
         if serialized is None:
-            detail = "; ".join(e.splitlines()[0] for e in self._errors[-3:]) or "no error reported"
+            detail = (
+                "; ".join(e.splitlines()[0] for e in self._errors[-3:] if e.strip()) or "no error reported"
+            )
             raise TensorRTBuildError(f"{self.name} {self.version} failed to build {onnx_path.name}: {detail}")
         return BuiltEngine(bytes(memoryview(serialized)), seconds, shapes, list(self._warnings))
 
