@@ -794,32 +794,24 @@ def _gpu_reason() -> str | None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(_gpu_reason() is not None, reason=f"needs an NVIDIA GPU with TensorRT: {_gpu_reason()}")
-def test_real_tensorrt_engines_match_onnxruntime(bundle_dir, tmp_path, rng):
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_real_tensorrt_engines_match_onnxruntime(bundle_dir, tmp_path, rng, cuda_graphs):
+    """Engines built by the project's builder (strongly typed network, its profile rule, a timing cache),
+    run by the backend on the GPU, against ONNX Runtime on the same float32 graphs."""
     from edgerestore.engines.bundle import load_bundle
+    from edgerestore.engines.tensorrt import TensorRTBuilder, frame_profile
     from edgerestore.runtime.trt import import_tensorrt
 
     trt = import_tensorrt(None)
-    logger = trt.Logger(trt.Logger.WARNING)
     bundle = load_bundle(bundle_dir)
-    backend = TensorRTBackend(trt_module=trt, cuda_graphs=True)
+    builder = TensorRTBuilder(trt, timing_cache=tmp_path / "timing.cache", targets=None)
+    rule = frame_profile({"min": [16, 16], "opt": [64, 64], "max": [256, 256]})
+    backend = TensorRTBackend(trt_module=trt, cuda_graphs=cuda_graphs, runtime_cache=tmp_path / "rt.cache")
     for name in bundle.graph_names:
-        builder = trt.Builder(logger)
-        network = builder.create_network(0)
-        parser = trt.OnnxParser(network, logger)
-        assert parser.parse(bundle.graph_path(name).read_bytes()), parser.get_error(0)
-        config = builder.create_builder_config()
-        profile = builder.create_optimization_profile()
-        for i in range(network.num_inputs):
-            t = network.get_input(i)
-            if t.name == "frame":
-                profile.set_shape(t.name, (1, 16, 16, 3), (1, 64, 64, 3), (1, 256, 256, 3))
-            elif t.name == "features":
-                f = t.shape[1]
-                profile.set_shape(t.name, (1, f, 8, 8), (1, f, 32, 32), (1, f, 128, 128))
-        config.add_optimization_profile(profile)
         path = tmp_path / f"{name}.engine"
-        path.write_bytes(bytes(builder.build_serialized_network(network, config)))
+        path.write_bytes(builder.build(bundle.graph_path(name), rule).engine)
         backend.load(name, path)
+    builder.save_timing_cache()
     backend.finalize()
     inputs = frames(rng)
     with Restorer.open(bundle_dir, threads=1) as ref, Restorer(bundle, backend) as r:
