@@ -113,15 +113,54 @@ def test_fp16_keeps_io_types_and_stays_finite_on_a_bright_large_frame(export_dir
     model = onnx.load(str(export_dir / "branch_rain.onnx"))
     half = convert_fp16(model)
     ins = {i.name: i.type.tensor_type.elem_type for i in half.graph.input}
-    assert ins == {"frame": TensorProto.UINT8, "features": TensorProto.FLOAT}
+    assert ins == {"frame": TensorProto.UINT8, "features": TensorProto.FLOAT16}  # fp16 between fp16 graphs
     assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.UINT8
     assert any(i.data_type == TensorProto.FLOAT16 for i in half.graph.initializer)
     trunk = ort_session(export_dir / "trunk.onnx")
     bright = np.full((1, 360, 640, 3), 255, np.uint8)
     feeds = {"frame": bright, "features": trunk.run(None, {"frame": bright})[0]}
-    a = ort_session(half.SerializeToString()).run(None, feeds)[0].astype(np.int32)
+    half_feeds = {**feeds, "features": feeds["features"].astype(np.float16)}
+    a = ort_session(half.SerializeToString()).run(None, half_feeds)[0].astype(np.int32)
     b = ort_session(export_dir / "branch_rain.onnx").run(None, feeds)[0].astype(np.int32)
     assert np.abs(a - b).max() <= 2
+
+
+def test_fp16_graphs_keep_probs_float32_and_carry_features_in_float16_without_casts(export_dir):
+    router = convert_fp16(onnx.load(str(export_dir / "router.onnx")))
+    assert [o.type.tensor_type.elem_type for o in router.graph.output] == [TensorProto.FLOAT]  # was FLOAT16
+    trunk = convert_fp16(onnx.load(str(export_dir / "trunk.onnx")))
+    assert [o.type.tensor_type.elem_type for o in trunk.graph.output] == [TensorProto.FLOAT16]
+    branch = convert_fp16(onnx.load(str(export_dir / "branch_rain.onnx")))
+    reads = [n for n in branch.graph.node if "features" in n.input]
+    assert reads and all(n.op_type != "Cast" for n in reads)  # no cast per consumer any more
+    frame = np.full((1, 64, 96, 3), 120, np.uint8)
+    feats = ort_session(trunk.SerializeToString()).run(None, {"frame": frame})[0]
+    assert feats.dtype == np.float16
+    out = ort_session(branch.SerializeToString()).run(None, {"frame": frame, "features": feats})[0]
+    assert out.dtype == np.uint8 and out.shape == (1, 64, 96, 3)
+
+
+def test_a_branch_beside_a_trunk_of_another_precision_gets_one_cast(export_dir, tmp_path):
+    from edgerestore.precision import match_feature_types
+
+    onnx.save(convert_fp16(onnx.load(str(export_dir / "trunk.onnx"))), tmp_path / "trunk.onnx")
+    paths = {
+        "trunk": tmp_path / "trunk.onnx",
+        "branch_rain": export_dir / "branch_rain.onnx",
+    }  # fp32 fallback
+    retyped = match_feature_types(paths)["branch_rain"]
+    ins = {i.name: i.type.tensor_type.elem_type for i in retyped.graph.input}
+    assert ins["features"] == TensorProto.FLOAT16
+    assert [n.op_type for n in retyped.graph.node if "features" in n.input] == ["Cast"]
+    frame = np.full((1, 64, 96, 3), 120, np.uint8)
+    feats = ort_session(paths["trunk"]).run(None, {"frame": frame})[0]
+    out = ort_session(retyped.SerializeToString()).run(None, {"frame": frame, "features": feats})[0]
+    ref = ort_session(export_dir / "branch_rain.onnx").run(
+        None, {"frame": frame, "features": feats.astype(np.float32)}
+    )[0]
+    np.testing.assert_array_equal(out, ref)
+    same = {"trunk": export_dir / "trunk.onnx", "branch_rain": export_dir / "branch_rain.onnx"}
+    assert match_feature_types(same) == {}
 
 
 @pytest.mark.filterwarnings("ignore:the float32 number")

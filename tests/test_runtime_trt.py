@@ -769,6 +769,8 @@ def test_fp16_graphs_give_half_outputs_read_as_float16(tmp_path, rng):
     restorer, cuda = open_fake(src)
     be = restorer.backend
     assert be.graphs["router"].outputs[0].dtype == np.float32  # convert_fp16 kept the I/O types
+    assert be.graphs["trunk"].outputs[0].dtype == np.float16  # features cross in float16
+    assert {t.dtype for t in be.graphs["branch_rain"].inputs} == {np.dtype(np.uint8), np.dtype(np.float16)}
     got = _run_restorer(restorer, inputs)
     for e, g in zip(expected, got):
         assert g.condition == e.condition
