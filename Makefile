@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,dev,tensorrt-rtx,gpu
+EXTRAS ?= train,dev,tensorrt-rtx,gpu,int8-trt
 
 .PHONY: venv demo test lint latency gpu-check clean
 

@@ -190,6 +190,25 @@ def _rename(graph: onnx.GraphProto, old: str, new: str, inputs: bool = True, out
                         names[i] = new
 
 
+def carry_in_float16(model: onnx.ModelProto, names: Sequence[str] = HALF_IO) -> onnx.ModelProto:
+    """A copy of a graph that computes in float16 (an fp16 or ModelOpt INT8 graph with float32 I/O) whose
+    float32 I/O in `names` become float16, boundary casts removed; the graph unchanged if that would not
+    load in ONNX Runtime."""
+    out = onnx.shape_inference.infer_shapes(model)
+    want = _io_types(out)
+    for name in names:
+        if want.get(name) == onnx.TensorProto.FLOAT:
+            _half_io(out, name)
+            want[name] = onnx.TensorProto.FLOAT16
+    try:
+        keep_io_types(model, out, want)
+        onnx.checker.check_model(out)
+        ort_session(out.SerializeToString())
+    except Exception:  # noqa: BLE001 - a consumer that needs the float32 tensor: keep the graph as it was
+        return model
+    return out
+
+
 def _half_io(model: onnx.ModelProto, name: str) -> None:
     """Make graph input/output `name` float16 in a converted graph, removing the converter's boundary casts
     (it casts a float32 input once per consumer)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -221,6 +222,11 @@ def test_int8_trt_ladder_passes_through_fp16_before_fp32(export_dir):
         info["graphs"]["trunk"]["precision"] == "fp16"
         and "fell back from int8_trt to fp16" in info["graphs"]["trunk"]["note"]
     )
+    from edgerestore.calibration import trt_quantizer
+
+    assert info["settings"]["quantizer"].startswith(
+        "modelopt" if trt_quantizer("minmax") == "modelopt" else "onnxruntime"
+    )
     tried = result.accuracy["branch_rain"].tried
     assert [t["precision"] for t in tried][:2] == ["int8_trt", "fp16"]
     assert tried[0]["psnr_vs_gt"] is None and tried[-1]["precision"] == "fp16"
@@ -287,3 +293,42 @@ def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(exp
     onnx.save(quantize_graph(export_dir / "branch_rain.onnx", branch_feeds, "int8_ort"), str(ort_form))
     with pytest.raises(TensorRTBuildError, match="node"):
         check_tensorrt([ort_form])
+
+
+def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(export_dir):
+    """ModelOpt's ONNX quantizer (when installed) writes the TensorRT INT8 form: Q/DQ in TensorRT's
+    placement, float16 elsewhere, features in float16; ONNX Runtime runs it and TensorRT-RTX builds it."""
+    from edgerestore.calibration import quantize_graph_modelopt, trt_quantizer
+
+    if trt_quantizer("minmax") != "modelopt":
+        pytest.skip("nvidia-modelopt is not installed (pip install 'edgerestore[int8-trt]')")
+
+    assert trt_quantizer("percentile") == "onnxruntime"
+    frames = _frames(3, 6)
+    trunk_feeds = [{"frame": f.image[None]} for f in frames]
+    trunk = quantize_graph_modelopt(export_dir / "trunk.onnx", trunk_feeds)
+    ops = {n.op_type for n in trunk.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(i.data_type == TensorProto.FLOAT16 for i in trunk.graph.initializer)
+    assert [o.type.tensor_type.elem_type for o in trunk.graph.output] == [TensorProto.FLOAT16]
+    ref = ort_session(export_dir / "trunk.onnx")
+    feats = [ref.run(None, x)[0] for x in trunk_feeds]
+    branch = quantize_graph_modelopt(
+        export_dir / "branch_rain.onnx", [{**x, "features": f} for x, f in zip(trunk_feeds, feats)]
+    )
+    q_trunk, q_branch = ort_session(trunk.SerializeToString()), ort_session(branch.SerializeToString())
+    x = trunk_feeds[0]
+    got = q_branch.run(None, {**x, "features": q_trunk.run(None, x)[0]})[0].astype(int)
+    want = ort_session(export_dir / "branch_rain.onnx").run(None, {**x, "features": feats[0]})[0].astype(int)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 3.0
+    if importlib.util.find_spec("tensorrt_rtx") is not None:
+        from edgerestore.export import check_tensorrt
+
+        paths = []
+        for name, model in (("trunk", trunk), ("branch_rain", branch)):
+            paths.append(export_dir / f"mo_{name}.onnx")
+            onnx.save(model, str(paths[-1]))
+        assert (
+            len(check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]}))
+            == 2
+        )
