@@ -821,3 +821,88 @@ def test_real_tensorrt_engines_match_onnxruntime(bundle_dir, tmp_path, rng, cuda
             e, g = ref(f), r(f)
             assert g.condition == e.condition
             assert np.abs(g.image.astype(int) - e.image.astype(int)).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CudaRuntime against cuda-python's runtime API (a stand-in module with its names and enums)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _fake_cudart(monkeypatch, *, count_err="cudaSuccess", end_err="cudaSuccess", capturing=True):
+    import enum
+    import sys
+
+    err = enum.IntEnum(
+        "cudaError_t",
+        ["cudaSuccess", "cudaErrorInsufficientDriver", "cudaErrorStreamCaptureInvalidated"],
+        start=0,
+    )
+    status = enum.IntEnum(
+        "cudaStreamCaptureStatus", ["cudaStreamCaptureStatusNone", "cudaStreamCaptureStatusActive"], start=0
+    )
+    calls: list[str] = []
+
+    def call(name, *result):
+        def f(*args):
+            calls.append(name)
+            return result
+
+        return f
+
+    rt = types.SimpleNamespace(
+        cudaError_t=err,
+        cudaStreamCaptureStatus=status,
+        cudaGetDeviceCount=call("count", err[count_err], 1),
+        cudaDriverGetVersion=call("driver", err.cudaSuccess, 12060),
+        cudaRuntimeGetVersion=call("runtime", err.cudaSuccess, 13000),
+        cudaSetDevice=call("set", err.cudaSuccess),
+        cudaStreamIsCapturing=call(
+            "is_capturing",
+            err.cudaSuccess,
+            status.cudaStreamCaptureStatusActive if capturing else status.cudaStreamCaptureStatusNone,
+        ),
+        cudaStreamEndCapture=call("end", err[end_err], "graph" if end_err == "cudaSuccess" else None),
+        cudaGraphInstantiate=call("instantiate", err.cudaSuccess, "exec"),
+        cudaGraphDestroy=call("graph_destroy", err.cudaSuccess),
+        cudaGetLastError=call("clear", err.cudaSuccess),
+    )
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = rt  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", rt)
+    return calls
+
+
+def test_cuda_runtime_names_a_driver_older_than_cuda_python(monkeypatch):
+    from edgerestore.runtime.trt import CudaRuntime
+
+    _fake_cudart(monkeypatch, count_err="cudaErrorInsufficientDriver")
+    with pytest.raises(UserError) as e:
+        CudaRuntime()
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("cudaErrorInsufficientDriver: CUDA 12.6 driver is older")
+    assert "'edgerestore[gpu]'" in msg and msg.endswith("use the onnxruntime backend on this machine")
+
+
+def test_cuda_runtime_ends_an_invalidated_capture_and_clears_its_error(monkeypatch):
+    from edgerestore.runtime.trt import CudaError, CudaRuntime
+
+    calls = _fake_cudart(monkeypatch, end_err="cudaErrorStreamCaptureInvalidated")
+    cuda = CudaRuntime()
+    with pytest.raises(CudaError, match="cudaErrorStreamCaptureInvalidated"):
+        cuda.capture_end(7)
+    assert calls[-2:] == ["end", "clear"]
+    calls.clear()
+    cuda.capture_abort(7)  # still capturing (the enqueue failed): end it, drop the graph, clear the error
+    assert calls == ["is_capturing", "end", "clear"]
+
+
+def test_cuda_runtime_abort_after_a_capture_that_already_ended(monkeypatch):
+    from edgerestore.runtime.trt import CudaRuntime
+
+    calls = _fake_cudart(monkeypatch, capturing=False)
+    cuda = CudaRuntime()
+    calls.clear()
+    cuda.capture_abort(7)
+    assert calls == ["is_capturing", "clear"]
+    assert cuda.capture_end(7) == "exec" and calls[-3:] == ["end", "instantiate", "graph_destroy"]

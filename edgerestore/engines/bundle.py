@@ -329,7 +329,8 @@ def driver_problem(error: Any, driver: int | None = None, runtime: int | None = 
     return f"no usable CUDA device ({name})"
 
 
-def _versions(cudart: Any) -> tuple[int | None, int | None]:
+def cuda_versions(cudart: Any) -> tuple[int | None, int | None]:
+    """(driver, runtime) CUDA versions from cuda-python's runtime module, None where a call fails."""
     out = []
     for call in (cudart.cudaDriverGetVersion, cudart.cudaRuntimeGetVersion):
         try:
@@ -350,12 +351,12 @@ def cuda_device_status(device: int = 0) -> tuple[DeviceInfo | None, str | None]:
     try:
         err, count = cudart.cudaGetDeviceCount()
         if int(err) != 0:
-            return None, driver_problem(err, *_versions(cudart))
+            return None, driver_problem(err, *cuda_versions(cudart))
         if not count or device >= count:
             return None, f"no CUDA device {device} ({count or 0} found)"
         err, prop = cudart.cudaGetDeviceProperties(device)
         if int(err) != 0:
-            return None, driver_problem(err, *_versions(cudart))
+            return None, driver_problem(err, *cuda_versions(cudart))
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
         err, driver = cudart.cudaDriverGetVersion()
         return DeviceInfo(

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgerestore.engines.bundle import driver_problem, require_supported_tensorrt
+from edgerestore.engines.bundle import cuda_versions, driver_problem, require_supported_tensorrt
 from edgerestore.errors import BundleError, UserError
 from edgerestore.files import write_bytes_atomic
 from edgerestore.runtime.backend import Backend, DeviceTensor, GraphInfo, TensorInfo
@@ -280,13 +280,8 @@ class CudaRuntime:
         self.device = device
         err, count = cudart.cudaGetDeviceCount()
         if err != cudart.cudaError_t.cudaSuccess or count == 0:
-            versions = [
-                call()[1] if int(call()[0]) == 0 else None
-                for call in (cudart.cudaDriverGetVersion, cudart.cudaRuntimeGetVersion)
-            ]
-            why = (
-                driver_problem(err, *versions) if err != cudart.cudaError_t.cudaSuccess else "no CUDA device"
-            )
+            failed = err != cudart.cudaError_t.cudaSuccess
+            why = driver_problem(err, *cuda_versions(cudart)) if failed else "no CUDA device"
             raise UserError(f"{why}; use the onnxruntime backend on this machine")
         self._check(cudart.cudaSetDevice(device))
 
