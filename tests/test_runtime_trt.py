@@ -387,6 +387,8 @@ def make_fake_trt(
             return ",".join(sorted(self.kernels)).encode()
 
         def deserialize(self, blob):
+            if not bytes(blob)[:1].isdigit():  # validated against this environment first
+                return False
             self.kernels |= {k for k in bytes(blob).decode().split(",") if k}
             return True
 
@@ -711,6 +713,12 @@ def test_tensorrt_rtx_uses_its_runtime_config_for_cuda_graphs_and_a_runtime_cach
         assert all(
             c.config.cache is restorer2.backend._runtime_cache for c in restorer2.backend.trt.made["contexts"]
         )
+    cache_file.write_bytes(b"from another GPU")
+    with pytest.warns(UserWarning, match="ignoring runtime cache"):
+        restorer3, _ = open_fake(copy, cuda_graphs=True, trt_options=options)
+    with restorer3:
+        restorer3(inputs[0])
+    assert cache_file.read_bytes()[:1].isdigit()  # rewritten at close
 
 
 def test_an_rtx_engine_invalid_on_this_gpu_is_a_bundle_error(bundle_dir):

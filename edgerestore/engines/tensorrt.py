@@ -1,4 +1,4 @@
-"""TensorRT engine builder: ONNX graph -> serialized engine, one code path for TensorRT 10, 11 and RTX.
+"""TensorRT engine builder: ONNX graph -> serialized engine, one code path for TensorRT >= 10.1, 11 and RTX.
 
 Precision lives in the ONNX graph (float16 tensors, explicit Q/DQ INT8), so the builder only parses and
 builds a *strongly typed* network: no FP16/INT8 builder flags (removed in TensorRT 11), no calibrator.
@@ -12,7 +12,8 @@ Differences handled here:
   no timing cache (its calls are deprecated no-ops since RTX 1.2; RTX autotunes at JIT time instead).
 * Targets: `tensorrt` builds for the GPU it runs on (the manifest records its name and compute
   capability); `tensorrt_rtx` builds for `ComputeCapability` targets set on the builder config (default:
-  none set = Ampere and later, which is what it does on a CPU) and records them.
+  none set = RTX's default 8.0/8.6/8.9/12.x, which is what it does on a CPU) and records them as "M.m".
+* TensorRT older than 10.1 is refused in one line (8.6 makes implicit-batch networks the parser refuses).
 
 Polygraphy is not used: it selects tensorrt vs tensorrt_rtx by a process-wide environment variable read at
 import (`POLYGRAPHY_USE_TENSORRT_RTX`), while this builder takes the module per call.
@@ -128,7 +129,7 @@ class TensorRTBuilder:
     `trt_module`: see `import_trt`. `workspace`: bytes for the WORKSPACE memory pool (None: TensorRT's
     default, the device's memory). `timing_cache`: a file loaded if present and written back by
     `save_timing_cache()` (ignored by TensorRT-RTX). `targets`: TensorRT-RTX compute capabilities as
-    "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (Ampere and later).
+    "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (8.0, 8.6, 8.9, 12.x); "12" and "8.6.0" are normalised to "12.0" and "8.6".
     `optimization_level`: builder optimisation level 0-5 (None: TensorRT's default, 3)."""
 
     def __init__(

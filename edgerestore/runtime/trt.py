@@ -499,11 +499,13 @@ class TensorRTBackend(Backend):
         self.runtime_cache_path = Path(setting)
         self._runtime_cache = config.create_runtime_cache()
         if self.runtime_cache_path.is_file():
-            try:
-                self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes())
-            except Exception as exc:  # stale or foreign: start afresh, it is only a cache
-                warnings.warn(f"ignoring runtime cache {self.runtime_cache_path}: {exc}", stacklevel=2)
-                self._runtime_cache = config.create_runtime_cache()
+            # False (cache left empty) for another TensorRT-RTX, GPU or driver major: it is only a cache
+            if not self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes()):
+                warnings.warn(
+                    f"ignoring runtime cache {self.runtime_cache_path} (made by another TensorRT-RTX, GPU or "
+                    "driver); it is rewritten at close",
+                    stacklevel=2,
+                )
 
     def _context(self, name: str, engine: Any, path: Path, shared: bool) -> Any:
         strategy = getattr(self.trt, "ExecutionContextAllocationStrategy", None)
