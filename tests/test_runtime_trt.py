@@ -551,16 +551,23 @@ def frames(rng):
     return out
 
 
+@pytest.mark.parametrize(
+    "version", ["10.1.0", "10.3.0", "11.1.0", "rtx-1.7.1"], ids=["trt10.1", "trt10.3", "trt11.1", "rtx1.7"]
+)
 @pytest.mark.parametrize("cuda_graphs", [False, True])
-def test_fake_tensorrt_matches_onnxruntime(bundle_dir, rng, cuda_graphs):
+def test_fake_tensorrt_matches_onnxruntime(bundle_dir, rng, cuda_graphs, version):
     inputs = frames(rng) * 2
     with Restorer.open(bundle_dir, threads=1) as ref:
         expected = [ref(f) for f in inputs]
-    restorer, cuda = open_fake(bundle_dir, cuda_graphs=cuda_graphs)
+    rtx = version.startswith("rtx-")
+    options = {"name": "tensorrt_rtx" if rtx else "tensorrt", "version": version.removeprefix("rtx-")}
+    restorer, cuda = open_fake(
+        bundle_dir, cuda_graphs=cuda_graphs, trt_options=options, backend_options={"runtime_cache": None}
+    )
     with restorer:
         got = [restorer(f) for f in inputs]
         counts = dict(restorer.backend.run_counts)
-        if cuda_graphs:
+        if cuda_graphs and not rtx:
             assert cuda.captures > 0 and cuda.launches > cuda.captures
         timings = got[0].timings
     for e, g in zip(expected, got):
