@@ -793,13 +793,11 @@ def test_fp16_graphs_give_half_outputs_read_as_float16(tmp_path, rng):
 
 
 def _gpu_reason() -> str | None:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        return "cuda-python is not installed"
-    err, count = cudart.cudaGetDeviceCount()
-    if err != cudart.cudaError_t.cudaSuccess or count == 0:
-        return f"no CUDA device ({getattr(err, 'name', err)})"
+    from edgerestore.engines.bundle import cuda_device_status
+
+    device, why = cuda_device_status()
+    if device is None:
+        return why
     for name in ("tensorrt", "tensorrt_rtx"):
         try:
             __import__(name)
