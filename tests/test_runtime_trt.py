@@ -676,7 +676,9 @@ def test_a_failed_cuda_graph_capture_is_ended_and_the_work_runs_normally(bundle_
         np.testing.assert_array_equal(g.image, e.image)
     be = restorer.backend
     assert be.run_counts["router"] == len(inputs)
-    assert cuda.aborted_captures == len(be.cuda_graphs._uncapturable) if be.cuda_graphs else True
+    assert cuda.aborted_captures == len(
+        be.cuda_graphs._uncapturable
+    )  # each key tried once, then run normally
 
 
 def test_one_cuda_graph_per_context_when_a_graph_alternates_shapes(bundle_dir, rng):
