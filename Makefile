@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= train,dev,tensorrt-rtx,gpu
 
-.PHONY: venv demo test lint latency clean
+.PHONY: venv demo test lint latency shipped-graphs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: lint
 
 latency: venv
 	$(BIN)/pytest -q -m latency
+
+# The ONNX graphs (+ fp16/int8 variants) of weights/*.pt that the package carries; rerun after retraining.
+shipped-graphs: venv
+	$(BIN)/edgerestore export --ship
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -76,7 +76,17 @@ def test_bad_sources_are_one_line_errors_without_traceback(tmp_path, args, messa
 def test_missing_bundle_is_a_one_line_error(tmp_path):
     make_video(tmp_path / "clip.avi", 3)
     proc = subprocess.run(
-        [sys.executable, "-m", "edgerestore.cli", "camera", "--source", "clip.avi", "--headless"],
+        [
+            sys.executable,
+            "-m",
+            "edgerestore.cli",
+            "camera",
+            "--source",
+            "clip.avi",
+            "--headless",
+            "--bundle",
+            "nope",
+        ],
         cwd=tmp_path,
         env=_env(),
         capture_output=True,
@@ -85,6 +95,32 @@ def test_missing_bundle_is_a_one_line_error(tmp_path):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "edgerestore build" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_without_any_bundle_the_default_one_is_built_from_the_shipped_graphs(tmp_path):
+    make_video(tmp_path / "clip.avi", 3)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerestore.cli",
+            "camera",
+            "--source",
+            "clip.avi",
+            "--headless",
+            "--no-drop",
+            "-q",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no bundle yet; building engines/uffn-tiny-onnxruntime-int8" in proc.stderr
+    assert "3 in, 3 processed, 0 dropped" in proc.stdout
+    assert (tmp_path / "engines/uffn-tiny-onnxruntime-int8/manifest.json").is_file()
 
 
 def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_path):

@@ -68,13 +68,13 @@ def test_demo_help_and_errors_name_only_options_demo_has(tmp_path, monkeypatch, 
         main(["demo", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "engines/uffn-tiny-onnxruntime-fp32" in help_text and "-int8, else" not in help_text
-    monkeypatch.chdir(tmp_path)  # no weights/ here
-    assert main(["demo", "--data-dir", str(tmp_path / "data")]) == 2
+    monkeypatch.chdir(tmp_path)  # no weights/ here, and uffn-base graphs are not shipped
+    assert main(["demo", "--profile", "uffn-base", "--data-dir", str(tmp_path / "data")]) == 2
     (tmp_path / "a_file").write_text("x")
     assert main(["demo", "--out", "a_file/o"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("edgerestore demo: error: ") for line in err), err
-    assert "no weights for uffn-tiny" in err[0] and err[0].endswith("or pass --bundle DIR"), err
+    assert "no weights for uffn-base" in err[0] and err[0].endswith("or pass --bundle DIR"), err
     assert "--checkpoint" not in err[0]
     assert err[1].endswith("cannot write a_file/o: a_file is not a folder; choose a writable --out"), err
     assert not (tmp_path / "demo_out").exists()
