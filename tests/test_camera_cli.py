@@ -140,11 +140,14 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
     [
         (["--deadline-ms", "-5"], "--deadline-ms -5 must be > 0"),
         (["--deadline-ms", "0"], "--deadline-ms 0 must be > 0"),
-        (["--fps", "-1"], "--fps -1 must be ≥ 0"),
+        (["--rate", "-1"], "--rate -1 must be ≥ 0"),
+        (["--fps", "-1"], "--rate -1 must be ≥ 0"),  # the older spelling
         (["--reconnect-delay", "-1"], "--reconnect-delay -1 must be > 0 seconds"),
         (["--reconnect-attempts", "-2"], "--reconnect-attempts -2 must be ≥ 0"),
-        (["--width", "-640"], "--width -640 must be ≥ 0"),
-        (["--height", "-1"], "--height -1 must be ≥ 0"),
+        (["--output", "frames/"], "the camera writes a video (out.mp4)"),
+        (["--output", "a.mp4", "--output", "b.avi"], "one video at a time"),
+        (["--output", "display://0"], "shows a window; leave out --headless"),
+        (["--output", "s3://bucket/x"], "unknown output 's3://bucket/x'"),
     ],
 )
 def test_out_of_range_options_are_one_line_errors_before_the_run(tmp_path, capsys, option, message):
@@ -181,7 +184,7 @@ def test_unwritable_record_path_is_a_one_line_error_before_the_run(tmp_path, rec
     (tmp_path / "in" / "good.png").write_bytes(b"x")
     (tmp_path / "out.mp4").mkdir()
     proc = _camera(
-        ["--source", "clip.avi", "--headless", "--no-drop", "--record", record],
+        ["--source", "clip.avi", "--headless", "--no-drop", "--output", record],
         tmp_path,
         timeout=30,
         FAKE_LATENCY_MS="30",
@@ -191,7 +194,7 @@ def test_unwritable_record_path_is_a_one_line_error_before_the_run(tmp_path, rec
     assert len(lines) == 1 and lines[0].startswith(f"edgerestore camera: error: cannot write {record}"), (
         proc.stderr
     )
-    assert "choose a writable --record" in lines[0]
+    assert "choose a writable --output" in lines[0]
     assert "frames" not in proc.stdout  # refused before the run started
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "in", "out.mp4"]
 
@@ -409,3 +412,22 @@ def test_window_shows_the_overlay_under_a_virtual_display(tmp_path, xvfb):
     assert "running headless" not in stderr
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert "interrupted" in stdout
+
+
+def test_output_uris_and_the_shared_io_flags(tmp_path):
+    import cv2
+
+    make_video(tmp_path / "clip.avi", 6, size=(96, 64))
+    proc = _camera(
+        ["--source", "file://clip.avi", "--headless", "--no-drop", "-q", "--size", "64x48"]
+        + ["--output", "file://out.avi", "--output-codec", "mp4v"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    ok, frame = cap.read()
+    codec = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert ok and frame.shape == (48, 64, 3) and frames == 6
+    assert codec.upper() in ("FMP4", "MP4V")  # not MJPG, .avi's default

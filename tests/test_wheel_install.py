@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -30,30 +31,36 @@ def _run(
     return proc
 
 
+def _clean_env() -> dict[str, str]:
+    """This process's environment without what would let the checkout or this venv leak in."""
+    drop = ("PYTHONPATH", "VIRTUAL_ENV", "DISPLAY", "WAYLAND_DISPLAY")
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     base = tmp_path_factory.mktemp("wheel")
+    src = base / "src"  # a copy, so that the build leaves no build/ or *.egg-info in the checkout
+    shutil.copytree(ROOT / "edgerestore", src / "edgerestore", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
     wheels = base / "dist"
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(wheels),
-            str(ROOT),
-        ],
-        base,
-    )
+    pip_wheel = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        str(wheels),
+    ]
+    _run([*pip_wheel, str(src)], base, env=_clean_env())
     (wheel,) = wheels.glob("edgerestore-*.whl")
     env_dir = base / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
-    python = env_dir / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", str(wheel)], base)
+    _run([str(env_dir / "bin/python"), "-m", "pip", "install", "-q", str(wheel)], base, env=_clean_env())
     return env_dir, wheel
 
 
@@ -76,7 +83,7 @@ def test_the_wheel_carries_the_shipped_graphs_and_no_torch_comes_with_it(install
 def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
     env_dir, _ = installed
     exe = str(env_dir / "bin" / "edgerestore")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DISPLAY", "WAYLAND_DISPLAY")}
+    env = _clean_env()
     env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
 
     where = _run(
@@ -86,24 +93,11 @@ def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
     )
     assert str(env_dir) in where.stdout  # the wheel's copy, not this checkout
 
-    built = _run(
-        [exe, "build", "--backend", "onnxruntime", "--precision", "fp32", "--quiet"], tmp_path, env=env
-    )
-    assert "graphs shipped with edgerestore" in built.stdout and "ran: build" in built.stdout
-    assert not (tmp_path / "export").exists()
-    manifest = json.loads((tmp_path / "engines/uffn-tiny-onnxruntime-fp32/manifest.json").read_text())
-    assert manifest["backend"] == "onnxruntime" and manifest["profile"] == "uffn-tiny"
-
-    rng = np.random.default_rng(0)
-    cv2.imwrite(str(tmp_path / "frame.jpg"), rng.integers(0, 255, (120, 160, 3), np.uint8))
-    _run([exe, "restore", "frame.jpg", "--out", "restored", "--quiet"], tmp_path, env=env)
-    assert (tmp_path / "restored/frame.jpg").is_file()
-
     writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 96))
     for i in range(6):
         writer.write(np.full((96, 160, 3), 30 * i, np.uint8))
     writer.release()
-    # no int8 bundle yet: the camera builds the default one (int8) from the shipped graphs, then runs
+    # no bundle yet: the camera builds the default one (int8) from the shipped graphs, then runs
     cam = _run(
         [
             exe,
@@ -122,6 +116,20 @@ def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
     assert "building engines/uffn-tiny-onnxruntime-int8" in cam.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames_out"] == 6 and summary["dropped"] == 0
+
+    built = _run(
+        [exe, "build", "--backend", "onnxruntime", "--precision", "fp32", "--quiet"], tmp_path, env=env
+    )
+    assert "graphs shipped with edgerestore" in built.stdout and "ran: build" in built.stdout
+    assert not (tmp_path / "export").exists()
+    manifest = json.loads((tmp_path / "engines/uffn-tiny-onnxruntime-fp32/manifest.json").read_text())
+    assert manifest["backend"] == "onnxruntime" and manifest["profile"] == "uffn-tiny"
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "frame.jpg"), rng.integers(0, 255, (120, 160, 3), np.uint8))
+    restore = [exe, "restore", "frame.jpg", "--out", "restored", "--quiet"]
+    _run([*restore, "--bundle", "engines/uffn-tiny-onnxruntime-fp32"], tmp_path, env=env)
+    assert (tmp_path / "restored/frame.jpg").is_file()
 
     doctor = subprocess.run(
         [exe, "doctor", "--no-display-check"],

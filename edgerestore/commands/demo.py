@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
+from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
@@ -299,6 +300,7 @@ def run_demo(
     restorer: Any = None,
     max_frames: int = 0,
     record: bool = True,
+    output_codec: str | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
     **restorer_options: Any,
@@ -356,6 +358,7 @@ def run_demo(
             record_view="side-by-side",
             record_overlay=True,
             record_fps=clip.fps,
+            record_fourcc=output_codec,
             status_every=0.0,
         )
         try:
@@ -418,6 +421,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )
+    add_output_arguments(parser, window=False)
     add_bundle_arguments(
         parser,
         force=False,
@@ -453,7 +457,14 @@ def run(args: argparse.Namespace) -> int:
     args.bundle = bundle
     restorer = open_restorer(args, video=True)
     try:
-        run_demo(bundle, args.out, clip=clip, restorer=restorer, max_frames=args.max_frames)
+        run_demo(
+            bundle,
+            args.out,
+            clip=clip,
+            restorer=restorer,
+            max_frames=args.max_frames,
+            output_codec=args.output_codec,
+        )
     finally:
         close = getattr(restorer, "close", None)
         if callable(close):

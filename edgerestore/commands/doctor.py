@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
         from edgerestore.runtime.sources import gstreamer_status
 
-        names = sorted(cv2.videoio_registry.getBackendName(b) for b in cv2.videoio_registry.getBackends())
+        reg = cv2.videoio_registry
+        names = sorted({reg.getBackendName(b) for b in reg.getBackends() if reg.hasBackend(b)})
         gst, why = gstreamer_status()
         print(f"  video I/O     {', '.join(names)}")
         if not gst:
