@@ -159,3 +159,27 @@ def test_importing_the_package_is_cheap_and_restorer_is_lazy():
         import edgerestore
 
         edgerestore.Nope  # noqa: B018
+
+
+def test_tensorrt_rtx_builds_from_the_shipped_graphs_without_torch(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt_rtx") is None:
+        pytest.skip("tensorrt_rtx is not installed (pip install 'edgerestore[tensorrt-rtx]')")
+    args = [
+        "build",
+        "--precision",
+        "fp16",
+        "--backend",
+        "tensorrt",
+        "--trt-module",
+        "tensorrt_rtx",
+        "--quiet",
+    ]
+    proc = _cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "graphs shipped with edgerestore" in proc.stdout
+    manifest = json.loads((tmp_path / "engines/uffn-tiny-tensorrt-fp16/manifest.json").read_text())
+    assert manifest["builder"]["name"] == "tensorrt_rtx" and manifest["precision"] == "fp16"
+    shipped = assets.read_index()["profiles"]["uffn-tiny"]["files"]
+    assert manifest["graphs"]["trunk"]["source_onnx_sha256"] == shipped["fp16/trunk.onnx"]["sha256"]
