@@ -253,3 +253,10 @@ def test_file_uris_and_the_shared_output_codec_flag(tmp_path):
     assert (
         len(lines) == 1 and "live sources go to `edgerestore camera --source rtsp://cam/stream`" in lines[0]
     )
+
+
+def test_out_may_be_a_file_uri_of_a_folder(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 50, 3), 100, np.uint8))
+    proc = _restore(["a.png", "--out", "file://restored"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "restored" / "a.png").is_file() and not (tmp_path / "file:").exists()

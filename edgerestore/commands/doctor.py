@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ✗ {path.name}: TensorRT engines need a CUDA GPU and cuda-python; none usable here")
             continue
         print(f"  ✓ {path.name}")
-        default_ok |= path.resolve() in {c.resolve() for c in bundle_candidates(args.engines_root.parent)}
+        default_ok |= path.name in {c.name for c in bundle_candidates()}
 
     usable_ort = bool(providers) and cv is not None
     if default_ok and usable_ort:

@@ -68,6 +68,16 @@ def _input_path(text: str) -> Path:
     return Path(text)
 
 
+def _output_folder(text: str) -> Path:
+    """--out as a folder: `file://DIR` is `DIR`; a display:// or another scheme is refused in one line."""
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.lower() != "file" or not rest:
+            raise argparse.ArgumentTypeError(f"{text!r}: restore writes into a folder (DIR or file://DIR)")
+        text = rest
+    return Path(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
@@ -76,7 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image or video files, folders (recursive), or globs; file:// URIs too",
     )
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="output folder (same file names as the inputs)"
+        "--out",
+        type=_output_folder,
+        required=True,
+        metavar="DIR",
+        help="output folder, or file://DIR (same file names as the inputs)",
     )
     parser.add_argument(
         "--side-by-side",
