@@ -180,10 +180,12 @@ def ensure_bundle(
         )
     if source is None:
         if _torch_missing():
-            raise UserError(
-                f"{checkpoint} is not the checkpoint whose graphs this package ships ({why}); exporting it "
-                "needs PyTorch: pip install torch==2.13.0 'edgerestore[train]'"
+            what = (
+                f"--force re-exports {checkpoint}"
+                if why == "--force"
+                else f"{checkpoint} is not the checkpoint whose graphs this package ships ({why}); exporting it"
             )
+            raise UserError(f"{what}, which needs PyTorch: pip install torch==2.13.0 'edgerestore[train]'")
         echo(f"export: {why}; exporting {checkpoint} → {export_dir}/")
         export_checkpoint(checkpoint, export_dir, progress, profile=profile)
         ran.append("export")

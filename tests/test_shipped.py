@@ -126,6 +126,11 @@ def test_a_checkpoint_newer_than_its_shipped_graphs_names_the_extra_without_torc
         lines
     )
     assert not (tmp_path / "engines").exists()
+    (tmp_path / "weights/uffn-tiny.pt").write_bytes(data)  # the shipped one: builds, but --force re-exports
+    proc = _cli(["build", "--backend", "onnxruntime", "--force", "--quiet"], tmp_path)
+    assert (
+        proc.returncode == 2 and "--force re-exports weights/uffn-tiny.pt, which needs PyTorch" in proc.stderr
+    )
 
 
 def test_a_named_checkpoint_that_does_not_exist_is_not_replaced_by_the_shipped_graphs(tmp_path):

@@ -58,7 +58,6 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".flv",
     ".ts",
 )
-STREAM_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 # FourCC codes tried per container, in order. opencv-python's FFmpeg writes MPEG-4 Part 2 ("mp4v") everywhere;
 # H.264 ("avc1") needs an encoder that pip wheels usually lack, so it is only a fallback.
 FOURCCS: dict[str, tuple[str, ...]] = {
