@@ -144,7 +144,7 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
         (["--fps", "-1"], "--rate -1 must be ≥ 0"),  # the older spelling
         (["--reconnect-delay", "-1"], "--reconnect-delay -1 must be > 0 seconds"),
         (["--reconnect-attempts", "-2"], "--reconnect-attempts -2 must be ≥ 0"),
-        (["--output", "frames/"], "the camera writes a video (out.mp4)"),
+        (["--output", "a/", "--output", "file://b"], "one image folder at a time"),
         (["--output", "a.mp4", "--output", "b.avi"], "one video at a time"),
         (["--output", "display://0"], "shows a window; leave out --headless"),
         (["--output", "s3://bucket/x"], "unknown output 's3://bucket/x'"),
@@ -431,3 +431,19 @@ def test_output_uris_and_the_shared_io_flags(tmp_path):
     cap.release()
     assert ok and frame.shape == (48, 64, 3) and frames == 6
     assert codec.upper() in ("FMP4", "MP4V")  # not MJPG, .avi's default
+
+
+def test_an_image_folder_output_gets_one_png_per_processed_frame(tmp_path):
+    import cv2
+
+    make_video(tmp_path / "clip.avi", 5, size=(96, 64))
+    proc = _camera(
+        ["--source", "clip.avi", "--headless", "--no-drop", "-q", "--output", "file://frames"]
+        + ["--output", "out.avi", "--record-view", "side-by-side"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert written == [f"{i:06d}.png" for i in range(1, 6)]
+    assert cv2.imread(str(tmp_path / "frames" / "000001.png")).shape == (64, 192, 3)  # raw | restored
+    assert (tmp_path / "out.avi").stat().st_size > 0

@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="URI",
-        help="where restored frames go, repeatable: a video (file://out.mp4, .avi, .mkv, .mov, .webm) and/or "
-        "a window (display://0, the default unless --headless)",
+        help="where restored frames go, repeatable: a video (file://out.mp4, .avi, .mkv, .mov, .webm), an "
+        "image folder (frames/: one PNG per frame) and/or a window (display://0, the default unless --headless)",
     )
     out.add_argument(
-        "--record-view", choices=("restored", "side-by-side"), default="restored", help="what --record writes"
+        "--record-view",
+        choices=("restored", "side-by-side"),
+        default="restored",
+        help="what --output writes",
     )
     out.add_argument("--record-overlay", action="store_true", help="draw the overlay into the recording too")
     out.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N processed frames")
@@ -89,26 +93,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bundle_arguments(parser)
 
 
-def _outputs(uris: list[str], headless: bool) -> tuple[Path | None, bool]:
-    """(the video to record or None, whether to show a window) from the --output URIs."""
+@dataclass
+class Outputs:
+    """Where the --output URIs send frames: a video, an image folder (one PNG per frame), a window."""
+
+    video: Path | None = None
+    folder: Path | None = None
+    window: bool = True
+
+
+def _outputs(uris: list[str], headless: bool) -> Outputs:
     from edgerestore.runtime.sources import parse_output
 
-    videos, displays = [], []
+    out = Outputs(window=not headless)
     for uri in uris:
         spec = parse_output(uri)
-        if spec.kind == "images":
+        if spec.kind == "display":
+            if headless:
+                raise UserError(f"--output {uri} shows a window; leave out --headless")
+            if spec.target != 0:
+                raise UserError(f"--output {uri}: only the default display (display://0) is supported")
+            continue
+        attr = "video" if spec.kind == "video" else "folder"
+        if getattr(out, attr) is not None:
             raise UserError(
-                f"--output {uri}: the camera writes a video (out.mp4); to write frames as images use "
-                "`edgerestore restore INPUT --out DIR`"
+                f"--output: one {'video' if attr == 'video' else 'image folder'} at a time ({uri})"
             )
-        (videos if spec.kind == "video" else displays).append(spec)
-    if len(videos) > 1:
-        raise UserError(f"--output: one video at a time, got {', '.join(v.uri for v in videos)}")
-    if displays and headless:
-        raise UserError(f"--output {displays[0].uri} shows a window; leave out --headless")
-    if any(d.target != 0 for d in displays):
-        raise UserError("--output display://N: only the default display (display://0) is supported")
-    return (Path(videos[0].target) if videos else None), not headless
+        setattr(out, attr, Path(str(spec.target)))
+    return out
+
+
+def _frame_writer(folder: Path, pipeline: Any, view: str, overlay: bool) -> Any:
+    """A pipeline callback writing each result as `folder/NNNNNN.png` (numbered in output order)."""
+    from edgerestore.imageio import write_image
+    from edgerestore.runtime import video
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(result: Any) -> None:
+        image = video.compose_view(result, side=view == "side-by-side")
+        if overlay:
+            image = video.draw_overlay(image, pipeline.live_stats(), help_line=False)
+        write_image(folder / f"{result.sequence:06d}.png", image)
+
+    return write
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -142,9 +170,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--reconnect-delay {args.reconnect_delay:g} must be > 0 seconds")
     if args.reconnect_attempts is not None and args.reconnect_attempts < 0:
         raise UserError(f"--reconnect-attempts {args.reconnect_attempts} must be ≥ 0")
-    record, window = _outputs(args.outputs, args.headless)
+    outputs = _outputs(args.outputs, args.headless)
+    record = outputs.video
     if record is not None:
         check_writable(record, "--output")
+    if outputs.folder is not None:
+        check_writable(outputs.folder, "--output", folder=True)
     if args.summary_json is not None:
         check_writable(args.summary_json, "--summary-json")
     source = video.open_source(
@@ -158,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.size is not None and isinstance(source, video.ImageSequenceSource):
             source.min_side = 0  # every image is resized to --resize (≥ 16 px) before the model
-        headless = not window
+        headless = not outputs.window
         if not headless:
             ok, why = video.display_available()
             if not ok:
@@ -190,6 +221,9 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         pipeline = video.RestorePipeline(grabber, restorer, max_frames=args.max_frames)
+        if outputs.folder is not None:
+            writer = _frame_writer(outputs.folder, pipeline, args.record_view, args.record_overlay)
+            pipeline.on_result.append(writer)
         options = video.LoopOptions(
             headless=headless,
             side_by_side=args.side_by_side,
