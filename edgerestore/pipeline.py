@@ -238,7 +238,9 @@ def ship_graphs(
 ) -> dict:
     """Export every `weights_dir/*.pt`, make its fp16 / int8_trt / int8_ort variants from the default
     calibration frames, and put them in `root/<profile>/` with `root/index.json` (sha256 and size of every
-    file, the checkpoint's sha256). Profiles no longer in `weights_dir` are removed. Needs torch."""
+    file, the checkpoint's sha256). A profile whose checkpoint and calibration frames are those of its
+    intact shipped graphs is kept as it is (delete `root/<profile>/` to redo it); profiles no longer in
+    `weights_dir` are removed. Needs torch."""
     import shutil
     import tempfile
 
@@ -247,8 +249,29 @@ def ship_graphs(
     checkpoints = sorted(Path(weights_dir).glob("*.pt"))
     if not checkpoints:
         raise UserError(f"no checkpoints (*.pt) in {weights_dir}")
-    index: dict = {"format": assets.INDEX_FORMAT, "profiles": {}, "calibration": {}}
+    calib = assets.calibration_dir()
+    calibration = {
+        str(p.relative_to(calib)): assets.file_sha256(p)
+        for p in sorted(calib.rglob("*"))
+        if p.is_file() and p.suffix.lower() in (".jpg", ".png")
+    }
+    shipped = assets.read_index(root)
+    index: dict = {"format": assets.INDEX_FORMAT, "profiles": {}, "calibration": calibration}
     for checkpoint in checkpoints:
+        sha = assets.file_sha256(checkpoint)
+        kept = [
+            (name, entry)
+            for name, entry in shipped.get("profiles", {}).items()
+            if entry.get("checkpoint") == checkpoint.name
+            and entry.get("checkpoint_sha256") == sha
+            and shipped.get("calibration") == calibration
+            and (root / name / MODEL_JSON).is_file()
+            and not assets.damaged_files(name, root)
+        ]
+        if kept:
+            echo(f"{kept[0][0]}: shipped graphs are up to date with {checkpoint}")
+            index["profiles"][kept[0][0]] = kept[0][1]
+            continue
         with tempfile.TemporaryDirectory(prefix="edgerestore-ship-") as tmp:
             result = export_checkpoint(checkpoint, Path(tmp) / "export", progress)
             export_dir = Path(result.model_json).parent
@@ -287,15 +310,9 @@ def ship_graphs(
                 for rel in files
             },
         }
-    for old in root.iterdir():
-        if old.is_dir() and (old / MODEL_JSON).is_file() and old.name not in index["profiles"]:
-            shutil.rmtree(old)
-    calib = assets.calibration_dir()
-    index["calibration"] = {
-        str(p.relative_to(calib)): assets.file_sha256(p)
-        for p in sorted(calib.rglob("*"))
-        if p.is_file() and p.suffix.lower() in (".jpg", ".png")
-    }
+    for folder in root.iterdir():
+        if folder.is_dir() and (folder / MODEL_JSON).is_file() and folder.name not in index["profiles"]:
+            shutil.rmtree(folder)
     from edgerestore.graphs import write_json
 
     write_json(root / assets.INDEX_NAME, index)

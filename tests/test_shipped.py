@@ -188,3 +188,35 @@ def test_tensorrt_rtx_builds_from_the_shipped_graphs_without_torch(tmp_path):
     assert manifest["builder"]["name"] == "tensorrt_rtx" and manifest["precision"] == "fp16"
     shipped = assets.read_index()["profiles"]["uffn-tiny"]["files"]
     assert manifest["graphs"]["trunk"]["source_onnx_sha256"] == shipped["fp16/trunk.onnx"]["sha256"]
+
+
+def test_shipping_again_keeps_up_to_date_profiles_and_redoes_changed_ones(tmp_path, monkeypatch):
+    import shutil
+
+    from edgerestore import pipeline
+
+    root, weights = tmp_path / "shipped", tmp_path / "weights"
+    weights.mkdir()
+    shutil.copytree(assets.SHIPPED_ROOT / "cmudrn-t3", root / "cmudrn-t3")
+    index = assets.read_index()
+    (root / assets.INDEX_NAME).write_text(
+        json.dumps({**index, "profiles": {"cmudrn-t3": index["profiles"]["cmudrn-t3"]}})
+    )
+    shutil.copy2(ROOT / "weights/cmudrn-t3.pt", weights / "cmudrn-t3.pt")
+    exported = []
+
+    def export(checkpoint, export_dir, progress=True, profile=None):
+        exported.append(Path(checkpoint).name)
+        raise RuntimeError("export would run here")
+
+    monkeypatch.setattr(pipeline, "export_checkpoint", export)
+    lines = []
+    kept = pipeline.ship_graphs(weights, root, progress=False, echo=lines.append)
+    assert exported == [] and lines == [
+        f"cmudrn-t3: shipped graphs are up to date with {weights / 'cmudrn-t3.pt'}"
+    ]
+    assert kept["profiles"] == {"cmudrn-t3": index["profiles"]["cmudrn-t3"]}
+    (weights / "cmudrn-t3.pt").write_bytes((weights / "cmudrn-t3.pt").read_bytes() + b"\0")
+    with pytest.raises(RuntimeError, match="export would run here"):
+        pipeline.ship_graphs(weights, root, progress=False, echo=lines.append)
+    assert exported == ["cmudrn-t3.pt"]
