@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= train,dev,tensorrt-rtx,gpu,int8-trt
 
-.PHONY: venv demo test lint latency gpu-check clean
+.PHONY: venv demo test lint latency gpu-check shipped-graphs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ latency: venv
 # (one line and exit 0 without a GPU). GPU_CHECK_ARGS="--export export/uffn-tiny" checks the real graphs.
 gpu-check: venv
 	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The ONNX graphs (+ fp16/int8 variants) of weights/*.pt that the package carries; rerun after retraining.
+shipped-graphs: venv
+	$(BIN)/edgerestore export --ship
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

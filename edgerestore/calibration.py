@@ -2,8 +2,9 @@
 
 * Frames come from an image folder (optionally with ground truth in `<folder>/gt/` under the same file
   names; a file name starting with a condition, `rain_03.jpg`, labels the frame), a video, or synthetic
-  weather on the clean images scikit-image ships (`edgerestore.data.degrade`). The default set committed
-  under `calibration/default/` is made by `make_default_set` (see calibration/README.md).
+  weather on the clean images scikit-image ships (`edgerestore.data.degrade`). The default set, package
+  data under `edgerestore/shipped/calibration/` (`edgerestore.assets`), is made by `make_default_set` (see
+  its README.md).
 * Ranges: ONNX Runtime's calibrators (`minmax`, `percentile`, `entropy`) on the float32 graph's
   activations; branch graphs are fed the float32 trunk's features.
 * Q/DQ forms (`onnxruntime.quantization.quantize_static`, QuantFormat.QDQ, per-channel weights):
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgerestore import assets
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
@@ -64,7 +66,7 @@ QUANTIZED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # the uffn-tiny trunk: conv-only Q/DQ ≈ float32 speed, with these ≈ 1.35× faster).
 ORT_QUANTIZED_OPS: tuple[str, ...] = QUANTIZED_OPS + ("Add", "Mul", "Concat", "Relu")
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
-DEFAULT_SET = Path(__file__).resolve().parents[1] / "calibration" / "default"
+DEFAULT_SET = assets.calibration_dir()
 SKIMAGE_IMAGES: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")  # public domain / CC0
 
 

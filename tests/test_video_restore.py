@@ -236,3 +236,27 @@ def test_force_with_a_blind_bundle_is_a_one_line_error(tmp_path, capsys, monkeyp
     ]
     assert not (tmp_path / "out").exists()
     assert main(["restore", "in/a.png", "--out", "out", "--bundle", str(bundle), "--quiet"]) == 0
+
+
+def test_file_uris_and_the_shared_output_codec_flag(tmp_path):
+    make_video(tmp_path / "clip.avi", 4)
+    for flag in ("--output-codec", "--fourcc"):  # the shared name, and restore's older spelling
+        proc = _restore([f"file://{tmp_path / 'clip.avi'}", "--out", "out", flag, "mp4v"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
+        codec = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+        cap.release()
+        assert codec.upper() in ("FMP4", "MP4V")  # not MJPG, .avi's default
+    proc = _restore(["rtsp://cam/stream", "--out", "out"], tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and "live sources go to `edgerestore camera --source rtsp://cam/stream`" in lines[0]
+    )
+
+
+def test_out_may_be_a_file_uri_of_a_folder(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 50, 3), 100, np.uint8))
+    proc = _restore(["a.png", "--out", "file://restored"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "restored" / "a.png").is_file() and not (tmp_path / "file:").exists()

@@ -27,7 +27,12 @@ def bundle_candidates(root: Path | None = None) -> list[Path]:
 
 
 def default_bundle_dir(root: Path | None = None) -> Path:
-    """The first existing default bundle, or a `UserError` saying how to build one."""
+    """The first existing default bundle; when there is none, it is built (ONNX Runtime, from the graphs
+    shipped with the package: a fresh install needs no PyTorch and no `edgerestore build` first). A
+    `UserError` saying how to build one when that cannot be done."""
+    import sys
+
+    from edgerestore import assets
     from edgerestore.engines.bundle import MANIFEST_NAME, rebuild_command
 
     candidates = bundle_candidates(root)
@@ -35,10 +40,25 @@ def default_bundle_dir(root: Path | None = None) -> Path:
         if (path / MANIFEST_NAME).is_file():
             return path
     build = rebuild_command(DEFAULT_PROFILE, DEFAULT_BACKEND, DEFAULT_PRECISIONS[0], force=False)
-    raise UserError(
-        f"no --bundle given and no bundle at {candidates[0]} or {candidates[1]}; "
-        f"build one with `{build}` (or run `edgerestore demo`), or pass --bundle DIR"
+    if assets.shipped_export(DEFAULT_PROFILE) is None:
+        raise UserError(
+            f"no --bundle given and no bundle at {candidates[0]} or {candidates[1]}; "
+            f"build one with `{build}` (or run `edgerestore demo`), or pass --bundle DIR"
+        )
+    from edgerestore.files import check_writable
+    from edgerestore.pipeline import ensure_bundle
+
+    check_writable(candidates[0], "--bundle", folder=True)
+    print(f"edgerestore: no bundle yet; building {candidates[0]} (once, like `{build}`)", file=sys.stderr)
+    result = ensure_bundle(
+        DEFAULT_PROFILE,
+        DEFAULT_PRECISIONS[0],
+        DEFAULT_BACKEND,
+        out=candidates[0],
+        progress=False,
+        echo=lambda line: print(f"edgerestore: {line}", file=sys.stderr),
     )
+    return result.bundle
 
 
 def add_bundle_arguments(
