@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,dev,tensorrt-rtx,gpu
+EXTRAS ?= train,dev,tensorrt-rtx,gpu,ros2
 
 .PHONY: venv demo test lint latency clean
 
