@@ -50,6 +50,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgerestore.commands.build",
         "build an engine bundle (TensorRT or ONNX Runtime), exporting and calibrating what is stale",
     ),
+    "serve": (
+        "edgerestore.commands.serve",
+        "serve a bundle on NVIDIA Triton through PyTriton (HTTP, gRPC, metrics, dynamic batching)",
+    ),
+    "export-triton": (
+        "edgerestore.commands.export_triton",
+        "write a bundle as a Triton model repository (a model per graph + a Python BLS model)",
+    ),
 }
 
 
