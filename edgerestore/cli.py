@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("edgerestore.commands.eval", "PSNR/SSIM per condition, router accuracy, side-by-side images"),
     "restore": (
         "edgerestore.commands.restore",
-        "restore images, folders and videos into an output folder, with a per-file condition report",
+        "restore images, folders, videos and ROS 2 recordings (.mcap), with a per-file condition report",
     ),
     "demo": (
         "edgerestore.commands.demo",
@@ -62,7 +62,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {verb:<10} {help_}" for verb, (_, help_) in COMMANDS.items())
+    width = max(map(len, COMMANDS))
+    lines = "\n".join(f"  {verb:<{width}} {help_}" for verb, (_, help_) in COMMANDS.items())
     return argparse.ArgumentParser(
         prog="edgerestore",
         description="Bad-weather image restoration from training to a real-time camera loop.",

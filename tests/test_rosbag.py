@@ -177,6 +177,13 @@ def test_topic_errors_are_one_line(tmp_path, bundle, capsys):
     assert "carries std_msgs/msg/String" in capsys.readouterr().err
     assert main(["restore", str(src), "x.png", "--out", str(tmp_path / "o")]) == 2
     assert "separately" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    assert (
+        main(["restore", str(src), "--out", str(tmp_path / "a_file" / "r.mcap"), "--bundle", str(bundle)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "cannot write" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r.mcap").exists()
 
 

@@ -56,10 +56,14 @@ class TritonBLSBackend(Backend):
         pb = self._pb
         watch = Stopwatch()
         names = [t.name for t in self.graphs[graph].outputs]
+        extra = {}
+        if hasattr(pb, "PreferredMemory"):  # outputs of GPU models (TensorRT) come back in host memory
+            extra["preferred_memory"] = pb.PreferredMemory(pb.TRITONSERVER_MEMORY_CPU, 0)
         request = pb.InferenceRequest(
             model_name=self._models[graph],
             requested_output_names=names,
             inputs=[pb.Tensor(k, v) for k, v in self._inputs[graph].items()],
+            **extra,
         )
         response = request.exec()
         if response.has_error():
