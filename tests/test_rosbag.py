@@ -221,6 +221,21 @@ def test_raw_encodings_round_trip(encoding, dtype, channels, big):
         rosbag.raw_to_array(msg, "t")
 
 
+def test_a_frame_the_bundle_refuses_names_topic_and_time(tmp_path, bundle, capsys):
+    src = tmp_path / "tiny.mcap"
+    with open(src, "wb") as f, Writer(f) as w:
+        schema = w.register_msgdef("sensor_msgs/msg/Image", rosbag.IMAGE_MSGDEF)
+        msg = {"header": _header(0), "height": 8, "width": 8, "encoding": "mono8", "is_bigendian": 0}
+        w.write_message("/cam/small", schema, msg | {"step": 8, "data": bytes(64)}, log_time=T0)
+    assert (
+        main(["restore", str(src), "--out", str(tmp_path / "o.mcap"), "--bundle", str(bundle), "--quiet"])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert f"/cam/small at log time {T0}: frame of 8x8 is too small" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.mcap").exists() and not list(tmp_path.glob(".o.mcap*"))
+
+
 def test_jpeg_compressed_image_is_restored_as_jpeg(tmp_path, bundle, capsys):
     src, dst = tmp_path / "j.mcap", tmp_path / "j_out.mcap"
     scene = _scene("snow", 3)

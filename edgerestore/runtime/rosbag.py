@@ -374,7 +374,11 @@ def restore_bag(
                 msg = _decode(decoders, schema, channel, message, where)
                 image = raw_to_array(msg, where) if report.kind == "raw" else compressed_to_array(msg, where)
                 t0 = time.perf_counter()
-                result = restorer_for(channel.topic)(image)
+                try:
+                    result = restorer_for(channel.topic)(image)
+                except UserError as exc:  # e.g. a frame too small or too large for the bundle
+                    message = str(exc)
+                    raise UserError(message if str(src) in message else f"{where}: {message}") from None
                 infer_ms += (time.perf_counter() - t0) * 1e3
                 report.frames += 1
                 report.conditions[result.condition] = report.conditions.get(result.condition, 0) + 1
