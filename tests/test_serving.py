@@ -137,6 +137,19 @@ def test_serve_without_pytriton_is_one_line(bundle):
     assert "make serving-venv" in proc.stderr
 
 
+def test_serve_refuses_a_busy_port_in_one_line(bundle):
+    import socket
+
+    from edgerestore.serving.server import Ports, check_ports_free
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"--grpc-port {port}: cannot listen on 127.0.0.1:{port}"):
+            check_ports_free("127.0.0.1", Ports(0, port, 0))
+
+
 def _run_check(*args: str, timeout: int = 400) -> dict:
     proc = subprocess.run(
         [SERVING_PYTHON, str(CHECKS), *args], capture_output=True, text=True, env=_env(), timeout=timeout
@@ -184,7 +197,8 @@ def test_pytritons_tritonserver_runs_the_bls_model_bit_exact(tmp_path, bundle):
 def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server exited early"
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited early: {proc.stdout.read()[-3000:]}")
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{port}/v2/models/edgerestore/ready", timeout=2

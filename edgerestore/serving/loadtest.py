@@ -89,7 +89,7 @@ def run(
     clients x frames responses arrived and matched."""
     from edgerestore.runtime.restorer import Restorer
     from edgerestore.serving.protocol import MODEL_NAME
-    from edgerestore.serving.server import start_server
+    from edgerestore.serving.server import start_server, stop_server
 
     if protocol not in ("http", "grpc"):
         raise UserError(f"--protocol {protocol!r}: expected http or grpc")
@@ -119,7 +119,7 @@ def run(
 
     log = tempfile.NamedTemporaryFile(prefix="edgerestore-triton-", suffix=".log", delete=False)
     log.close()
-    triton, restorers, ports = start_server(bundle, instances=instances, threads=threads, log_file=log.name)
+    server, restorers, ports = start_server(bundle, instances=instances, threads=threads, log_file=log.name)
     lat: list[list[float]] = [[] for _ in range(clients)]
     mismatches: list[str] = []
     errors: list[str] = []
@@ -180,9 +180,7 @@ def run(
             metrics = ""
             errors.append(f"metrics endpoint: {exc}")
     finally:
-        triton.stop()
-        for r in restorers:
-            r.close()
+        stop_server(server, restorers)
         Path(log.name).unlink(missing_ok=True)
     all_ms = [x for row in lat for x in row]
     received = len(all_ms)
