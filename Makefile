@@ -34,7 +34,7 @@ serving-venv: $(SERVING_VENV)/bin/.installed
 
 # The serving tests (PyTriton's tritonserver on 127.0.0.1, the load test); `make test` skips them without the env.
 test-serving: venv serving-venv
-	EDGERESTORE_SERVING_PYTHON=$(SERVING_VENV)/bin/python $(BIN)/pytest -q tests/test_serving.py
+	EDGERESTORE_SERVING_PYTHON=$(abspath $(SERVING_VENV))/bin/python $(BIN)/pytest -q tests/test_serving.py
 
 demo: venv
 	$(BIN)/edgerestore demo --out demo_out
