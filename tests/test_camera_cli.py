@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -109,6 +110,7 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
         (["--reconnect-attempts", "-2"], "--reconnect-attempts -2 must be ≥ 0"),
         (["--width", "-640"], "--width -640 must be ≥ 0"),
         (["--height", "-1"], "--height -1 must be ≥ 0"),
+        (["--no-drop", "--deadline-ms", "50"], "--no-drop restores every frame, but --deadline-ms 50"),
     ],
 )
 def test_out_of_range_options_are_one_line_errors_before_the_run(tmp_path, capsys, option, message):
@@ -373,3 +375,20 @@ def test_window_shows_the_overlay_under_a_virtual_display(tmp_path, xvfb):
     assert "running headless" not in stderr
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert "interrupted" in stdout
+
+
+def test_recording_onto_a_full_disk_exits_non_zero_in_one_line_and_leaves_no_file(tmp_path, tiny_tmpfs):
+    rng = np.random.default_rng(0)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(60):  # noise compresses badly: far more than 256 KiB of video
+        cv2.imwrite(str(frames / f"{i:03d}.png"), rng.integers(0, 255, size=(240, 320, 3), dtype=np.uint8))
+    out = tiny_tmpfs / "rec.mp4"
+    proc = _camera(
+        ["--source", "frames", "--headless", "--no-drop", "--fps", "0", "--record", str(out)], tmp_path
+    )
+    assert proc.returncode != 0, proc.stdout
+    errors = [line for line in proc.stderr.strip().splitlines() if "error" in line]
+    assert len(errors) == 1 and f"recording to {out} failed" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "recording   " not in proc.stdout
+    assert list(tiny_tmpfs.iterdir()) == []

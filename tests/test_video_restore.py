@@ -236,3 +236,58 @@ def test_force_with_a_blind_bundle_is_a_one_line_error(tmp_path, capsys, monkeyp
     ]
     assert not (tmp_path / "out").exists()
     assert main(["restore", "in/a.png", "--out", "out", "--bundle", str(bundle), "--quiet"]) == 0
+
+
+def _damage(src: Path, dst: Path, flips: int = 3000, seed: int = 0) -> Path:
+    """Flip `flips` bytes between 20 % and 90 % of the file (a damaged stretch; the header survives)."""
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    for i in rng.integers(int(len(data) * 0.2), int(len(data) * 0.9), flips):
+        data[i] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _textured_video(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (160, 120))
+    for i in range(frames):
+        image = np.full((120, 160, 3), (i * 7) % 255, np.uint8)
+        image[::2, ::3] = np.random.default_rng(i).integers(0, 255, image[::2, ::3].shape, dtype=np.uint8)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def test_a_damaged_video_is_decoded_past_its_bad_frames_and_the_loss_is_reported(tmp_path):
+    from edgerestore.runtime.video import CaptureSource
+
+    (tmp_path / "in").mkdir()
+    clip = _damage(_textured_video(tmp_path / "good.mp4", 288), tmp_path / "in" / "bad.mp4")
+    source = CaptureSource(str(clip), kind="file")
+    source.open()
+    decoded = 0
+    while source.read() is not None:
+        decoded += 1
+    source.close()
+    assert decoded >= 250, f"only {decoded} of 288 frames: decoding stopped at the damage"
+    assert source.lost_frames == 288 - decoded
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "restore_report.json").read_text())[0]
+    assert report["frames"] == decoded and report["lost_frames"] == 288 - decoded and report["error"] is None
+    if decoded < 288:
+        assert f"{288 - decoded} of 288 frames do not decode" in proc.stderr
+
+
+def test_a_truncated_avi_reports_the_frames_it_lost(tmp_path):
+    from edgerestore.runtime.video import CaptureSource
+
+    whole = make_video(tmp_path / "whole.avi", 120)
+    half = tmp_path / "half.avi"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    source = CaptureSource(str(half), kind="file")
+    source.open()
+    decoded = 0
+    while source.read() is not None:
+        decoded += 1
+    assert 40 <= decoded < 120 and source.lost_frames == 120 - decoded

@@ -76,13 +76,12 @@ def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> A
     from edgerestore.runtime.restorer import Restorer
 
     force = getattr(args, "force", None)
-    restorer = Restorer.open(
-        bundle, backend=args.backend, threads=args.threads, video=video, force=force, **options
-    )
+    restorer = Restorer.open(bundle, backend=args.backend, threads=args.threads, video=video, **options)
     if force is not None and restorer.family != "uffn":
         restorer.close()
         raise UserError(
             f"--force {force}: bundle {bundle} is a blind {restorer.family.upper()} model with no router "
             "or branches to force; leave out --force"
         )
+    restorer.force = force
     return restorer

@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deadline-ms",
         type=float,
         default=None,
-        help="pass a frame through raw when its result would take longer",
+        help="pass a frame through raw when its result would take longer (not with --no-drop)",
     )
     out.add_argument("-q", "--quiet", action="store_true", help="no status lines, only the summary")
     add_bundle_arguments(parser)
@@ -141,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
     if args.deadline_ms is not None and not args.deadline_ms > 0:
         raise UserError(
             f"--deadline-ms {args.deadline_ms:g} must be > 0 (every frame would pass through raw)"
+        )
+    if args.no_drop and args.deadline_ms is not None:
+        raise UserError(
+            f"--no-drop restores every frame, but --deadline-ms {args.deadline_ms:g} passes late frames "
+            "through raw; give one of them"
         )
     for option, value in (("--width", args.width), ("--height", args.height)):
         if value < 0:

@@ -51,6 +51,7 @@ class FileReport:
     frames: int = 0
     conditions: dict[str, int] = field(default_factory=dict)
     ms_per_frame: float | None = None
+    lost_frames: int = 0  # video frames that did not decode (a damaged stretch) and were skipped
     error: str | None = None
 
 
@@ -222,6 +223,12 @@ def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: 
         if not recorder.aborted:
             written = recorder.close()
     frames = sum(counts.values())
+    if (lost := source.lost_frames) > 0:
+        bar.write(
+            f"edgerestore restore: warning: {job.src}: {lost} of {frames + lost} frames do not decode and "
+            "were skipped (the file is damaged)",
+            file=sys.stderr,
+        )
     return FileReport(
         input=str(job.src),
         output=str(written) if written else None,
@@ -232,6 +239,7 @@ def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: 
         frames=frames,
         conditions=dict(counts),
         ms_per_frame=round(total_ms / frames, 3),
+        lost_frames=lost,
     )
 
 

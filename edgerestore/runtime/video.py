@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,8 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".flv",
     ".ts",
 )
+#: The largest camera index taken (OpenCV adds the index to an API id, and larger numbers overflow it).
+MAX_CAMERA_INDEX = 9999
 STREAM_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 # FourCC codes tried per container, in order. opencv-python's FFmpeg writes MPEG-4 Part 2 ("mp4v") everywhere;
 # H.264 ("avc1") needs an encoder that pip wheels usually lack, so it is only a fallback.
@@ -111,6 +114,11 @@ class FrameSource:
         """Native frame rate if known, else 0."""
         return 0.0
 
+    @property
+    def lost_frames(self) -> int:
+        """Frames the source held but could not decode (skipped), as far as it knows."""
+        return 0
+
 
 class CaptureSource(FrameSource):
     """A `cv2.VideoCapture`: camera index or device path, video file, stream URL or GStreamer pipeline."""
@@ -133,6 +141,10 @@ class CaptureSource(FrameSource):
         self.name = f"camera {target}" if kind == "device" else str(target)
         self._cap: cv2.VideoCapture | None = None
         self._fps = 0.0
+        self._container_frames = 0
+        self.decoded = 0  # frames returned since open()
+        self._failed_reads = 0
+        self._ended = False
 
     def open(self) -> None:
         self.close()
@@ -153,6 +165,10 @@ class CaptureSource(FrameSource):
         self._fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not np.isfinite(self._fps) or self._fps > 1000:
             self._fps = 0.0
+        self._container_frames = (
+            max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0) if self.kind == "file" else 0
+        )
+        self.decoded, self._failed_reads, self._ended = 0, 0, False
         self._cap = cap
 
     def _open_hint(self) -> str:
@@ -176,11 +192,26 @@ class CaptureSource(FrameSource):
         )
 
     def read(self) -> np.ndarray | None:
+        """The next frame, or None at the end. A file keeps being read past frames that do not decode (a
+        damaged stretch) until its position stops moving; `lost_frames` says how many were skipped."""
         if self._cap is None:
             return None
-        ok, frame = self._cap.read()
-        if not ok or frame is None or frame.size == 0:
-            return None
+        stuck, last_pos, failed = 0, -1.0, 0
+        while True:
+            ok, frame = self._cap.read()
+            if ok and frame is not None and frame.size:
+                break
+            if self.kind != "file":
+                return None
+            pos = float(self._cap.get(cv2.CAP_PROP_POS_FRAMES) or 0.0)
+            stuck = stuck + 1 if pos <= last_pos else 0
+            last_pos = pos
+            if (self._container_frames and pos >= self._container_frames) or stuck >= 2:
+                self._ended = True
+                return None
+            failed += 1
+        self._failed_reads += failed  # failures followed by a frame: a damaged stretch, not the end
+        self.decoded += 1
         if frame.ndim == 2 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             from edgerestore.imageio import to_bgr_uint8
 
@@ -191,6 +222,16 @@ class CaptureSource(FrameSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+    @property
+    def lost_frames(self) -> int:
+        """Frames of a file that did not decode and were skipped (known once the file has ended: the
+        container's frame count minus the frames decoded, or the failed reads when it has no count)."""
+        if not self._ended:
+            return self._failed_reads
+        if self._container_frames:
+            return max(self._container_frames - self.decoded, 0)
+        return self._failed_reads
 
     def frame_count(self) -> int:
         """Frames in a file according to its container (may be approximate; 0 if unknown)."""
@@ -293,12 +334,25 @@ def open_source(
         raise UserError("give exactly one of --device N (a camera) or --source PATH|URL|GLOB")
     src: FrameSource
     if device is not None:
-        text = str(device)
+        text = str(device).strip()
         target: int | str = int(text) if text.isdigit() else text
-        if isinstance(target, str) and not Path(target).exists():
+        if isinstance(target, int) and target > MAX_CAMERA_INDEX:
             raise SourceError(
-                f"camera {target} does not exist; pass a camera index (--device 0) or an existing device path"
+                f"camera index {text} is out of range (0 to {MAX_CAMERA_INDEX}); "
+                "list cameras with `v4l2-ctl --list-devices` (Linux)"
             )
+        if isinstance(target, str):
+            path = Path(target)
+            if not path.exists():
+                raise SourceError(
+                    f"camera {target} does not exist; pass a camera index (--device 0) or an existing device path"
+                )
+            if sys.platform.startswith("linux") and not stat.S_ISCHR(path.stat().st_mode):
+                what = "a folder" if path.is_dir() else "a file"
+                raise SourceError(
+                    f"--device {target} is {what}, not a camera device (/dev/videoN); for files and folders use "
+                    f"--source {target}"
+                )
         src = CaptureSource(target, kind="device", width=width, height=height, fps=fps, fourcc=fourcc)
     else:
         assert source is not None
@@ -355,6 +409,9 @@ class ReconnectPolicy:
     max_delay: float = 8.0
     factor: float = 2.0
     max_attempts: int | None = None
+    #: The back-off starts again from `initial_delay` only after the reopened source has delivered frames
+    #: for this long (a source that fails again right after each reopen keeps backing off).
+    healthy_after: float = 5.0
 
     def delay(self, attempt: int) -> float:
         """Delay before attempt number `attempt` (1-based)."""
@@ -398,6 +455,7 @@ class FrameGrabber:
         self._paused = threading.Event()
         self._ended = False
         self._failures = 0
+        self._healthy_since: float | None = None  # when frames resumed after the last reconnect
         self._thread = threading.Thread(target=self._run, name="edgerestore-grabber", daemon=True)
 
     # -- control
@@ -486,9 +544,14 @@ class FrameGrabber:
                         break
                     continue
                 if self._failures:
-                    log.info("%s: receiving frames again", self.source.name)
-                    self._failures = 0
-                    self.status = ""
+                    now = time.monotonic()
+                    if self._healthy_since is None:
+                        self._healthy_since = now
+                        self.status = ""
+                    elif now - self._healthy_since >= self.policy.healthy_after:
+                        log.info("%s: receiving frames again", self.source.name)
+                        self._failures = 0
+                        self._healthy_since = None
                 if self.pace_fps:
                     due = t0 + paced / self.pace_fps
                     paced += 1
@@ -511,6 +574,7 @@ class FrameGrabber:
     def _reconnect(self) -> bool:
         """Reopen a live source with back-off; False if stopped or out of attempts."""
         self.source.close()
+        self._healthy_since = None
         while not self._stop.is_set():
             self._failures += 1
             attempt = self._failures
@@ -612,6 +676,7 @@ class PipelineSummary:
     interrupted: bool = False
     recording: str | None = None
     recorded_frames: int = 0
+    lost_frames: int = 0  # frames of the source that did not decode and were skipped
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -632,6 +697,10 @@ class PipelineSummary:
             f"capture→result p50 {e2e['p50']:.1f} / p99 {e2e['p99']:.1f} ms",
             f"conditions  {conds}; {self.not_restored} frames passed through",
         ]
+        if self.lost_frames:
+            lines.append(
+                f"damaged     {self.lost_frames} frames of the source do not decode and were skipped"
+            )
         if self.flags:
             lines.append("flags       " + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
         if self.recording:
@@ -895,6 +964,7 @@ class RestorePipeline:
             not_restored=self._not_restored,
             flags=dict(self._flags),
             error=error,
+            lost_frames=self.grabber.source.lost_frames,
         )
 
 
@@ -1110,11 +1180,26 @@ def probe_fourcc(suffix: str, candidates: Sequence[str] | None = None) -> str | 
     return None
 
 
+def _check_free_space(folder: Path) -> None:
+    """OSError(ENOSPC) when the file system of `folder` has no block left for an unprivileged writer."""
+    import errno
+
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder vanished: nothing to tell
+        return
+    if st.f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 class VideoRecorder:
     """Writes frames to a video on its own thread. The file is written under a temporary name beside the
     target and renamed by `close()`, which also releases the writer so the container is finalised (call it
     in a `finally:` — Ctrl-C and errors still leave a playable file). Frames whose size differs from the
-    first one are resized to it. No frames → no file."""
+    first one are resized to it. No frames → no file. OpenCV's writer reports no write error, so the
+    recorder checks the free space as it goes and `close()` reopens the finished file (frame count, last
+    frame decodes) before renaming it: a full disk or a broken container is a one-line `UserError` and
+    leaves no file."""
 
     def __init__(
         self, path: str | Path, fps: float, *, fourcc: str | None = None, queue_size: int = 64
@@ -1210,6 +1295,29 @@ class VideoRecorder:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(np.ascontiguousarray(image))
         self.frames += 1
+        if self.frames % 25 == 1:  # OpenCV's writer says nothing when the disk fills: look every 25 frames
+            _check_free_space(self.path.parent)
+
+    def _verify(self) -> None:
+        """Reopen the finished temporary file: it must hold every frame written and its last one must decode
+        (OpenCV's writer reports neither a full disk nor a container it could not finalise)."""
+        size = self._tmp.stat().st_size if self._tmp.exists() else 0
+        cap = cv2.VideoCapture(str(self._tmp), cv2.CAP_FFMPEG)
+        try:
+            counted = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+            last_ok = False
+            if counted >= self.frames:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)
+                ok, frame = cap.read()
+                last_ok = bool(ok) and frame is not None
+        finally:
+            cap.release()
+        if counted < self.frames or not last_ok:
+            _check_free_space(self.path.parent)  # name the usual cause when it is the cause
+            found = f"{counted} readable frames" if counted > 0 else "no readable video"
+            raise OSError(
+                f"the written file holds {found} of {self.frames} ({size} bytes); is the disk full?"
+            )
 
     def close(self) -> Path | None:
         """Flush, finalise the container and move it into place; returns the path (None if no frames).
@@ -1223,6 +1331,11 @@ class VideoRecorder:
         self._thread.join()
         if self._writer is not None:
             self._writer.release()
+        if self._error is None and self.frames:
+            try:
+                self._verify()
+            except OSError as exc:
+                self._error = exc
         if (error := self.error) is not None:
             self.aborted = True
             self._tmp.unlink(missing_ok=True)
