@@ -291,3 +291,37 @@ def test_a_truncated_avi_reports_the_frames_it_lost(tmp_path):
     while source.read() is not None:
         decoded += 1
     assert 40 <= decoded < 120 and source.lost_frames == 120 - decoded
+
+
+def test_the_default_bundle_is_one_fp32_bundle_found_the_same_from_any_folder(tmp_path, capsys, monkeypatch):
+    """No --bundle: <engines root>/uffn-tiny-onnxruntime-fp32, whatever ./engines holds; the run says which."""
+    from edgerestore.cli import main
+    from edgerestore.commands._bundle import default_bundle_path
+    from edgerestore.runtime.synthetic import write_bundle
+
+    engines = tmp_path / "shared_engines"
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(engines))
+    assert default_bundle_path() == engines / "uffn-tiny-onnxruntime-fp32"
+    write_bundle(engines / "uffn-tiny-onnxruntime-fp32")
+    for cwd in (tmp_path / "a", tmp_path / "b" / "deeper"):
+        cwd.mkdir(parents=True)
+        _inputs(cwd)
+        write_bundle(cwd / "engines" / "uffn-tiny-onnxruntime-int8", family="cmudrn")  # must not be picked
+        monkeypatch.chdir(cwd)
+        assert main(["restore", "in/a.png", "--out", "out", "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert f"bundle: {engines / 'uffn-tiny-onnxruntime-fp32'}" in out, out
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(tmp_path / "nothing"))
+    assert main(["restore", "in/a.png", "--out", "out2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no default bundle at" in err and "--precision fp32" in err and len(err.strip().splitlines()) == 1
+
+
+def test_engines_root_is_the_checkout_folder_whatever_the_current_folder(tmp_path, monkeypatch):
+    from edgerestore.engines.bundle import engines_root
+
+    monkeypatch.delenv("EDGERESTORE_ENGINES", raising=False)
+    here = engines_root()
+    monkeypatch.chdir(tmp_path)
+    assert engines_root() == here and here.is_absolute()
+    assert here == ROOT / "engines"  # the tests run from a source checkout

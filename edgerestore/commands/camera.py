@@ -13,10 +13,9 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
-from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
-from edgerestore.errors import UserError
+from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
+from edgerestore.errors import UserError, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
 
 
@@ -127,10 +126,6 @@ def _configure_logging(quiet: bool) -> None:
         logger.propagate = False
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     from edgerestore.runtime import video
 
@@ -197,10 +192,11 @@ def run(args: argparse.Namespace) -> int:
             resize=args.resize,
         )
         restorer = open_restorer(args, video=True, deadline_ms=args.deadline_ms)
+        print(f"bundle: {restorer_label(restorer)}", flush=True)
     except BaseException:
         source.close()
         raise
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         pipeline = video.RestorePipeline(grabber, restorer, max_frames=args.max_frames)
         options = video.LoopOptions(
@@ -224,5 +220,5 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(args.summary_json, json.dumps(summary.as_dict(), indent=2) + "\n")
     pipeline.raise_error()
     if summary.interrupted:
-        return 130
+        return 143 if summary.stopped_by == "SIGTERM" else 130
     return 1 if summary.error else 0

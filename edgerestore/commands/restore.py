@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import signal
 import sys
 import time
 from collections import Counter
@@ -22,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
+from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._output import progress_bar
-from edgerestore.errors import UserError
+from edgerestore.errors import UserError, first_line, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
 
 
@@ -282,9 +283,12 @@ def run(args: argparse.Namespace) -> int:
     quiet_video_logs()
     jobs = collect_jobs(list(args.inputs), args.out)
     restorer = open_restorer(args, video=True)
+    print(f"bundle: {restorer_label(restorer)}", flush=True)
     reports: list[FileReport] = []
     total = sum(1 if j.kind == "image" else max(_video_frames(j.src), 1) for j in jobs)
     bar = progress_bar(total, "restoring", unit="frame", disable=args.quiet)
+    stopped: KeyboardInterrupt | None = None
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         for job in jobs:
             try:
@@ -293,18 +297,29 @@ def run(args: argparse.Namespace) -> int:
                     bar.update(1)
                 else:
                     reports.append(restore_video(job, restorer, args.side_by_side, args.fourcc, bar))
-            except UserError as exc:
-                message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
+            except Exception as exc:  # this file fails (bad input, or e.g. out of memory); the rest go on
+                text = str(exc) if isinstance(exc, UserError) else first_line(exc)
+                message = text if str(job.src) in text else f"{job.src}: {text}"
                 bar.write(f"edgerestore restore: error: {message}", file=sys.stderr)
                 bar.update(1 if job.kind == "image" else 0)
                 reports.append(FileReport(str(job.src), None, job.kind, error=message))
             if reports[-1].condition:
                 bar.set_postfix_str(f"{job.src.name}: {reports[-1].condition}")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the report still lists the files already done
+        stopped = exc
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
         close = getattr(restorer, "close", None)
         if callable(close):
             close()
+    if stopped is not None:
+        write_report(report_path, reports)
+        print(
+            f"edgerestore restore: stopped after {len(reports)} of {len(jobs)} files; report: {report_path}",
+            file=sys.stderr,
+        )
+        raise stopped
     write_report(report_path, reports)
     failed = [r for r in reports if r.error]
     done = len(reports) - len(failed)

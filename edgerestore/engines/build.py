@@ -39,6 +39,9 @@ from edgerestore.engines.bundle import (
     sha256_file,
     write_bundle,
 )
+from edgerestore.engines.bundle import (
+    engines_root as eb_engines_root,
+)
 from edgerestore.errors import BundleError, UserError
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
@@ -342,7 +345,7 @@ def build_bundle(
     trt_targets: Sequence[str] | None = None,
     optimization_level: int | None = None,
     threads: int = 0,
-    engines_root: str | Path = "engines",
+    engines_root: str | Path | None = None,
     on_graph: Callable[[GraphReport], None] | None = None,
 ) -> BuildResult:
     """Build `engines/<profile>-<backend>-<precision>/` (or `out_dir`) from `onnx_dir` (= `export/<profile>`).
@@ -366,8 +369,9 @@ def build_bundle(
     out_dir = (
         Path(out_dir)
         if out_dir is not None
-        else default_bundle_dir(profile, backend, precision, engines_root)
+        else default_bundle_dir(profile, backend, precision, engines_root or eb_engines_root())
     )
+    engines_root = Path(out_dir).parent if engines_root is None else engines_root
 
     if backend == "tensorrt":
         from edgerestore.engines.tensorrt import (

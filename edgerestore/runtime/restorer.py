@@ -422,6 +422,7 @@ class Restorer:
             if not need <= names:
                 raise BundleError(f"bundle at {bundle.path} lacks graphs {sorted(need - names)}; rebuild it")
         self._features = self._feature_channels()
+        self._check_manifest_against_graphs()
         self._lock = threading.RLock()
         self._queue_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -463,6 +464,34 @@ class Restorer:
         except BaseException:
             engine.close()
             raise
+
+    def _check_manifest_against_graphs(self) -> None:
+        """The manifest's `thumbnail_size` and `stride` must be what the graphs take: an edited value is a
+        one-line `BundleError` here, not an error deep inside the backend on some frame."""
+        if self.model_graph is not None:
+            return
+        rebuild = getattr(self.bundle, "rebuild_command", "edgerestore build --force")
+
+        def fail(what: str) -> BundleError:
+            return BundleError(
+                f"{self.bundle.path}: {what}; was the manifest edited? rebuild with: {rebuild}"
+            )
+
+        for t in self.backend.graphs["router"].inputs:
+            dims = tuple(t.shape)
+            if (
+                t.name == "thumbnail"
+                and len(dims) == 4
+                and all(isinstance(d, int) and d > 0 for d in dims[1:3])
+            ):
+                if dims[1:3] != (self.thumbnail_size, self.thumbnail_size):
+                    raise fail(
+                        f"manifest thumbnail_size {self.thumbnail_size} but the router graph takes "
+                        f"{dims[1]}x{dims[2]} thumbnails"
+                    )
+        # the trunk's features are frame/2: the padding stride must keep both sides even
+        if self.stride < 1 or self.stride % 2:
+            raise fail(f"manifest stride {self.stride}, but the trunk halves the frame (stride must be even)")
 
     def _feature_channels(self) -> int | None:
         if self.model_graph is not None:

@@ -676,6 +676,7 @@ class PipelineSummary:
     interrupted: bool = False
     recording: str | None = None
     recorded_frames: int = 0
+    stopped_by: str | None = None  # what interrupted the run: "Ctrl-C", "SIGTERM"
     lost_frames: int = 0  # frames of the source that did not decode and were skipped
 
     def as_dict(self) -> dict[str, Any]:
@@ -706,7 +707,7 @@ class PipelineSummary:
         if self.recording:
             lines.append(f"recording   {self.recording} ({self.recorded_frames} frames)")
         if self.interrupted:
-            lines.append("stopped     interrupted (Ctrl-C); outputs finalised")
+            lines.append(f"stopped     interrupted ({self.stopped_by or 'Ctrl-C'}); outputs finalised")
         if self.error:
             lines.append(f"error       {self.error}")
         return "\n".join(lines)
@@ -1492,6 +1493,7 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
     recorder: VideoRecorder | None = None
     window: Window | None = None
     interrupted = False
+    stopped_by: str | None = None
     try:
         if options.record is not None:
             src = pipeline.grabber
@@ -1533,8 +1535,9 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
             # an error (e.g. a failed recording callback) can leave the last counted frame unpublished
             if pipeline.done and (pipeline.error is not None or last is None or seen >= pipeline.frames_out):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
+        stopped_by = getattr(exc, "signal_name", None) or "Ctrl-C"
     finally:
         with _sigint_deferred():  # a second Ctrl-C must not cut the container's finalisation short
             try:
@@ -1551,6 +1554,7 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
                         window.close()
     summary = pipeline.summary()
     summary.interrupted = interrupted
+    summary.stopped_by = stopped_by
     if recorder is not None:
         summary.recording = str(recorded) if recorded else None
         summary.recorded_frames = recorder.frames
