@@ -215,9 +215,10 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_recording_is_a_valid_video_after_ctrl_c(tmp_path):
-    import cv2
-
+@pytest.mark.parametrize(
+    "sig, code, said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_recording_is_a_valid_video_after_ctrl_c(tmp_path, sig, code, said):
     make_video(tmp_path / "clip.avi", 20)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen(
@@ -231,16 +232,18 @@ def test_recording_is_a_valid_video_after_ctrl_c(tmp_path):
         text=True,
     )
     try:
+        first = proc.stdout.readline()
+        assert first.startswith("bundle: "), first  # which bundle runs, before anything else
         first = proc.stdout.readline()  # the first status line: frames are flowing and being recorded
         assert "frames" in first, first + proc.stderr.read()
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "interrupted" in stdout
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and f"interrupted ({said})" in stdout
     cap = cv2.VideoCapture(str(out))
     frames, shape = 0, None
     while True:

@@ -385,3 +385,12 @@ def test_device_info_reads_name_and_compute_capability(monkeypatch):
 def test_device_info_is_none_without_a_driver(monkeypatch):
     _fake_cudart(monkeypatch, 35)  # cudaErrorInsufficientDriver, what this machine reports
     assert cuda_device_info() is None
+
+
+def test_a_format_version_given_as_text_says_so(ort_bundle):
+    raw = json.loads((ort_bundle / "manifest.json").read_text())
+    raw["format_version"] = "1"
+    (ort_bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError) as e:
+        load_bundle(ort_bundle)
+    assert "manifest format_version '1' (not a number), this edgerestore reads 1" in _one_line_error(e)

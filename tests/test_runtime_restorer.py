@@ -365,3 +365,24 @@ def test_cmudrn_refuses_force_and_router_only_instead_of_ignoring_them(tmp_path)
         r.force, r.router_only = None, True
         with pytest.raises(UserError, match="router_only"):
             r(solid("snow"))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("thumbnail_size", 160, "manifest thumbnail_size 160 but the router graph takes 32x32"),
+        ("stride", 3, "manifest stride 3"),
+    ],
+)
+def test_a_manifest_value_the_graphs_contradict_is_refused_in_one_line(tmp_path, field, value, message):
+    import json
+
+    from edgerestore.errors import BundleError
+
+    bundle = write_bundle(tmp_path / "b")
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw[field] = value
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=message) as excinfo:
+        Restorer.open(bundle, threads=1)
+    assert "edited" in str(excinfo.value) and "\n" not in str(excinfo.value)

@@ -325,3 +325,60 @@ def test_engines_root_is_the_checkout_folder_whatever_the_current_folder(tmp_pat
     monkeypatch.chdir(tmp_path)
     assert engines_root() == here and here.is_absolute()
     assert here == ROOT / "engines"  # the tests run from a source checkout
+
+
+class _FailsOn:
+    """A restorer that raises `exc` on frames of width `width` and brightens the others."""
+
+    def __init__(self, width: int, exc: BaseException) -> None:
+        self.width, self.exc, self.force = width, exc, None
+
+    def __call__(self, frame):
+        from video_fakes import FakeResult
+
+        if frame.shape[1] == self.width:
+            raise self.exc
+        return FakeResult(cv2.add(frame, np.full_like(frame, 40)), "rain", 0.9, True, {"total": 1.0})
+
+
+def _with_restorer(monkeypatch, restorer) -> None:
+    import edgerestore.commands.restore as restore_cmd
+
+    monkeypatch.setattr(restore_cmd, "open_restorer", lambda args, **kw: restorer)
+
+
+def test_an_unexpected_failure_on_one_file_fails_that_file_only_and_the_report_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    from edgerestore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    oom = RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory\nstack...")
+    _with_restorer(monkeypatch, _FailsOn(45, oom))  # night/b.jpg is 45 px wide
+    assert main(["restore", "in", "--out", "out", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: {Path('in/night/b.jpg')}: RuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION" in err
+    report = {
+        Path(r["input"]).name: r for r in json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    }
+    assert (
+        report["b.jpg"]["error"].endswith("Failed to allocate memory") and report["b.jpg"]["output"] is None
+    )
+    assert report["a.png"]["error"] is None and report["clip.avi"]["frames"] == 12
+
+
+def test_ctrl_c_during_restore_still_writes_the_report_of_the_files_done(tmp_path, capsys, monkeypatch):
+    from edgerestore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    _with_restorer(monkeypatch, _FailsOn(45, KeyboardInterrupt()))
+    assert main(["restore", "in", "--out", "out", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped after" in err and "interrupted" in err
+    report = json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    done = [Path(r["input"]).name for r in report]
+    assert done and "b.jpg" not in done and all(r["error"] is None for r in report)
+    assert not [p for p in (tmp_path / "out").rglob("*") if "partial" in p.name or p.name.startswith(".")]
