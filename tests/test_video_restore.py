@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -382,3 +383,49 @@ def test_ctrl_c_during_restore_still_writes_the_report_of_the_files_done(tmp_pat
     done = [Path(r["input"]).name for r in report]
     assert done and "b.jpg" not in done and all(r["error"] is None for r in report)
     assert not [p for p in (tmp_path / "out").rglob("*") if "partial" in p.name or p.name.startswith(".")]
+
+
+def test_restoring_a_folder_into_a_folder_inside_it_twice_skips_its_own_outputs(tmp_path):
+    _inputs(tmp_path)
+    for _ in range(2):
+        proc = _restore(["in", "--out", "in/out"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "in" / "out" / "restore_report.json").read_text())
+    assert sorted(Path(r["input"]).name for r in report) == ["a.png", "b.jpg", "clip.avi", "gray16.png"]
+    assert not (tmp_path / "in" / "out" / "out").exists()
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """`jpeg` with an APP1 EXIF segment (big-endian TIFF, one IFD0 entry: Orientation) after SOI."""
+    ifd = (1).to_bytes(2, "big") + (0x0112).to_bytes(2, "big") + (3).to_bytes(2, "big")
+    ifd += (1).to_bytes(4, "big") + orientation.to_bytes(2, "big") + b"\0\0" + (0).to_bytes(4, "big")
+    tiff = b"MM" + (42).to_bytes(2, "big") + (8).to_bytes(4, "big") + ifd
+    body = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_jpeg_with_exif_orientation_is_restored_upright(tmp_path, orientation):
+    from edgerestore.imageio import jpeg_orientation, read_image_as_stored
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:10, :20] = 255  # a bright corner shows the turn
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    data = _with_exif_orientation(encoded.tobytes(), orientation)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "photo.jpg").write_bytes(data)
+    assert jpeg_orientation(data) == orientation
+    upright = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # OpenCV applies the EXIF turn
+    got = read_image_as_stored(tmp_path / "in" / "photo.jpg", upright=True)
+    assert got.shape == upright.shape and np.abs(got.astype(int) - upright.astype(int)).max() <= 2
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(tmp_path / "out" / "photo.jpg"), cv2.IMREAD_UNCHANGED).shape == upright.shape
+
+
+def test_a_broken_symlink_in_an_input_folder_is_named_in_a_warning(tmp_path):
+    _inputs(tmp_path)
+    (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: skipping {Path('in/gone.jpg')}: a broken symbolic link" in proc.stderr

@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--export-root", type=Path, default=Path("export"), help="ONNX root (default export/)"
     )
     parser.add_argument(
+        "-o",
         "--out",
         type=Path,
         help="bundle directory (default <engines>/<profile>-<backend>-<precision>, <engines>: $EDGERESTORE_ENGINES, "

@@ -401,6 +401,7 @@ def run_demo(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "-o",
         "--out",
         type=Path,
         default=Path("demo_out"),

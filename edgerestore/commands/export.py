@@ -13,7 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="weights/<profile>.pt written by `edgerestore train`")
     source.add_argument("--profile", help="export an untrained zoo profile (for testing the tool chain)")
-    parser.add_argument("--out", type=Path, default=Path("export"), help="root directory (default: export/)")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=Path("export"), help="root directory (default: export/)"
+    )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17–20 (default: 18)")
     parser.add_argument(
         "--loops", default=None, help="CMUDRN loop counts to export, e.g. 3,5,7 (default: the profile's T)"

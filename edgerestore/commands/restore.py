@@ -65,7 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image or video files, folders (recursive), or globs",
     )
     parser.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="output folder (same file names as the inputs)"
+        "-o",
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder (same file names as the inputs)",
     )
     parser.add_argument(
         "--side-by-side",
@@ -100,11 +105,19 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
         return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else None
 
     jobs: list[Job] = []
+    out_resolved = out.resolve()
+
+    def outside_out(p: Path) -> bool:  # an --out inside an input folder: never restore earlier outputs
+        return out_resolved not in p.resolve().parents
+
+    skipped_links: list[Path] = []
     for item in inputs:
         text = str(item)
         if item.is_dir():
+            skipped_links += [p for p in item.rglob("*") if p.is_symlink() and not p.exists()]
             files = sorted(
-                (p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")), key=_natural_key
+                (p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".") and outside_out(p)),
+                key=_natural_key,
             )
             jobs += [Job(p, out / p.relative_to(item), k) for p in files if (k := kind_of(p))]
         elif item.is_file():
@@ -118,12 +131,16 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
             import glob
 
             files = sorted((Path(p) for p in glob.glob(text, recursive=True)), key=_natural_key)
-            matched = [Job(p, out / p.name, k) for p in files if p.is_file() and (k := kind_of(p))]
+            matched = [
+                Job(p, out / p.name, k) for p in files if p.is_file() and outside_out(p) and (k := kind_of(p))
+            ]
             if not matched:
                 raise UserError(f"{text}: the pattern matches no image or video")
             jobs += matched
         else:
             raise UserError(f"{item}: no such file or folder")
+    for link in skipped_links:
+        print(f"edgerestore restore: warning: skipping {link}: a broken symbolic link", file=sys.stderr)
     if not jobs:
         raise UserError(f"no images or videos in {', '.join(map(str, inputs))}")
     seen: dict[Path, Path] = {}
@@ -157,7 +174,8 @@ def _finite(x: Any) -> float | None:
 def restore_image(job: Job, restorer: Any, side: bool) -> FileReport:
     from edgerestore.imageio import check_storable, read_image_as_stored, write_image
 
-    raw = read_image_as_stored(job.src)  # restored with the input's bit depth and channels (alpha kept)
+    # restored with the input's bit depth and channels (alpha kept), upright (EXIF orientation applied)
+    raw = read_image_as_stored(job.src, upright=True)
     if not side:
         # before the work: refuse what the output format would convert
         check_storable(job.dst, raw, "the output keeps the input's name, so save the input as {fits}")

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean", type=Path, help="folder of clean photographs to synthesise weather on")
     parser.add_argument("--paired", type=Path, action="append", default=[], help="paired folder (repeatable)")
     parser.add_argument(
+        "-o",
         "--out",
         type=Path,
         help="training checkpoint (resumed when it exists); default runs/<profile>/last.pt",

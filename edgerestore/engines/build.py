@@ -278,6 +278,29 @@ def _tensor_specs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _refuse_to_replace_another(out_dir: Path, want: Manifest) -> None:
+    """Without --force, a build replaces only an older build of the same bundle (profile, backend,
+    precision): never another model's bundle, nor a folder that is not a bundle."""
+    from edgerestore.engines.bundle import MANIFEST_NAME
+
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    try:
+        raw = json.loads((out_dir / MANIFEST_NAME).read_text())
+        held = tuple(str(raw.get(k)) for k in ("profile", "backend", "precision"))
+    except (OSError, ValueError, AttributeError):
+        raise UserError(
+            f"--out {out_dir} is a folder that holds no bundle (no readable {MANIFEST_NAME}); choose a new or "
+            "empty folder, or pass --force to replace it"
+        ) from None
+    wanted = (want.profile, want.backend, want.precision)
+    if held != wanted:
+        raise UserError(
+            f"--out {out_dir} holds another bundle ({' '.join(held)}), not {' '.join(wanted)}; choose another "
+            "--out or pass --force to replace it"
+        )
+
+
 def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle | None:
     """The existing bundle at `out_dir` if it loads cleanly and was built from the same sources with the
     same settings and builder version; else None (it will be rebuilt)."""
@@ -435,6 +458,7 @@ def build_bundle(
                 for n, e in kept.manifest.graphs.items()
             ]
             return BuildResult(kept, reports, 0.0, skipped=True)
+        _refuse_to_replace_another(out_dir, manifest)
 
     start = time.perf_counter()
     reports: list[GraphReport] = []
