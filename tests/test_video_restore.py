@@ -429,3 +429,20 @@ def test_a_broken_symlink_in_an_input_folder_is_named_in_a_warning(tmp_path):
     proc = _restore(["in", "--out", "out"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"warning: skipping {Path('in/gone.jpg')}: a broken symbolic link" in proc.stderr
+
+
+def test_a_video_restored_onto_a_full_disk_is_an_error_for_that_file_and_leaves_no_file(tmp_path, tiny_tmpfs):
+    (tmp_path / "in").mkdir()
+    _textured_video(tmp_path / "in" / "big.mp4", 120)
+    cv2.imwrite(str(tmp_path / "in" / "small.png"), np.full((20, 20, 3), 50, np.uint8))
+    proc = _restore(["in", "--out", str(tiny_tmpfs)], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (
+        f"error: {Path('in/big.mp4')}: recording to {tiny_tmpfs / 'big.mp4'} failed: No space left"
+        in proc.stderr
+    )
+    report = {Path(r["input"]).name: r for r in json.loads((tiny_tmpfs / "restore_report.json").read_text())}
+    assert report["big.mp4"]["output"] is None and "failed" in report["big.mp4"]["error"]
+    assert report["small.png"]["error"] is None
+    assert sorted(p.name for p in tiny_tmpfs.iterdir()) == ["restore_report.json", "small.png"]
