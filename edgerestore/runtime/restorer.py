@@ -10,12 +10,14 @@ composes it). CMUDRN bundles have one graph and no router: every frame runs it.
 Video mode smooths the condition (minimum dwell, optional confidence margin) so one misjudged frame does
 not flip the branch; routing can run every N frames; a condition can be forced; the router can run alone.
 With `deadline_ms`, a frame whose result would arrive late is returned raw, flagged, instead of stalling.
-Safe from several threads (a lock around the backend); `submit()`/`result()` and `stream()` overlap
-preparing the next frame with running the current one.
+Safe from several threads (a lock around the backend), also while `close()` runs (later calls raise
+`UserError`); `submit()`/`result()` and `stream()` overlap preparing the next frame with running the
+current one.
 
 Input rule (see `normalise_frame`): numpy uint8 or uint16 arrays, HxW or HxWx1 (gray), HxWx3 (BGR, or RGB
-with color="rgb"), HxWx4 (BGRA / RGBA), each side >= MIN_SIDE and, once padded, within the bundle's max
-shape. The result has the input's dtype, channel count and order: gray in -> gray out (BGR->gray of the
+with color="rgb"), HxWx4 (BGRA / RGBA), each side >= MIN_SIDE, any size above: a frame that once padded
+exceeds the bundle's max shape or `tile_pixels` runs in overlapping tiles (`tile_grid`) in bounded memory,
+with the router on the whole frame's thumbnail. The result has the input's dtype, channel count and order: gray in -> gray out (BGR->gray of the
 restored frame), alpha passed through unchanged, 16-bit in -> 8-bit inference -> 16-bit out (x257).
 
 Must not import torch.
@@ -448,7 +450,8 @@ class Restorer:
         `backend`: "auto" (the bundle's), "onnxruntime" or "tensorrt"; `threads`: ONNX Runtime intra-op
         threads; `trt_module`: "tensorrt" or "tensorrt_rtx"; `cuda_graphs`: capture CUDA graphs (TensorRT).
         Other options: `color` ("bgr"|"rgb"), `video` (smooth the condition), `dwell`, `margin`,
-        `route_every`, `force` (a condition name), `router_only`, `deadline_ms`, `loops` (CMUDRN T)."""
+        `route_every`, `force` (a condition name), `router_only`, `deadline_ms`, `loops` (CMUDRN T),
+        `tile_pixels` and `tile_overlap` (frames of any size, see the module doc)."""
         from edgerestore.engines.bundle import load_bundle
 
         bundle = load_bundle(Path(bundle_dir), expect_backend=None if backend == "auto" else backend)
