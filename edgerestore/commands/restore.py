@@ -108,7 +108,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
     out_resolved = out.resolve()
 
     def outside_out(p: Path) -> bool:  # an --out inside an input folder: never restore earlier outputs
-        return out_resolved not in p.resolve().parents
+        return out_resolved not in p.resolve().parents or out_resolved == item.resolve()
 
     skipped_links: list[Path] = []
     for item in inputs:
