@@ -64,16 +64,52 @@ def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     raise UserError(f"{name}: unsupported channel count {channels}; expected 1, 2, 3 or 4")
 
 
+def _imdecode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """`cv2.imdecode` with libpng's own messages ("libpng error: IDAT: CRC error"), which it writes straight
+    to file descriptor 2 before any of ours, caught: (image or None, libpng's first message or ""). Anything
+    else written to the descriptor meanwhile (another thread) is passed on to stderr."""
+    import os
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters): decode as is
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), ""
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        lines = caught.read().decode(errors="replace").splitlines()
+    ours = [ln for ln in lines if ln.startswith("libpng ")]
+    others = [ln for ln in lines if not ln.startswith("libpng ")]
+    if others:
+        print("\n".join(others), file=sys.stderr)
+    return image, (ours[0].split(":", 1)[-1].strip() if ours else "")
+
+
 def _decode(path: Path) -> np.ndarray:
     """The file decoded as stored (`cv2.IMREAD_UNCHANGED`); `UserError` if unreadable."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    said = ""
+    if not data.size:
+        image = None
+    elif path.suffix.lower() == ".png":
+        image, said = _imdecode_quietly(data)
+    else:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
+        detail = f" (libpng: {said})" if said else ""
         raise UserError(
-            f"cannot read image {path}: empty, truncated or not an image OpenCV can decode "
+            f"cannot read image {path}: empty, truncated or not an image OpenCV can decode{detail} "
             f"(supported: {', '.join(IMAGE_EXTENSIONS)})"
         )
     return image

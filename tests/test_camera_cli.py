@@ -79,7 +79,9 @@ def test_missing_bundle_is_a_one_line_error(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "edgerestore.cli", "camera", "--source", "clip.avi", "--headless"],
         cwd=tmp_path,
-        env=_env(EDGERESTORE_ENGINES=str(tmp_path / "engines")),  # not the checkout's (make demo builds there)
+        env=_env(
+            EDGERESTORE_ENGINES=str(tmp_path / "engines")
+        ),  # not the checkout's (make demo builds there)
         capture_output=True,
         text=True,
         timeout=60,

@@ -446,3 +446,18 @@ def test_a_video_restored_onto_a_full_disk_is_an_error_for_that_file_and_leaves_
     assert report["big.mp4"]["output"] is None and "failed" in report["big.mp4"]["error"]
     assert report["small.png"]["error"] is None
     assert sorted(p.name for p in tiny_tmpfs.iterdir()) == ["restore_report.json", "small.png"]
+
+
+def test_libpng_messages_do_not_print_before_ours(tmp_path):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(
+        str(tmp_path / "ok.png"), np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    )
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    data[100:140] = b"x" * 40  # inside the image data: a CRC error libpng reports on its own
+    (tmp_path / "in" / "bad.png").write_bytes(bytes(data))
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith("edgerestore restore: ") for line in lines), lines
+    assert "(libpng: IDAT: CRC error)" in lines[0]
