@@ -3,9 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,dev,tensorrt-rtx,gpu
+EXTRAS ?= train,dev,tensorrt-rtx,gpu,int8-trt
 
-.PHONY: venv demo test lint latency clean
+.PHONY: venv demo test lint latency gpu-check shipped-graphs clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: lint
 
 latency: venv
 	$(BIN)/pytest -q -m latency
+
+# On a GPU: fp32/fp16/int8 TensorRT bundles vs ONNX Runtime fp32, latency and the gpu tests, one table
+# (one line and exit 0 without a GPU). GPU_CHECK_ARGS="--export export/uffn-tiny" checks the real graphs.
+gpu-check: venv
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# The ONNX graphs (+ fp16/int8 variants) of weights/*.pt that the package carries; rerun after retraining.
+shipped-graphs: venv
+	$(BIN)/edgerestore export --ship
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -2,8 +2,9 @@
 
 * Frames come from an image folder (optionally with ground truth in `<folder>/gt/` under the same file
   names; a file name starting with a condition, `rain_03.jpg`, labels the frame), a video, or synthetic
-  weather on the clean images scikit-image ships (`edgerestore.data.degrade`). The default set committed
-  under `calibration/default/` is made by `make_default_set` (see calibration/README.md).
+  weather on the clean images scikit-image ships (`edgerestore.data.degrade`). The default set, package
+  data under `edgerestore/shipped/calibration/` (`edgerestore.assets`), is made by `make_default_set` (see
+  its README.md).
 * Ranges: ONNX Runtime's calibrators (`minmax`, `percentile`, `entropy`) on the float32 graph's
   activations; branch graphs are fed the float32 trunk's features.
 * Q/DQ forms (`onnxruntime.quantization.quantize_static`, QuantFormat.QDQ, per-channel weights):
@@ -14,6 +15,12 @@
   Only Conv / ConvTranspose / Gemm / MatMul are quantized (plus Add / Mul / Concat / Relu in the ORT
   form, so that tensors stay 8-bit between convolutions): the uint8 → float prologue, the clamp/round
   epilogue and the softmax gates stay as they are.
+* `int8_trt` with NVIDIA ModelOpt installed (`nvidia-modelopt`, the `int8-trt` extra): ModelOpt's ONNX
+  quantizer instead (`modelopt.onnx.quantization.quantize`, calibrated with ONNX Runtime on the CPU), which
+  places Q/DQ where TensorRT fuses them and converts the rest of the graph to float16 (its high
+  precision), so the ops between quantized convolutions run in fp16 in TensorRT's strongly typed network
+  rather than in float32 as with ONNX Runtime's float32 scales; `features` cross in float16. Its range
+  methods are `minmax` (ModelOpt's `max`) and `entropy`; `percentile` stays with ONNX Runtime's quantizer.
 * Dynamic H/W: `quant_pre_process` is run without ONNX Runtime's symbolic shape inference, which cannot
   relate the trunk's H/2 features to the branch's H output ("Incomplete symbolic shape inference"); ONNX
   shape inference and the graph optimisation still run, and the quantized graphs keep `height`/`width`.
@@ -24,13 +31,16 @@ Imports onnx, onnxruntime, numpy, OpenCV (and scikit-image only to make the defa
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
+from edgerestore import assets
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
@@ -56,7 +66,7 @@ QUANTIZED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # the uffn-tiny trunk: conv-only Q/DQ ≈ float32 speed, with these ≈ 1.35× faster).
 ORT_QUANTIZED_OPS: tuple[str, ...] = QUANTIZED_OPS + ("Add", "Mul", "Concat", "Relu")
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
-DEFAULT_SET = Path(__file__).resolve().parents[1] / "calibration" / "default"
+DEFAULT_SET = assets.calibration_dir()
 SKIMAGE_IMAGES: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket")  # public domain / CC0
 
 
@@ -264,6 +274,12 @@ def _reader(feeds: list[dict]):
         def get_next(self) -> dict | None:
             return next(self._it, None)
 
+        def get_first(self) -> dict:  # ModelOpt's readers also give the first feed for a dummy run
+            return feeds[0]
+
+        def rewind(self) -> None:
+            self._it = iter(feeds)
+
     return FeedReader()
 
 
@@ -321,6 +337,82 @@ def quantize_graph(
     return quantized
 
 
+#: ModelOpt's calibration method for each range method it has.
+MODELOPT_METHODS: dict[str, str] = {"minmax": "max", "entropy": "entropy"}
+
+
+#: What ModelOpt's ONNX quantizer imports beyond itself (its `[onnx]` extra, which also pins
+#: onnxruntime-gpu and an older onnx, so the `int8-trt` extra lists these instead).
+MODELOPT_MODULES: tuple[str, ...] = ("modelopt", "onnx_graphsurgeon", "onnxslim", "pynvml", "ml_dtypes")
+
+
+def trt_quantizer(method: str = "minmax") -> str:
+    """Who writes the `int8_trt` graphs: "modelopt" when NVIDIA ModelOpt is installed and has `method`,
+    else "onnxruntime". Looks for the modules without importing them (see `quantize_graph_modelopt`)."""
+    if method not in MODELOPT_METHODS:
+        return "onnxruntime"
+    if any(importlib.util.find_spec(m) is None for m in MODELOPT_MODULES):
+        return "onnxruntime"
+    return "modelopt"
+
+
+def _modelopt_quantize(src: str, feeds: list[dict], method: str, out: str) -> None:
+    """Runs in a child process: importing ModelOpt's quantizer patches ONNX Runtime's calibrators for the
+    whole process, which breaks `quantize_static` (the int8_ort form) afterwards."""
+    import contextlib
+    import io
+
+    from modelopt.onnx.quantization import quantize
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        quantize(
+            src,
+            quantize_mode="int8",
+            calibration_data_reader=_reader(feeds),
+            calibration_method=MODELOPT_METHODS[method],
+            calibration_eps=["cpu"],
+            high_precision_dtype="fp16",
+            output_path=out,
+            log_level="ERROR",
+        )
+
+
+def modelopt_pool() -> Any:
+    """One child process for ModelOpt (spawned: a fork would share ONNX Runtime's state), reused across
+    the graphs of a calibration run; a context manager."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
+def quantize_graph_modelopt(
+    model: Path, feeds: list[dict], method: str = "minmax", pool: Any = None
+) -> onnx.ModelProto:
+    """TensorRT's INT8 form by NVIDIA ModelOpt: Q/DQ in TensorRT's placement, float16 elsewhere, ranges
+    from `feeds` (ONNX Runtime on the CPU, in a child process: `pool`, or one made for this call);
+    `features` carried in float16."""
+    from edgerestore.precision import carry_in_float16
+
+    if not feeds:
+        raise UserError("INT8 calibration needs at least one calibration frame")
+    if pool is None:
+        with modelopt_pool() as own:
+            return quantize_graph_modelopt(model, feeds, method, own)
+    with tempfile.TemporaryDirectory(prefix="edgerestore-mo-") as tmp:
+        out = Path(tmp) / "q.onnx"
+        try:
+            pool.submit(_modelopt_quantize, str(model), feeds, method, str(out)).result()
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"ModelOpt could not quantize {Path(model).name}: {first}") from None
+        quantized = onnx.load(str(out))
+    quantized = carry_in_float16(quantized)
+    quantized.producer_name = "edgerestore"
+    onnx.checker.check_model(quantized)
+    return quantized
+
+
 def make_int8(
     export_dir: str | Path,
     form: str,
@@ -342,15 +434,22 @@ def make_int8(
     budgets = budgets or Budgets()
     feeds_for = reference_feeds(export_dir, meta, calib)
     candidates = reference_paths(export_dir, meta)
-    with tempfile.TemporaryDirectory(prefix=f"edgerestore-{form}-", dir=export_dir) as tmp:
-        tmp_dir = Path(tmp)
+    quantizer = trt_quantizer(method) if form == "int8_trt" else "onnxruntime"
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(modelopt_pool()) if quantizer == "modelopt" else None
+        tmp_dir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"edgerestore-{form}-", dir=export_dir))
+        )
         for name in tqdm(
             list(meta["graphs"]), desc=f"calibrate {form} ({method})", unit="graph", disable=not progress
         ):
             src = graph_path(export_dir, meta, name)
             load_onnx(src)
-            with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print their own chatter
-                quantized = quantize_graph(src, feeds_for(name), form, method)
+            if quantizer == "modelopt":
+                quantized = quantize_graph_modelopt(src, feeds_for(name), method, pool)
+            else:
+                with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print their chatter
+                    quantized = quantize_graph(src, feeds_for(name), form, method)
             candidates[(name, form)] = save_onnx(quantized, tmp_dir / form / f"{name}.onnx")
         if form == "int8_trt":
             fp16_feeds = reference_feeds(export_dir, meta, calib + held + [bright_frame(calib + held)])
@@ -361,8 +460,23 @@ def make_int8(
             "method": method,
             "calibration_frames": len(calib),
             "held_back_frames": len(held),
-            "quantized_ops": list(QUANTIZED_OPS if form == "int8_trt" else ORT_QUANTIZED_OPS),
+            "quantizer": _quantizer_note(quantizer),
+            "quantized_ops": (
+                "ModelOpt's TensorRT placement"
+                if quantizer == "modelopt"
+                else list(QUANTIZED_OPS if form == "int8_trt" else ORT_QUANTIZED_OPS)
+            ),
         }
         return write_variant(
             export_dir, meta, form, candidates, accuracy, budgets, settings, time.perf_counter() - start
         )
+
+
+def _quantizer_note(quantizer: str) -> str:
+    if quantizer == "modelopt":
+        from importlib.metadata import version
+
+        return f"modelopt {version('nvidia-modelopt')} (float16 high precision)"
+    import onnxruntime
+
+    return f"onnxruntime {onnxruntime.__version__} quantize_static (float32 scales)"

@@ -16,6 +16,10 @@ from edgerestore.errors import UserError
 # verb -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("edgerestore.commands.info", "show the model zoo (params, MACs) and what this machine can run"),
+    "doctor": (
+        "edgerestore.commands.doctor",
+        "check this device: what is installed, which bundles can run here, and what to install",
+    ),
     "eval": ("edgerestore.commands.eval", "PSNR/SSIM per condition, router accuracy, side-by-side images"),
     "restore": (
         "edgerestore.commands.restore",

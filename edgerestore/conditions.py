@@ -10,3 +10,26 @@ def condition_index(name: str) -> int:
         return CONDITIONS.index(name)
     except ValueError:
         raise ValueError(f"unknown condition {name!r}; expected one of {', '.join(CONDITIONS)}") from None
+
+
+def calibrated(probs, temperature: float = 1.0):
+    """The router's probabilities at `temperature` (temperature scaling, Guo et al. 2017): softmax(z / T)
+    computed from softmax(z) as p^(1/T), renormalised. numpy in, numpy out; T = 1 returns `probs`."""
+    import numpy as np
+
+    p = np.asarray(probs, dtype=np.float64)
+    if temperature == 1.0:
+        return p
+    logp = np.log(np.maximum(p, 1e-30)) / float(temperature)
+    logp -= logp.max(axis=-1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def acts_on(probs, threshold: float = 0.0) -> bool:
+    """Do no harm: whether a frame with (calibrated) router `probs` is restored — its verdict is a weather
+    condition and the router is at least `threshold` sure of it. Otherwise it passes through untouched."""
+    import numpy as np
+
+    k = int(np.argmax(probs))
+    return k != 0 and float(probs[k]) >= threshold

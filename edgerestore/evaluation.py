@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from edgerestore.baselines import dehaze_dcp
-from edgerestore.conditions import CONDITIONS
+from edgerestore.conditions import CONDITIONS, acts_on, calibrated
 from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
@@ -48,6 +48,7 @@ class ImageResult:
     input: dict[str, float] | None = None
     output: dict[str, float] | None = None
     dcp: dict[str, float] | None = None
+    untouched: bool = False  # the output is the input bit for bit (clean verdict, or unsure: passed through)
 
 
 @dataclass
@@ -66,6 +67,11 @@ class SetReport:
     router_accuracy: float | None
     latency_ms: float
     images: list[ImageResult] = field(default_factory=list)
+
+    @property
+    def untouched(self) -> int:
+        """Images whose output is their input bit for bit."""
+        return sum(r.untouched for r in self.images)
 
 
 @dataclass
@@ -259,6 +265,7 @@ def evaluate(
                 if probs is not None and predicted in CONDITIONS:
                     confidence = float(np.asarray(probs).ravel()[CONDITIONS.index(predicted)])
                 result = ImageResult(image_name, expected, predicted, confidence, latency)
+                result.untouched = output is degraded or np.array_equal(output, degraded)
                 if expected in CONDITIONS and predicted in CONDITIONS and kind != "clean":
                     confusion[CONDITIONS.index(expected), CONDITIONS.index(predicted)] += 1
                 target = None
@@ -378,7 +385,17 @@ def _markdown(report: EvalReport) -> str:
                 _table_row([s.name, s.condition or "?", s.n, "input", *_fmt_scores(s.input), "", ""])
             )
             lines.append(
-                _table_row(["", "", "", "**output**", *_fmt_scores(s.output), acc, f"{s.latency_ms:.1f}"])
+                _table_row(
+                    [
+                        "",
+                        "",
+                        "",
+                        "**output**" + (f" ({s.untouched} left alone)" if s.untouched else ""),
+                        *_fmt_scores(s.output),
+                        acc,
+                        f"{s.latency_ms:.1f}",
+                    ]
+                )
             )
             if s.dcp is not None:
                 lines.append(_table_row(["", "", "", "DCP", *_fmt_scores(s.dcp), "", ""]))
@@ -388,29 +405,31 @@ def _markdown(report: EvalReport) -> str:
         lines += [
             "## Clean frames (the paired sets' distinct targets, routed like any frame)",
             "",
-            _table_row(["images", "left alone (routed clean)", "sent to a branch"]),
-            _table_row(["---:", "---:", "---"]),
+            _table_row(
+                ["images", "routed clean", "left alone (output = input, bit for bit)", "sent to a branch"]
+            ),
+            _table_row(["---:", "---:", "---:", "---"]),
         ]
         for s in clean:
             wrong: dict[str, int] = {}
             for r in s.images:
-                if r.predicted != "clean":
+                if not r.untouched:
                     wrong[str(r.predicted)] = wrong.get(str(r.predicted), 0) + 1
             acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
             sent = ", ".join(f"{c} {n}" for c, n in sorted(wrong.items())) or "none"
-            lines.append(_table_row([s.n, acc, sent]))
+            lines.append(_table_row([s.n, acc, f"{s.untouched / max(1, s.n):.1%}", sent]))
         lines.append("")
     real = [s for s in report.sets if s.kind == "real"]
     if real:
         lines += [
             "## Real images (no ground truth)",
             "",
-            _table_row(["folder", "condition", "n", "router acc.", "ms/img"]),
+            _table_row(["folder", "condition", "n", "router acc.", "left alone", "ms/img"]),
         ]
-        lines.append(_table_row(["---", "---", "---:", "---:", "---:"]))
+        lines.append(_table_row(["---", "---", "---:", "---:", "---:", "---:"]))
         for s in real:
             acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
-            lines.append(_table_row([s.name, s.condition, s.n, acc, f"{s.latency_ms:.1f}"]))
+            lines.append(_table_row([s.name, s.condition, s.n, acc, s.untouched, f"{s.latency_ms:.1f}"]))
         lines.append("")
     total = sum(map(sum, report.confusion))
     if total:
@@ -474,6 +493,11 @@ def checkpoint_restorer(
     model = model.to(device).eval()
     conditions = tuple(getattr(model, "conditions", CONDITIONS))
     routed = hasattr(model, "router")
+    calibration = meta.get("router_calibration") or {}
+    temperature, threshold = (
+        float(calibration.get("temperature", 1.0)),
+        float(calibration.get("threshold", 0)),
+    )
 
     def restore(frame: np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).to(device)
@@ -483,16 +507,13 @@ def checkpoint_restorer(
                 thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1)
                 thumb = torch.from_numpy(np.ascontiguousarray(thumb)).to(device)
                 logits = model.router(thumb.unsqueeze(0).float().div_(255.0))
-                index = int(logits.argmax(dim=1))  # forward(x, condition) would run the router again
-                out = (x if index == 0 else model.restore(x, conditions[index])), logits
-            else:
-                out = model(x)
-        if isinstance(out, tuple):
-            restored, logits = out
-            probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
-            predicted = conditions[int(probs.argmax())]
-        else:  # CMUDRNOutput: blind, no router
-            restored, probs, predicted = out.restored, None, None
+                probs = calibrated(torch.softmax(logits.double(), dim=1)[0].cpu().numpy(), temperature)
+                predicted = conditions[int(probs.argmax())]  # forward(x, condition) would route again
+                if not acts_on(probs, threshold):  # clean, or unsure: the frame passes through untouched
+                    return frame, predicted, probs
+                restored = model.restore(x, predicted)
+            else:  # CMUDRNOutput: blind, no router
+                restored, probs, predicted = model(x).restored, None, None
         rgb = restored[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(rgb[:, :, ::-1]), predicted, probs
 
@@ -511,7 +532,10 @@ def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:
         if reset is not None:
             reset()
         result = restorer(frame)
-        # a blind bundle's "blind" is no condition: no router accuracy, no routed clean targets
+        # a blind bundle's "blind" is no condition: no router accuracy, no routed clean targets; an unsure
+        # frame passed through still counts under the router's own verdict
+        if result.probs is not None:
+            return result.image, CONDITIONS[int(np.argmax(result.probs))], result.probs
         return result.image, result.condition if result.condition in CONDITIONS else None, None
 
     return restore, f"bundle {Path(bundle).name}"

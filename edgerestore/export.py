@@ -341,8 +341,12 @@ def export_model(
     exporter: str = "torchscript",
     parity_sizes: list[tuple[int, int]] | None = None,
     progress: bool = True,
+    router_calibration: dict | None = None,
 ) -> ExportResult:
     """Export every graph of a model into `out_dir` (= export/<profile>/), write model.json, check parity.
+
+    `router_calibration`: the checkpoint's `router_calibration` record (temperature, threshold); model.json
+    keeps its temperature and threshold for the runtime.
 
     `parity_sizes` ([(H, W)], odd sizes welcome; the UFFN graphs get them reflect-padded to the stride)
     defaults to three sizes; an empty list skips the check. A parity failure raises `UserError`.
@@ -374,6 +378,11 @@ def export_model(
         "stride": int(model.stride),
         "thumbnail_size": int(model.thumbnail_size) if is_uffn else None,
         "branch_scales": dict(model.config.branch_scales) if is_uffn else {},
+        "router_calibration": {
+            k: float(router_calibration[k]) for k in ("temperature", "threshold") if k in router_calibration
+        }
+        if is_uffn and router_calibration
+        else {},
         "color_order": "BGR",
         "layout": "NHWC",
         "normalisation": {

@@ -5,6 +5,10 @@ precision folder's `precision.json` holds the sha256 of every float32 graph it c
 manifest holds the sha256 of its source graphs. A stage is stale when its record is missing or names
 different inputs; `force` redoes every stage. This is what `edgerestore build`, `bench` and `demo` call.
 
+The package carries the exported graphs of the shipped checkpoints (`edgerestore.assets`): when the
+checkpoint is absent (a runtime-only install) or is the one those graphs were exported from, the build
+starts from them and needs no PyTorch. `ship_graphs` (`edgerestore export --ship`) writes them.
+
 Imports torch only when a stage that needs it (export) actually runs.
 """
 
@@ -14,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgerestore import assets
 from edgerestore.errors import UserError
 
 WEIGHTS_DIR = Path("weights")
@@ -87,7 +92,12 @@ def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True,
             f"use --profile {meta['profile']} or a {profile} checkpoint"
         )
     return export_model(
-        model, export_dir, meta["profile"], checkpoint_sha256=meta["sha256"], progress=progress
+        model,
+        export_dir,
+        meta["profile"],
+        checkpoint_sha256=meta["sha256"],
+        progress=progress,
+        router_calibration=meta.get("router_calibration"),
     )
 
 
@@ -111,6 +121,32 @@ def _check_profile_name(profile: str) -> None:
     get_profile(profile)
 
 
+def _torch_missing() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is None
+
+
+def _source_graphs(
+    profile: str, checkpoint: Path, explicit: bool, export_dir: Path, force: bool
+) -> tuple[Path | None, str | None]:
+    """(folder of graphs to build from, why it must be exported first). The user's export folder when it is
+    up to date with the checkpoint; else the shipped graphs when the checkpoint is absent (and not named
+    with --checkpoint) or is the one they were exported from; else (None, why) — export it."""
+    shipped = assets.shipped_export(profile)
+    if not checkpoint.is_file():
+        if shipped is not None and not explicit:
+            return shipped, None
+        _check_profile_name(profile)
+        return None, None  # the caller reports the missing weights
+    why = "--force" if force else export_is_stale(export_dir, checkpoint, profile)
+    if why is None:
+        return export_dir, None
+    if shipped is not None and not force and assets.shipped_checkpoint_sha256(profile) == _sha256(checkpoint):
+        return shipped, None
+    return None, why
+
+
 def ensure_bundle(
     profile: str,
     precision: str = "fp32",
@@ -127,38 +163,55 @@ def ensure_bundle(
     **build_options,
 ) -> PipelineResult:
     """The bundle for (profile, precision, backend), running export / precision / build where stale.
-    `checkpoint_hint` ends the no-weights message (callers without a --checkpoint option pass their own)."""
+    Starts from the package's shipped graphs where they fit (module docstring), so a runtime-only install
+    builds without torch. `checkpoint_hint` ends the no-weights message (callers without a --checkpoint
+    option pass their own)."""
     from edgerestore.engines.build import build_bundle, resolve_backend, source_subdir
     from edgerestore.engines.bundle import PRECISIONS
 
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     backend_name, trt_module = resolve_backend(backend, build_options.pop("trt_module", None))
+    explicit = checkpoint is not None
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(profile)
-    if not checkpoint.is_file():
-        _check_profile_name(profile)
-        raise UserError(
-            f"no weights for {profile} at {checkpoint}; train them with `edgerestore train --profile {profile} "
-            f"--clean DIR --out {checkpoint}`{checkpoint_hint}"
-        )
     export_dir = Path(export_root) / profile
     ran: list[str] = []
-    why = "--force" if force else export_is_stale(export_dir, checkpoint, profile)
-    if why:
+    source, why = _source_graphs(profile, checkpoint, explicit, export_dir, force)
+    if source is None and why is None:
+        shipped = ", ".join(assets.shipped_profiles()) or "none"
+        raise UserError(
+            f"no weights for {profile} at {checkpoint} (graphs shipped with this package: {shipped}); train "
+            f"them with `edgerestore train --profile {profile} --clean DIR --out {checkpoint}`{checkpoint_hint}"
+        )
+    if source is None:
+        if _torch_missing():
+            what = (
+                f"--force re-exports {checkpoint}"
+                if why == "--force"
+                else f"{checkpoint} is not the checkpoint whose graphs this package ships ({why}); exporting it"
+            )
+            raise UserError(f"{what}, which needs PyTorch: pip install torch==2.13.0 'edgerestore[train]'")
         echo(f"export: {why}; exporting {checkpoint} → {export_dir}/")
         export_checkpoint(checkpoint, export_dir, progress, profile=profile)
         ran.append("export")
+        source = export_dir
+    elif source != export_dir:
+        echo(f"graphs: the {profile} graphs shipped with edgerestore ({source})")
     variant = source_subdir(backend_name, precision)
     if variant is not None:
-        why = "--force" if force else ("export changed" if ran else precision_is_stale(export_dir, variant))
+        why = "--force" if force else ("export changed" if ran else precision_is_stale(source, variant))
         if why:
+            if source != export_dir:  # shipped graphs are read-only: convert a copy
+                _copy_graphs(source, export_dir)
+                source = export_dir
             echo(
-                f"precision: {why}; making {export_dir}/{variant}/ (calibration: {calib or 'calibration/default'})"
+                f"precision: {why}; making {export_dir}/{variant}/ "
+                f"(calibration: {calib or assets.calibration_dir()})"
             )
             make_precision(export_dir, variant, calib, progress)
             ran.append(variant)
     result = build_bundle(
-        export_dir,
+        source,
         out,
         backend=backend_name,
         precision=precision,
@@ -170,3 +223,102 @@ def ensure_bundle(
     if not result.skipped:
         ran.append("build")
     return PipelineResult(Path(result.bundle.path), ran, result.summary())
+
+
+def _copy_graphs(src: Path, dst: Path) -> None:
+    """The float32 graphs and model.json of `src` into `dst` (replacing what is there)."""
+    import shutil
+
+    from edgerestore.graphs import MODEL_JSON
+
+    meta = json.loads((src / MODEL_JSON).read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    for info in meta["graphs"].values():
+        shutil.copy2(src / info["file"], dst / info["file"])
+    shutil.copy2(src / MODEL_JSON, dst / MODEL_JSON)
+
+
+def ship_graphs(
+    weights_dir: Path = WEIGHTS_DIR, root: Path = assets.SHIPPED_ROOT, progress: bool = True, echo=print
+) -> dict:
+    """Export every `weights_dir/*.pt`, make its fp16 / int8_trt / int8_ort variants from the default
+    calibration frames, and put them in `root/<profile>/` with `root/index.json` (sha256 and size of every
+    file, the checkpoint's sha256). A profile whose checkpoint and calibration frames are those of its
+    intact shipped graphs is kept as it is (delete `root/<profile>/` to redo it); profiles no longer in
+    `weights_dir` are removed. Needs torch."""
+    import shutil
+    import tempfile
+
+    from edgerestore.graphs import MODEL_JSON, PRECISION_JSON
+
+    checkpoints = sorted(Path(weights_dir).glob("*.pt"))
+    if not checkpoints:
+        raise UserError(f"no checkpoints (*.pt) in {weights_dir}")
+    calib = assets.calibration_dir()
+    calibration = {
+        str(p.relative_to(calib)): assets.file_sha256(p)
+        for p in sorted(calib.rglob("*"))
+        if p.is_file() and p.suffix.lower() in (".jpg", ".png")
+    }
+    shipped = assets.read_index(root)
+    index: dict = {"format": assets.INDEX_FORMAT, "profiles": {}, "calibration": calibration}
+    for checkpoint in checkpoints:
+        sha = assets.file_sha256(checkpoint)
+        kept = [
+            (name, entry)
+            for name, entry in shipped.get("profiles", {}).items()
+            if entry.get("checkpoint") == checkpoint.name
+            and entry.get("checkpoint_sha256") == sha
+            and shipped.get("calibration") == calibration
+            and (root / name / MODEL_JSON).is_file()
+            and not assets.damaged_files(name, root)
+        ]
+        if kept:
+            echo(f"{kept[0][0]}: shipped graphs are up to date with {checkpoint}")
+            index["profiles"][kept[0][0]] = kept[0][1]
+            continue
+        with tempfile.TemporaryDirectory(prefix="edgerestore-ship-") as tmp:
+            result = export_checkpoint(checkpoint, Path(tmp) / "export", progress)
+            export_dir = Path(result.model_json).parent
+            meta = json.loads((export_dir / MODEL_JSON).read_text())
+            profile = meta["profile"]
+            echo(f"{profile}: exported {checkpoint}; making {', '.join(assets.VARIANTS)}")
+            for variant in assets.VARIANTS:
+                make_precision(export_dir, variant, None, progress)
+            files = [MODEL_JSON] + [info["file"] for info in meta["graphs"].values()]
+            for variant in assets.VARIANTS:
+                files.append(f"{variant}/{PRECISION_JSON}")
+                files += [
+                    f"{variant}/{info['file']}"
+                    for info in meta["graphs"].values()
+                    if (export_dir / variant / info["file"]).is_file()  # a graph that fell back to fp32
+                ]
+            staged = Path(tempfile.mkdtemp(prefix=f".{profile}.", dir=root))
+            try:
+                for rel in files:
+                    (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(export_dir / rel, staged / rel)
+                if (root / profile).exists():
+                    shutil.rmtree(root / profile)
+                staged.rename(root / profile)
+            except BaseException:
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+        index["profiles"][profile] = {
+            "checkpoint": checkpoint.name,
+            "checkpoint_sha256": meta["checkpoint_sha256"],
+            "files": {
+                rel: {
+                    "sha256": assets.file_sha256(root / profile / rel),
+                    "size": (root / profile / rel).stat().st_size,
+                }
+                for rel in files
+            },
+        }
+    for folder in root.iterdir():
+        if folder.is_dir() and (folder / MODEL_JSON).is_file() and folder.name not in index["profiles"]:
+            shutil.rmtree(folder)
+    from edgerestore.graphs import write_json
+
+    write_json(root / assets.INDEX_NAME, index)
+    return index

@@ -53,6 +53,15 @@ SENSITIVE_OPS: tuple[str, ...] = (
     "ReduceMean",
     "GlobalAveragePool",
 )
+#: Float graph I/O that fp16 graphs carry in float16 (the trunk -> branch features: 48 x H/2 x W/2, 100 MB
+#: at 1088x1920 in float32), unless the node producing them is kept in float32 (values near fp16's range).
+HALF_IO: tuple[str, ...] = ("features",)
+#: ONNX Runtime input type -> numpy dtype, for casting feeds to what a graph takes.
+ORT_NUMPY: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(uint8)": np.dtype(np.uint8),
+}
 FP16_SAFE_LIMIT = 1.0e4  # |activation| above this (float16 max is 65504) keeps the node in float32
 PSNR_CAP = 100.0  # identical outputs score this instead of inf, so means stay finite
 LADDERS: dict[str, tuple[str, ...]] = {
@@ -135,8 +144,11 @@ def convert_fp16(
     model: onnx.ModelProto,
     keep_fp32_ops: Sequence[str] = SENSITIVE_OPS,
     keep_fp32_nodes: Sequence[str] = (),
+    half_io: Sequence[str] = HALF_IO,
 ) -> onnx.ModelProto:
-    """A float16 copy of a float32 graph with its inputs/outputs types unchanged (uint8 frames stay uint8)."""
+    """A float16 copy of a float32 graph with its inputs/outputs types unchanged (uint8 frames stay uint8,
+    `probs` float32), except the float I/O named in `half_io` (the trunk's `features` and the branches'),
+    which become float16 so they cross from one fp16 graph to the next without a cast."""
     from onnxconverter_common import float16
 
     for i, node in enumerate(model.graph.node):  # the converter's node block list matches by name
@@ -154,8 +166,127 @@ def convert_fp16(
         to = next(a for a in node.attribute if a.name == "to")
         if to.i == onnx.TensorProto.FLOAT and types.get(node.output[0]) == onnx.TensorProto.FLOAT16:
             to.i = onnx.TensorProto.FLOAT16
+    want = _io_types(model)
+    hot_outputs = {o for n in model.graph.node if n.name in set(keep_fp32_nodes) for o in n.output}
+    for name in half_io:
+        if want.get(name) == onnx.TensorProto.FLOAT and name not in hot_outputs:
+            _half_io(half, name)
+            want[name] = onnx.TensorProto.FLOAT16
+    keep_io_types(model, half, want)
     onnx.checker.check_model(half)
     return half
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+
+def _rename(graph: onnx.GraphProto, old: str, new: str, inputs: bool = True, outputs: bool = True) -> None:
+    for node in graph.node:
+        for names, on in ((node.input, inputs), (node.output, outputs)):
+            if on:
+                for i, n in enumerate(names):
+                    if n == old:
+                        names[i] = new
+
+
+def carry_in_float16(model: onnx.ModelProto, names: Sequence[str] = HALF_IO) -> onnx.ModelProto:
+    """A copy of a graph that computes in float16 (an fp16 or ModelOpt INT8 graph with float32 I/O) whose
+    float32 I/O in `names` become float16, boundary casts removed; the graph unchanged if that would not
+    load in ONNX Runtime."""
+    out = onnx.shape_inference.infer_shapes(model)
+    want = _io_types(out)
+    for name in names:
+        if want.get(name) == onnx.TensorProto.FLOAT:
+            _half_io(out, name)
+            want[name] = onnx.TensorProto.FLOAT16
+    try:
+        keep_io_types(model, out, want)
+        onnx.checker.check_model(out)
+        ort_session(out.SerializeToString())
+    except Exception:  # noqa: BLE001 - a consumer that needs the float32 tensor: keep the graph as it was
+        return model
+    return out
+
+
+def _half_io(model: onnx.ModelProto, name: str) -> None:
+    """Make graph input/output `name` float16 in a converted graph, removing the converter's boundary casts
+    (it casts a float32 input once per consumer)."""
+    F16, F32 = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    g = model.graph
+    value = next((v for v in g.input if v.name == name), None)
+    if value is not None:
+        for cast in [n for n in g.node if list(n.input) == [name] and _cast_to(n) == F16]:
+            g.node.remove(cast)
+            _rename(g, cast.output[0], name, outputs=False)
+        value.type.tensor_type.elem_type = F16
+        types = {v.name: v.type.tensor_type.elem_type for v in g.value_info}
+        # consumers the converter left on the float32 input: those computing in float32 (blocked ops)
+        # read one cast back to float32, the others read the float16 input directly
+        rest = [n for n in g.node if name in n.input and any(types.get(o) == F32 for o in n.output)]
+        if rest:
+            inner = f"{name}__float"
+            for node in rest:
+                for i, n in enumerate(node.input):
+                    if n == name:
+                        node.input[i] = inner
+            g.node.insert(
+                0, onnx.helper.make_node("Cast", [name], [inner], to=F32, name=f"Cast_{name}_float")
+            )
+    value = next((v for v in g.output if v.name == name), None)
+    if value is not None:
+        types = {v.name: v.type.tensor_type.elem_type for v in g.value_info}
+        producer = next(n for n in g.node if name in n.output)
+        if _cast_to(producer) == F32 and types.get(producer.input[0]) == F16:  # the converter's output cast
+            g.node.remove(producer)
+            src = producer.input[0]
+            _rename(g, src, name)
+            for v in [v for v in g.value_info if v.name == src]:
+                g.value_info.remove(v)
+        value.type.tensor_type.elem_type = F16  # keep_io_types adds a Cast where the producer is float32
+
+
+def _io_types(model: onnx.ModelProto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
+
+
+def keep_io_types(
+    original: onnx.ModelProto, converted: onnx.ModelProto, want: dict[str, int] | None = None
+) -> None:
+    """Give `converted` the graph input/output types of `original` (or `want`), in place: a Cast where a
+    converter retyped one (onnxconverter-common types an output float16 when a blocked op such as the
+    router's Softmax feeds it), so `probs` and `features` stay what the manifest and the runtime's bindings
+    say. AssertionError if any still differs."""
+    want = dict(want) if want is not None else _io_types(original)
+    g = converted.graph
+    for value in list(g.output) + list(g.input):
+        have = value.type.tensor_type.elem_type
+        target = want.get(value.name, have)
+        if have == target:
+            continue
+        inner = f"{value.name}__{onnx.TensorProto.DataType.Name(have).lower()}"
+        is_output = any(value is o for o in g.output)
+        for node in g.node:
+            names = node.output if is_output else node.input
+            for i, n in enumerate(names):
+                if n == value.name:
+                    names[i] = inner
+        if is_output:
+            for node in g.node:  # other consumers of the retyped output read the inner tensor
+                for i, n in enumerate(node.input):
+                    if n == value.name:
+                        node.input[i] = inner
+            g.node.append(
+                onnx.helper.make_node("Cast", [inner], [value.name], to=target, name=f"Cast_{value.name}_io")
+            )
+        else:
+            g.node.insert(
+                0, onnx.helper.make_node("Cast", [value.name], [inner], to=have, name=f"Cast_{value.name}_io")
+            )
+        value.type.tensor_type.elem_type = target
+    changed = {k: v for k, v in _io_types(converted).items() if want.get(k, v) != v}
+    if changed:
+        raise AssertionError(f"converted graph changed the types of {sorted(changed)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -183,7 +314,10 @@ class GraphRunner:
             if key not in self.paths:
                 raise KeyError(f"no {precision} graph for {graph}")
             self._sessions[key] = ort_session(self.paths[key], self.threads)
-        return self._sessions[key].run(None, feeds)[0]
+        session = self._sessions[key]
+        types = {i.name: ORT_NUMPY.get(i.type) for i in session.get_inputs()}
+        feeds = {k: v if types.get(k) in (None, v.dtype) else v.astype(types[k]) for k, v in feeds.items()}
+        return session.run(None, feeds)[0]
 
 
 def _restore(image: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -374,6 +508,35 @@ def fp16_graphs(
     return paths
 
 
+def match_feature_types(paths: dict[str, Path]) -> dict[str, onnx.ModelProto]:
+    """Branches whose `features` input type differs from the trunk's `features` output (an fp16 trunk beside
+    a branch that fell back to float32, or the reverse), each with its input retyped to the trunk's and ONE
+    Cast to what it computes in. The others are not returned. The accuracy guard measured these pairs with
+    the same cast applied to the feed (GraphRunner casts feeds to the input's type)."""
+    if "trunk" not in paths:
+        return {}
+    trunk = onnx.load(str(paths["trunk"]), load_external_data=False)
+    have = next((o.type.tensor_type.elem_type for o in trunk.graph.output if o.name == "features"), None)
+    out = {}
+    for name, path in paths.items():
+        if not name.startswith("branch_") or have is None:
+            continue
+        branch = load_onnx(path)
+        value = next((v for v in branch.graph.input if v.name == "features"), None)
+        if value is None or value.type.tensor_type.elem_type == have:
+            continue
+        takes = value.type.tensor_type.elem_type
+        inner = f"features__{onnx.TensorProto.DataType.Name(takes).lower()}"
+        _rename(branch.graph, "features", inner, outputs=False)
+        branch.graph.node.insert(
+            0, onnx.helper.make_node("Cast", ["features"], [inner], to=takes, name="Cast_features_in")
+        )
+        value.type.tensor_type.elem_type = have
+        onnx.checker.check_model(branch)
+        out[name] = branch
+    return out
+
+
 def write_variant(
     export_dir: Path,
     meta: dict,
@@ -388,11 +551,15 @@ def write_variant(
     out_dir = export_dir / requested
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = {}
+    chosen = {name: candidates[(name, accuracy[name].precision)] for name in meta["graphs"]}
+    retyped = match_feature_types(chosen)
     for name in meta["graphs"]:
         acc = accuracy[name]
-        src = candidates[(name, acc.precision)]
+        src = chosen[name]
         dst = out_dir / meta["graphs"][name]["file"]
-        if src.resolve() != dst.resolve():
+        if name in retyped:
+            save_onnx(retyped[name], dst)
+        elif src.resolve() != dst.resolve():
             write_bytes_atomic(dst, src.read_bytes())
         graphs[name] = {
             "file": dst.name,

@@ -204,3 +204,32 @@ def test_bench_threads_below_one_is_a_one_line_error_before_any_timing(tmp_path,
         "edgerestore bench: error: --threads -1 must be >= 1 (leave it out for the bundle's own)"
     ]
     assert not (tmp_path / "b").exists()
+
+
+def test_bench_times_frames_from_an_input_uri(tmp_path, synthetic_bundle, capsys, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from edgerestore import bench as bench_module
+    from edgerestore.cli import main
+
+    (tmp_path / "frames").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"frames/{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
+    pools = []
+    real = bench_module.bench_restorer
+
+    def spy(*args, **kwargs):
+        pools.append(kwargs.get("pool"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench_module, "bench_restorer", spy)
+    args = ["bench", "--bundle", str(synthetic_bundle), "--sizes", "48x64", "--frames", "4", "--warmup", "0"]
+    assert (
+        main([*args, "--input", f"file://{tmp_path}/frames", "--out", str(tmp_path / "b"), "--no-plot"]) == 0
+    )
+    (pool,) = pools
+    assert [c for c, _ in pool] == ["input"] * 3 and all(f.shape == (48, 64, 3) for _, f in pool)
+    assert [int(f[24, 32, 0]) for _, f in pool] == [0, 50, 100]
+    assert main([*args, "--input", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "c")]) == 2
+    assert "unknown source" in capsys.readouterr().err

@@ -77,7 +77,17 @@ def test_bad_sources_are_one_line_errors_without_traceback(tmp_path, args, messa
 def test_missing_bundle_is_a_one_line_error(tmp_path):
     make_video(tmp_path / "clip.avi", 3)
     proc = subprocess.run(
-        [sys.executable, "-m", "edgerestore.cli", "camera", "--source", "clip.avi", "--headless"],
+        [
+            sys.executable,
+            "-m",
+            "edgerestore.cli",
+            "camera",
+            "--source",
+            "clip.avi",
+            "--headless",
+            "--bundle",
+            "nope",
+        ],
         cwd=tmp_path,
         env=_env(
             EDGERESTORE_ENGINES=str(tmp_path / "engines")
@@ -88,6 +98,32 @@ def test_missing_bundle_is_a_one_line_error(tmp_path):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "edgerestore build" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_without_any_bundle_the_default_one_is_built_from_the_shipped_graphs(tmp_path):
+    make_video(tmp_path / "clip.avi", 3)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgerestore.cli",
+            "camera",
+            "--source",
+            "clip.avi",
+            "--headless",
+            "--no-drop",
+            "-q",
+        ],
+        cwd=tmp_path,
+        env=_env(EDGERESTORE_ENGINES=str(tmp_path / "engines")),  # not the checkout's engines/
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"no bundle yet; building {tmp_path / 'engines/uffn-tiny-onnxruntime-fp32'}" in proc.stderr
+    assert "3 in, 3 processed, 0 dropped" in proc.stdout
+    assert (tmp_path / "engines/uffn-tiny-onnxruntime-fp32/manifest.json").is_file()
 
 
 def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_path):
@@ -107,11 +143,14 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
     [
         (["--deadline-ms", "-5"], "--deadline-ms -5 must be > 0"),
         (["--deadline-ms", "0"], "--deadline-ms 0 must be > 0"),
-        (["--fps", "-1"], "--fps -1 must be ≥ 0"),
+        (["--rate", "-1"], "--rate -1 must be ≥ 0"),
+        (["--fps", "-1"], "--rate -1 must be ≥ 0"),  # the older spelling
         (["--reconnect-delay", "-1"], "--reconnect-delay -1 must be > 0 seconds"),
         (["--reconnect-attempts", "-2"], "--reconnect-attempts -2 must be ≥ 0"),
-        (["--width", "-640"], "--width -640 must be ≥ 0"),
-        (["--height", "-1"], "--height -1 must be ≥ 0"),
+        (["--output", "a/", "--output", "file://b"], "one image folder at a time"),
+        (["--output", "a.mp4", "--output", "b.avi"], "one video at a time"),
+        (["--output", "display://0"], "shows a window; leave out --headless"),
+        (["--output", "s3://bucket/x"], "unknown output 's3://bucket/x'"),
         (["--no-drop", "--deadline-ms", "50"], "--no-drop restores every frame, but --deadline-ms 50"),
     ],
 )
@@ -149,7 +188,7 @@ def test_unwritable_record_path_is_a_one_line_error_before_the_run(tmp_path, rec
     (tmp_path / "in" / "good.png").write_bytes(b"x")
     (tmp_path / "out.mp4").mkdir()
     proc = _camera(
-        ["--source", "clip.avi", "--headless", "--no-drop", "--record", record],
+        ["--source", "clip.avi", "--headless", "--no-drop", "--output", record],
         tmp_path,
         timeout=30,
         FAKE_LATENCY_MS="30",
@@ -159,7 +198,7 @@ def test_unwritable_record_path_is_a_one_line_error_before_the_run(tmp_path, rec
     assert len(lines) == 1 and lines[0].startswith(f"edgerestore camera: error: cannot write {record}"), (
         proc.stderr
     )
-    assert "choose a writable --record" in lines[0]
+    assert "choose a writable --output" in lines[0]
     assert "frames" not in proc.stdout  # refused before the run started
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi", "in", "out.mp4"]
 
@@ -397,3 +436,38 @@ def test_recording_onto_a_full_disk_exits_non_zero_in_one_line_and_leaves_no_fil
     assert len(errors) == 1 and f"recording to {out} failed" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr and "recording   " not in proc.stdout
     assert list(tiny_tmpfs.iterdir()) == []
+
+
+def test_output_uris_and_the_shared_io_flags(tmp_path):
+    import cv2
+
+    make_video(tmp_path / "clip.avi", 6, size=(96, 64))
+    proc = _camera(
+        ["--source", "file://clip.avi", "--headless", "--no-drop", "-q", "--size", "64x48"]
+        + ["--output", "file://out.avi", "--output-codec", "mp4v"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    ok, frame = cap.read()
+    codec = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert ok and frame.shape == (48, 64, 3) and frames == 6
+    assert codec.upper() in ("FMP4", "MP4V")  # not MJPG, .avi's default
+
+
+def test_an_image_folder_output_gets_one_png_per_processed_frame(tmp_path):
+    import cv2
+
+    make_video(tmp_path / "clip.avi", 5, size=(96, 64))
+    proc = _camera(
+        ["--source", "clip.avi", "--headless", "--no-drop", "-q", "--output", "file://frames"]
+        + ["--output", "out.avi", "--record-view", "side-by-side"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = sorted(p.name for p in (tmp_path / "frames").iterdir())
+    assert written == [f"{i:06d}.png" for i in range(1, 6)]
+    assert cv2.imread(str(tmp_path / "frames" / "000001.png")).shape == (64, 192, 3)  # raw | restored
+    assert (tmp_path / "out.avi").stat().st_size > 0

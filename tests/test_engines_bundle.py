@@ -21,9 +21,12 @@ from edgerestore.engines.bundle import (
     Manifest,
     bundle_dir_name,
     cuda_device_info,
+    cuda_device_status,
     default_bundle_dir,
     load_bundle,
+    normalise_compute_capability,
     parse_bundle_dir_name,
+    rtx_target_supports,
     write_bundle,
 )
 from edgerestore.errors import BundleError, UserError
@@ -363,12 +366,13 @@ def test_write_bundle_replaces_only_with_force_and_fills_hashes(tmp_path):
 # -- device query -----------------------------------------------------------------------------------------
 
 
-def _fake_cudart(monkeypatch, count_err: int, major: int = 8, minor: int = 7) -> None:
+def _fake_cudart(monkeypatch, count_err: int, major: int = 8, minor: int = 7, driver: int = 12060) -> None:
     prop = types.SimpleNamespace(name=b"Orin\x00\x00", major=major, minor=minor)
     rt = types.SimpleNamespace(
         cudaGetDeviceCount=lambda: (count_err, 1 if count_err == 0 else None),
         cudaGetDeviceProperties=lambda i: (0, prop),
-        cudaDriverGetVersion=lambda: (0, 12060),
+        cudaDriverGetVersion=lambda: (0, driver),
+        cudaRuntimeGetVersion=lambda: (0, 13000),
     )
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = rt  # type: ignore[attr-defined]
@@ -383,8 +387,63 @@ def test_device_info_reads_name_and_compute_capability(monkeypatch):
 
 
 def test_device_info_is_none_without_a_driver(monkeypatch):
-    _fake_cudart(monkeypatch, 35)  # cudaErrorInsufficientDriver, what this machine reports
+    _fake_cudart(monkeypatch, 35, driver=0)  # cudaErrorInsufficientDriver and no driver: this machine
     assert cuda_device_info() is None
+    assert cuda_device_status() == (None, "no NVIDIA driver on this machine")
+    monkeypatch.setattr(build_mod, "_importable", lambda name: name == "tensorrt_rtx")
+    assert resolve_backend("auto") == ("onnxruntime", None)
+
+
+def test_a_driver_older_than_cuda_python_is_named_and_auto_does_not_fall_back(monkeypatch):
+    """cuda-python 13 on a JetPack 6 (CUDA 12.6) driver: cudaErrorInsufficientDriver, with the fix."""
+    _fake_cudart(monkeypatch, 35, driver=12060)
+    device, why = cuda_device_status()
+    assert device is None and "\n" not in why
+    assert why.startswith("cudaErrorInsufficientDriver: CUDA 12.6 driver is older than the CUDA runtime")
+    assert "(CUDA 13.0)" in why and "'edgerestore[gpu]' (cuda-python < 13" in why
+    monkeypatch.setattr(build_mod, "_importable", lambda name: name == "tensorrt")
+    with pytest.raises(
+        UserError, match="--backend auto: tensorrt is installed but cudaErrorInsufficientDriver"
+    ):
+        resolve_backend("auto")
+
+
+def test_gpu_extras_match_cuda_12_drivers():
+    """`gpu` pins cuda-python below 13 (its runtime would need a CUDA 13 driver, which JetPack 6 lacks);
+    CUDA 13 machines and TensorRT-RTX pick their builds by extra."""
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads TOML")
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.replace(" ", "").startswith("cuda-python>=12.6,<13") for r in extras["gpu"])
+    assert any(r.replace(" ", "").startswith("cuda-python>=13") for r in extras["gpu-cu13"])
+    assert any(r.startswith("tensorrt-rtx-cu12") for r in extras["tensorrt-rtx-cu12"])
+    assert any(
+        r.startswith("tensorrt-rtx-cu13") or r.startswith("tensorrt-rtx") for r in extras["tensorrt-rtx"]
+    )
+
+
+@pytest.mark.parametrize(
+    "given, want",
+    [
+        ("12", "12.0"),
+        ("8.6.0", "8.6"),
+        ("8.6", "8.6"),
+        ("sm_86", "8.6"),
+        ("SM120", "12.0"),
+        ("current", "current"),
+    ],
+)
+def test_compute_capabilities_are_normalised(given, want):
+    assert normalise_compute_capability(given) == want
+
+
+def test_rtx_default_targets_exclude_orin_and_hopper():
+    assert rtx_target_supports(None, "8.6") and rtx_target_supports(None, "12.0")
+    assert not rtx_target_supports(None, "8.7") and not rtx_target_supports(None, "9.0")
+    assert not rtx_target_supports(None, "7.5") and rtx_target_supports(["7.5"], "7.5")
+    assert rtx_target_supports(["12"], "12.0") and rtx_target_supports(["8.6.0"], "8.6")
+    with pytest.raises(UserError):
+        normalise_compute_capability("eight-six")
 
 
 def test_a_format_version_given_as_text_says_so(ort_bundle):

@@ -135,12 +135,57 @@ def test_unknown_rtx_target_is_a_user_error():
         builder._config()
 
 
-def test_default_rtx_engines_refuse_turing(fp32_bundle):
-    assert load_bundle(fp32_bundle, device=DeviceInfo(0, "RTX 4090", "8.9")).path == fp32_bundle
+@pytest.mark.parametrize(
+    "gpu, cc, ok",
+    [
+        ("RTX 4090", "8.9", True),
+        ("RTX 5090", "12.0", True),
+        ("A100", "8.0", True),
+        ("RTX 2080 Ti", "7.5", False),  # Turing only when asked for
+        ("Jetson AGX Orin", "8.7", False),  # not an RTX target
+        ("H100", "9.0", False),
+    ],
+)
+def test_default_rtx_engines_run_only_on_rtx_default_targets(fp32_bundle, gpu, cc, ok):
+    if ok:
+        assert load_bundle(fp32_bundle, device=DeviceInfo(0, gpu, cc)).path == fp32_bundle
+        return
     with pytest.raises(BundleError) as e:
-        load_bundle(fp32_bundle, device=DeviceInfo(0, "RTX 2080 Ti", "7.5"))
-    assert "engines built for compute capability 8.0 and later, this GPU (RTX 2080 Ti) is 7.5" in str(e.value)
+        load_bundle(fp32_bundle, device=DeviceInfo(0, gpu, cc))
+    assert (
+        f"engines built for compute capability 8.0, 8.6, 8.9, 12.0, 12.1 (the RTX default), this GPU ({gpu}) is {cc}"
+        in str(e.value)
+    )
     assert str(e.value).endswith("--backend tensorrt --precision fp32 --force")
+
+
+def test_rtx_targets_are_normalised_when_built_and_when_checked(export_dir, tmp_path):
+    result = _build(export_dir, tmp_path, "fp32", trt_targets=["12", "8.6.0"])
+    path = result.bundle.path
+    assert result.bundle.manifest.device["target_compute_capabilities"] == ["12.0", "8.6"]
+    assert load_bundle(path, device=DeviceInfo(0, "RTX 5090", "12.0")).path == path
+    assert load_bundle(path, device=DeviceInfo(0, "RTX 3090", "8.6")).path == path
+    _edit_manifest(path, target_compute_capabilities=["12"])  # a manifest written before normalising
+    assert load_bundle(path, device=DeviceInfo(0, "RTX 5090", "12.0")).path == path
+    with pytest.raises(UserError, match="compute capability 'eight' is not of the form M.m"):
+        TensorRTBuilder("tensorrt_rtx", targets=["eight"], device=None)
+
+
+def test_an_invalid_shape_profile_is_one_line_naming_the_input(tmp_path):
+    path = tmp_path / "branch_rain.onnx"
+    onnx.save(branch_graph(np.random.default_rng(0)), path)
+    builder = TensorRTBuilder("tensorrt_rtx", device=None)
+
+    def backwards(name, shape):  # min > max: the bindings raise a RuntimeError
+        return tuple(
+            (1, shape[1] if shape[1] > 0 else 3, h, w) if name != "frame" else (1, h, w, 3)
+            for h, w in [(64, 64), (32, 32), (16, 16)]
+        )
+
+    with pytest.raises(TensorRTBuildError) as e:
+        builder.build(path, backwards)
+    msg = str(e.value)
+    assert "\n" not in msg and "refused the shape profile frame (1, 64, 64, 3) .. " in msg
 
 
 def _edit_manifest(path: Path, **device) -> None:
@@ -200,7 +245,10 @@ def test_tensorrt_engines_for_another_compute_capability_are_refused(fp32_bundle
     assert load_bundle(copy, device=DeviceInfo(0, "Orin", "8.7")).manifest.builder["name"] == "tensorrt"
     with pytest.raises(BundleError) as e:
         load_bundle(copy, device=DeviceInfo(0, "Xavier", "7.2"))
-    assert "engines built for compute capability 8.7 (Orin), this GPU (Xavier) is 7.2" in str(e.value)
+    assert "engines built for Orin (compute capability 8.7), this GPU is Xavier (7.2)" in str(e.value)
+    with pytest.raises(BundleError) as e:  # the same compute capability, another GPU model
+        load_bundle(copy, device=DeviceInfo(0, "Orin Nano", "8.7"))
+    assert "engines built for Orin (compute capability 8.7), this GPU is Orin Nano (8.7)" in str(e.value)
     fake_tensorrt.__version__ = "10.7.0"
     with pytest.raises(BundleError, match="engines built by tensorrt 10.3.0, this machine has 10.7.0"):
         load_bundle(copy, device=DeviceInfo(0, "Orin", "8.7"))
@@ -250,3 +298,57 @@ def test_rtx_engine_deserializes_and_runs_on_the_gpu(fp32_bundle, export_dir):
         cudart.cudaFree(d_out)
     ref = ort.InferenceSession(str(export_dir / "trunk.onnx")).run(None, {"frame": frame})[0]
     np.testing.assert_allclose(out, ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.0.1"])
+def test_tensorrt_older_than_10_1_is_refused_by_builder_and_loader(
+    fp32_bundle, tmp_path, fake_tensorrt, version
+):
+    import shutil
+
+    fake_tensorrt.__version__ = version
+    with pytest.raises(UserError, match=f"TensorRT {version} is too old: edgerestore needs TensorRT >= 10.1"):
+        TensorRTBuilder(fake_tensorrt, device=DeviceInfo(0, "Orin", "8.7"))
+    copy = tmp_path / fp32_bundle.name
+    shutil.copytree(fp32_bundle, copy)
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw["builder"] = {"name": "tensorrt", "version": version}
+    raw["device"] = {"gpu_name": "Orin", "compute_capability": "8.7", "tensorrt_version": version}
+    (copy / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError) as e:
+        load_bundle(copy, device=DeviceInfo(0, "Orin", "8.7"))
+    assert "\n" not in str(e.value) and f"TensorRT {version} is too old" in str(e.value)
+
+
+def test_timing_cache_is_named_by_tensorrt_version_and_gpu_model(fake_tensorrt):
+    from edgerestore.engines.tensorrt import timing_cache_name
+
+    agx = timing_cache_name(fake_tensorrt, DeviceInfo(0, "Jetson AGX Orin", "8.7"))
+    nano = timing_cache_name(fake_tensorrt, DeviceInfo(0, "Orin Nano", "8.7"))
+    assert agx == ".timing-tensorrt-10.3.0-sm87-jetson-agx-orin.cache" and nano != agx
+    assert timing_cache_name(fake_tensorrt, None) == ".timing-tensorrt-10.3.0.cache"
+
+
+def test_a_refused_timing_cache_is_a_user_error(tmp_path):
+    """`set_timing_cache` returns False for a cache TensorRT will not use; the builder says so."""
+    builder = TensorRTBuilder("tensorrt_rtx", device=None)
+    builder.rtx = False  # take the TensorRT (not RTX) path with RTX's config object wrapped to refuse
+    builder.timing_cache_path = tmp_path / "t.cache"
+    real = builder.builder.create_builder_config
+
+    class Refusing:
+        def __init__(self, config):
+            self._c = config
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+        def create_timing_cache(self, blob):
+            return object()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return False
+
+    builder.builder = types.SimpleNamespace(create_builder_config=lambda: Refusing(real()))
+    with pytest.raises(UserError, match="refused the timing cache .*t.cache"):
+        builder._config()

@@ -102,14 +102,15 @@ def test_clean_targets_are_routed_once_each_and_reported_apart(data):
 
     def clean_when_clean(frame):
         verdict = "clean" if frame.tobytes() in targets and frame[0, 0, 0] != 0 else "rain"
-        return frame, verdict, np.full(5, 0.2)
+        return (frame if verdict == "clean" else frame ^ 1), verdict, np.full(5, 0.2)
 
     report = evaluate(clean_when_clean, sets, progress=False, baselines=False)
     clean = report.sets[-1]
     assert (clean.name, clean.kind, clean.n) == ("clean/targets", "clean", 3)
     assert clean.router_accuracy == pytest.approx(2 / 3)  # target 0 starts with a black pixel: "rain"
     assert sum(map(sum, report.confusion)) == 5  # the degraded inputs only
-    assert "| 3 | 66.7% | rain 1 |" in report.to_markdown()
+    assert "| 3 | 66.7% | 66.7% | rain 1 |" in report.to_markdown()  # routed clean; left alone bit for bit
+    assert clean.untouched == 2
     blind = evaluate(identity_restorer, sets, progress=False, baselines=False)
     assert [s.kind for s in blind.sets] == ["paired", "paired"]  # nothing to route: no clean check
 

@@ -298,3 +298,27 @@ def test_dynamo_exporter_gives_the_same_graph_contract(tmp_path):
     graph = result.graphs[0]
     assert graph.inputs == [{"name": "frame", "dtype": "uint8", "shape": [1, "height", "width", 3]}]
     assert "Expand" not in graph.ops
+
+
+def test_router_calibration_travels_from_the_checkpoint_to_the_bundle(tmp_path):
+    """export_model writes the checkpoint's router calibration (temperature, threshold) into model.json, and
+    the bundle's manifest carries it to the Restorer, which then passes unsure frames through."""
+    from edgerestore.engines.build import build_bundle
+    from edgerestore.export import export_model
+    from edgerestore.models import zoo
+    from edgerestore.runtime.restorer import Restorer
+
+    torch.manual_seed(0)
+    model = zoo.build("uffn-tiny", **TINY).eval()
+    record = {"temperature": 1.25, "threshold": 0.6, "clean_untouched": 0.99, "curve": {"threshold": [0.0]}}
+    out = tmp_path / "uffn-tiny"
+    export_model(model, out, "uffn-tiny", parity_sizes=[], progress=False, router_calibration=record)
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["router_calibration"] == {"temperature": 1.25, "threshold": 0.6}  # no curve in the contract
+    profile = {"min": [16, 16], "opt": [32, 32], "max": [64, 64]}
+    bundle = build_bundle(
+        out, backend="onnxruntime", shape_profile=profile, progress=False, engines_root=tmp_path
+    ).bundle
+    assert bundle.manifest.router_calibration == {"temperature": 1.25, "threshold": 0.6}
+    with Restorer.open(bundle.path, threads=1) as r:
+        assert (r.temperature, r.min_confidence) == (1.25, 0.6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -113,15 +114,54 @@ def test_fp16_keeps_io_types_and_stays_finite_on_a_bright_large_frame(export_dir
     model = onnx.load(str(export_dir / "branch_rain.onnx"))
     half = convert_fp16(model)
     ins = {i.name: i.type.tensor_type.elem_type for i in half.graph.input}
-    assert ins == {"frame": TensorProto.UINT8, "features": TensorProto.FLOAT}
+    assert ins == {"frame": TensorProto.UINT8, "features": TensorProto.FLOAT16}  # fp16 between fp16 graphs
     assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.UINT8
     assert any(i.data_type == TensorProto.FLOAT16 for i in half.graph.initializer)
     trunk = ort_session(export_dir / "trunk.onnx")
     bright = np.full((1, 360, 640, 3), 255, np.uint8)
     feeds = {"frame": bright, "features": trunk.run(None, {"frame": bright})[0]}
-    a = ort_session(half.SerializeToString()).run(None, feeds)[0].astype(np.int32)
+    half_feeds = {**feeds, "features": feeds["features"].astype(np.float16)}
+    a = ort_session(half.SerializeToString()).run(None, half_feeds)[0].astype(np.int32)
     b = ort_session(export_dir / "branch_rain.onnx").run(None, feeds)[0].astype(np.int32)
     assert np.abs(a - b).max() <= 2
+
+
+def test_fp16_graphs_keep_probs_float32_and_carry_features_in_float16_without_casts(export_dir):
+    router = convert_fp16(onnx.load(str(export_dir / "router.onnx")))
+    assert [o.type.tensor_type.elem_type for o in router.graph.output] == [TensorProto.FLOAT]  # was FLOAT16
+    trunk = convert_fp16(onnx.load(str(export_dir / "trunk.onnx")))
+    assert [o.type.tensor_type.elem_type for o in trunk.graph.output] == [TensorProto.FLOAT16]
+    branch = convert_fp16(onnx.load(str(export_dir / "branch_rain.onnx")))
+    reads = [n for n in branch.graph.node if "features" in n.input]
+    assert reads and all(n.op_type != "Cast" for n in reads)  # no cast per consumer any more
+    frame = np.full((1, 64, 96, 3), 120, np.uint8)
+    feats = ort_session(trunk.SerializeToString()).run(None, {"frame": frame})[0]
+    assert feats.dtype == np.float16
+    out = ort_session(branch.SerializeToString()).run(None, {"frame": frame, "features": feats})[0]
+    assert out.dtype == np.uint8 and out.shape == (1, 64, 96, 3)
+
+
+def test_a_branch_beside_a_trunk_of_another_precision_gets_one_cast(export_dir, tmp_path):
+    from edgerestore.precision import match_feature_types
+
+    onnx.save(convert_fp16(onnx.load(str(export_dir / "trunk.onnx"))), tmp_path / "trunk.onnx")
+    paths = {
+        "trunk": tmp_path / "trunk.onnx",
+        "branch_rain": export_dir / "branch_rain.onnx",
+    }  # fp32 fallback
+    retyped = match_feature_types(paths)["branch_rain"]
+    ins = {i.name: i.type.tensor_type.elem_type for i in retyped.graph.input}
+    assert ins["features"] == TensorProto.FLOAT16
+    assert [n.op_type for n in retyped.graph.node if "features" in n.input] == ["Cast"]
+    frame = np.full((1, 64, 96, 3), 120, np.uint8)
+    feats = ort_session(paths["trunk"]).run(None, {"frame": frame})[0]
+    out = ort_session(retyped.SerializeToString()).run(None, {"frame": frame, "features": feats})[0]
+    ref = ort_session(export_dir / "branch_rain.onnx").run(
+        None, {"frame": frame, "features": feats.astype(np.float32)}
+    )[0]
+    np.testing.assert_array_equal(out, ref)
+    same = {"trunk": export_dir / "trunk.onnx", "branch_rain": export_dir / "branch_rain.onnx"}
+    assert match_feature_types(same) == {}
 
 
 @pytest.mark.filterwarnings("ignore:the float32 number")
@@ -181,6 +221,11 @@ def test_int8_trt_ladder_passes_through_fp16_before_fp32(export_dir):
     assert (
         info["graphs"]["trunk"]["precision"] == "fp16"
         and "fell back from int8_trt to fp16" in info["graphs"]["trunk"]["note"]
+    )
+    from edgerestore.calibration import trt_quantizer
+
+    assert info["settings"]["quantizer"].startswith(
+        "modelopt" if trt_quantizer("minmax") == "modelopt" else "onnxruntime"
     )
     tried = result.accuracy["branch_rain"].tried
     assert [t["precision"] for t in tried][:2] == ["int8_trt", "fp16"]
@@ -248,3 +293,42 @@ def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(exp
     onnx.save(quantize_graph(export_dir / "branch_rain.onnx", branch_feeds, "int8_ort"), str(ort_form))
     with pytest.raises(TensorRTBuildError, match="node"):
         check_tensorrt([ort_form])
+
+
+def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(export_dir):
+    """ModelOpt's ONNX quantizer (when installed) writes the TensorRT INT8 form: Q/DQ in TensorRT's
+    placement, float16 elsewhere, features in float16; ONNX Runtime runs it and TensorRT-RTX builds it."""
+    from edgerestore.calibration import quantize_graph_modelopt, trt_quantizer
+
+    if trt_quantizer("minmax") != "modelopt":
+        pytest.skip("nvidia-modelopt is not installed (pip install 'edgerestore[int8-trt]')")
+
+    assert trt_quantizer("percentile") == "onnxruntime"
+    frames = _frames(3, 6)
+    trunk_feeds = [{"frame": f.image[None]} for f in frames]
+    trunk = quantize_graph_modelopt(export_dir / "trunk.onnx", trunk_feeds)
+    ops = {n.op_type for n in trunk.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert any(i.data_type == TensorProto.FLOAT16 for i in trunk.graph.initializer)
+    assert [o.type.tensor_type.elem_type for o in trunk.graph.output] == [TensorProto.FLOAT16]
+    ref = ort_session(export_dir / "trunk.onnx")
+    feats = [ref.run(None, x)[0] for x in trunk_feeds]
+    branch = quantize_graph_modelopt(
+        export_dir / "branch_rain.onnx", [{**x, "features": f} for x, f in zip(trunk_feeds, feats)]
+    )
+    q_trunk, q_branch = ort_session(trunk.SerializeToString()), ort_session(branch.SerializeToString())
+    x = trunk_feeds[0]
+    got = q_branch.run(None, {**x, "features": q_trunk.run(None, x)[0]})[0].astype(int)
+    want = ort_session(export_dir / "branch_rain.onnx").run(None, {**x, "features": feats[0]})[0].astype(int)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 3.0
+    if importlib.util.find_spec("tensorrt_rtx") is not None:
+        from edgerestore.export import check_tensorrt
+
+        paths = []
+        for name, model in (("trunk", trunk), ("branch_rain", branch)):
+            paths.append(export_dir / f"mo_{name}.onnx")
+            onnx.save(model, str(paths[-1]))
+        assert (
+            len(check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]}))
+            == 2
+        )

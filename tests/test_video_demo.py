@@ -68,13 +68,13 @@ def test_demo_help_and_errors_name_only_options_demo_has(tmp_path, monkeypatch, 
         main(["demo", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "engines/uffn-tiny-onnxruntime-fp32" in help_text and "-int8, else" not in help_text
-    monkeypatch.chdir(tmp_path)  # no weights/ here
-    assert main(["demo", "--data-dir", str(tmp_path / "data")]) == 2
+    monkeypatch.chdir(tmp_path)  # no weights/ here, and uffn-base graphs are not shipped
+    assert main(["demo", "--profile", "uffn-base", "--data-dir", str(tmp_path / "data")]) == 2
     (tmp_path / "a_file").write_text("x")
     assert main(["demo", "--out", "a_file/o"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("edgerestore demo: error: ") for line in err), err
-    assert "no weights for uffn-tiny" in err[0] and err[0].endswith("or pass --bundle DIR"), err
+    assert "no weights for uffn-base" in err[0] and err[0].endswith("or pass --bundle DIR"), err
     assert "--checkpoint" not in err[0]
     assert err[1].endswith("cannot write a_file/o: a_file is not a folder; choose a writable --out"), err
     assert not (tmp_path / "demo_out").exists()
@@ -120,3 +120,28 @@ def test_negative_max_frames_is_refused_in_one_line(tmp_path, capsys):
         "edgerestore demo: error: --max-frames must be ≥ 0"
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_run_demo_on_an_input_uri_groups_frames_by_the_routers_verdict(tmp_path):
+    from video_fakes import make_video
+
+    make_video(tmp_path / "mine.avi", 6, size=(96, 64), fps=10)
+    lines: list[str] = []
+    report = run_demo(
+        None,
+        tmp_path / "out",
+        input_uri=f"file://{tmp_path / 'mine.avi'}",
+        restorer=FakeRestorer(condition="haze", confidence=0.8),
+        echo=lines.append,
+        progress=False,
+        output_codec="MJPG",
+    )
+    assert count_video_frames(report.video) == 6
+    sheet = cv2.imread(report.contact_sheet)
+    assert sheet.shape == (round(64 * 320 / 96), 640, 3), "one row: the only condition the router chose"
+    data = json.loads(Path(report.summary_json).read_text())
+    assert data["clip"] == f"file://{tmp_path / 'mine.avi'}"
+    assert data["segments"] == [
+        {"condition": "haze", "frames": 6, "detected": {"haze": 6}, "router_accuracy": None}
+    ]
+    assert "| haze | 6 | haze 6 | — |" in lines[0]

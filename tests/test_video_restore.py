@@ -312,10 +312,10 @@ def test_the_default_bundle_is_one_fp32_bundle_found_the_same_from_any_folder(tm
         assert main(["restore", "in/a.png", "--out", "out", "--quiet"]) == 0
         out = capsys.readouterr().out
         assert f"bundle: {engines / 'uffn-tiny-onnxruntime-fp32'}" in out, out
-    monkeypatch.setenv("EDGERESTORE_ENGINES", str(tmp_path / "nothing"))
-    assert main(["restore", "in/a.png", "--out", "out2", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert "no default bundle at" in err and "--precision fp32" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(tmp_path / "fresh"))  # none yet: built there, fp32
+    assert main(["restore", "in/a.png", "--out", "out2", "--quiet"]) == 0
+    built = tmp_path / "fresh" / "uffn-tiny-onnxruntime-fp32"
+    assert (built / "manifest.json").is_file() and f"bundle: {built}" in capsys.readouterr().out
 
 
 def test_engines_root_is_the_checkout_folder_whatever_the_current_folder(tmp_path, monkeypatch):
@@ -461,3 +461,27 @@ def test_libpng_messages_do_not_print_before_ours(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert all(line.startswith("edgerestore restore: ") for line in lines), lines
     assert "(libpng: IDAT: CRC error)" in lines[0]
+
+
+def test_file_uris_and_the_shared_output_codec_flag(tmp_path):
+    make_video(tmp_path / "clip.avi", 4)
+    for flag in ("--output-codec", "--fourcc"):  # the shared name, and restore's older spelling
+        proc = _restore([f"file://{tmp_path / 'clip.avi'}", "--out", "out", flag, "mp4v"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.avi"))
+        codec = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+        cap.release()
+        assert codec.upper() in ("FMP4", "MP4V")  # not MJPG, .avi's default
+    proc = _restore(["rtsp://cam/stream", "--out", "out"], tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1 and "live sources go to `edgerestore camera --source rtsp://cam/stream`" in lines[0]
+    )
+
+
+def test_out_may_be_a_file_uri_of_a_folder(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 50, 3), 100, np.uint8))
+    proc = _restore(["a.png", "--out", "file://restored"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "restored" / "a.png").is_file() and not (tmp_path / "file:").exists()

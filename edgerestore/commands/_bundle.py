@@ -27,17 +27,37 @@ def default_bundle_path() -> Path:
 
 
 def default_bundle_dir() -> Path:
-    """The default bundle, or a `UserError` saying how to build it."""
+    """The default bundle; when it does not exist yet it is built (ONNX Runtime, from the graphs shipped
+    with the package: a fresh install needs no PyTorch and no `edgerestore build` first). A `UserError`
+    saying how to build it when that cannot be done."""
+    import sys
+
+    from edgerestore import assets
     from edgerestore.engines.bundle import ENGINES_ENV, MANIFEST_NAME, rebuild_command
 
     path = default_bundle_path()
     if (path / MANIFEST_NAME).is_file():
         return path
     build = rebuild_command(DEFAULT_PROFILE, DEFAULT_BACKEND, DEFAULT_PRECISION, force=False)
-    raise UserError(
-        f"no --bundle given and no default bundle at {path}; build it with `{build}` (or run "
-        f"`edgerestore demo`), pass --bundle DIR, or point {ENGINES_ENV} at the folder holding it"
+    if assets.shipped_export(DEFAULT_PROFILE) is None:
+        raise UserError(
+            f"no --bundle given and no default bundle at {path}; build it with `{build}` (or run "
+            f"`edgerestore demo`), pass --bundle DIR, or point {ENGINES_ENV} at the folder holding it"
+        )
+    from edgerestore.files import check_writable
+    from edgerestore.pipeline import ensure_bundle
+
+    check_writable(path, "--bundle", folder=True)
+    print(f"edgerestore: no bundle yet; building {path} (once, like `{build}`)", file=sys.stderr)
+    result = ensure_bundle(
+        DEFAULT_PROFILE,
+        DEFAULT_PRECISION,
+        DEFAULT_BACKEND,
+        out=path,
+        progress=False,
+        echo=lambda line: print(f"edgerestore: {line}", file=sys.stderr),
     )
+    return result.bundle
 
 
 def restorer_label(restorer: Any) -> str:

@@ -17,6 +17,28 @@ from edgerestore.conditions import CONDITIONS
 DEFAULT_OUT = Path("bench_out")
 
 
+INPUT_FRAMES = 30  # frames read from --input and cycled through
+
+
+def input_frames(uri: str, limit: int = INPUT_FRAMES) -> list:
+    """Up to `limit` frames from the input `uri` (the same URIs as `camera --source`); `UserError` when it
+    opens but gives none."""
+    from edgerestore.errors import UserError
+    from edgerestore.runtime import video
+
+    video.quiet_video_logs()
+    source = video.open_source(source=uri) if not uri.isdigit() else video.open_source(device=uri)
+    try:
+        frames = []
+        while len(frames) < limit and (frame := source.read()) is not None:
+            frames.append(frame)
+    finally:
+        source.close()
+    if not frames:
+        raise UserError(f"--input {uri}: no frames could be read")
+    return frames
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to time")
     what.add_argument("--bundle", type=Path, action="append", help="an engine bundle folder (repeatable)")
@@ -52,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-o", "--out", type=Path, default=DEFAULT_OUT, help="JSON and plots go here (default: bench_out/)"
     )
     how.add_argument("--no-plot", action="store_true", help="skip the latency plot PNG")
+    how.add_argument(
+        "--input",
+        metavar="URI",
+        default=None,
+        help="time on frames from this input (a video file, image folder, glob, camera or stream URI; up to "
+        f"{INPUT_FRAMES} frames, scaled to each size) instead of synthetic weather frames",
+    )
 
     base = parser.add_argument_group("baselines")
     base.add_argument(
@@ -246,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
 
     from edgerestore.runtime.restorer import Restorer
 
+    real = input_frames(args.input) if args.input else None
     cases, pipelines, device, timing = [], [], None, "perf_counter"
     for bundle in _bundles(args):
         with Restorer.open(bundle, threads=args.threads) as restorer:
@@ -266,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
                     frames=args.frames,
                     warmup=args.warmup,
                     condition=args.condition,
+                    pool=None if real is None else [("input", bench.cover_resize(f, size)) for f in real],
                     progress=True,
                 )
                 cases.append(case)

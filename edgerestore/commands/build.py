@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calib",
         help="calibration frames for INT8/FP16 checks: a folder, a video or "
-        "synthetic[:N] (default: calibration/default)",
+        "synthetic[:N] (default: the shipped set, edgerestore/shipped/calibration)",
     )
     parser.add_argument(
         "--export-root", type=Path, default=Path("export"), help="ONNX root (default export/)"

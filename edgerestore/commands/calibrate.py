@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--frames",
         default=None,
         help="calibration frames: an image folder (ground truth in <folder>/gt/), a video, or synthetic[:N] "
-        "(default: the committed calibration/default set)",
+        "(default: the shipped set, edgerestore/shipped/calibration)",
     )
     parser.add_argument(
         "--precision",

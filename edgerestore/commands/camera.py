@@ -12,54 +12,32 @@ import json
 import logging
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
+from edgerestore.commands._io import add_input_arguments, add_output_arguments
 from edgerestore.errors import UserError, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 640x360") from None
-    if w < 16 or h < 16:
-        raise argparse.ArgumentTypeError(f"{text!r}: both sides must be at least 16")
-    return w, h
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source (one of)")
     one = src.add_mutually_exclusive_group(required=True)
-    one.add_argument("--device", metavar="N|PATH", help="camera index (0) or device path (/dev/video0)")
+    one.add_argument(
+        "--device",
+        metavar="N|URI",
+        help="camera: index (0), device path (/dev/video0, v4l2:///dev/video0), csi://0 (Jetson CSI) or a "
+        "GStreamer pipeline (gst://… ! appsink)",
+    )
     one.add_argument(
         "--source",
-        metavar="FILE|DIR|GLOB|URL",
-        help="video file, image folder, glob ('frames/*.png'), rtsp:// or http(s):// URL, or a GStreamer pipeline",
+        metavar="URI",
+        help="video file (file://clip.mp4), image folder, glob ('frames/*.png'), rtsp:// or http(s):// URL, "
+        "or any --device form",
     )
-    src.add_argument("--width", type=int, default=0, help="capture width to request from a camera")
-    src.add_argument("--height", type=int, default=0, help="capture height to request from a camera")
-    src.add_argument(
-        "--fps",
-        type=float,
-        default=None,
-        help="camera: capture rate to request; file/images: playback rate (default: the file's own, images 10; 0 = as fast as decoded)",
-    )
-    src.add_argument(
-        "--capture-fourcc",
-        default=None,
-        metavar="CODE",
-        help="camera pixel format, e.g. MJPG for 30 FPS at 720p on USB cameras",
-    )
-    src.add_argument(
-        "--resize",
-        type=_size,
-        default=None,
-        metavar="WxH",
-        help="scale every frame to this size before the model",
-    )
-    src.add_argument("--loop", action="store_true", help="restart a file or image folder at its end")
+    src = add_input_arguments(parser)
     src.add_argument(
         "--no-drop",
         action="store_true",
@@ -80,28 +58,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="first reconnect delay; doubles up to 8 s",
     )
 
-    out = parser.add_argument_group("view and output")
-    out.add_argument("--headless", action="store_true", help="no window; print a status line each second")
+    out = add_output_arguments(parser)
     out.add_argument(
         "--side-by-side", action="store_true", help="start the window in raw | restored view (key s)"
     )
     out.add_argument(
+        "--output",
         "--record",
-        type=Path,
-        default=None,
-        metavar="OUT.mp4",
-        help="write the output video (.mp4, .avi, .mkv, .mov, .webm)",
+        dest="outputs",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="where restored frames go, repeatable: a video (file://out.mp4, .avi, .mkv, .mov, .webm), an "
+        "image folder (frames/: one PNG per frame) and/or a window (display://0, the default unless --headless)",
     )
     out.add_argument(
-        "--record-view", choices=("restored", "side-by-side"), default="restored", help="what --record writes"
+        "--record-view",
+        choices=("restored", "side-by-side"),
+        default="restored",
+        help="what --output writes",
     )
     out.add_argument("--record-overlay", action="store_true", help="draw the overlay into the recording too")
-    out.add_argument(
-        "--record-fourcc",
-        default=None,
-        metavar="CODE",
-        help="codec, e.g. mp4v, avc1, MJPG (default: first one this OpenCV can write)",
-    )
     out.add_argument("--max-frames", type=int, default=0, metavar="N", help="stop after N processed frames")
     out.add_argument(
         "--summary-json", type=Path, default=None, metavar="PATH", help="also write the end summary as JSON"
@@ -114,6 +91,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     out.add_argument("-q", "--quiet", action="store_true", help="no status lines, only the summary")
     add_bundle_arguments(parser)
+
+
+@dataclass
+class Outputs:
+    """Where the --output URIs send frames: a video, an image folder (one PNG per frame), a window."""
+
+    video: Path | None = None
+    folder: Path | None = None
+    window: bool = True
+
+
+def _outputs(uris: list[str], headless: bool) -> Outputs:
+    from edgerestore.runtime.sources import parse_output
+
+    out = Outputs(window=not headless)
+    for uri in uris:
+        spec = parse_output(uri)
+        if spec.kind == "display":
+            if headless:
+                raise UserError(f"--output {uri} shows a window; leave out --headless")
+            if spec.target != 0:
+                raise UserError(f"--output {uri}: only the default display (display://0) is supported")
+            continue
+        attr = "video" if spec.kind == "video" else "folder"
+        if getattr(out, attr) is not None:
+            raise UserError(
+                f"--output: one {'video' if attr == 'video' else 'image folder'} at a time ({uri})"
+            )
+        setattr(out, attr, Path(str(spec.target)))
+    return out
+
+
+def _frame_writer(folder: Path, pipeline: Any, view: str, overlay: bool) -> Any:
+    """A pipeline callback writing each result as `folder/NNNNNN.png` (numbered in output order)."""
+    from edgerestore.imageio import write_image
+    from edgerestore.runtime import video
+
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(result: Any) -> None:
+        image = video.compose_view(result, side=view == "side-by-side")
+        if overlay:
+            image = video.draw_overlay(image, pipeline.live_stats(), help_line=False)
+        write_image(folder / f"{result.sequence:06d}.png", image)
+
+    return write
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -142,31 +165,32 @@ def run(args: argparse.Namespace) -> int:
             f"--no-drop restores every frame, but --deadline-ms {args.deadline_ms:g} passes late frames "
             "through raw; give one of them"
         )
-    for option, value in (("--width", args.width), ("--height", args.height)):
-        if value < 0:
-            raise UserError(f"{option} {value} must be ≥ 0 (0: the camera's default)")
-    if args.fps is not None and not args.fps >= 0:
-        raise UserError(f"--fps {args.fps:g} must be ≥ 0 (0: as fast as decoded)")
+    if args.rate is not None and not args.rate >= 0:
+        raise UserError(f"--rate {args.rate:g} must be ≥ 0 (0: as fast as decoded)")
     if not args.reconnect_delay > 0:
         raise UserError(f"--reconnect-delay {args.reconnect_delay:g} must be > 0 seconds")
     if args.reconnect_attempts is not None and args.reconnect_attempts < 0:
         raise UserError(f"--reconnect-attempts {args.reconnect_attempts} must be ≥ 0")
-    if args.record is not None:
-        check_writable(args.record, "--record")
+    outputs = _outputs(args.outputs, args.headless)
+    record = outputs.video
+    if record is not None:
+        check_writable(record, "--output")
+    if outputs.folder is not None:
+        check_writable(outputs.folder, "--output", folder=True)
     if args.summary_json is not None:
         check_writable(args.summary_json, "--summary-json")
     source = video.open_source(
         device=args.device,
         source=args.source,
-        width=args.width,
-        height=args.height,
-        fps=args.fps or 0.0,
-        fourcc=args.capture_fourcc,
+        width=args.size[0] if args.size else 0,
+        height=args.size[1] if args.size else 0,
+        fps=args.rate or 0.0,
+        fourcc=args.input_codec,
     )
     try:
-        if args.resize is not None and isinstance(source, video.ImageSequenceSource):
+        if args.size is not None and isinstance(source, video.ImageSequenceSource):
             source.min_side = 0  # every image is resized to --resize (≥ 16 px) before the model
-        headless = args.headless
+        headless = not outputs.window
         if not headless:
             ok, why = video.display_available()
             if not ok:
@@ -176,9 +200,9 @@ def run(args: argparse.Namespace) -> int:
                 )
                 headless = True
         if args.no_drop:
-            pace = 0.0 if args.fps is None else args.fps
-        elif args.fps is not None:
-            pace = args.fps
+            pace = 0.0 if args.rate is None else args.rate
+        elif args.rate is not None:
+            pace = args.rate
         else:
             pace = source.fps or (10.0 if isinstance(source, video.ImageSequenceSource) else 0.0)
         grabber = video.FrameGrabber(
@@ -189,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
             reconnect=video.ReconnectPolicy(
                 initial_delay=args.reconnect_delay, max_attempts=args.reconnect_attempts
             ),
-            resize=args.resize,
+            resize=args.size,
         )
         restorer = open_restorer(args, video=True, deadline_ms=args.deadline_ms)
         print(f"bundle: {restorer_label(restorer)}", flush=True)
@@ -199,13 +223,16 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         pipeline = video.RestorePipeline(grabber, restorer, max_frames=args.max_frames)
+        if outputs.folder is not None:
+            writer = _frame_writer(outputs.folder, pipeline, args.record_view, args.record_overlay)
+            pipeline.on_result.append(writer)
         options = video.LoopOptions(
             headless=headless,
             side_by_side=args.side_by_side,
-            record=args.record,
+            record=record,
             record_view=args.record_view,
             record_overlay=args.record_overlay,
-            record_fourcc=args.record_fourcc,
+            record_fourcc=args.output_codec,
             status_every=0.0 if args.quiet else 1.0,
             echo=lambda line: print(line, flush=True),
         )

@@ -27,6 +27,7 @@ from edgerestore.commands._bundle import (
     open_restorer,
     restorer_label,
 )
+from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
@@ -226,7 +227,7 @@ class SegmentResult:
     condition: str
     frames: int
     detected: dict[str, int]
-    router_accuracy: float
+    router_accuracy: float | None  # None for an --input clip: its true conditions are unknown
     sample_raw: Any = None
     sample_restored: Any = None
     sample_detected: str | None = None
@@ -250,7 +251,9 @@ class DemoReport:
         ]
         for seg in self.segments:
             found = ", ".join(f"{k} {v}" for k, v in sorted(seg["detected"].items(), key=lambda kv: -kv[1]))
-            lines.append(f"| {seg['condition']} | {seg['frames']} | {found} | {seg['router_accuracy']:.0%} |")
+            acc = seg["router_accuracy"]
+            acc_text = "—" if acc is None else f"{acc:.0%}"
+            lines.append(f"| {seg['condition']} | {seg['frames']} | {found} | {acc_text} |")
         lines += [
             "",
             f"{self.summary['frames_out']} frames, {self.summary['backend']} {self.summary['precision']}: "
@@ -281,7 +284,8 @@ def contact_sheet(segments: list[SegmentResult], width: int = 320) -> np.ndarray
         detected = f"{seg.sample_detected}" + (
             f" {conf:.2f}" if conf is not None and np.isfinite(conf) else ""
         )
-        rows.append(side_by_side(raw, restored, (f"input: {seg.condition}", f"restored ({detected})")))
+        label = "input" if seg.router_accuracy is None and seg.frames else f"input: {seg.condition}"
+        rows.append(side_by_side(raw, restored, (label, f"restored ({detected})")))
     if not rows:
         raise UserError("no frames were processed, so there is no contact sheet to draw")
     return cv2.vconcat(rows)
@@ -304,19 +308,23 @@ def run_demo(
     restorer: Any = None,
     max_frames: int = 0,
     record: bool = True,
+    output_codec: str | None = None,
+    input_uri: str | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
     **restorer_options: Any,
 ) -> DemoReport:
     """Run the demo clip (made if needed) through the camera pipeline headless, every frame, and write into
     `out_dir`: `demo_side_by_side.mp4` (raw | restored with the overlay), `demo_contact_sheet.png` and
-    `demo_latency.json`. `restorer` (anything with the `Restorer` call interface) overrides `bundle_dir`."""
+    `demo_latency.json`. `restorer` (anything with the `Restorer` call interface) overrides `bundle_dir`.
+    `input_uri` (a video file, image folder, camera or stream URI) replaces the clip: its segments are then
+    the router's verdicts, with the most confident frame of each as the sample, and no router accuracy."""
     from edgerestore.imageio import write_image
     from edgerestore.runtime import video
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clip = clip or make_demo_clip(data_dir, progress=progress)
+    clip = None if input_uri is not None else clip or make_demo_clip(data_dir, progress=progress)
     own = restorer is None
     if own:
         if bundle_dir is None:
@@ -324,10 +332,22 @@ def run_demo(
         from edgerestore.runtime.restorer import Restorer
 
         restorer = Restorer.open(bundle_dir, video=True, **restorer_options)
-    segments = [SegmentResult(c, 0, {}, 0.0) for c, _, _ in clip.segments]
-    where = [k for k, (_, a, b) in enumerate(clip.segments) for _ in range(a, b)]
-    middles = [(a + b) // 2 for _, a, b in clip.segments]
+    segments = [] if clip is None else [SegmentResult(c, 0, {}, 0.0) for c, _, _ in clip.segments]
+    where = [] if clip is None else [k for k, (_, a, b) in enumerate(clip.segments) for _ in range(a, b)]
+    middles = [] if clip is None else [(a + b) // 2 for _, a, b in clip.segments]
     sampled: dict[int, int] = {}  # segment -> frame index of its sample
+    by_verdict: dict[str, SegmentResult] = {}  # --input: one segment per condition the router chose
+
+    def collect_verdicts(result: video.FrameResult) -> None:
+        found = result.condition or "?"
+        seg = by_verdict.setdefault(found, SegmentResult(found, 0, {}, None))
+        seg.frames += 1
+        seg.detected[found] = seg.frames
+        conf = result.confidence if result.confidence is not None else float("-inf")
+        best = seg.sample_confidence if seg.sample_confidence is not None else float("-inf")
+        if seg.sample_raw is None or conf > best:
+            seg.sample_raw, seg.sample_restored = result.frame.image, result.image
+            seg.sample_detected, seg.sample_confidence = found, result.confidence
 
     def collect(result: video.FrameResult) -> None:
         i = result.frame.index
@@ -345,22 +365,33 @@ def run_demo(
             seg.sample_detected, seg.sample_confidence = found, result.confidence
 
     try:
-        source = video.CaptureSource(str(clip.path), kind="file")
-        source.open()
+        if clip is not None:
+            source: video.FrameSource = video.CaptureSource(str(clip.path), kind="file")
+            source.open()
+            total, fps, callback = len(clip.labels), clip.fps, collect
+        else:
+            assert input_uri is not None
+            camera = {"device": input_uri} if input_uri.isdigit() else {"source": input_uri}
+            source = video.open_source(**camera)
+            count = source.frame_count() if isinstance(source, video.CaptureSource) else 0
+            if isinstance(source, video.ImageSequenceSource):
+                count = len(source.paths)
+            total, fps, callback = count or None, source.fps or 25.0, collect_verdicts
         grabber = video.FrameGrabber(source, drop_stale=False)
-        pipeline = video.RestorePipeline(grabber, restorer, max_frames=max_frames, on_result=[collect])
+        pipeline = video.RestorePipeline(grabber, restorer, max_frames=max_frames, on_result=[callback])
         bar = None
         if progress:
             from edgerestore.commands._output import progress_bar
 
-            bar = progress_bar(max_frames or len(clip.labels), "demo", unit="frame")
+            bar = progress_bar(max_frames or total, "demo", unit="frame")
             pipeline.on_result.append(lambda r: bar.update(1))
         options = video.LoopOptions(
             headless=True,
             record=out_dir / "demo_side_by_side.mp4" if record else None,
             record_view="side-by-side",
             record_overlay=True,
-            record_fps=clip.fps,
+            record_fps=fps,
+            record_fourcc=output_codec,
             status_every=0.0,
         )
         try:
@@ -379,21 +410,27 @@ def run_demo(
     finally:
         if own and hasattr(restorer, "close"):
             restorer.close()
-    segments = [seg for seg in segments if seg.frames]  # a short run (--max-frames) reaches only the first
-    for seg in segments:
-        seg.router_accuracy = seg.detected.get(seg.condition, 0) / seg.frames
+    if clip is None:
+        segments = [by_verdict[c] for c in (*CONDITIONS, "?") if c in by_verdict]
+    else:
+        segments = [
+            seg for seg in segments if seg.frames
+        ]  # a short run (--max-frames) reaches only the first
+        for seg in segments:
+            seg.router_accuracy = seg.detected.get(seg.condition, 0) / seg.frames
+    clip_name = str(clip.path) if clip is not None else str(input_uri)
     summary_path = out_dir / "demo_latency.json"
     try:
         sheet_path = write_image(out_dir / "demo_contact_sheet.png", contact_sheet(segments))
         written.append(str(sheet_path))
         seg_rows = [{k: v for k, v in asdict(s).items() if not k.startswith("sample_")} for s in segments]
-        payload = {"clip": str(clip.path), "summary": summary.as_dict(), "segments": seg_rows}
+        payload = {"clip": clip_name, "summary": summary.as_dict(), "segments": seg_rows}
         write_text_atomic(summary_path, json.dumps(payload, indent=2) + "\n")
     except BaseException:
         _discard(written)
         raise
     report = DemoReport(
-        str(clip.path), summary.recording, str(sheet_path), str(summary_path), summary.as_dict(), seg_rows
+        clip_name, summary.recording, str(sheet_path), str(summary_path), summary.as_dict(), seg_rows
     )
     echo(report.format())
     return report
@@ -417,6 +454,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-frames", type=int, default=0, help="stop after N frames (default: the whole clip)"
     )
     parser.add_argument("--refresh-clip", action="store_true", help="generate the clip again even if cached")
+    parser.add_argument(
+        "--input",
+        metavar="URI",
+        default=None,
+        help="run this input instead of the generated clip (file://clip.mp4, an image folder, a camera or "
+        "stream URI); the sheet then shows the most confident frame of each condition the router chose",
+    )
     parser.add_argument("--profile", default="uffn-tiny", help="model built when no --bundle is given")
     parser.add_argument(
         "--precision",
@@ -424,6 +468,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="fp32",
         help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )
+    add_output_arguments(parser, window=False)
     add_bundle_arguments(
         parser,
         force=False,
@@ -455,12 +500,20 @@ def run(args: argparse.Namespace) -> int:
         bundle = built.bundle
     else:
         bundle = args.bundle
-    clip = make_demo_clip(args.data_dir, refresh=args.refresh_clip)
+    clip = None if args.input else make_demo_clip(args.data_dir, refresh=args.refresh_clip)
     args.bundle = bundle
     restorer = open_restorer(args, video=True)
     print(f"bundle: {restorer_label(restorer)}", flush=True)
     try:
-        run_demo(bundle, args.out, clip=clip, restorer=restorer, max_frames=args.max_frames)
+        run_demo(
+            bundle,
+            args.out,
+            clip=clip,
+            restorer=restorer,
+            max_frames=args.max_frames,
+            output_codec=args.output_codec,
+            input_uri=args.input,
+        )
     finally:
         close = getattr(restorer, "close", None)
         if callable(close):

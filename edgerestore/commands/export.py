@@ -13,6 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="weights/<profile>.pt written by `edgerestore train`")
     source.add_argument("--profile", help="export an untrained zoo profile (for testing the tool chain)")
+    source.add_argument(
+        "--ship",
+        action="store_true",
+        help="export every weights/*.pt with its fp16/int8 variants into the package (edgerestore/shipped/)",
+    )
     parser.add_argument(
         "-o", "--out", type=Path, default=Path("export"), help="root directory (default: export/)"
     )
@@ -55,12 +60,16 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.files import check_writable
     from edgerestore.models import zoo
 
+    if args.ship:
+        return _ship()
     check_writable(args.out, "--out", folder=True)
 
     if args.checkpoint is not None:
         model, meta = zoo.load_checkpoint(args.checkpoint)
         profile, sha = meta["profile"], meta["sha256"]
+        calibration = meta.get("router_calibration")
     else:
+        calibration = None
         torch.manual_seed(args.seed)
         model, profile, sha = zoo.build(args.profile).eval(), zoo.get_profile(args.profile).name, None
     loops = None
@@ -83,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         loops=loops,
         exporter=args.exporter,
         parity_sizes=_sizes(args.parity_sizes),
+        router_calibration=calibration,
     )
     print(
         f"wrote {len(result.graphs)} graphs and {result.model_json.name} to {out_dir} "
@@ -95,4 +105,21 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"parity vs PyTorch at {', '.join(f'{h}x{w}' for h, w in sizes)}: max abs error {worst:.1e} (≤ 1e-4)"
         )
+    return 0
+
+
+def _ship() -> int:
+    from edgerestore import assets
+    from edgerestore.pipeline import WEIGHTS_DIR, ship_graphs
+
+    index = ship_graphs(WEIGHTS_DIR, progress=False)
+    total = 0
+    for profile, entry in index["profiles"].items():
+        size = sum(f["size"] for f in entry["files"].values())
+        total += size
+        print(
+            f"{profile}: {len(entry['files'])} files, {size / 1e6:.2f} MB → {assets.SHIPPED_ROOT / profile}/"
+        )
+    calib = sum(p.stat().st_size for p in assets.calibration_dir().rglob("*") if p.is_file())
+    print(f"package data: {total / 1e6:.2f} MB of graphs + {calib / 1e6:.2f} MB of calibration frames")
     return 0

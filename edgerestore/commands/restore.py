@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
+from edgerestore.commands._io import add_output_arguments
 from edgerestore.commands._output import progress_bar
 from edgerestore.errors import UserError, first_line, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
@@ -56,21 +57,43 @@ class FileReport:
     error: str | None = None
 
 
+def _input_path(text: str) -> Path:
+    """An input as a path: `file://x` is `x`; other URIs (cameras, streams) belong to `edgerestore camera`."""
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.lower() != "file":
+            raise UserError(
+                f"{text!r}: restore reads files and folders (or file:// URIs); live sources go to "
+                f"`edgerestore camera --source {text}`"
+            )
+        text = rest
+    return Path(text)
+
+
+def _output_folder(text: str) -> Path:
+    """--out as a folder: `file://DIR` is `DIR`; a display:// or another scheme is refused in one line."""
+    if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme.lower() != "file" or not rest:
+            raise argparse.ArgumentTypeError(f"{text!r}: restore writes into a folder (DIR or file://DIR)")
+        text = rest
+    return Path(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "inputs",
         nargs="+",
-        type=Path,
         metavar="INPUT",
-        help="image or video files, folders (recursive), or globs",
+        help="image or video files, folders (recursive), or globs; file:// URIs too",
     )
     parser.add_argument(
         "-o",
         "--out",
-        type=Path,
+        type=_output_folder,
         required=True,
         metavar="DIR",
-        help="output folder (same file names as the inputs)",
+        help="output folder, or file://DIR (same file names as the inputs)",
     )
     parser.add_argument(
         "--side-by-side",
@@ -84,12 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="per-file report, .json or .csv (default: OUT/restore_report.json)",
     )
-    parser.add_argument(
-        "--fourcc",
-        default=None,
-        metavar="CODE",
-        help="codec for videos (default: mp4v for .mp4, MJPG for .avi)",
-    )
+    add_output_arguments(parser, window=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_bundle_arguments(parser)
 
@@ -299,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.runtime.video import quiet_video_logs
 
     quiet_video_logs()
-    jobs = collect_jobs(list(args.inputs), args.out)
+    jobs = collect_jobs([_input_path(text) for text in args.inputs], args.out)
     restorer = open_restorer(args, video=True)
     print(f"bundle: {restorer_label(restorer)}", flush=True)
     reports: list[FileReport] = []
@@ -314,7 +332,7 @@ def run(args: argparse.Namespace) -> int:
                     reports.append(restore_image(job, restorer, args.side_by_side))
                     bar.update(1)
                 else:
-                    reports.append(restore_video(job, restorer, args.side_by_side, args.fourcc, bar))
+                    reports.append(restore_video(job, restorer, args.side_by_side, args.output_codec, bar))
             except Exception as exc:  # this file fails (bad input, or e.g. out of memory); the rest go on
                 text = str(exc) if isinstance(exc, UserError) else first_line(exc)
                 message = text if str(job.src) in text else f"{job.src}: {text}"

@@ -11,8 +11,33 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", required=True, help="zoo profile, e.g. uffn-tiny, uffn-small, cmudrn-t3")
-    parser.add_argument("--clean", type=Path, help="folder of clean photographs to synthesise weather on")
-    parser.add_argument("--paired", type=Path, action="append", default=[], help="paired folder (repeatable)")
+    parser.add_argument(
+        "--clean",
+        type=Path,
+        action="append",
+        help="folder of clean photographs or road frames to synthesise weather on (repeatable)",
+    )
+    parser.add_argument(
+        "--paired",
+        type=Path,
+        action="append",
+        default=[],
+        help="paired folder (repeatable); with --branch-only haze: real-depth haze pairs (RESIDE layout)",
+    )
+    parser.add_argument(
+        "--real",
+        action="append",
+        default=[],
+        metavar="CONDITION=DIR",
+        help="real weather photographs of one condition for the router, e.g. haze=fog/ (repeatable)",
+    )
+    parser.add_argument(
+        "--hold-out",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="files whose path matches this glob are validation only, in every source, e.g. '*/seq0004/*'",
+    )
     parser.add_argument(
         "-o",
         "--out",
@@ -81,6 +106,7 @@ def _parse_overrides(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgerestore.data.real_sets import parse_real
     from edgerestore.errors import UserError
     from edgerestore.files import check_writable
     from edgerestore.models.zoo import get_profile
@@ -95,8 +121,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         profile=args.profile,
         out=args.out or Path("runs") / args.profile / "last.pt",
-        clean_dir=args.clean,
+        clean_dir=(args.clean[0] if len(args.clean) == 1 else list(args.clean)) if args.clean else None,
         paired=list(args.paired),
+        real=parse_real(args.real),
+        hold_out=list(args.hold_out),
         steps=args.steps,
         batch_size=args.batch_size,
         patch_size=args.patch_size,

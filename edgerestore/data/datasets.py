@@ -168,3 +168,126 @@ class MixedDataset(ConcatDataset):
             replacement=True,
             generator=generator,
         )
+
+
+class RealHazeDataset(Dataset):
+    """Real-depth haze pairs (RESIDE layout, e.g. SOTS-indoor `hazy/<scene>_<k>.png` → `clear/<scene>.png`),
+    used as they are or re-synthesised at a new density and airlight from the transmission they measure
+    (`edgerestore.data.real_sets`). Item ``i`` is a pure function of (seed, i), like the synthetic sets.
+
+    `split="train"` keeps the pairs none of whose files match `hold_out`; `"val"` keeps the others (whole
+    images, as recorded, no augmentation). Training items are random P×P crops (reflect-padded when
+    smaller) with a random horizontal flip; a share `resynthesise` of them carry re-synthesised haze.
+    """
+
+    condition = CONDITIONS.index("haze")
+
+    def __init__(
+        self,
+        roots: Sequence[str | Path],
+        patch_size: int | None = 256,
+        seed: int = 0,
+        split: str = "train",
+        hold_out: Sequence[str] = (),
+        resynthesise: float = 0.5,
+        airlight: float = 1.0,
+        length: int | None = None,
+    ) -> None:
+        from edgerestore.data.real_sets import is_held_out
+
+        if split not in ("train", "val"):
+            raise ValueError(f"split is 'train' or 'val', got {split!r}")
+        pairs = [p for root in roots for p in open_paired_set(root, condition="haze").pairs]
+        held = [is_held_out(p.input, hold_out) or is_held_out(p.target, hold_out) for p in pairs]
+        self.pairs = [p for p, h in zip(pairs, held) if h == (split == "val")]
+        if not self.pairs:
+            raise UserError(
+                f"no {split} haze pairs in {', '.join(str(r) for r in roots)} with hold-out {list(hold_out)}"
+            )
+        self.patch_size, self.seed, self.augment = patch_size, int(seed), split == "train"
+        self.resynthesise, self.airlight = float(resynthesise), float(airlight)
+        self.length = int(length or (1_000_000 if self.augment else len(self.pairs)))
+        self._images: dict[Path, np.ndarray] = {}
+        self._transmission: dict[Path, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def condition_of(self, index: int) -> int:
+        return self.condition
+
+    def _rgb(self, path: Path) -> np.ndarray:
+        if path not in self._images:
+            self._images[path] = read_image(path)[:, :, ::-1].astype(np.float32) * (1.0 / 255.0)
+        return self._images[path]
+
+    def sample(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(hazy input, clear target) float32 RGB in [0, 1], without torch."""
+        from edgerestore.data.real_sets import resynthesise_haze, transmission_from_pair
+
+        rng = np.random.default_rng([self.seed, 29, int(index)])
+        pair = self.pairs[int(rng.integers(len(self.pairs)))] if self.augment else self.pairs[index]
+        hazy, clear = self._rgb(pair.input), self._rgb(pair.target)
+        if hazy.shape != clear.shape:
+            raise UserError(f"{pair.input.name} and its target {pair.target.name} differ in size")
+        if not self.augment:
+            return hazy, clear
+        if rng.random() < self.resynthesise:
+            if pair.input not in self._transmission:
+                self._transmission[pair.input] = transmission_from_pair(hazy, clear, self.airlight)
+            hazy = resynthesise_haze(clear, self._transmission[pair.input], rng)
+        p = self.patch_size
+        if p is not None:
+            h, w = hazy.shape[:2]
+            if h < p or w < p:
+                pad = ((0, max(0, p - h)), (0, max(0, p - w)), (0, 0))
+                hazy, clear = np.pad(hazy, pad, mode="reflect"), np.pad(clear, pad, mode="reflect")
+                h, w = hazy.shape[:2]
+            y0, x0 = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+            hazy, clear = hazy[y0 : y0 + p, x0 : x0 + p], clear[y0 : y0 + p, x0 : x0 + p]
+        if rng.random() < 0.5:
+            hazy, clear = hazy[:, ::-1], clear[:, ::-1]
+        return hazy, clear
+
+    def __getitem__(self, index: int) -> dict:
+        x, y = self.sample(int(index))
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # noqa: E731
+        return {"input": as_tensor(x), "target": as_tensor(y), "condition": self.condition}
+
+
+class InterleavedDataset(Dataset):
+    """Several same-format datasets drawn in fixed proportions: item ``i`` comes from dataset k for a share
+    `shares[k]` of the indices (a golden-ratio sequence, so any run of indices keeps the proportions), at an
+    index that is a pure function of ``i`` — exact resume keeps working."""
+
+    def __init__(self, datasets: Sequence[Dataset], shares: Sequence[float], length: int = 1_000_000):
+        if len(datasets) != len(shares) or not datasets or min(shares) < 0 or sum(shares) <= 0:
+            raise ValueError("one non-negative share per dataset, not all zero")
+        self.datasets = list(datasets)
+        self._cumulative = np.cumsum(np.asarray(shares, dtype=np.float64) / float(sum(shares))).tolist()
+        self.length = int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _locate(self, index: int) -> tuple[Dataset, int]:
+        import bisect
+
+        u = ((index + 1) * 0.6180339887498949) % 1.0
+        k = min(bisect.bisect_right(self._cumulative, u), len(self.datasets) - 1)
+        ds = self.datasets[k]
+        return ds, (index * 7919 + k) % len(ds)
+
+    def condition_of(self, index: int) -> int:
+        ds, j = self._locate(index)
+        return item_conditions_of(ds, j)
+
+    def __getitem__(self, index: int) -> dict:
+        ds, j = self._locate(int(index))
+        return ds[j]
+
+
+def item_conditions_of(dataset: Dataset, index: int) -> int:
+    if hasattr(dataset, "condition_of"):
+        return int(dataset.condition_of(index))
+    return int(dataset.condition)

@@ -17,22 +17,34 @@ import torch
 from torch.utils.data import Dataset
 
 from edgerestore.conditions import CONDITIONS
-from edgerestore.data.degrade import find_clean_images, synthesise_pair
+from edgerestore.data.degrade import synthesise_pair
 from edgerestore.errors import UserError
-from edgerestore.imageio import read_image
 
 _GOLDEN = 0.6180339887498949
 
 
-def load_clean_images(folder: str | Path, min_side: int = 16) -> list[np.ndarray]:
-    """All clean photographs under `folder` as uint8 RGB H×W×3 arrays, read once into memory."""
-    images = []
-    for path in find_clean_images(folder):
-        rgb = np.ascontiguousarray(read_image(path)[:, :, ::-1])
-        if min(rgb.shape[:2]) >= min_side:
-            images.append(rgb)
+def load_clean_images(
+    folder: str | Path | Sequence[str | Path],
+    min_side: int = 16,
+    hold_out: Sequence[str] = (),
+    split: str = "train",
+    long_side: int | None = None,
+) -> list[np.ndarray]:
+    """All clean photographs under `folder` (one folder or several) as uint8 RGB H×W×3 arrays, read once.
+
+    `hold_out` glob patterns (`edgerestore.data.real_sets`) split them: `split="train"` gives the images
+    that match none, `"val"` those that match one (without patterns, both give every image, the old
+    behaviour: validation then differs from training only in its seed). `long_side` shrinks larger ones."""
+    from edgerestore.data.real_sets import load_images
+
+    folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    train, held = load_images(folders, hold_out, long_side, min_side)
+    images = held if (split == "val" and hold_out) else train
     if not images:
-        raise UserError(f"every image in {folder} is smaller than {min_side} px; give larger photographs")
+        raise UserError(
+            f"no {'held-out' if split == 'val' else 'training'} images of at least {min_side} px in "
+            f"{', '.join(str(f) for f in folders)}" + (f" (hold-out {list(hold_out)})" if hold_out else "")
+        )
     return images
 
 

@@ -28,12 +28,14 @@ from typing import Any
 from edgerestore.engines.bundle import (
     BACKENDS,
     GRAPH_SUFFIX,
+    INSUFFICIENT_DRIVER,
     PRECISIONS,
     TRT_MODULES,
     Bundle,
     GraphEntry,
     Manifest,
     cuda_device_info,
+    cuda_device_status,
     default_bundle_dir,
     load_bundle,
     sha256_file,
@@ -84,8 +86,14 @@ def resolve_backend(backend: str, trt_module: str | None = None) -> tuple[str, s
         raise UserError(f"unknown TensorRT module {trt_module!r}; expected one of {', '.join(TRT_MODULES)}")
     module = trt_module or default_trt_module()
     if backend == "auto":
-        if module is not None and _importable(module) and cuda_device_info() is not None:
-            return "tensorrt", module
+        if module is not None and _importable(module):
+            if cuda_device_info() is not None:
+                return "tensorrt", module
+            why = cuda_device_status()[1]
+            if why and INSUFFICIENT_DRIVER in why:  # a GPU is there but unusable: say so, do not fall back
+                raise UserError(
+                    f"--backend auto: {module} is installed but {why}; or pass --backend onnxruntime"
+                )
         return "onnxruntime", None
     if backend == "tensorrt":
         if module is None or not _importable(module):
@@ -314,6 +322,7 @@ def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle
         and have.precision == want.precision
         and have.shape_profile == want.shape_profile
         and have.branch_scales == want.branch_scales
+        and have.router_calibration == want.router_calibration
         and have.builder.get("name") == want.builder.get("name")
         and have.builder.get("version") == want.builder.get("version")
         and have.device.get("target_compute_capabilities") == want.device.get("target_compute_capabilities")
@@ -402,14 +411,12 @@ def build_bundle(
             frame_profile,
             import_trt,
             is_rtx,
-            module_name,
+            timing_cache_name,
         )
 
         trt = import_trt(module)
         if timing_cache is None and not is_rtx(trt):  # per TensorRT version and GPU: caches do not transfer
-            dev = cuda_device_info()
-            sm = f"-sm{dev.sm}" if dev else ""
-            timing_cache = Path(engines_root) / f".timing-{module_name(trt)}-{trt.__version__}{sm}.cache"
+            timing_cache = Path(engines_root) / timing_cache_name(trt, cuda_device_info())
         trt_builder = TensorRTBuilder(
             trt,
             workspace=workspace,
@@ -449,6 +456,7 @@ def build_bundle(
         device=device_record,
         session_options=session_options,
         branch_scales=dict(model.get("branch_scales") or {}),
+        router_calibration=dict(model.get("router_calibration") or {}),
     )
     if not force and out_dir.exists():
         kept = _up_to_date(out_dir, manifest, sources)

@@ -129,7 +129,9 @@ class Manifest:
     `onnxruntime_version`. `session_options`: ONNX Runtime SessionOptions attributes (enum values by
     name), empty for TensorRT. `branch_scales`: UFFN branches that run at reduced resolution, `{condition:
     scale}` with 0 < scale <= 1 (the runtime downscales the frame for them and upsamples their correction);
-    absent conditions run at full resolution."""
+    absent conditions run at full resolution. `router_calibration`: UFFN's router confidence calibration,
+    `{temperature, threshold}` (temperature scaling of its probabilities, and the do-no-harm threshold
+    below which a frame passes through untouched); empty: temperature 1, threshold 0."""
 
     family: str
     profile: str
@@ -144,6 +146,7 @@ class Manifest:
     device: dict[str, Any]
     session_options: dict[str, Any] = field(default_factory=dict)
     branch_scales: dict[str, float] = field(default_factory=dict)
+    router_calibration: dict[str, float] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: now_iso())
     format_version: int = FORMAT_VERSION
 
@@ -194,6 +197,19 @@ class Manifest:
             for c, v in scales.items()
         ):
             raise ValueError(f"field 'branch_scales' must map conditions to scales in (0, 1], got {scales!r}")
+        calibration = d.get("router_calibration") or {}
+        if not isinstance(calibration, Mapping) or any(
+            isinstance(calibration.get(k, 0.5), bool) or not isinstance(calibration.get(k, 0.5), int | float)
+            for k in ("temperature", "threshold")
+        ):
+            raise ValueError(f"field 'router_calibration' must hold numbers, got {calibration!r}")
+        if (
+            not float(calibration.get("temperature", 1.0)) > 0
+            or not 0 <= float(calibration.get("threshold", 0)) < 1
+        ):
+            raise ValueError(
+                f"field 'router_calibration' needs temperature > 0 and threshold in [0, 1), got {dict(calibration)}"
+            )
         return cls(
             family=str(d["family"]),
             profile=str(d["profile"]),
@@ -208,6 +224,9 @@ class Manifest:
             device=dict(d["device"] or {}),
             session_options=dict(d.get("session_options") or {}),
             branch_scales={str(c): float(v) for c, v in scales.items()},
+            router_calibration={
+                k: float(calibration[k]) for k in ("temperature", "threshold") if k in calibration
+            },
             created_at=str(d["created_at"]),
             format_version=int(d.get("format_version", 0)),
         )
@@ -287,20 +306,94 @@ class DeviceInfo:
         return int(major) * 10 + int(minor)
 
 
-def cuda_device_info(device: int = 0) -> DeviceInfo | None:
-    """Name and compute capability of CUDA device `device` through cuda-python's runtime bindings, or None
-    when cuda-python, the driver or the GPU is absent (the runtime API reports an error; nothing raises)."""
+#: The oldest TensorRT the engines code supports: 10.1 (strongly typed networks, `set_device_memory(ptr,
+#: size)`, explicit-batch-only parsing). JetPack 6.1+ ships 10.3; TensorRT 8.6 (JetPack 5) and 10.0 do not work.
+MIN_TENSORRT: tuple[int, int] = (10, 1)
+
+
+def unsupported_tensorrt(module: str, version: str) -> str | None:
+    """Why TensorRT `version` of `module` cannot be used, or None. TensorRT-RTX: every release."""
+    if module != "tensorrt":
+        return None
+    m = re.match(r"(\d+)\.(\d+)", str(version))
+    if m is None:
+        return f"cannot read the TensorRT version {version!r}"
+    if (int(m.group(1)), int(m.group(2))) < MIN_TENSORRT:
+        floor = ".".join(map(str, MIN_TENSORRT))
+        return (
+            f"TensorRT {version} is too old: edgerestore needs TensorRT >= {floor} (JetPack 6.1+ ships 10.3; "
+            "pip install 'tensorrt>=10.1' elsewhere)"
+        )
+    return None
+
+
+def require_supported_tensorrt(trt: Any) -> None:
+    """UserError (one line) when the TensorRT module `trt` is older than `MIN_TENSORRT`."""
+    name = str(getattr(trt, "__name__", "tensorrt")).split(".")[0]
+    problem = unsupported_tensorrt(name, str(getattr(trt, "__version__", "unknown")))
+    if problem:
+        raise UserError(problem)
+
+
+#: The CUDA runtime error of a cuda-python whose CUDA major version is newer than the driver's.
+INSUFFICIENT_DRIVER = "cudaErrorInsufficientDriver"
+
+
+def _cudart() -> Any:
     try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:  # cuda-python < 12.6
+        from cuda import cudart  # type: ignore[no-redef]
+    return cudart
+
+
+def driver_problem(error: Any, driver: int | None = None, runtime: int | None = None) -> str:
+    """One line for a failed CUDA call. `driver`/`runtime`: cudaDriverGetVersion / cudaRuntimeGetVersion
+    (1000 * major + 10 * minor; driver 0 = no NVIDIA driver at all). A driver older than cuda-python's CUDA
+    runtime gets its fix: cuda-python 13 needs a CUDA 13 driver (>= 580); JetPack 6 and other CUDA 12
+    drivers need cuda-python 12."""
+    name = str(getattr(error, "name", error))
+    if name in (INSUFFICIENT_DRIVER, "35") and driver == 0:
+        return "no NVIDIA driver on this machine"
+    if name in (INSUFFICIENT_DRIVER, "35"):
+        have = f"CUDA {driver // 1000}.{driver % 1000 // 10} driver" if driver else "the NVIDIA driver"
+        need = f" (CUDA {runtime // 1000}.{runtime % 1000 // 10})" if runtime else ""
+        return (
+            f"{INSUFFICIENT_DRIVER}: {have} is older than the CUDA runtime of the installed cuda-python{need}; "
+            "on JetPack 6 or another CUDA 12 driver install 'edgerestore[gpu]' (cuda-python < 13; "
+            "TensorRT-RTX: 'edgerestore[tensorrt-rtx-cu12]'), or update the driver (>= 580 for CUDA 13)"
+        )
+    return f"no usable CUDA device ({name})"
+
+
+def cuda_versions(cudart: Any) -> tuple[int | None, int | None]:
+    """(driver, runtime) CUDA versions from cuda-python's runtime module, None where a call fails."""
+    out = []
+    for call in (cudart.cudaDriverGetVersion, cudart.cudaRuntimeGetVersion):
         try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:  # cuda-python < 12.6
-            from cuda import cudart  # type: ignore[no-redef]
+            err, v = call()
+            out.append(int(v) if int(err) == 0 else None)
+        except Exception:
+            out.append(None)
+    return out[0], out[1]
+
+
+def cuda_device_status(device: int = 0) -> tuple[DeviceInfo | None, str | None]:
+    """(device, None) for CUDA device `device`, or (None, why not): cuda-python missing, no GPU, or a driver
+    too old for cuda-python's runtime (`driver_problem`). Never raises."""
+    try:
+        cudart = _cudart()
+    except ImportError:
+        return None, "cuda-python is not installed (pip install 'edgerestore[gpu]')"
+    try:
         err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0 or not count or device >= count:
-            return None
+        if int(err) != 0:
+            return None, driver_problem(err, *cuda_versions(cudart))
+        if not count or device >= count:
+            return None, f"no CUDA device {device} ({count or 0} found)"
         err, prop = cudart.cudaGetDeviceProperties(device)
         if int(err) != 0:
-            return None
+            return None, driver_problem(err, *cuda_versions(cudart))
         name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
         err, driver = cudart.cudaDriverGetVersion()
         return DeviceInfo(
@@ -308,18 +401,47 @@ def cuda_device_info(device: int = 0) -> DeviceInfo | None:
             name=name.strip("\x00").strip(),
             compute_capability=f"{prop.major}.{prop.minor}",
             driver_version=int(driver) if int(err) == 0 else None,
+        ), None
+    except Exception as exc:  # no libcuda, a broken install: no usable device
+        return (
+            None,
+            f"no usable CUDA device ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
         )
-    except Exception:  # no cuda-python, no libcuda, a driver too old: no usable device
-        return None
+
+
+def cuda_device_info(device: int = 0) -> DeviceInfo | None:
+    """Name and compute capability of CUDA device `device` through cuda-python's runtime bindings, or None
+    when cuda-python, the driver or the GPU is absent (`cuda_device_status` says why)."""
+    return cuda_device_status(device)[0]
+
+
+#: Compute capabilities TensorRT-RTX runs on, and those its default (no targets set) build covers: Turing
+#: (7.5) only when asked for, Ampere 8.0/8.6, Ada 8.9, Blackwell 12.x -- not Orin (8.7) nor Hopper (9.0).
+RTX_COMPUTE_CAPABILITIES: tuple[str, ...] = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+RTX_DEFAULT_TARGETS: tuple[str, ...] = ("8.0", "8.6", "8.9", "12.0", "12.1")
+
+
+def normalise_compute_capability(value: str | float | int) -> str:
+    """'12' -> '12.0', '8.6.0' -> '8.6', 'sm_86'/'SM86' -> '8.6', 'current' stays; UserError otherwise."""
+    text = str(value).strip().lower()
+    if text == "current":
+        return text
+    m = re.fullmatch(r"(?:sm_?)?(\d+)(?:\.(\d+))?(?:\.0+)?", text)
+    if m and m.group(2) is None and text.startswith("sm") and len(m.group(1)) >= 2:
+        major, minor = m.group(1)[:-1], m.group(1)[-1]  # SM86 -> 8.6, SM120 -> 12.0
+    elif m:
+        major, minor = m.group(1), m.group(2) or "0"
+    else:
+        raise UserError(f"compute capability {value!r} is not of the form M.m (e.g. 8.6, 12.0) or 'current'")
+    return f"{int(major)}.{int(minor)}"
 
 
 def rtx_target_supports(targets: list[str] | None, cc: str) -> bool:
     """Whether a TensorRT-RTX engine built for `targets` runs on compute capability `cc`. No targets (the
-    RTX default): Ampere (8.0) and later, Turing (7.5) excluded, as NVIDIA documents."""
-    major, minor = (int(v) for v in cc.split("."))
-    if not targets:
-        return (major, minor) >= (8, 0)
-    return cc in targets
+    RTX default): `RTX_DEFAULT_TARGETS`, as NVIDIA documents. Targets are compared as 'M.m'."""
+    cc = normalise_compute_capability(cc)
+    wanted = [normalise_compute_capability(t) for t in targets] if targets else list(RTX_DEFAULT_TARGETS)
+    return cc in wanted
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -492,6 +614,9 @@ def _check_tensorrt(manifest: Manifest, device: DeviceInfo | None | str, fail: A
     trt = _require_module(module_name, fail)
     built = manifest.device.get("tensorrt_version") or manifest.builder.get("version")
     installed = getattr(trt, "__version__", "unknown")
+    problem = unsupported_tensorrt(module_name, installed)
+    if problem:
+        raise fail(problem, force=False)
     if built != installed:
         raise fail(f"engines built by {module_name} {built}, this machine has {installed}")
     if isinstance(device, str):
@@ -500,16 +625,22 @@ def _check_tensorrt(manifest: Manifest, device: DeviceInfo | None | str, fail: A
         return
     if module_name == "tensorrt_rtx":
         targets = manifest.device.get("target_compute_capabilities")
-        if not rtx_target_supports(targets, device.compute_capability):
-            what = ", ".join(targets) if targets else "8.0 and later"
+        try:
+            supported = rtx_target_supports(targets, device.compute_capability)
+        except UserError as exc:
+            raise fail(f"{MANIFEST_NAME}: {exc}") from None
+        if not supported:
+            what = ", ".join(targets) if targets else ", ".join(RTX_DEFAULT_TARGETS) + " (the RTX default)"
             raise fail(
                 f"engines built for compute capability {what}, this GPU ({device.name}) is "
                 f"{device.compute_capability}"
             )
         return
-    cc = manifest.device.get("compute_capability")
-    if cc != device.compute_capability:
+    # TensorRT engines are specific to the GPU model, not only its compute capability (AGX Orin and Orin
+    # Nano are both 8.7 with different SM counts and memory): both must match.
+    cc, gpu = manifest.device.get("compute_capability"), manifest.device.get("gpu_name")
+    if cc != device.compute_capability or (gpu and gpu != device.name):
         raise fail(
-            f"engines built for compute capability {cc} ({manifest.device.get('gpu_name')}), this GPU "
-            f"({device.name}) is {device.compute_capability}"
+            f"engines built for {gpu} (compute capability {cc}), this GPU is {device.name} "
+            f"({device.compute_capability})"
         )

@@ -1,4 +1,4 @@
-"""TensorRT engine builder: ONNX graph -> serialized engine, one code path for TensorRT 10, 11 and RTX.
+"""TensorRT engine builder: ONNX graph -> serialized engine, one code path for TensorRT >= 10.1, 11 and RTX.
 
 Precision lives in the ONNX graph (float16 tensors, explicit Q/DQ INT8), so the builder only parses and
 builds a *strongly typed* network: no FP16/INT8 builder flags (removed in TensorRT 11), no calibrator.
@@ -12,7 +12,8 @@ Differences handled here:
   no timing cache (its calls are deprecated no-ops since RTX 1.2; RTX autotunes at JIT time instead).
 * Targets: `tensorrt` builds for the GPU it runs on (the manifest records its name and compute
   capability); `tensorrt_rtx` builds for `ComputeCapability` targets set on the builder config (default:
-  none set = Ampere and later, which is what it does on a CPU) and records them.
+  none set = RTX's default 8.0/8.6/8.9/12.x, which is what it does on a CPU) and records them as "M.m".
+* TensorRT older than 10.1 is refused in one line (8.6 makes implicit-batch networks the parser refuses).
 
 Polygraphy is not used: it selects tensorrt vs tensorrt_rtx by a process-wide environment variable read at
 import (`POLYGRAPHY_USE_TENSORRT_RTX`), while this builder takes the module per call.
@@ -23,6 +24,7 @@ Must not import torch. Imports the TensorRT module only when a builder is create
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgerestore.engines.bundle import TRT_MODULES, BuildError, DeviceInfo, cuda_device_info
+from edgerestore.engines.bundle import (
+    TRT_MODULES,
+    BuildError,
+    DeviceInfo,
+    cuda_device_status,
+    normalise_compute_capability,
+    require_supported_tensorrt,
+)
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
 
@@ -72,6 +81,16 @@ def is_rtx(trt: ModuleType) -> bool:
     return module_name(trt) == "tensorrt_rtx"
 
 
+def timing_cache_name(trt: ModuleType, device: DeviceInfo | None) -> str:
+    """File name of the timing cache for `trt` on `device`: per TensorRT version and per GPU model (tactic
+    timings of an AGX Orin do not hold on an Orin Nano, both compute capability 8.7)."""
+    gpu = ""
+    if device is not None:
+        slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
+        gpu = f"-sm{device.sm}-{slug}"
+    return f".timing-{module_name(trt)}-{getattr(trt, '__version__', 'unknown')}{gpu}.cache"
+
+
 def frame_profile(shape_profile: Mapping[str, Sequence[int]]) -> ProfileFn:
     """The profile rule of the graph contract: `frame`/`thumbnail` u8 [1,H,W,3] take (min, opt, max) [H, W]
     from `shape_profile`; `features` [1,F,H/2,W/2] derive theirs from the frame's. Other dynamic inputs are
@@ -110,7 +129,7 @@ class TensorRTBuilder:
     `trt_module`: see `import_trt`. `workspace`: bytes for the WORKSPACE memory pool (None: TensorRT's
     default, the device's memory). `timing_cache`: a file loaded if present and written back by
     `save_timing_cache()` (ignored by TensorRT-RTX). `targets`: TensorRT-RTX compute capabilities as
-    "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (Ampere and later).
+    "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (8.0, 8.6, 8.9, 12.x); "12" and "8.6.0" are normalised to "12.0" and "8.6".
     `optimization_level`: builder optimisation level 0-5 (None: TensorRT's default, 3)."""
 
     def __init__(
@@ -127,18 +146,22 @@ class TensorRTBuilder:
         self.name = module_name(self.trt)
         self.version = str(getattr(self.trt, "__version__", "unknown"))
         self.rtx = is_rtx(self.trt)
-        self.device = cuda_device_info() if isinstance(device, str) else device
+        require_supported_tensorrt(self.trt)
+        why = None
+        if isinstance(device, str):
+            device, why = cuda_device_status()
+        self.device = device
         if not self.rtx and self.device is None:
             raise UserError(
                 f"{self.name} {self.version} needs an NVIDIA GPU with a working driver to build engines and found "
-                "none; build on the target device, use --trt-module tensorrt_rtx (builds on a CPU), or "
-                "--backend onnxruntime"
+                f"none ({why or 'no device'}); build on the target device, use --trt-module tensorrt_rtx (builds "
+                "on a CPU), or --backend onnxruntime"
             )
         if targets and not self.rtx:
             raise UserError(
                 "--trt-targets applies to TensorRT-RTX only; TensorRT builds for the GPU it runs on"
             )
-        self.targets = [str(t) for t in targets] if targets else None
+        self.targets = [normalise_compute_capability(t) for t in targets] if targets else None
         self.workspace = workspace
         self.optimization_level = optimization_level
         self.timing_cache_path = Path(timing_cache) if timing_cache and not self.rtx else None
@@ -190,15 +213,24 @@ class TensorRTBuilder:
                 if self.timing_cache_path is not None and self.timing_cache_path.is_file():
                     blob = self.timing_cache_path.read_bytes()
                 self._timing_cache = config.create_timing_cache(blob)
-            config.set_timing_cache(self._timing_cache, ignore_mismatch=False)
+                if self._timing_cache is None and blob:  # a corrupt or foreign file: start afresh
+                    self._warnings.append(
+                        f"timing cache {self.timing_cache_path} unreadable; starting a new one"
+                    )
+                    self._timing_cache = config.create_timing_cache(b"")
+            if not config.set_timing_cache(self._timing_cache, ignore_mismatch=False):
+                raise UserError(
+                    f"{self.name} {self.version} refused the timing cache {self.timing_cache_path} (made by "
+                    "another TensorRT version or GPU?); delete it or pass another --timing-cache"
+                )
         return config
 
     def _capability(self, target: str) -> Any:
         cc = self.trt.ComputeCapability
-        if target.lower() == "current":
+        if target == "current":
             return cc.CURRENT
-        major, _, minor = target.partition(".")
-        name = f"SM{int(major)}{int(minor or 0)}"
+        major, _, minor = normalise_compute_capability(target).partition(".")
+        name = f"SM{int(major)}{int(minor)}"
         if not hasattr(cc, name):
             known = ", ".join(f"{k[2:-1]}.{k[-1]}" for k in cc.__members__ if k.startswith("SM"))
             raise UserError(
@@ -240,15 +272,29 @@ class TensorRTBuilder:
             if all(d >= 0 for d in shape):
                 continue
             lo, opt, hi = profile(tensor.name, shape)
-            opt_profile.set_shape(tensor.name, lo, opt, hi)
+            try:
+                opt_profile.set_shape(tensor.name, lo, opt, hi)
+            except (RuntimeError, ValueError, TypeError) as exc:  # the bindings raise on a shape they refuse
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise TensorRTBuildError(
+                    f"{self.name} {self.version} refused the shape profile {lo} .. {hi} for input "
+                    f"{tensor.name!r} of {onnx_path.name} ({first}); check `--min/--opt/--max`"
+                ) from None
             shapes[tensor.name] = (lo, opt, hi)
-        if shapes:
-            config.add_optimization_profile(opt_profile)
+        if shapes and config.add_optimization_profile(opt_profile) < 0:
+            first = self._errors[-1].splitlines()[0] if self._errors else "invalid profile"
+            detail = ", ".join(f"{k} {lo} .. {opt} .. {hi}" for k, (lo, opt, hi) in shapes.items())
+            raise TensorRTBuildError(
+                f"{self.name} {self.version} refused the shape profile {detail} of {onnx_path.name} ({first}); "
+                "check `--min/--opt/--max` (min <= opt <= max)"
+            )
         start = time.perf_counter()
         serialized = self.builder.build_serialized_network(network, config)
         seconds = time.perf_counter() - start
         if serialized is None:
-            detail = "; ".join(e.splitlines()[0] for e in self._errors[-3:]) or "no error reported"
+            detail = (
+                "; ".join(e.splitlines()[0] for e in self._errors[-3:] if e.strip()) or "no error reported"
+            )
             raise TensorRTBuildError(f"{self.name} {self.version} failed to build {onnx_path.name}: {detail}")
         return BuiltEngine(bytes(memoryview(serialized)), seconds, shapes, list(self._warnings))
 
@@ -272,6 +318,8 @@ class TensorRTBuilder:
             if targets and [t.lower() for t in targets] == ["current"]:
                 targets = [dev.compute_capability] if dev else None
                 record["compute_capability"] = dev.compute_capability if dev else None
-            record["target_compute_capabilities"] = targets
+            record["target_compute_capabilities"] = (
+                [normalise_compute_capability(t) for t in targets] if targets else None
+            )
             record["built_on_cpu"] = dev is None
         return record

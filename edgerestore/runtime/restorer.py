@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgerestore.conditions import CONDITIONS
+from edgerestore.conditions import CONDITIONS, acts_on, calibrated
 from edgerestore.errors import BundleError, UserError
 from edgerestore.imageio import reduced_size, router_thumbnail
 from edgerestore.runtime.backend import Backend
@@ -356,6 +356,7 @@ class Restorer:
         router_only: bool = False,
         deadline_ms: float | None = None,
         loops: int | None = None,
+        min_confidence: float | None = None,
         tile_pixels: int = TILE_PIXELS,
         tile_overlap: int = TILE_OVERLAP,
     ) -> None:
@@ -363,6 +364,10 @@ class Restorer:
             raise UserError(
                 f"tile_pixels={tile_pixels!r}, tile_overlap={tile_overlap!r}: give at least "
                 f"{MIN_SIDE * MIN_SIDE} pixels per tile and an overlap >= 0"
+            )
+        if min_confidence is not None and not 0.0 <= min_confidence < 1.0:
+            raise UserError(
+                f"min_confidence={min_confidence!r}: give a probability in [0, 1) (0: act on every verdict)"
             )
         if deadline_ms is not None and not deadline_ms > 0:
             raise UserError(f"deadline_ms={deadline_ms!r}: give a positive number of milliseconds (or None)")
@@ -388,6 +393,12 @@ class Restorer:
         self.stride = int(m.stride or 1)
         self.thumbnail_size = int(m.thumbnail_size or 0)
         self.branch_scales: dict[str, float] = dict(m.branch_scales)
+        # do no harm: the router's calibrated confidence must reach `min_confidence` for a frame to be restored
+        calibration = dict(getattr(m, "router_calibration", None) or {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.min_confidence = (
+            float(calibration.get("threshold", 0.0)) if min_confidence is None else float(min_confidence)
+        )
         prof = m.shape_profile or {}
         self.min_hw: tuple[int, int] = tuple(int(v) for v in prof.get("min", (1, 1)))  # type: ignore[assignment]
         self.max_hw: tuple[int, int] | None = tuple(int(v) for v in prof["max"]) if prof.get("max") else None  # type: ignore[assignment]
@@ -451,6 +462,8 @@ class Restorer:
         threads; `trt_module`: "tensorrt" or "tensorrt_rtx"; `cuda_graphs`: capture CUDA graphs (TensorRT).
         Other options: `color` ("bgr"|"rgb"), `video` (smooth the condition), `dwell`, `margin`,
         `route_every`, `force` (a condition name), `router_only`, `deadline_ms`, `loops` (CMUDRN T),
+        `min_confidence` (do no harm: a frame whose calibrated router confidence is below it passes through
+        untouched, flagged "uncertain"; default: the threshold calibrated at training, in the manifest),
         `tile_pixels` and `tile_overlap` (frames of any size, see the module doc)."""
         from edgerestore.engines.bundle import load_bundle
 
@@ -594,14 +607,20 @@ class Restorer:
         be.bind_input("router", "thumbnail", prep.thumbnail)
         be.run("router", {"probs": (1, len(CONDITIONS))})
         be.synchronize()
-        probs = np.array(be.read("router", "probs")[0], dtype=np.float32, copy=True)
+        probs = calibrated(np.array(be.read("router", "probs")[0], dtype=np.float32), self.temperature)
+        probs = probs.astype(np.float32)
         winner = int(np.argmax(probs))
+        vote = probs
+        if winner and not acts_on(probs, self.min_confidence):
+            flags.add("uncertain")  # below the calibrated threshold: this frame votes for passing through
+            vote = probs.copy()
+            vote[0] = 1.0
         if self.video:
-            chosen = self.smoother.update(probs)
-            if chosen != winner:
+            chosen = self.smoother.update(vote)
+            if chosen != int(np.argmax(vote)):
                 flags.add("smoothed")
         else:
-            chosen = winner
+            chosen = int(np.argmax(vote))
         self._last = (chosen, float(probs[chosen]), probs)
         return chosen, float(probs[chosen]), probs
 

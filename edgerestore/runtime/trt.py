@@ -4,12 +4,22 @@
 * One execution context per graph. Inputs/outputs are bound by tensor name (`set_input_shape`,
   `set_tensor_address`) and the graph is enqueued with `execute_async_v3` on one stream; CUDA events
   time every stage (copies and each graph) without synchronising in between.
-* Page-locked host buffers and device buffers are allocated once per (graph, tensor) and grown only when a
-  frame needs more bytes; the trunk's `features` stay on the device and are bound by address to the branch.
-* The branch contexts are created without their own device memory (USER_MANAGED) and share ONE scratch
-  allocation, sized as the max of their engines' `device_memory_size_v2`: only one branch runs per frame.
-* Optional CUDA-graph capture per (graph, shapes, addresses): the first run at a new shape runs normally,
-  the second is captured, later ones replay the captured graph.
+* TensorRT older than 10.1 is refused in one line (8.6 parses only implicit-batch networks, 10.0 lacks
+  `set_device_memory(ptr, size)`); TensorRT-RTX engines are first asked `Runtime.get_engine_validity`.
+* Page-locked host buffers and device buffers are allocated once per (graph, tensor), at the size of the
+  profile's max shapes (measured in `finalize`), so they never grow: a grown buffer is a cudaFree, which
+  synchronises and invalidates captured graphs. The trunk's `features` stay on the device and are bound by
+  address to the branch; a device tensor of another dtype than the input's is refused.
+* All contexts are created without their own device memory (USER_MANAGED) and share ONE scratch
+  allocation, the max of their engines' `device_memory_size_v2`: router, trunk and branch run back to
+  back on one stream, never at the same time.
+* CUDA graphs (optional). TensorRT: manual stream capture, ONE graph per context (a context's capture is
+  valid only for the shapes and addresses it was captured with): the first run at new shapes is an
+  ordinary enqueue, the second is captured, later ones replay; a capture that fails is ended, its error
+  cleared, the shapes marked uncapturable and the work enqueued normally (as trtexec does). TensorRT-RTX:
+  its runtime config's WHOLE_GRAPH_CAPTURE strategy instead (its JIT-specialised kernels make manual
+  capture with dynamic shapes unreliable).
+* TensorRT-RTX keeps a runtime cache of JIT-compiled kernels beside the bundle, one file per GPU model.
 
 The buffer/shape policy (bytes from shapes and dtypes, grow-only reallocation, shared-scratch sizing,
 profile-bounds checks, CUDA-graph keys) is plain Python with an injected allocator, so it is tested without
@@ -22,6 +32,8 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import re
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +42,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgerestore.engines.bundle import cuda_versions, driver_problem, require_supported_tensorrt
 from edgerestore.errors import BundleError, UserError
+from edgerestore.files import write_bytes_atomic
 from edgerestore.runtime.backend import Backend, DeviceTensor, GraphInfo, TensorInfo
 
 # ---------------------------------------------------------------------------------------------------------
@@ -180,13 +194,17 @@ def check_profile(
 
 
 class CudaGraphCache:
-    """Captured CUDA graphs keyed by (graph, input shapes, tensor addresses). A key seen once is only
-    marked (TensorRT wants one ordinary enqueue after a shape change before capture); seen twice, the caller
-    captures it. Addresses are part of the key, so a grown buffer never replays a stale graph."""
+    """At most ONE captured CUDA graph per execution context (graph name), for one key (input shapes and
+    tensor addresses). TensorRT documents replaying a graph only while the context's shapes and addresses
+    are those it was captured with; a context that ran other shapes since (the trunk alternating full- and
+    quarter-size frames) must not replay an older capture. So a new key destroys the graph's capture; the
+    first run at a key is an ordinary enqueue (TensorRT wants one after a shape change), the second is
+    captured, later ones replay. Keys whose capture failed are run normally from then on."""
 
     def __init__(self, destroy: Callable[[Any], None] | None = None) -> None:
-        self._seen: set[Hashable] = set()
-        self._graphs: dict[Hashable, Any] = {}
+        self._last: dict[str, Hashable] = {}  # graph -> key of its latest run
+        self._graphs: dict[str, tuple[Hashable, Any]] = {}  # graph -> (key, captured exec)
+        self._uncapturable: set[Hashable] = set()
         self._destroy = destroy
 
     @staticmethod
@@ -199,22 +217,37 @@ class CudaGraphCache:
 
     def lookup(self, key: Hashable) -> tuple[str, Any]:
         """('replay', exec) | ('capture', None) | ('run', None)."""
-        if key in self._graphs:
-            return "replay", self._graphs[key]
-        if key in self._seen:
+        graph = key[0]  # type: ignore[index]
+        held = self._graphs.get(graph)
+        if held is not None and held[0] == key:
+            return "replay", held[1]
+        if held is not None:
+            self._drop(graph)
+        if key in self._uncapturable:
+            return "run", None
+        if self._last.get(graph) == key:
             return "capture", None
-        self._seen.add(key)
+        self._last[graph] = key
         return "run", None
 
     def store(self, key: Hashable, graph_exec: Any) -> None:
-        self._graphs[key] = graph_exec
+        graph = key[0]  # type: ignore[index]
+        self._drop(graph)
+        self._graphs[graph] = (key, graph_exec)
+
+    def uncapturable(self, key: Hashable) -> None:
+        """The capture at `key` failed: run it normally from now on."""
+        self._uncapturable.add(key)
+
+    def _drop(self, graph: str) -> None:
+        held = self._graphs.pop(graph, None)
+        if held is not None and self._destroy is not None:
+            self._destroy(held[1])
 
     def invalidate(self, graph: str | None = None) -> None:
-        for key in [k for k in self._graphs if graph is None or k[0] == graph]:
-            exec_ = self._graphs.pop(key)
-            if self._destroy is not None:
-                self._destroy(exec_)
-        self._seen = {k for k in self._seen if graph is not None and k[0] != graph}
+        for name in [g for g in self._graphs if graph is None or g == graph]:
+            self._drop(name)
+        self._last = {g: k for g, k in self._last.items() if graph is not None and g != graph}
 
     def __len__(self) -> int:
         return len(self._graphs)
@@ -244,12 +277,20 @@ class CudaRuntime:
                     "the TensorRT backend needs NVIDIA's cuda-python; install it: pip install 'edgerestore[gpu]'"
                 ) from exc
         self.rt = cudart
+        self.device = device
         err, count = cudart.cudaGetDeviceCount()
         if err != cudart.cudaError_t.cudaSuccess or count == 0:
-            raise UserError(
-                f"no usable CUDA device ({getattr(err, 'name', err)}); use the onnxruntime backend on this machine"
-            )
+            failed = err != cudart.cudaError_t.cudaSuccess
+            why = driver_problem(err, *cuda_versions(cudart)) if failed else "no CUDA device"
+            raise UserError(f"{why}; use the onnxruntime backend on this machine")
         self._check(cudart.cudaSetDevice(device))
+
+    def device_key(self) -> str:
+        """'sm86-nvidia-geforce-rtx-3090': compute capability and GPU model, for per-GPU cache files."""
+        prop = self._check(self.rt.cudaGetDeviceProperties(self.device))
+        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+        slug = re.sub(r"[^a-z0-9]+", "-", name.strip("\x00").lower()).strip("-")
+        return f"sm{prop.major}{prop.minor}-{slug}"
 
     def _check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -322,10 +363,32 @@ class CudaRuntime:
         self._check(self.rt.cudaStreamBeginCapture(stream, mode))
 
     def capture_end(self, stream: Any) -> Any:
-        graph = self._check(self.rt.cudaStreamEndCapture(stream))
-        graph_exec = self._check(self.rt.cudaGraphInstantiate(graph, 0))
-        self._check(self.rt.cudaGraphDestroy(graph))
-        return graph_exec
+        """End the capture and instantiate it; CudaError (the capture ended, its error cleared) when the
+        capture was invalidated or cannot be instantiated."""
+        err, graph = self.rt.cudaStreamEndCapture(stream)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            self.rt.cudaGetLastError()
+            raise CudaError(f"CUDA graph capture failed: {getattr(err, 'name', err)}")
+        try:
+            return self._check(self.rt.cudaGraphInstantiate(graph, 0))
+        except CudaError:
+            self.rt.cudaGetLastError()
+            raise
+        finally:
+            self._check(self.rt.cudaGraphDestroy(graph))
+
+    def capture_abort(self, stream: Any) -> None:
+        """After an enqueue failed while capturing (what trtexec does): end the capture if it is still on,
+        drop the partial graph and clear the error, so the stream takes ordinary work again."""
+        err, status = self.rt.cudaStreamIsCapturing(stream)
+        if (
+            err == self.rt.cudaError_t.cudaSuccess
+            and status != self.rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+        ):
+            err, graph = self.rt.cudaStreamEndCapture(stream)
+            if err == self.rt.cudaError_t.cudaSuccess and graph:
+                self.rt.cudaGraphDestroy(graph)
+        self.rt.cudaGetLastError()
 
     def graph_launch(self, graph_exec: Any, stream: Any) -> None:
         self._check(self.rt.cudaGraphLaunch(graph_exec, stream))
@@ -364,15 +427,20 @@ class _Graph:
     profile: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     addresses: dict[str, int] = field(default_factory=dict)
+    max_bytes: dict[str, int] = field(default_factory=dict)  # tensor -> bytes at the profile's max shape
 
 
 class TensorRTBackend(Backend):
     """TensorRT engines on one CUDA stream.
 
     `trt_module`: "tensorrt", "tensorrt_rtx", a module, or None (either). `shared_scratch`: a predicate on
-    the graph name for contexts that share one scratch area (default: the `branch_*` graphs).
-    `cuda_graphs`: capture and replay CUDA graphs per (graph, shape). `cuda`: a CudaRuntime-like object
-    (injected in tests)."""
+    the graph name for contexts that share one scratch area (default: every graph -- router, trunk and
+    branch run back to back on one stream, never at the same time). `cuda_graphs`: CUDA graphs -- manual
+    stream capture, one graph per context, on TensorRT; the runtime config's WHOLE_GRAPH_CAPTURE strategy
+    on TensorRT-RTX (its JIT-specialised kernels make a manual capture with dynamic shapes unreliable).
+    `runtime_cache`: TensorRT-RTX's cache of JIT-compiled kernels, loaded at the first `load` and written
+    back at `close` ("auto": `.runtime-cache-<gpu>.bin` beside the first engine; None: no cache).
+    `cuda`: a CudaRuntime-like object (injected in tests)."""
 
     name = "tensorrt"
 
@@ -383,40 +451,92 @@ class TensorRTBackend(Backend):
         cuda_graphs: bool = False,
         shared_scratch: Callable[[str], bool] | None = None,
         cuda: Any = None,
+        runtime_cache: str | Path | None = "auto",
     ) -> None:
         super().__init__()
         self.trt = import_tensorrt(trt_module)
+        require_supported_tensorrt(self.trt)
+        self.rtx = str(getattr(self.trt, "__name__", "")).split(".")[0] == "tensorrt_rtx"
         self.cuda = cuda if cuda is not None else CudaRuntime(device)
         self.stream = self.cuda.stream_create()
         self.device_buffers = GrowOnlyBuffers(self.cuda.device_allocator())
         self.host_buffers = GrowOnlyBuffers(self.cuda.host_allocator())
-        self.cuda_graphs = CudaGraphCache(self.cuda.graph_destroy) if cuda_graphs else None
-        self._shares = shared_scratch or (lambda g: g.startswith("branch_"))
+        self.native_cuda_graphs = cuda_graphs and self.rtx
+        self.cuda_graphs = CudaGraphCache(self.cuda.graph_destroy) if cuda_graphs and not self.rtx else None
+        self._shares = shared_scratch or (lambda g: True)
         self._logger = self.trt.Logger(self.trt.Logger.WARNING)
         self._runtime = self.trt.Runtime(self._logger)
         self._g: dict[str, _Graph] = {}
         self._scratch: Allocation | None = None
         self._events: list[Any] = []
         self._marks: list[tuple[str, int, int]] = []  # (stage, start event index, end event index)
+        self._runtime_cache_setting = runtime_cache if self.rtx else None
+        self.runtime_cache_path: Path | None = None
+        self._runtime_cache: Any = None
 
     # -- loading ----------------------------------------------------------------------------------------
+    def _check_validity(self, path: Path, blob: bytes) -> None:
+        """TensorRT-RTX (and TensorRT releases that have it) say whether an engine runs on this GPU."""
+        validity = getattr(self._runtime, "get_engine_validity", None)
+        enum = getattr(self.trt, "EngineValidity", None)
+        if validity is None or enum is None:
+            return
+        verdict, diagnostics = validity(blob)
+        if verdict == enum.INVALID:
+            detail = str(diagnostics or "").strip().splitlines()
+            raise BundleError(
+                f"{path.name} cannot run on this GPU ({detail[0] if detail else 'engine invalid here'}); "
+                "rebuild the bundle for it with `edgerestore build --trt-targets current`"
+            )
+
+    def _open_runtime_cache(self, path: Path, config: Any) -> None:
+        if self._runtime_cache is not None or self._runtime_cache_setting is None:
+            return
+        setting = self._runtime_cache_setting
+        if setting == "auto":
+            key = self.cuda.device_key() if hasattr(self.cuda, "device_key") else "gpu"
+            setting = path.parent / f".runtime-cache-{key}.bin"
+        self.runtime_cache_path = Path(setting)
+        self._runtime_cache = config.create_runtime_cache()
+        if self.runtime_cache_path.is_file():
+            # False (cache left empty) for another TensorRT-RTX, GPU or driver major: it is only a cache
+            if not self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes()):
+                warnings.warn(
+                    f"ignoring runtime cache {self.runtime_cache_path} (made by another TensorRT-RTX, GPU or "
+                    "driver); it is rewritten at close",
+                    stacklevel=2,
+                )
+
+    def _context(self, name: str, engine: Any, path: Path, shared: bool) -> Any:
+        strategy = getattr(self.trt, "ExecutionContextAllocationStrategy", None)
+        if self.rtx and hasattr(engine, "create_runtime_config"):
+            config = engine.create_runtime_config()
+            if shared:
+                config.set_execution_context_allocation_strategy(strategy.USER_MANAGED)
+            if self.native_cuda_graphs:
+                config.cuda_graph_strategy = self.trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            self._open_runtime_cache(path, config)
+            if self._runtime_cache is not None and not config.set_runtime_cache(self._runtime_cache):
+                raise BundleError(f"TensorRT-RTX refused the runtime cache {self.runtime_cache_path}")
+            return engine.create_execution_context(config)
+        if shared:
+            if strategy is not None:
+                return engine.create_execution_context(strategy.USER_MANAGED)
+            return engine.create_execution_context_without_device_memory()
+        return engine.create_execution_context()
+
     def load(self, name: str, path: Path) -> GraphInfo:
         path = Path(path)
-        engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        blob = path.read_bytes()
+        self._check_validity(path, blob)
+        engine = self._runtime.deserialize_cuda_engine(blob)
         if engine is None:
             raise BundleError(
                 f"TensorRT could not deserialize {path.name} (built for another TensorRT version or GPU?); "
                 f"rebuild the bundle on this device with `edgerestore build`"
             )
         shared = self._shares(name)
-        if shared:
-            strategy = getattr(self.trt, "ExecutionContextAllocationStrategy", None)
-            if strategy is not None:
-                context = engine.create_execution_context(strategy.USER_MANAGED)
-            else:
-                context = engine.create_execution_context_without_device_memory()
-        else:
-            context = engine.create_execution_context()
+        context = self._context(name, engine, path, shared)
         if context is None:
             raise BundleError(f"TensorRT could not create an execution context for {name!r}")
         info = GraphInfo(name, path)
@@ -449,20 +569,40 @@ class TensorRTBackend(Backend):
                 )
         return shared_scratch_bytes(sizes)
 
+    def _size_at_profile_max(self, g: _Graph) -> None:
+        """Bytes of every I/O tensor at the profile's max input shapes, so buffers are allocated once at
+        their final size (a grown buffer is a cudaFree, which synchronises and invalidates captured graphs)."""
+        for t in g.info.inputs:
+            _, hi = g.profile[t.name]
+            g.max_bytes[t.name] = tensor_nbytes(hi, t.dtype)
+            if not g.context.set_input_shape(t.name, hi):
+                raise BundleError(
+                    f"TensorRT rejected the profile's max shape {hi} for {t.name!r} of {g.info.name!r}"
+                )
+        for t in g.info.outputs:
+            shape = tuple(int(d) for d in g.context.get_tensor_shape(t.name))
+            if all(d >= 0 for d in shape):
+                g.max_bytes[t.name] = tensor_nbytes(shape, t.dtype)
+
     def finalize(self) -> None:
+        for g in self._g.values():
+            self._size_at_profile_max(g)
         nbytes = self.scratch_bytes()
         if nbytes == 0:
             return
         self._scratch = self.device_buffers.ensure("__scratch__", nbytes)
         for g in self._g.values():
             if g.shared_scratch:
-                try:
+                if hasattr(g.context, "set_device_memory"):  # TensorRT >= 10.1, RTX
                     g.context.set_device_memory(self._scratch.ptr, self._scratch.nbytes)
-                except TypeError:  # TensorRT < 10.1: property without a size
+                else:  # the property form (no size), all that older bindings have
                     g.context.device_memory = self._scratch.ptr
 
     def profile_bounds(self, graph: str, tensor: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return self._g[graph].profile[tensor]
+
+    def _buffer(self, buffers: GrowOnlyBuffers, g: _Graph, tensor: str, nbytes: int) -> Allocation:
+        return buffers.ensure((g.info.name, tensor), max(nbytes, g.max_bytes.get(tensor, 0)))
 
     # -- timing -----------------------------------------------------------------------------------------
     def _event(self, index: int) -> Any:
@@ -490,40 +630,49 @@ class TensorRTBackend(Backend):
         self._marks = []
 
     # -- binding and running ----------------------------------------------------------------------------
+    def _set_address(self, g: _Graph, tensor: str, address: int) -> None:
+        if not g.context.set_tensor_address(tensor, address):
+            raise BundleError(f"TensorRT refused the address of {tensor!r} for {g.info.name!r}")
+        g.addresses[tensor] = address
+
     def bind_input(self, graph: str, tensor: str, value: np.ndarray | DeviceTensor) -> None:
         g = self._g[graph]
         shape = tuple(int(d) for d in value.shape)
         lo, hi = g.profile[tensor]
         check_profile(shape, lo, hi, tensor)
+        dtype = next(t.dtype for t in g.info.inputs if t.name == tensor)
+        if isinstance(value, DeviceTensor):
+            if value.backend != self.name:
+                raise TypeError(f"cannot bind a {value.backend} tensor to a TensorRT graph")
+            if np.dtype(value.dtype) != dtype:  # a device tensor is raw bytes: another type is garbage
+                raise BundleError(
+                    f"{graph!r} input {tensor!r} is {dtype.name} but the tensor bound to it is "
+                    f"{np.dtype(value.dtype).name}; the bundle's graphs disagree on its type, rebuild them"
+                )
         if not g.context.set_input_shape(tensor, shape):
             raise UserError(f"TensorRT rejected shape {shape} for input {tensor!r} of {graph!r}")
         g.shapes[tensor] = shape
         if isinstance(value, DeviceTensor):
-            if value.backend != self.name:
-                raise TypeError(f"cannot bind a {value.backend} tensor to a TensorRT graph")
             address = int(value.handle)
         else:
-            dtype = next(t.dtype for t in g.info.inputs if t.name == tensor)
             array = np.ascontiguousarray(value, dtype=dtype)
             nbytes = array.nbytes
-            host = self.host_buffers.ensure((graph, tensor), nbytes)
+            host = self._buffer(self.host_buffers, g, tensor, nbytes)
             np.copyto(host_view(host, shape, dtype), array)
-            device = self.device_buffers.ensure((graph, tensor), nbytes)
+            device = self._buffer(self.device_buffers, g, tensor, nbytes)
             start = self._mark_start()
             self.cuda.memcpy_htod_async(device.ptr, host.ptr, nbytes, self.stream)
             self._mark_end("copies", start)
             address = device.ptr
-        g.context.set_tensor_address(tensor, address)
-        g.addresses[tensor] = address
+        self._set_address(g, tensor, address)
 
     def run(self, graph: str, out_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
         g = self._g[graph]
         for t in g.info.outputs:
             shape = tuple(int(d) for d in g.context.get_tensor_shape(t.name))
             g.shapes[t.name] = shape
-            device = self.device_buffers.ensure((graph, t.name), tensor_nbytes(shape, t.dtype))
-            g.context.set_tensor_address(t.name, device.ptr)
-            g.addresses[t.name] = device.ptr
+            device = self._buffer(self.device_buffers, g, t.name, tensor_nbytes(shape, t.dtype))
+            self._set_address(g, t.name, device.ptr)
         start = self._mark_start()
         if self.cuda_graphs is None:
             self._enqueue(g)
@@ -533,15 +682,35 @@ class TensorRTBackend(Backend):
             action, graph_exec = self.cuda_graphs.lookup(key)
             if action == "run":
                 self._enqueue(g)
-            else:
-                if action == "capture":
-                    self.cuda.capture_begin(self.stream)
-                    self._enqueue(g)
-                    graph_exec = self.cuda.capture_end(self.stream)
-                    self.cuda_graphs.store(key, graph_exec)
+            elif action == "replay":
                 self.cuda.graph_launch(graph_exec, self.stream)
+            else:
+                self._capture(g, key)
         self._mark_end(graph, start)
         self.run_counts[graph] += 1
+
+    def _capture(self, g: _Graph, key: Hashable) -> None:
+        """Capture one enqueue and launch it. When the enqueue fails while capturing, or the capture cannot
+        be instantiated, do what trtexec does: end the capture, clear the error, mark the key uncapturable
+        and enqueue normally."""
+        assert self.cuda_graphs is not None
+        self.cuda.capture_begin(self.stream)
+        try:
+            if not g.context.execute_async_v3(int(self.stream)):
+                raise CudaError(f"TensorRT could not enqueue {g.info.name!r} while capturing")
+        except Exception:
+            self.cuda.capture_abort(self.stream)
+            self.cuda_graphs.uncapturable(key)
+            self._enqueue(g)
+            return
+        try:
+            graph_exec = self.cuda.capture_end(self.stream)
+        except CudaError:
+            self.cuda_graphs.uncapturable(key)
+            self._enqueue(g)
+            return
+        self.cuda_graphs.store(key, graph_exec)
+        self.cuda.graph_launch(graph_exec, self.stream)
 
     def _enqueue(self, g: _Graph) -> None:
         if not g.context.execute_async_v3(int(self.stream)):
@@ -562,22 +731,37 @@ class TensorRTBackend(Backend):
         shape = g.shapes[tensor]
         dtype = next(t.dtype for t in g.info.outputs if t.name == tensor)
         nbytes = tensor_nbytes(shape, dtype)
-        host = self.host_buffers.ensure((graph, tensor), nbytes)
+        host = self._buffer(self.host_buffers, g, tensor, nbytes)
         start = self._mark_start()
         self.cuda.memcpy_dtoh_async(host.ptr, g.addresses[tensor], nbytes, self.stream)
         self._mark_end("copies", start)
         self.synchronize()
         return host_view(host, shape, dtype)
 
+    def save_runtime_cache(self) -> Path | None:
+        """Write TensorRT-RTX's runtime cache (JIT-compiled kernels) to its file; None when there is none.
+        A bundle directory that is not writable only costs the next start its JIT time (a warning)."""
+        if self._runtime_cache is None or self.runtime_cache_path is None:
+            return None
+        try:
+            return write_bytes_atomic(
+                self.runtime_cache_path, bytes(memoryview(self._runtime_cache.serialize()))
+            )
+        except OSError as exc:
+            warnings.warn(f"could not save the runtime cache {self.runtime_cache_path}: {exc}", stacklevel=2)
+            return None
+
     def close(self) -> None:
         if self._closed:
             return
         try:
             self.cuda.stream_synchronize(self.stream)
+            self.save_runtime_cache()
         finally:
             if self.cuda_graphs is not None:
                 self.cuda_graphs.invalidate()
             self._g.clear()  # contexts before engines before memory
+            self._runtime_cache = None
             self.device_buffers.release_all()
             self.host_buffers.release_all()
             for event in self._events:

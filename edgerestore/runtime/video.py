@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -61,7 +60,6 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
 )
 #: The largest camera index taken (OpenCV adds the index to an API id, and larger numbers overflow it).
 MAX_CAMERA_INDEX = 9999
-STREAM_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 # FourCC codes tried per container, in order. opencv-python's FFmpeg writes MPEG-4 Part 2 ("mp4v") everywhere;
 # H.264 ("avc1") needs an encoder that pip wheels usually lack, so it is only a fallback.
 FOURCCS: dict[str, tuple[str, ...]] = {
@@ -325,65 +323,52 @@ def open_source(
 ) -> FrameSource:
     """Build and open a source from the CLI's `--device` / `--source` forms; `SourceError` if it cannot open.
 
-    `device`: a camera index (``0``) or a device path (``/dev/video0``). `source`: a video file, an image
-    folder, a glob (``'frames/*.png'``), a stream URL (``rtsp://…``, ``http://…``) or a GStreamer pipeline
-    (contains ``!``, ends in ``appsink``). `fps` for a camera is the requested capture rate; for files and
-    images it is not used here (the grabber paces them).
+    Both are input URIs or paths as `edgerestore.runtime.sources.parse_input` reads them. `device` must name
+    a camera: an index (``0``), a device path (``/dev/video0``, ``v4l2:///dev/video0``), ``csi://0`` or a
+    GStreamer pipeline. `source`: anything else too — a video file, an image folder, a glob
+    (``'frames/*.png'``), a stream URL (``rtsp://…``, ``http://…``). `fps` for a camera is the requested
+    capture rate; for files and images it is not used here (the grabber paces them).
     """
+    from edgerestore.runtime.sources import gstreamer_status, parse_input
+
     if (device is None) == (source is None):
         raise UserError("give exactly one of --device N (a camera) or --source PATH|URL|GLOB")
     src: FrameSource
-    if device is not None:
-        text = str(device).strip()
-        target: int | str = int(text) if text.isdigit() else text
-        if isinstance(target, int) and target > MAX_CAMERA_INDEX:
-            raise SourceError(
-                f"camera index {text} is out of range (0 to {MAX_CAMERA_INDEX}); "
-                "list cameras with `v4l2-ctl --list-devices` (Linux)"
-            )
-        if isinstance(target, str):
-            path = Path(target)
-            if not path.exists():
-                raise SourceError(
-                    f"camera {target} does not exist; pass a camera index (--device 0) or an existing device path"
-                )
-            if sys.platform.startswith("linux") and not stat.S_ISCHR(path.stat().st_mode):
-                what = "a folder" if path.is_dir() else "a file"
-                raise SourceError(
-                    f"--device {target} is {what}, not a camera device (/dev/videoN); for files and folders use "
-                    f"--source {target}"
-                )
-        src = CaptureSource(target, kind="device", width=width, height=height, fps=fps, fourcc=fourcc)
+    text = str(device if device is not None else source)
+    if device is not None and text.strip().isdigit() and int(text) > MAX_CAMERA_INDEX:
+        raise SourceError(
+            f"camera index {text} is out of range (0 to {MAX_CAMERA_INDEX}); "
+            "list cameras with `v4l2-ctl --list-devices` (Linux)"
+        )
+    if source is not None and text.isdigit():
+        raise SourceError(f"no file named {source!r}; for camera {source} use --device {source}")
+    if (
+        device is not None
+        and not text.isdigit()
+        and "://" not in text
+        and "!" not in text
+        and not Path(text).exists()
+    ):
+        raise SourceError(
+            f"camera {text} does not exist; pass a camera index (--device 0) or an existing device path"
+        )
+    spec = parse_input(text, width=width, height=height, fps=fps)
+    if device is not None and spec.kind not in ("device", "gstreamer"):
+        raise SourceError(f"--device {text} is not a camera; give a video, folder or stream with --source")
+    if spec.kind == "gstreamer":
+        ok, why = gstreamer_status()
+        if not ok:
+            raise SourceError(f"cannot open GStreamer source {spec.uri!r}: {why}")
+    if spec.kind == "images":
+        target = str(spec.target)
+        paths = [Path(target)] if Path(target).is_file() else list_images(target)
+        src = ImageSequenceSource(paths, name=target, fps=fps)
+    elif spec.kind == "device":
+        src = CaptureSource(
+            spec.target, kind="device", width=width, height=height, fps=fps, fourcc=fourcc, api=spec.api
+        )
     else:
-        assert source is not None
-        scheme = source.split("://", 1)[0].lower() if "://" in source else ""
-        if scheme:
-            if scheme not in STREAM_SCHEMES + ("file",):
-                raise SourceError(
-                    f"unknown source {source!r}: scheme {scheme!r} is not one of {', '.join(STREAM_SCHEMES)}"
-                )
-            if scheme == "file":
-                source = source.split("://", 1)[1]
-                return open_source(source=source, width=width, height=height, fps=fps, fourcc=fourcc)
-            src = CaptureSource(source, kind="stream", api=cv2.CAP_FFMPEG)
-        elif "!" in source:
-            src = CaptureSource(source, kind="gstreamer", api=cv2.CAP_GSTREAMER)
-        elif Path(source).is_dir() or any(ch in source for ch in "*?["):
-            src = ImageSequenceSource(list_images(source), name=source, fps=fps)
-        elif Path(source).is_file():
-            from edgerestore.imageio import is_image_file
-
-            if is_image_file(source):
-                src = ImageSequenceSource([Path(source)], name=source, fps=fps)
-            else:
-                src = CaptureSource(source, kind="file", api=cv2.CAP_FFMPEG)
-        elif source.isdigit():
-            raise SourceError(f"no file named {source!r}; for camera {source} use --device {source}")
-        else:
-            raise SourceError(
-                f"unknown source {source!r}: not an existing file or folder, a glob, or a stream URL "
-                f"(rtsp://, http://); cameras are --device N"
-            )
+        src = CaptureSource(spec.target, kind=spec.kind, api=spec.api)
     src.open()
     return src
 

@@ -35,8 +35,10 @@ from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_l
 class TrainConfig:
     profile: str
     out: Path
-    clean_dir: Path | None = None
+    clean_dir: Path | list[Path] | None = None  # one folder of clean photographs / road frames, or several
     paired: list[Path] = field(default_factory=list)
+    real: dict[str, list[Path]] = field(default_factory=dict)  # real weather photographs per condition
+    hold_out: list[str] = field(default_factory=list)  # glob patterns of files kept for validation only
     steps: int = 10000
     batch_size: int = 8
     patch_size: int = 128
@@ -76,13 +78,41 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["out"] = str(self.out)
-        d["clean_dir"] = str(self.clean_dir) if self.clean_dir else None
+        if isinstance(self.clean_dir, (list, tuple)):
+            d["clean_dir"] = [str(p) for p in self.clean_dir]
+        else:
+            d["clean_dir"] = str(self.clean_dir) if self.clean_dir else None
+        d["real"] = {c: [str(p) for p in v] for c, v in self.real.items()}
         d["paired"] = [str(p) for p in self.paired]
         d["router_from"] = str(self.router_from) if self.router_from else None
         return d
 
 
 # ----------------------------------------------------------------------------------------------- data
+_LONG_SIDE = (
+    1024  # real photographs (fog, road) are shrunk to this on loading: thumbnails and patches need no more
+)
+
+
+def clean_images(cfg: TrainConfig, split: str) -> list[np.ndarray]:
+    """The clean photographs / road frames of `cfg.clean_dir` for "train" or "val" (by `cfg.hold_out`)."""
+    from edgerestore.data.synthetic import load_clean_images
+
+    return load_clean_images(cfg.clean_dir, hold_out=cfg.hold_out, split=split, long_side=_LONG_SIDE)
+
+
+def real_images(cfg: TrainConfig, split: str) -> dict[str, list[np.ndarray]]:
+    """The real weather photographs of `cfg.real` per condition, split by `cfg.hold_out` (empty without it
+    for "val", so validation stays synthetic unless a hold-out names real photographs)."""
+    from edgerestore.data.real_sets import load_images
+
+    out: dict[str, list[np.ndarray]] = {}
+    for condition, folders in cfg.real.items():
+        train, held = load_images(folders, cfg.hold_out, _LONG_SIDE)
+        out[condition] = held if split == "val" else train
+    return out
+
+
 class StepSampler(Sampler[list[int]]):
     """Batches of dataset indices for steps [start, stop): step s, rank r → a fixed, seeded set of indices."""
 
@@ -419,7 +449,7 @@ def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message
     torch.manual_seed(cfg.seed)
     if not cfg.out.is_file():
         raise UserError(f"{flag} {what} of an existing checkpoint; {cfg.out} not found")
-    if clean_message and cfg.clean_dir is None:
+    if clean_message and not cfg.clean_dir:
         raise UserError(clean_message)
     payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
     if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
@@ -563,7 +593,10 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         # the main stage's optimizer state no longer matches the router's parameters
         payload.pop("optimizer", None)
         payload.pop("scheduler", None)
-    val_set = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000)
+    size = model.thumbnail_size
+    val_set = RouterThumbnailDataset(
+        size=size, seed=cfg.seed + 10_000, images=clean_images(cfg, "val"), real=real_images(cfg, "val")
+    )
 
     def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
         loss = nn.functional.cross_entropy(model.router(batch["thumbnail"]), batch["condition"])
@@ -579,14 +612,18 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     def place(record: dict) -> None:
         payload["config"] = model.config.to_dict()
         payload["router_stage"] = record
+        # the confidence calibration belongs to these router weights: a new router step invalidates it
+        payload.pop("router_calibration", None)
 
-    return _run_stage(
+    metrics = _run_stage(
         cfg,
         model,
         model.router_net,
         payload,
         place,
-        RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed),
+        RouterThumbnailDataset(
+            size=size, seed=cfg.seed, images=clean_images(cfg, "train"), real=real_images(cfg, "train")
+        ),
         opt,
         sched,
         resume,
@@ -597,6 +634,80 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         evaluate,
         ("ce", ".3f"),
     )
+    stage = payload.get("router_stage") or {}
+    if stage.get("step", 0) >= stage.get("steps", 1):  # finished: calibrate its confidence on validation
+        payload["router_calibration"] = calibrate_router(model, val_set, max(cfg.val_samples, 500))
+        zoo.save_payload(cfg.out, payload)
+        cal = payload["router_calibration"]
+        try:
+            from edgerestore.train.router_plot import plot_router_tradeoff
+
+            picture = plot_router_tradeoff(cal, cfg.out.with_suffix(".router_tradeoff.png"), cfg.profile)
+            print(f"router trade-off: {picture}", file=sys.stderr)
+        except ImportError:  # matplotlib is part of the train extra; the record is what matters
+            pass
+        print(
+            f"router calibration: temperature {cal['temperature']:.3f}, threshold {cal['threshold']:.3f} "
+            f"(clean frames untouched {cal['clean_untouched']:.1%} on {cal['samples']} validation thumbnails)",
+            file=sys.stderr,
+        )
+    return metrics
+
+
+CLEAN_UNTOUCHED_TARGET = 0.99  # the share of clean validation frames the threshold must leave untouched
+
+
+@torch.inference_mode()
+def calibrate_router(model: UFFN, thumbnails: Dataset, samples: int) -> dict:
+    """Temperature scaling of the router on held-out thumbnails (the T that minimises their negative
+    log-likelihood, searched on a log grid), then the do-no-harm threshold: the smallest confidence τ at which
+    `conditions.acts_on` leaves ≥ `CLEAN_UNTOUCHED_TARGET` of the clean thumbnails untouched. Returns the
+    record the checkpoint, model.json and the bundle manifest carry, with the trade-off curve per condition
+    (share restored by the right branch, share passed through) for the README's picture."""
+    from edgerestore.conditions import acts_on, calibrated
+
+    model.eval()
+    logits, labels = [], []
+    for start in range(0, samples, 50):
+        items = [thumbnails[i] for i in range(start, min(samples, start + 50))]
+        logits.append(model.router(torch.stack([it["thumbnail"] for it in items])).double())
+        labels += [int(it["condition"]) for it in items]
+    z, y = torch.cat(logits), torch.tensor(labels)
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 161))
+    nll = [float(nn.functional.cross_entropy(z / t, y)) for t in grid]
+    temperature = float(grid[int(np.argmin(nll))])
+    probs = calibrated(torch.softmax(z, 1).numpy(), temperature)
+    taus = np.round(np.linspace(0.0, 0.99, 100), 2)
+    curve: dict[str, dict[str, list[float]]] = {}
+    y_np = y.numpy()
+    acted = np.array([[acts_on(p, t) for p in probs] for t in taus])  # [tau, sample]
+    pred = probs.argmax(1)
+    for k, name in enumerate(CONDITIONS):
+        mask = y_np == k
+        if not mask.any():
+            continue
+        if name == "clean":
+            curve[name] = {"untouched": (1.0 - acted[:, mask].mean(1)).tolist()}
+        else:
+            right = acted[:, mask] & (pred[mask] == k)[None]
+            curve[name] = {
+                "restored_right": right.mean(1).tolist(),
+                "passed_through": (1.0 - acted[:, mask].mean(1)).tolist(),
+            }
+    untouched = np.array(curve["clean"]["untouched"]) if "clean" in curve else np.ones(len(taus))
+    ok = np.nonzero(untouched >= CLEAN_UNTOUCHED_TARGET)[0]
+    i = int(ok[0]) if len(ok) else len(taus) - 1
+    accuracy = float((pred == y_np).mean())
+    return {
+        "temperature": temperature,
+        "threshold": float(taus[i]),
+        "clean_untouched": float(untouched[i]),
+        "target": CLEAN_UNTOUCHED_TARGET,
+        "samples": int(len(y_np)),
+        "accuracy": accuracy,
+        "nll": {"before": float(nn.functional.cross_entropy(z, y)), "after": float(min(nll))},
+        "curve": {"threshold": taus.tolist(), **curve},
+    }
 
 
 # ----------------------------------------------------------------------------------------------- branch stage
@@ -613,6 +724,45 @@ def branch_psnr(model: UFFN, name: str, val_set: Dataset, samples: int) -> dict:
     return {f"psnr/{name}": float(np.mean(out_psnr)), f"input_psnr/{name}": float(np.mean(in_psnr))}
 
 
+REAL_PAIR_SHARE = 0.75  # of the haze stage's items with real-depth pairs (--paired): measured depth leads
+
+
+def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
+    """(training, validation) sets of branch `name`: synthetic weather on the clean photographs / road
+    frames, interleaved with (a share REAL_PAIR_SHARE of) the real pairs of `cfg.paired` for haze (re-synthesised at new
+    densities and airlights from their measured transmission); validation on the held-out real pairs when
+    the hold-out names some, else on synthetic weather over the held-out (or all) clean images."""
+    from edgerestore.data.datasets import InterleavedDataset, RealHazeDataset
+    from edgerestore.data.synthetic import SyntheticWeatherDataset
+
+    synthetic = SyntheticWeatherDataset(
+        patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed, images=clean_images(cfg, "train")
+    )
+    synthetic_val = SyntheticWeatherDataset(
+        patch_size=256,
+        conditions=(name,),
+        seed=cfg.seed + 10_000,
+        augment=False,
+        images=clean_images(cfg, "val"),
+    )
+    if not cfg.paired:
+        return synthetic, synthetic_val
+    if name != "haze":
+        raise UserError(
+            f"--branch-only {name} --paired: real pairs train the haze branch only (real-depth haze); "
+            f"{name} trains on synthetic weather"
+        )
+    real = RealHazeDataset(cfg.paired, cfg.patch_size, seed=cfg.seed, split="train", hold_out=cfg.hold_out)
+    train_set = InterleavedDataset([synthetic, real], [1.0 - REAL_PAIR_SHARE, REAL_PAIR_SHARE])
+    try:
+        val_set: Dataset = RealHazeDataset(
+            cfg.paired, None, seed=cfg.seed, split="val", hold_out=cfg.hold_out
+        )
+    except UserError:  # nothing held out: validate on synthetic haze
+        val_set = synthetic_val
+    return train_set, val_set
+
+
 def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     """Fine-tune one condition's branch of the UFFN checkpoint `cfg.out` on that condition's synthetic pairs;
     router, trunk and the other branches are frozen (bit for bit), so their evaluations still hold.
@@ -622,8 +772,6 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     schedule under ``branch_stages[name]`` in the checkpoint and resumes exactly; its log is
     ``<out>.<name>.log.jsonl``.
     """
-    from edgerestore.data.synthetic import SyntheticWeatherDataset
-
     payload = _open_stage_checkpoint(
         cfg,
         "--branch-only",
@@ -672,9 +820,7 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     # a new decoder is a new stage: the recorded one (if any) trained the old decoder's parameters
     stage = {} if fresh else (payload.get("branch_stages") or {}).get(name) or {}
     resume = _resume_stage(cfg, stage, opt, sched, f"the {name} branch")
-    val_set = SyntheticWeatherDataset(
-        cfg.clean_dir, patch_size=256, conditions=(name,), seed=cfg.seed + 10_000, augment=False
-    )
+    train_set, val_set = _branch_datasets(cfg, name)
 
     def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
         # the composition the runtime runs, at the branch's resolution; only the branch has gradients
@@ -696,7 +842,7 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         branch,
         payload,
         place,
-        SyntheticWeatherDataset(cfg.clean_dir, patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed),
+        train_set,
         opt,
         sched,
         resume,
@@ -737,6 +883,7 @@ __all__ = [
     "train_router",
     "train_branch",
     "router_accuracy",
+    "calibrate_router",
     "branch_psnr",
     "validate",
     "ship_weights",

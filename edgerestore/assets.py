@@ -1,0 +1,79 @@
+"""Where the package's own data lives: the shipped ONNX graphs and the default calibration frames.
+
+Everything under `edgerestore/shipped/` is package data (`[tool.setuptools.package-data]`), so a runtime-only
+install (no PyTorch) can build bundles:
+
+    shipped/index.json                 what is there: per profile the checkpoint's sha256 and every file's
+                                       sha256 and size; the calibration frames' sha256
+    shipped/<profile>/model.json       the float32 graphs of weights/<profile>.pt, as `edgerestore export`
+    shipped/<profile>/*.onnx           writes them
+    shipped/<profile>/{fp16,int8_trt,int8_ort}/   the precision variants and their precision.json
+                                       (accuracy records), made from the default calibration frames
+    shipped/calibration/               the default calibration frames (+ gt/)
+
+`make shipped-graphs` (= `edgerestore export --ship`, needs torch) regenerates the graphs from
+`weights/*.pt`; a test fails when a checkpoint changed after its graphs were shipped.
+
+Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
+INDEX_NAME = "index.json"
+INDEX_FORMAT = "edgerestore-shipped/1"
+VARIANTS: tuple[str, ...] = ("fp16", "int8_trt", "int8_ort")
+
+
+def calibration_dir() -> Path:
+    """The default calibration frames (`<condition>_<n>_<source>.jpg`, ground truth in `gt/`)."""
+    return SHIPPED_ROOT / "calibration"
+
+
+def read_index(root: Path = SHIPPED_ROOT) -> dict[str, Any]:
+    """`shipped/index.json`, or an empty index when the package carries no graphs."""
+    try:
+        data = json.loads((root / INDEX_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"format": INDEX_FORMAT, "profiles": {}, "calibration": {}}
+    return data if isinstance(data, dict) else {"format": INDEX_FORMAT, "profiles": {}, "calibration": {}}
+
+
+def shipped_profiles(root: Path = SHIPPED_ROOT) -> list[str]:
+    """Profiles whose graphs the package carries."""
+    return sorted(p for p in read_index(root).get("profiles", {}) if (root / p / "model.json").is_file())
+
+
+def shipped_export(profile: str, root: Path = SHIPPED_ROOT) -> Path | None:
+    """The shipped export folder of `profile` (laid out like `export/<profile>/`), or None."""
+    return root / profile if profile in shipped_profiles(root) else None
+
+
+def shipped_checkpoint_sha256(profile: str, root: Path = SHIPPED_ROOT) -> str | None:
+    """The sha256 of the checkpoint the shipped graphs of `profile` were exported from."""
+    entry = read_index(root).get("profiles", {}).get(profile)
+    return None if entry is None else entry.get("checkpoint_sha256")
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def damaged_files(profile: str, root: Path = SHIPPED_ROOT) -> list[str]:
+    """Files of the shipped `profile` that are missing or whose sha256 differs from the index (empty: intact)."""
+    entry = read_index(root).get("profiles", {}).get(profile) or {}
+    bad = []
+    for rel, info in (entry.get("files") or {}).items():
+        path = root / profile / rel
+        if not path.is_file() or file_sha256(path) != info.get("sha256"):
+            bad.append(f"{profile}/{rel}")
+    return bad
