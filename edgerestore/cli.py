@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("edgerestore.commands.eval", "PSNR/SSIM per condition, router accuracy, side-by-side images"),
     "restore": (
         "edgerestore.commands.restore",
-        "restore images, folders and videos into an output folder, with a per-file condition report",
+        "restore images, folders, videos and ROS 2 recordings (.mcap), with a per-file condition report",
     ),
     "demo": (
         "edgerestore.commands.demo",
@@ -54,11 +54,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "edgerestore.commands.build",
         "build an engine bundle (TensorRT or ONNX Runtime), exporting and calibrating what is stale",
     ),
+    "serve": (
+        "edgerestore.commands.serve",
+        "serve a bundle on NVIDIA Triton through PyTriton (HTTP, gRPC, metrics, dynamic batching)",
+    ),
+    "export-triton": (
+        "edgerestore.commands.export_triton",
+        "write a bundle as a Triton model repository (a model per graph + a Python BLS model)",
+    ),
 }
 
 
 def _top_parser() -> argparse.ArgumentParser:
-    lines = "\n".join(f"  {verb:<10} {help_}" for verb, (_, help_) in COMMANDS.items())
+    width = max(map(len, COMMANDS))
+    lines = "\n".join(f"  {verb:<{width}} {help_}" for verb, (_, help_) in COMMANDS.items())
     return argparse.ArgumentParser(
         prog="edgerestore",
         description="Bad-weather image restoration from training to a real-time camera loop.",

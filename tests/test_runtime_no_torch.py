@@ -22,6 +22,8 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import edgerestore.runtime.restorer as restorer_module
     import edgerestore.runtime.trt  # importable without TensorRT or CUDA, and without torch
+    import edgerestore.runtime.rosbag  # ROS 2 recordings
+    import edgerestore.serving.bls, edgerestore.serving.repository, edgerestore.serving.loadtest  # Triton
     from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle
 
     with tempfile.TemporaryDirectory() as d:

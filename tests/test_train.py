@@ -270,7 +270,14 @@ def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_pa
 
     donor, receiver = UFFN(UFFNConfig(**TINY_DICT)), UFFN(UFFNConfig(**{**TINY_DICT, "width": 4}))
     torch.nn.init.constant_(donor.router_net.fc.bias, 0.25)
-    zoo.save_checkpoint(tmp_path / "donor.pt", donor, "uffn-tiny", router_stage={"router_acc": 0.9})
+    calibration = {"temperature": 1.3, "threshold": 0.55}
+    zoo.save_checkpoint(
+        tmp_path / "donor.pt",
+        donor,
+        "uffn-tiny",
+        router_stage={"router_acc": 0.9},
+        router_calibration=calibration,
+    )
     zoo.save_checkpoint(tmp_path / "receiver.pt", receiver, "uffn-tiny")
     cfg = _cfg(tmp_path, clean_dir, 4, "receiver.pt")
     cfg.overrides, cfg.router_from = {**TINY_DICT, "width": 4}, tmp_path / "donor.pt"
@@ -279,6 +286,7 @@ def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_pa
     assert torch.equal(got.router_net.fc.bias, donor.router_net.fc.bias)
     assert torch.equal(got.encoder[0].weight, receiver.encoder[0].weight)  # the rest is untouched
     assert meta["router_stage"]["copied_from"] == str(tmp_path / "donor.pt")
+    assert meta["router_calibration"] == calibration  # the calibration travels with the router's weights
     odd = UFFN(UFFNConfig(**{**TINY_DICT, "router_width": 4}))
     zoo.save_checkpoint(tmp_path / "odd.pt", odd, "uffn-tiny")
     cfg.router_from = tmp_path / "odd.pt"

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerestore.commands import restore_mcap
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._io import add_output_arguments
 from edgerestore.commands._output import progress_bar
@@ -85,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="image or video files, folders (recursive), or globs; file:// URIs too",
+        help="image or video files, folders (recursive), globs, file:// URIs, or ROS 2 recordings (.mcap)",
     )
     parser.add_argument(
         "-o",
@@ -93,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_output_folder,
         required=True,
         metavar="DIR",
-        help="output folder, or file://DIR (same file names as the inputs)",
+        help="output folder, or file://DIR (same file names as the inputs); for one .mcap input, a .mcap file",
     )
     parser.add_argument(
         "--side-by-side",
@@ -110,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser, window=False)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_bundle_arguments(parser)
+    restore_mcap.add_arguments(parser)
 
 
 def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
@@ -309,6 +311,8 @@ def _video_frames(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if restore_mcap.wants(args):  # ROS 2 recordings: their own output (a new .mcap) and report
+        return restore_mcap.run(args)
     report_path = args.report if args.report is not None else args.out / "restore_report.json"
     if report_path.suffix.lower() not in (".json", ".csv"):
         raise UserError(f"--report {report_path}: use a .json or .csv file name")

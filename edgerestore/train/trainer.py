@@ -872,6 +872,11 @@ def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
     payload["model"] = model.state_dict()
     stage = {k: v for k, v in (meta.get("router_stage") or {}).items() if k not in ("optimizer", "scheduler")}
     payload["router_stage"] = {**stage, "copied_from": str(cfg.router_from), "copied_sha256": meta["sha256"]}
+    # the confidence calibration belongs to the router's weights: it travels with them
+    if meta.get("router_calibration"):
+        payload["router_calibration"] = meta["router_calibration"]
+    else:
+        payload.pop("router_calibration", None)
     zoo.save_payload(cfg.out, payload)
     print(f"router of {cfg.out} copied from {cfg.router_from}", file=sys.stderr)
     return {k: v for k, v in stage.items() if k in ("router_acc", "confusion")}

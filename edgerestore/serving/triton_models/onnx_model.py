@@ -1,0 +1,40 @@
+"""One ONNX graph of an edgerestore bundle as a Triton Python-backend model (written by
+`edgerestore export-triton --graph-backend python`, for a Triton without the onnxruntime backend). Runs
+`model.onnx` with the runtime's own ONNX Runtime backend and the bundle's session options, so its outputs
+are the in-process runtime's. Needs `edgerestore` installed in the Python backend's environment.
+"""
+
+import json
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        from edgerestore.runtime.ort import OnnxRuntimeBackend
+
+        config = json.loads(args["model_config"])
+        options = json.loads(config["parameters"]["session_options"]["string_value"])
+        path = Path(args["model_repository"]) / str(args["model_version"]) / "model.onnx"
+        self.backend = OnnxRuntimeBackend(session_options=options)
+        self.info = self.backend.load("graph", path)
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            feeds = {
+                t.name: pb_utils.get_input_tensor_by_name(request, t.name).as_numpy()
+                for t in self.info.inputs
+            }
+            try:
+                outputs = self.backend.infer("graph", feeds)
+            except Exception as exc:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                continue
+            tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+        return responses
+
+    def finalize(self):
+        self.backend.close()
