@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"edgerestore {verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"edgerestore {verb}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = getattr(exc, "signal_name", None)
+        print(f"edgerestore {verb}: {f'terminated ({what})' if what else 'interrupted'}", file=sys.stderr)
+        return 143 if what == "SIGTERM" else 130
 
 
 if __name__ == "__main__":

@@ -14,3 +14,25 @@ class BundleError(UserError):
 
 class SourceError(UserError):
     """A camera, stream, video or image source cannot be opened or read."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGHUP), raised like Ctrl-C so that every `finally:` finalises its outputs, but reported as
+    what it was. `signal_name`: "SIGTERM"."""
+
+    def __init__(self, signal_name: str = "SIGTERM") -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A signal handler: `signal.signal(signal.SIGTERM, raise_terminated)`."""
+    import signal
+
+    raise Terminated(signal.Signals(signum).name)
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for an unexpected exception reported in one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -64,16 +64,52 @@ def to_bgr_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     raise UserError(f"{name}: unsupported channel count {channels}; expected 1, 2, 3 or 4")
 
 
+def _imdecode_quietly(data: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """`cv2.imdecode` with libpng's own messages ("libpng error: IDAT: CRC error"), which it writes straight
+    to file descriptor 2 before any of ours, caught: (image or None, libpng's first message or ""). Anything
+    else written to the descriptor meanwhile (another thread) is passed on to stderr."""
+    import os
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreters): decode as is
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), ""
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        lines = caught.read().decode(errors="replace").splitlines()
+    ours = [ln for ln in lines if ln.startswith("libpng ")]
+    others = [ln for ln in lines if not ln.startswith("libpng ")]
+    if others:
+        print("\n".join(others), file=sys.stderr)
+    return image, (ours[0].split(":", 1)[-1].strip() if ours else "")
+
+
 def _decode(path: Path) -> np.ndarray:
     """The file decoded as stored (`cv2.IMREAD_UNCHANGED`); `UserError` if unreadable."""
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    said = ""
+    if not data.size:
+        image = None
+    elif path.suffix.lower() == ".png":
+        image, said = _imdecode_quietly(data)
+    else:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
+        detail = f" (libpng: {said})" if said else ""
         raise UserError(
-            f"cannot read image {path}: empty, truncated or not an image OpenCV can decode "
+            f"cannot read image {path}: empty, truncated or not an image OpenCV can decode{detail} "
             f"(supported: {', '.join(IMAGE_EXTENSIONS)})"
         )
     return image
@@ -85,12 +121,66 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_bgr_uint8(_decode(path), str(path))
 
 
-def read_image_as_stored(path: str | Path) -> np.ndarray:
+def jpeg_orientation(data: bytes | np.ndarray) -> int:
+    """The EXIF orientation (1–8) of JPEG file bytes, 1 when absent or not a JPEG."""
+    b = bytes(data[:65536]) if isinstance(data, np.ndarray) else bytes(data[:65536])
+    if b[:2] != b"\xff\xd8":
+        return 1
+    pos = 2
+    while pos + 4 <= len(b) and b[pos] == 0xFF:
+        marker, size = b[pos + 1], int.from_bytes(b[pos + 2 : pos + 4], "big")
+        if marker == 0xE1 and b[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            tiff = b[pos + 10 : pos + 2 + size]
+            order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+            if order is None or len(tiff) < 8:
+                return 1
+            ifd = int.from_bytes(tiff[4:8], order)
+            count = int.from_bytes(tiff[ifd : ifd + 2], order) if ifd + 2 <= len(tiff) else 0
+            for i in range(count):
+                entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
+                if len(entry) == 12 and int.from_bytes(entry[:2], order) == 0x0112:
+                    value = int.from_bytes(entry[8:10], order)
+                    return value if 1 <= value <= 8 else 1
+            return 1
+        if marker in (0xDA, 0xD9):  # start of scan / end: no EXIF before the image data
+            return 1
+        pos += 2 + size
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """`image` turned upright for an EXIF orientation (what viewers and `cv2.imread` show)."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(image), -1)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return image
+
+
+def read_image_as_stored(path: str | Path, *, upright: bool = False) -> np.ndarray:
     """Read an image file with its stored bit depth and channels, for outputs that keep them (`restore`):
     uint8 or uint16, H×W gray, H×W×3 BGR or H×W×4 BGRA (OpenCV decodes gray + alpha as BGRA). Anything
-    else (float, other channel counts) or an unreadable file: `UserError` naming the file."""
+    else (float, other channel counts) or an unreadable file: `UserError` naming the file. `upright`: turn
+    a JPEG by its EXIF orientation (the output carries no EXIF, so it would show rotated otherwise)."""
     path = Path(path)
     image = _decode(path)
+    if upright and path.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            with open(path, "rb") as f:
+                head = f.read(65536)
+        except OSError:
+            head = b""
+        image = np.ascontiguousarray(apply_orientation(image, jpeg_orientation(head)))
     if image.dtype not in (np.uint8, np.uint16):
         raise UserError(
             f"cannot restore {path}: {image.dtype} pixels are not supported; convert it to 8- or 16-bit"

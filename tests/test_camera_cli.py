@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -88,7 +89,9 @@ def test_missing_bundle_is_a_one_line_error(tmp_path):
             "nope",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=_env(
+            EDGERESTORE_ENGINES=str(tmp_path / "engines")
+        ),  # not the checkout's (make demo builds there)
         capture_output=True,
         text=True,
         timeout=60,
@@ -112,15 +115,15 @@ def test_without_any_bundle_the_default_one_is_built_from_the_shipped_graphs(tmp
             "-q",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=_env(EDGERESTORE_ENGINES=str(tmp_path / "engines")),  # not the checkout's engines/
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "no bundle yet; building engines/uffn-tiny-onnxruntime-int8" in proc.stderr
+    assert f"no bundle yet; building {tmp_path / 'engines/uffn-tiny-onnxruntime-fp32'}" in proc.stderr
     assert "3 in, 3 processed, 0 dropped" in proc.stdout
-    assert (tmp_path / "engines/uffn-tiny-onnxruntime-int8/manifest.json").is_file()
+    assert (tmp_path / "engines/uffn-tiny-onnxruntime-fp32/manifest.json").is_file()
 
 
 def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_path):
@@ -148,6 +151,7 @@ def test_headless_no_drop_run_processes_every_frame_and_prints_a_summary(tmp_pat
         (["--output", "a.mp4", "--output", "b.avi"], "one video at a time"),
         (["--output", "display://0"], "shows a window; leave out --headless"),
         (["--output", "s3://bucket/x"], "unknown output 's3://bucket/x'"),
+        (["--no-drop", "--deadline-ms", "50"], "--no-drop restores every frame, but --deadline-ms 50"),
     ],
 )
 def test_out_of_range_options_are_one_line_errors_before_the_run(tmp_path, capsys, option, message):
@@ -252,9 +256,10 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def test_recording_is_a_valid_video_after_ctrl_c(tmp_path):
-    import cv2
-
+@pytest.mark.parametrize(
+    "sig, code, said", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_recording_is_a_valid_video_after_ctrl_c(tmp_path, sig, code, said):
     make_video(tmp_path / "clip.avi", 20)
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen(
@@ -268,16 +273,18 @@ def test_recording_is_a_valid_video_after_ctrl_c(tmp_path):
         text=True,
     )
     try:
+        first = proc.stdout.readline()
+        assert first.startswith("bundle: "), first  # which bundle runs, before anything else
         first = proc.stdout.readline()  # the first status line: frames are flowing and being recorded
         assert "frames" in first, first + proc.stderr.read()
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "interrupted" in stdout
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and f"interrupted ({said})" in stdout
     cap = cv2.VideoCapture(str(out))
     frames, shape = 0, None
     while True:
@@ -412,6 +419,23 @@ def test_window_shows_the_overlay_under_a_virtual_display(tmp_path, xvfb):
     assert "running headless" not in stderr
     assert proc.returncode == 130 and "Traceback" not in stderr
     assert "interrupted" in stdout
+
+
+def test_recording_onto_a_full_disk_exits_non_zero_in_one_line_and_leaves_no_file(tmp_path, tiny_tmpfs):
+    rng = np.random.default_rng(0)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(60):  # noise compresses badly: far more than 256 KiB of video
+        cv2.imwrite(str(frames / f"{i:03d}.png"), rng.integers(0, 255, size=(240, 320, 3), dtype=np.uint8))
+    out = tiny_tmpfs / "rec.mp4"
+    proc = _camera(
+        ["--source", "frames", "--headless", "--no-drop", "--fps", "0", "--record", str(out)], tmp_path
+    )
+    assert proc.returncode != 0, proc.stdout
+    errors = [line for line in proc.stderr.strip().splitlines() if "error" in line]
+    assert len(errors) == 1 and f"recording to {out} failed" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "recording   " not in proc.stdout
+    assert list(tiny_tmpfs.iterdir()) == []
 
 
 def test_output_uris_and_the_shared_io_flags(tmp_path):

@@ -41,3 +41,22 @@ def test_unwritable_destination_is_one_line_before_any_work(name, tmp_path, caps
     assert code == 2, err
     assert err.count("\n") == 1 and "is not a folder; choose a writable --" in err, err
     assert not (tmp_path / "ok").exists()
+
+
+def test_every_out_option_also_answers_to_dash_o():
+    import argparse
+    import importlib
+
+    from edgerestore.cli import COMMANDS
+
+    for verb in ("bench", "build", "demo", "eval", "export", "restore", "train", "data"):
+        parser = argparse.ArgumentParser()
+        importlib.import_module(COMMANDS[verb][0]).add_arguments(parser)
+        parsers = [parser]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers += list(action.choices.values())
+        outs = [p for p in parsers if "--out" in p._option_string_actions]
+        assert outs, verb
+        for p in outs:
+            assert p._option_string_actions["-o"] is p._option_string_actions["--out"], verb

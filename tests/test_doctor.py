@@ -12,6 +12,7 @@ from edgerestore.pipeline import ensure_bundle
 
 def test_doctor_lists_the_device_and_judges_each_bundle(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(tmp_path / "engines"))  # not the checkout's engines/
     good = ensure_bundle("uffn-tiny", "fp32", "onnxruntime", progress=False, echo=lambda line: None).bundle
     broken = tmp_path / "engines/uffn-tiny-onnxruntime-copy"
     shutil.copytree(good, broken)
@@ -29,6 +30,7 @@ def test_doctor_lists_the_device_and_judges_each_bundle(tmp_path, monkeypatch, c
 
 def test_doctor_fails_when_the_default_path_cannot_work(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(tmp_path / "engines"))
     monkeypatch.setattr(assets, "shipped_profiles", lambda root=assets.SHIPPED_ROOT: [])
     assert main(["doctor", "--no-display-check"]) == 1
     out = capsys.readouterr().out

@@ -444,3 +444,35 @@ def test_rtx_default_targets_exclude_orin_and_hopper():
     assert rtx_target_supports(["12"], "12.0") and rtx_target_supports(["8.6.0"], "8.6")
     with pytest.raises(UserError):
         normalise_compute_capability("eight-six")
+
+
+def test_a_format_version_given_as_text_says_so(ort_bundle):
+    raw = json.loads((ort_bundle / "manifest.json").read_text())
+    raw["format_version"] = "1"
+    (ort_bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError) as e:
+        load_bundle(ort_bundle)
+    assert "manifest format_version '1' (not a number), this edgerestore reads 1" in _one_line_error(e)
+
+
+def test_build_does_not_replace_another_models_bundle_or_a_folder_that_is_no_bundle(export_dir, tmp_path):
+    kw = dict(backend="onnxruntime", shape_profile=PROFILE, progress=False)
+    other = tmp_path / "small"
+    built = build_bundle(export_dir, other, precision="fp16", **kw)  # another bundle (fp16) at --out
+    before = (other / "manifest.json").read_text()
+    with pytest.raises(
+        UserError,
+        match=r"holds another bundle \(tiny-test onnxruntime fp16\), not tiny-test onnxruntime fp32",
+    ):
+        build_bundle(export_dir, other, precision="fp32", **kw)
+    assert (other / "manifest.json").read_text() == before and built.bundle.path == other
+    assert (
+        build_bundle(export_dir, other, precision="fp32", force=True, **kw).bundle.manifest.precision
+        == "fp32"
+    )
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(UserError, match="holds no bundle"):
+        build_bundle(export_dir, photos, **kw)
+    assert (photos / "holiday.jpg").read_bytes() == b"precious"

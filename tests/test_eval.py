@@ -332,3 +332,21 @@ def test_restorer_user_errors_name_the_image(data):
 
     with pytest.raises(UserError, match=r"^.*rain_small/input/0\.png: frame of 7x1001 is too small"):
         evaluate(refuse, find_sets(data / "dev" / "rain_small"), progress=False)
+
+
+def test_a_bundle_is_evaluated_on_images_beyond_its_max_shape(tmp_path):
+    """A photograph larger than the bundle's max shape runs in tiles; the evaluation does not abort."""
+    from edgerestore.evaluation import bundle_restorer
+    from edgerestore.runtime.synthetic import write_bundle
+
+    root = tmp_path / "dev" / "big_rain"
+    (root / "input").mkdir(parents=True)
+    (root / "target").mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(150, 200), (300, 410)]):
+        target = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "target" / f"{i}.png"), target)
+        cv2.imwrite(str(root / "input" / f"{i}.png"), target // 2)
+    restore, _ = bundle_restorer(write_bundle(tmp_path / "b", family="cmudrn", max_hw=(128, 128)))
+    report = evaluate(restore, find_sets(tmp_path / "dev"), progress=False)
+    assert [len(s.images) for s in report.sets] == [2]

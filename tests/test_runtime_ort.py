@@ -87,3 +87,12 @@ def test_intra_op_threads_do_not_spin_unless_the_manifest_asks():
     key = "session.intra_op.allow_spinning"
     assert make_session_options({}).get_session_config_entry(key) == "0"
     assert make_session_options({"config_entries": {key: "1"}}).get_session_config_entry(key) == "1"
+
+
+def test_sessions_share_one_cpu_arena_so_memory_is_one_graphs_peak_not_the_sum():
+    from edgerestore.runtime.ort import make_session_options
+
+    so = make_session_options(None)
+    assert so.get_session_config_entry("session.use_env_allocators") == "1"
+    own = make_session_options({"config_entries": {"session.use_env_allocators": "0"}})
+    assert own.get_session_config_entry("session.use_env_allocators") == "0"  # a manifest may opt out

@@ -122,12 +122,11 @@ def test_odd_sizes_round_trip_exactly(restorer, rng, hw):
     assert ("padded" in result.flags) == (hw[0] % 2 == 1 or hw[1] % 2 == 1)
 
 
-def test_frame_beyond_the_bundle_max_shape_is_a_user_error(tmp_path):
+def test_frame_beyond_the_bundle_max_shape_runs_in_tiles(tmp_path):
     with Restorer.open(write_bundle(tmp_path, max_hw=(64, 96)), threads=1) as r:
-        r(solid("rain", 64, 96))
-        with pytest.raises(UserError, match="max shape 64x96") as excinfo:
-            r(solid("rain", 65, 40))
-        assert str(excinfo.value).endswith("a larger `edgerestore build --max HxW`")  # build's option name
+        assert "tiled" not in r(solid("rain", 64, 96)).flags
+        result = r(solid("rain", 65, 40))  # more tests in test_runtime_tiles.py
+        assert "tiled" in result.flags and result.image.shape == (65, 40, 3)
 
 
 def test_deadline_fails_open_with_the_raw_frame(bundle_dir):
@@ -281,3 +280,109 @@ def test_out_of_range_options_are_one_line_user_errors(bundle_dir, options, mess
     with pytest.raises(UserError, match=message) as exc:
         Restorer.open(bundle_dir, threads=1, **options)
     assert "\n" not in str(exc.value)
+
+
+def test_stats_count_only_delivered_results_and_a_slow_branch_is_warned_about(bundle_dir, caplog):
+    """A late result is thrown away: it is not counted as restored; the branch slower than the deadline is
+    named once in a warning."""
+    with Restorer.open(bundle_dir, threads=1, deadline_ms=1000) as r:
+        frame = solid("rain")
+        run = r.backend.run
+
+        def slow_run(graph, out_shapes=None):
+            if graph == "trunk":
+                time.sleep(0.15)
+            return run(graph, out_shapes)
+
+        r.backend.run = slow_run
+        r.deadline_ms = 40
+        with caplog.at_level("WARNING", logger="edgerestore.restorer"):
+            results = []
+            for _ in range(3):
+                results.append(r(frame))
+                time.sleep(0.2)  # the late frame finishes before the next one
+            r.close()  # waits for the last late frame
+        assert not any(x.restored for x in results)
+        assert r.stats.frames == 3 and r.stats.restored == 0 and r.stats.deadline_missed == 3
+        assert r.stats.late_dropped == 3 and r.stats.per_condition == {}
+        warnings = [rec.getMessage() for rec in caplog.records if "deadline_ms=40" in rec.getMessage()]
+        assert len(warnings) == 1 and "rain" in warnings[0], warnings
+
+
+def test_calls_after_close_are_one_line_user_errors_from_every_entry_point(bundle_dir):
+    r = Restorer.open(bundle_dir, threads=1)
+    assert r(solid("rain")).restored
+    r.close()
+    r.close()  # twice is harmless
+    for call in (
+        lambda: r(solid("rain")),
+        lambda: r.submit(solid("rain")),
+        lambda: list(r.stream([solid("rain")])),
+    ):
+        with pytest.raises(UserError, match="closed"):
+            call()
+    r.deadline_ms = 50
+    with pytest.raises(UserError, match="closed"):
+        r(solid("rain"))
+
+
+def test_closing_while_other_threads_restore_gives_results_or_user_errors_only(bundle_dir):
+    r = Restorer.open(bundle_dir, threads=1)
+    errors: list[BaseException] = []
+    started = threading.Barrier(5)
+
+    def worker():
+        started.wait()
+        for _ in range(200):
+            try:
+                r(solid("snow"))
+            except UserError:
+                pass
+            except BaseException as exc:  # KeyError('trunk') before the fix
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.02)
+    r.close()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_cmudrn_refuses_force_and_router_only_instead_of_ignoring_them(tmp_path):
+    bundle = write_bundle(tmp_path, family="cmudrn", loops=3)
+    for option in ({"force": "rain"}, {"router_only": True}):
+        with pytest.raises(UserError, match="blind CMUDRN"):
+            Restorer.open(bundle, threads=1, **option)
+    with Restorer.open(bundle, threads=1) as r:
+        r.force = "snow"
+        with pytest.raises(UserError, match="force='snow'.*blind CMUDRN"):
+            r(solid("snow"))
+        r.force, r.router_only = None, True
+        with pytest.raises(UserError, match="router_only"):
+            r(solid("snow"))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("thumbnail_size", 160, "manifest thumbnail_size 160 but the router graph takes 32x32"),
+        ("stride", 3, "manifest stride 3"),
+    ],
+)
+def test_a_manifest_value_the_graphs_contradict_is_refused_in_one_line(tmp_path, field, value, message):
+    import json
+
+    from edgerestore.errors import BundleError
+
+    bundle = write_bundle(tmp_path / "b")
+    raw = json.loads((bundle / "manifest.json").read_text())
+    raw[field] = value
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=message) as excinfo:
+        Restorer.open(bundle, threads=1)
+    assert "edited" in str(excinfo.value) and "\n" not in str(excinfo.value)

@@ -34,7 +34,7 @@ def _cli(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-c", NO_TORCH, *args],
         cwd=cwd,
-        env=_env(),
+        env={**_env(), "EDGERESTORE_ENGINES": str(Path(cwd) / "engines")},  # not the checkout's engines/
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -313,3 +313,95 @@ def test_recorder_refuses_an_unwritable_or_non_folder_destination_up_front(tmp_p
     with pytest.raises(UserError, match="cannot write NOPE into .mp4"):
         video.VideoRecorder(tmp_path / "x.mp4", 10, fourcc="NOPE")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.png"]
+
+
+class _SilentlyFailingWriter:
+    """cv2.VideoWriter as it behaves on a full disk: opens, accepts every frame, reports nothing, but keeps
+    only the first `keep` frames (the container then lacks the rest, or its index)."""
+
+    keep = 3
+    real = cv2.VideoWriter
+
+    def __init__(self, path, fourcc, fps, size):
+        self._inner = self.real(path, fourcc, fps, size)
+        self._n = 0
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self._inner.isOpened()
+
+    def write(self, image):
+        self._n += 1
+        if self._n <= self.keep:
+            self._inner.write(image)
+
+    def release(self):
+        self._inner.release()
+
+
+def test_a_recording_that_lost_frames_silently_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(video.cv2, "VideoWriter", _SilentlyFailingWriter)
+    rec = video.VideoRecorder(tmp_path / "rec.mp4", 10, fourcc="mp4v")
+    for i in range(8):
+        rec.write(np.full((48, 64, 3), i * 30, np.uint8))
+    with pytest.raises(
+        UserError, match=r"recording to .*rec.mp4 failed: the written file holds 3 readable frames of 8"
+    ):
+        rec.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recording_onto_a_full_disk_fails_in_one_line_and_leaves_no_file(tiny_tmpfs):
+    rng = np.random.default_rng(0)
+    rec = video.VideoRecorder(tiny_tmpfs / "rec.mp4", 25)
+    with pytest.raises(UserError, match=r"recording to .*rec.mp4 failed: .*(No space left|disk full)"):
+        try:
+            for _ in range(60):  # ~60 x 20 KB of noise: far more than 256 KB
+                rec.write(rng.integers(0, 255, size=(160, 200, 3), dtype=np.uint8))
+        finally:
+            rec.close()  # raises the failure (found while writing, or by reopening the file)
+    assert list(tiny_tmpfs.iterdir()) == []
+
+
+class OneFrameThenFailsSource(video.FrameSource):
+    """A live source whose every (re)open works and delivers one frame before failing again (a regular
+    file opened as a camera behaved like this)."""
+
+    live = True
+    name = "one-frame camera"
+
+    def __init__(self) -> None:
+        self.opens, self.open_times, self._left = 0, [], 0
+
+    def open(self) -> None:
+        self.opens += 1
+        self.open_times.append(time.monotonic())
+        self._left = 1
+
+    def read(self):
+        if self._left:
+            self._left -= 1
+            return np.zeros((32, 32, 3), np.uint8)
+        return None
+
+
+def test_a_source_that_fails_after_every_reopen_keeps_backing_off_and_gives_up():
+    source = OneFrameThenFailsSource()
+    source.open()
+    policy = video.ReconnectPolicy(initial_delay=0.01, factor=2.0, max_delay=10.0, max_attempts=5)
+    grabber = video.FrameGrabber(source, reconnect=policy, drop_stale=False)
+    pipeline = video.RestorePipeline(grabber, FakeRestorer(), max_frames=30)  # ends even if it never gives up
+    summary = video.run_loop(pipeline, video.LoopOptions(headless=True, status_every=0))
+    gaps = np.diff(source.open_times)
+    assert len(gaps) == 5 and gaps[-1] > 4 * gaps[0], f"the back-off must not reset: {gaps}"
+    assert summary.error and "gave up after 5 reconnect attempts" in summary.error
+
+
+def test_device_arguments_that_are_not_cameras_are_one_line_errors(tmp_path):
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(SourceError, match=r"--device .*photo.jpg is not a camera; .*--source"):
+        video.open_source(device=str(image))
+    with pytest.raises(SourceError, match="is not a camera"):
+        video.open_source(device=str(tmp_path))
+    with pytest.raises(SourceError, match="camera index 99999999999999999999 is out of range"):
+        video.open_source(device="99999999999999999999")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -236,6 +237,230 @@ def test_force_with_a_blind_bundle_is_a_one_line_error(tmp_path, capsys, monkeyp
     ]
     assert not (tmp_path / "out").exists()
     assert main(["restore", "in/a.png", "--out", "out", "--bundle", str(bundle), "--quiet"]) == 0
+
+
+def _damage(src: Path, dst: Path, flips: int = 3000, seed: int = 0) -> Path:
+    """Flip `flips` bytes between 20 % and 90 % of the file (a damaged stretch; the header survives)."""
+    data = bytearray(src.read_bytes())
+    rng = np.random.default_rng(seed)
+    for i in rng.integers(int(len(data) * 0.2), int(len(data) * 0.9), flips):
+        data[i] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _textured_video(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (160, 120))
+    for i in range(frames):
+        image = np.full((120, 160, 3), (i * 7) % 255, np.uint8)
+        image[::2, ::3] = np.random.default_rng(i).integers(0, 255, image[::2, ::3].shape, dtype=np.uint8)
+        writer.write(image)
+    writer.release()
+    return path
+
+
+def test_a_damaged_video_is_decoded_past_its_bad_frames_and_the_loss_is_reported(tmp_path):
+    from edgerestore.runtime.video import CaptureSource
+
+    (tmp_path / "in").mkdir()
+    clip = _damage(_textured_video(tmp_path / "good.mp4", 288), tmp_path / "in" / "bad.mp4")
+    source = CaptureSource(str(clip), kind="file")
+    source.open()
+    decoded = 0
+    while source.read() is not None:
+        decoded += 1
+    source.close()
+    assert decoded >= 250, f"only {decoded} of 288 frames: decoding stopped at the damage"
+    assert source.lost_frames == 288 - decoded
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "restore_report.json").read_text())[0]
+    assert report["frames"] == decoded and report["lost_frames"] == 288 - decoded and report["error"] is None
+    if decoded < 288:
+        assert f"{288 - decoded} of 288 frames do not decode" in proc.stderr
+
+
+def test_a_truncated_avi_reports_the_frames_it_lost(tmp_path):
+    from edgerestore.runtime.video import CaptureSource
+
+    whole = make_video(tmp_path / "whole.avi", 120)
+    half = tmp_path / "half.avi"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    source = CaptureSource(str(half), kind="file")
+    source.open()
+    decoded = 0
+    while source.read() is not None:
+        decoded += 1
+    assert 40 <= decoded < 120 and source.lost_frames == 120 - decoded
+
+
+def test_the_default_bundle_is_one_fp32_bundle_found_the_same_from_any_folder(tmp_path, capsys, monkeypatch):
+    """No --bundle: <engines root>/uffn-tiny-onnxruntime-fp32, whatever ./engines holds; the run says which."""
+    from edgerestore.cli import main
+    from edgerestore.commands._bundle import default_bundle_path
+    from edgerestore.runtime.synthetic import write_bundle
+
+    engines = tmp_path / "shared_engines"
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(engines))
+    assert default_bundle_path() == engines / "uffn-tiny-onnxruntime-fp32"
+    write_bundle(engines / "uffn-tiny-onnxruntime-fp32")
+    for cwd in (tmp_path / "a", tmp_path / "b" / "deeper"):
+        cwd.mkdir(parents=True)
+        _inputs(cwd)
+        write_bundle(cwd / "engines" / "uffn-tiny-onnxruntime-int8", family="cmudrn")  # must not be picked
+        monkeypatch.chdir(cwd)
+        assert main(["restore", "in/a.png", "--out", "out", "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert f"bundle: {engines / 'uffn-tiny-onnxruntime-fp32'}" in out, out
+    monkeypatch.setenv("EDGERESTORE_ENGINES", str(tmp_path / "fresh"))  # none yet: built there, fp32
+    assert main(["restore", "in/a.png", "--out", "out2", "--quiet"]) == 0
+    built = tmp_path / "fresh" / "uffn-tiny-onnxruntime-fp32"
+    assert (built / "manifest.json").is_file() and f"bundle: {built}" in capsys.readouterr().out
+
+
+def test_engines_root_is_the_checkout_folder_whatever_the_current_folder(tmp_path, monkeypatch):
+    from edgerestore.engines.bundle import engines_root
+
+    monkeypatch.delenv("EDGERESTORE_ENGINES", raising=False)
+    here = engines_root()
+    monkeypatch.chdir(tmp_path)
+    assert engines_root() == here and here.is_absolute()
+    assert here == ROOT / "engines"  # the tests run from a source checkout
+
+
+class _FailsOn:
+    """A restorer that raises `exc` on frames of width `width` and brightens the others."""
+
+    def __init__(self, width: int, exc: BaseException) -> None:
+        self.width, self.exc, self.force = width, exc, None
+
+    def __call__(self, frame):
+        from video_fakes import FakeResult
+
+        if frame.shape[1] == self.width:
+            raise self.exc
+        return FakeResult(cv2.add(frame, np.full_like(frame, 40)), "rain", 0.9, True, {"total": 1.0})
+
+
+def _with_restorer(monkeypatch, restorer) -> None:
+    import edgerestore.commands.restore as restore_cmd
+
+    monkeypatch.setattr(restore_cmd, "open_restorer", lambda args, **kw: restorer)
+
+
+def test_an_unexpected_failure_on_one_file_fails_that_file_only_and_the_report_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    from edgerestore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    oom = RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory\nstack...")
+    _with_restorer(monkeypatch, _FailsOn(45, oom))  # night/b.jpg is 45 px wide
+    assert main(["restore", "in", "--out", "out", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"error: {Path('in/night/b.jpg')}: RuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION" in err
+    report = {
+        Path(r["input"]).name: r for r in json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    }
+    assert (
+        report["b.jpg"]["error"].endswith("Failed to allocate memory") and report["b.jpg"]["output"] is None
+    )
+    assert report["a.png"]["error"] is None and report["clip.avi"]["frames"] == 12
+
+
+def test_ctrl_c_during_restore_still_writes_the_report_of_the_files_done(tmp_path, capsys, monkeypatch):
+    from edgerestore.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _inputs(tmp_path)
+    _with_restorer(monkeypatch, _FailsOn(45, KeyboardInterrupt()))
+    assert main(["restore", "in", "--out", "out", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped after" in err and "interrupted" in err
+    report = json.loads((tmp_path / "out" / "restore_report.json").read_text())
+    done = [Path(r["input"]).name for r in report]
+    assert done and "b.jpg" not in done and all(r["error"] is None for r in report)
+    assert not [p for p in (tmp_path / "out").rglob("*") if "partial" in p.name or p.name.startswith(".")]
+
+
+def test_restoring_a_folder_into_a_folder_inside_it_twice_skips_its_own_outputs(tmp_path):
+    _inputs(tmp_path)
+    for _ in range(2):
+        proc = _restore(["in", "--out", "in/out"], tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "in" / "out" / "restore_report.json").read_text())
+    assert sorted(Path(r["input"]).name for r in report) == ["a.png", "b.jpg", "clip.avi", "gray16.png"]
+    assert not (tmp_path / "in" / "out" / "out").exists()
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """`jpeg` with an APP1 EXIF segment (big-endian TIFF, one IFD0 entry: Orientation) after SOI."""
+    ifd = (1).to_bytes(2, "big") + (0x0112).to_bytes(2, "big") + (3).to_bytes(2, "big")
+    ifd += (1).to_bytes(4, "big") + orientation.to_bytes(2, "big") + b"\0\0" + (0).to_bytes(4, "big")
+    tiff = b"MM" + (42).to_bytes(2, "big") + (8).to_bytes(4, "big") + ifd
+    body = b"Exif\0\0" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + jpeg[2:]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_jpeg_with_exif_orientation_is_restored_upright(tmp_path, orientation):
+    from edgerestore.imageio import jpeg_orientation, read_image_as_stored
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:10, :20] = 255  # a bright corner shows the turn
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    data = _with_exif_orientation(encoded.tobytes(), orientation)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "photo.jpg").write_bytes(data)
+    assert jpeg_orientation(data) == orientation
+    upright = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # OpenCV applies the EXIF turn
+    got = read_image_as_stored(tmp_path / "in" / "photo.jpg", upright=True)
+    assert got.shape == upright.shape and np.abs(got.astype(int) - upright.astype(int)).max() <= 2
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imread(str(tmp_path / "out" / "photo.jpg"), cv2.IMREAD_UNCHANGED).shape == upright.shape
+
+
+def test_a_broken_symlink_in_an_input_folder_is_named_in_a_warning(tmp_path):
+    _inputs(tmp_path)
+    (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: skipping {Path('in/gone.jpg')}: a broken symbolic link" in proc.stderr
+
+
+def test_a_video_restored_onto_a_full_disk_is_an_error_for_that_file_and_leaves_no_file(tmp_path, tiny_tmpfs):
+    (tmp_path / "in").mkdir()
+    _textured_video(tmp_path / "in" / "big.mp4", 120)
+    cv2.imwrite(str(tmp_path / "in" / "small.png"), np.full((20, 20, 3), 50, np.uint8))
+    proc = _restore(["in", "--out", str(tiny_tmpfs)], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (
+        f"error: {Path('in/big.mp4')}: recording to {tiny_tmpfs / 'big.mp4'} failed: No space left"
+        in proc.stderr
+    )
+    report = {Path(r["input"]).name: r for r in json.loads((tiny_tmpfs / "restore_report.json").read_text())}
+    assert report["big.mp4"]["output"] is None and "failed" in report["big.mp4"]["error"]
+    assert report["small.png"]["error"] is None
+    assert sorted(p.name for p in tiny_tmpfs.iterdir()) == ["restore_report.json", "small.png"]
+
+
+def test_libpng_messages_do_not_print_before_ours(tmp_path):
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(
+        str(tmp_path / "ok.png"), np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    )
+    data = bytearray((tmp_path / "ok.png").read_bytes())
+    data[100:140] = b"x" * 40  # inside the image data: a CRC error libpng reports on its own
+    (tmp_path / "in" / "bad.png").write_bytes(bytes(data))
+    proc = _restore(["in", "--out", "out"], tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith("edgerestore restore: ") for line in lines), lines
+    assert "(libpng: IDAT: CRC error)" in lines[0]
 
 
 def test_file_uris_and_the_shared_output_codec_flag(tmp_path):

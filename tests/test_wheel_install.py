@@ -90,6 +90,7 @@ def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
     exe = str(env_dir / "bin" / "edgerestore")
     env = _clean_env()
     env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["EDGERESTORE_ENGINES"] = str(tmp_path / "engines")  # an installed package's default: the user's data
 
     where = _run(
         [str(env_dir / "bin/python"), "-c", "import edgerestore; print(edgerestore.__file__)"],
@@ -102,7 +103,7 @@ def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
     for i in range(6):
         writer.write(np.full((96, 160, 3), 30 * i, np.uint8))
     writer.release()
-    # no bundle yet: the camera builds the default one (int8) from the shipped graphs, then runs
+    # no bundle yet: the camera builds the default one (fp32) from the shipped graphs, then runs
     cam = _run(
         [
             exe,
@@ -118,22 +119,22 @@ def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
         tmp_path,
         env=env,
     )
-    assert "building engines/uffn-tiny-onnxruntime-int8" in cam.stderr
+    assert f"building {tmp_path / 'engines/uffn-tiny-onnxruntime-fp32'}" in cam.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames_out"] == 6 and summary["dropped"] == 0
 
     built = _run(
-        [exe, "build", "--backend", "onnxruntime", "--precision", "fp32", "--quiet"], tmp_path, env=env
+        [exe, "build", "--backend", "onnxruntime", "--precision", "fp16", "--quiet"], tmp_path, env=env
     )
     assert "graphs shipped with edgerestore" in built.stdout and "ran: build" in built.stdout
     assert not (tmp_path / "export").exists()
-    manifest = json.loads((tmp_path / "engines/uffn-tiny-onnxruntime-fp32/manifest.json").read_text())
+    manifest = json.loads((tmp_path / "engines/uffn-tiny-onnxruntime-fp16/manifest.json").read_text())
     assert manifest["backend"] == "onnxruntime" and manifest["profile"] == "uffn-tiny"
 
     rng = np.random.default_rng(0)
     cv2.imwrite(str(tmp_path / "frame.jpg"), rng.integers(0, 255, (120, 160, 3), np.uint8))
     restore = [exe, "restore", "frame.jpg", "--out", "restored", "--quiet"]
-    _run([*restore, "--bundle", "engines/uffn-tiny-onnxruntime-fp32"], tmp_path, env=env)
+    _run([*restore, "--bundle", "engines/uffn-tiny-onnxruntime-fp16"], tmp_path, env=env)
     assert (tmp_path / "restored/frame.jpg").is_file()
 
     doctor = subprocess.run(
@@ -145,7 +146,7 @@ def test_build_restore_and_camera_from_the_installed_wheel(installed, tmp_path):
         env=env,
     )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    assert "✓ uffn-tiny-onnxruntime-int8" in doctor.stdout and "torch         not installed" in doctor.stdout
+    assert "✓ uffn-tiny-onnxruntime-fp32" in doctor.stdout and "torch         not installed" in doctor.stdout
 
     rtx = subprocess.run(
         [str(env_dir / "bin/python"), "-c", "import tensorrt_rtx"], capture_output=True, timeout=60

@@ -12,53 +12,61 @@ from edgerestore.errors import UserError
 
 DEFAULT_PROFILE = "uffn-tiny"
 DEFAULT_BACKEND = "onnxruntime"
-# Tried in order when --bundle is not given: engines/<profile>-<backend>-<precision>/ (the build's layout).
-DEFAULT_PRECISIONS = ("int8", "fp32", "fp16")
+#: The one default bundle of every command (`build`, `demo`, `restore`, `camera`, `eval --bundle`-less runs):
+#: float32 ONNX Runtime (INT8 is not faster than float32 on AVX2 CPUs; see the README's Performance).
+DEFAULT_PRECISION = "fp32"
 
 
-def bundle_candidates(root: Path | None = None) -> list[Path]:
-    """Where the default bundle may be, best first: `engines/uffn-tiny-onnxruntime-{int8,fp32,fp16}`
-    (the layout of `edgerestore.engines.bundle.default_bundle_dir`), under `root` (default: the cwd)."""
-    from edgerestore.engines.bundle import DEFAULT_ROOT
+def default_bundle_path() -> Path:
+    """`<engines root>/uffn-tiny-onnxruntime-fp32`, where `edgerestore build` and `edgerestore demo` put it
+    (`edgerestore.engines.bundle.engines_root`: the same from any folder)."""
     from edgerestore.engines.bundle import default_bundle_dir as build_default
+    from edgerestore.engines.bundle import engines_root
 
-    base = DEFAULT_ROOT if root is None else Path(root) / DEFAULT_ROOT
-    return [build_default(DEFAULT_PROFILE, DEFAULT_BACKEND, p, root=base) for p in DEFAULT_PRECISIONS]
+    return build_default(DEFAULT_PROFILE, DEFAULT_BACKEND, DEFAULT_PRECISION, root=engines_root())
 
 
-def default_bundle_dir(root: Path | None = None) -> Path:
-    """The first existing default bundle; when there is none, it is built (ONNX Runtime, from the graphs
-    shipped with the package: a fresh install needs no PyTorch and no `edgerestore build` first). A
-    `UserError` saying how to build one when that cannot be done."""
+def default_bundle_dir() -> Path:
+    """The default bundle; when it does not exist yet it is built (ONNX Runtime, from the graphs shipped
+    with the package: a fresh install needs no PyTorch and no `edgerestore build` first). A `UserError`
+    saying how to build it when that cannot be done."""
     import sys
 
     from edgerestore import assets
-    from edgerestore.engines.bundle import MANIFEST_NAME, rebuild_command
+    from edgerestore.engines.bundle import ENGINES_ENV, MANIFEST_NAME, rebuild_command
 
-    candidates = bundle_candidates(root)
-    for path in candidates:
-        if (path / MANIFEST_NAME).is_file():
-            return path
-    build = rebuild_command(DEFAULT_PROFILE, DEFAULT_BACKEND, DEFAULT_PRECISIONS[0], force=False)
+    path = default_bundle_path()
+    if (path / MANIFEST_NAME).is_file():
+        return path
+    build = rebuild_command(DEFAULT_PROFILE, DEFAULT_BACKEND, DEFAULT_PRECISION, force=False)
     if assets.shipped_export(DEFAULT_PROFILE) is None:
         raise UserError(
-            f"no --bundle given and no bundle at {candidates[0]} or {candidates[1]}; "
-            f"build one with `{build}` (or run `edgerestore demo`), or pass --bundle DIR"
+            f"no --bundle given and no default bundle at {path}; build it with `{build}` (or run "
+            f"`edgerestore demo`), pass --bundle DIR, or point {ENGINES_ENV} at the folder holding it"
         )
     from edgerestore.files import check_writable
     from edgerestore.pipeline import ensure_bundle
 
-    check_writable(candidates[0], "--bundle", folder=True)
-    print(f"edgerestore: no bundle yet; building {candidates[0]} (once, like `{build}`)", file=sys.stderr)
+    check_writable(path, "--bundle", folder=True)
+    print(f"edgerestore: no bundle yet; building {path} (once, like `{build}`)", file=sys.stderr)
     result = ensure_bundle(
         DEFAULT_PROFILE,
-        DEFAULT_PRECISIONS[0],
+        DEFAULT_PRECISION,
         DEFAULT_BACKEND,
-        out=candidates[0],
+        out=path,
         progress=False,
         echo=lambda line: print(f"edgerestore: {line}", file=sys.stderr),
     )
     return result.bundle
+
+
+def restorer_label(restorer: Any) -> str:
+    """`<bundle path> (<profile> <backend> <precision>)`, printed by every command that restores."""
+    bundle = getattr(restorer, "bundle", None)
+    manifest = getattr(bundle, "manifest", None)
+    path = getattr(bundle, "path", None)
+    what = " ".join(str(getattr(manifest, k, None) or "?") for k in ("profile", "backend", "precision"))
+    return f"{path or type(restorer).__name__} ({what})"
 
 
 def add_bundle_arguments(
@@ -68,7 +76,7 @@ def add_bundle_arguments(
     bundle, as `default_bundle_dir` picks it)."""
     group = parser.add_argument_group("model")
     if bundle_default is None:
-        bundle_default = f"engines/{DEFAULT_PROFILE}-{DEFAULT_BACKEND}-int8, else -fp32, else -fp16"
+        bundle_default = f"{default_bundle_path()}"
     group.add_argument(
         "--bundle", type=Path, default=None, help=f"engine bundle folder (default: {bundle_default})"
     )
@@ -96,13 +104,12 @@ def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> A
     from edgerestore.runtime.restorer import Restorer
 
     force = getattr(args, "force", None)
-    restorer = Restorer.open(
-        bundle, backend=args.backend, threads=args.threads, video=video, force=force, **options
-    )
+    restorer = Restorer.open(bundle, backend=args.backend, threads=args.threads, video=video, **options)
     if force is not None and restorer.family != "uffn":
         restorer.close()
         raise UserError(
             f"--force {force}: bundle {bundle} is a blind {restorer.family.upper()} model with no router "
             "or branches to force; leave out --force"
         )
+    restorer.force = force
     return restorer

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: bundle's)"
     )
     how.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="JSON and plots go here (default: bench_out/)"
+        "-o", "--out", type=Path, default=DEFAULT_OUT, help="JSON and plots go here (default: bench_out/)"
     )
     how.add_argument("--no-plot", action="store_true", help="skip the latency plot PNG")
     how.add_argument(

@@ -52,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--export-root", type=Path, default=Path("export"), help="ONNX root (default export/)"
     )
     parser.add_argument(
-        "--out", type=Path, help="bundle directory (default engines/<profile>-<backend>-<precision>)"
+        "-o",
+        "--out",
+        type=Path,
+        help="bundle directory (default <engines>/<profile>-<backend>-<precision>, <engines>: $EDGERESTORE_ENGINES, "
+        "else engines/ of the checkout, else ~/.local/share/edgerestore/engines)",
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime intra-op threads recorded (0: all)"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
+from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._io import add_input_arguments, add_output_arguments
-from edgerestore.errors import UserError
+from edgerestore.errors import UserError, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
 
 
@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--deadline-ms",
         type=float,
         default=None,
-        help="pass a frame through raw when its result would take longer",
+        help="pass a frame through raw when its result would take longer (not with --no-drop)",
     )
     out.add_argument("-q", "--quiet", action="store_true", help="no status lines, only the summary")
     add_bundle_arguments(parser)
@@ -149,10 +149,6 @@ def _configure_logging(quiet: bool) -> None:
         logger.propagate = False
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     from edgerestore.runtime import video
 
@@ -163,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
     if args.deadline_ms is not None and not args.deadline_ms > 0:
         raise UserError(
             f"--deadline-ms {args.deadline_ms:g} must be > 0 (every frame would pass through raw)"
+        )
+    if args.no_drop and args.deadline_ms is not None:
+        raise UserError(
+            f"--no-drop restores every frame, but --deadline-ms {args.deadline_ms:g} passes late frames "
+            "through raw; give one of them"
         )
     if args.rate is not None and not args.rate >= 0:
         raise UserError(f"--rate {args.rate:g} must be ≥ 0 (0: as fast as decoded)")
@@ -215,10 +216,11 @@ def run(args: argparse.Namespace) -> int:
             resize=args.size,
         )
         restorer = open_restorer(args, video=True, deadline_ms=args.deadline_ms)
+        print(f"bundle: {restorer_label(restorer)}", flush=True)
     except BaseException:
         source.close()
         raise
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         pipeline = video.RestorePipeline(grabber, restorer, max_frames=args.max_frames)
         if outputs.folder is not None:
@@ -245,5 +247,5 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(args.summary_json, json.dumps(summary.as_dict(), indent=2) + "\n")
     pipeline.raise_error()
     if summary.interrupted:
-        return 130
+        return 143 if summary.stopped_by == "SIGTERM" else 130
     return 1 if summary.error else 0

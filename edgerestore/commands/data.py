@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Write a grid of synthetic weather on clean photographs: one labelled row per condition.",
     )
     preview.add_argument("--clean", required=True, type=Path, help="folder of clean photographs (recursive)")
-    preview.add_argument("--out", required=True, type=Path, help="grid image to write (.png or .jpg)")
+    preview.add_argument("-o", "--out", required=True, type=Path, help="grid image to write (.png or .jpg)")
     preview.add_argument("--seed", type=int, default=0, help="random seed (same seed, same grid)")
     preview.add_argument("--size", type=int, default=256, help="tile size in pixels (default 256)")
     preview.add_argument("--per-condition", type=int, default=4, help="examples per condition (default 4)")

@@ -21,7 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
+from edgerestore.commands._bundle import (
+    add_bundle_arguments,
+    default_bundle_path,
+    open_restorer,
+    restorer_label,
+)
 from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
@@ -433,6 +438,7 @@ def run_demo(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "-o",
         "--out",
         type=Path,
         default=Path("demo_out"),
@@ -466,7 +472,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_bundle_arguments(
         parser,
         force=False,
-        bundle_default="engines/<--profile>-onnxruntime-<--precision>, i.e. engines/uffn-tiny-onnxruntime-fp32, "
+        bundle_default=f"<engines>/<--profile>-onnxruntime-<--precision>, i.e. {default_bundle_path()}, "
         "built from weights/<--profile>.pt when missing or stale",
     )
 
@@ -497,6 +503,7 @@ def run(args: argparse.Namespace) -> int:
     clip = None if args.input else make_demo_clip(args.data_dir, refresh=args.refresh_clip)
     args.bundle = bundle
     restorer = open_restorer(args, video=True)
+    print(f"bundle: {restorer_label(restorer)}", flush=True)
     try:
         run_demo(
             bundle,

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engines-root",
         type=Path,
-        default=Path("engines"),
-        help="where to look for bundles (default engines/)",
+        default=None,
+        help="where to look for bundles (default: where build writes them, $EDGERESTORE_ENGINES or the checkout's engines/)",
     )
     parser.add_argument("--no-display-check", action="store_true", help="skip opening a test window")
 
@@ -139,10 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if damaged:
         todo.append("reinstall edgerestore: its shipped graphs changed after installation")
 
-    from edgerestore.commands._bundle import bundle_candidates
+    from edgerestore.commands._bundle import default_bundle_path
     from edgerestore.engines.bundle import MANIFEST_NAME, load_bundle
     from edgerestore.errors import UserError
 
+    if args.engines_root is None:
+        from edgerestore.engines.bundle import engines_root
+
+        args.engines_root = engines_root()
     bundles = sorted(p.parent for p in Path(args.engines_root).glob(f"*/{MANIFEST_NAME}"))
     default_ok = False
     print(f"bundles in {args.engines_root}/" + ("" if bundles else ": none"))
@@ -156,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ✗ {path.name}: TensorRT engines need a CUDA GPU and cuda-python; none usable here")
             continue
         print(f"  ✓ {path.name}")
-        default_ok |= path.name in {c.name for c in bundle_candidates()}
+        default_ok |= path.resolve() == default_bundle_path().resolve()
 
     usable_ort = bool(providers) and cv is not None
     if default_ok and usable_ort:

@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="unpaired real images, one subfolder per condition (router accuracy only; repeatable)",
     )  # fmt: skip
     parser.add_argument(
-        "--out", type=Path, default=Path("runs/eval"), help="report and samples folder (default runs/eval)"
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("runs/eval"),
+        help="report and samples folder (default runs/eval)",
     )
     parser.add_argument(
         "--samples", type=int, default=3, help="side-by-side images saved per set (default 3)"

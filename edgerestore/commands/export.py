@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export every weights/*.pt with its fp16/int8 variants into the package (edgerestore/shipped/)",
     )
-    parser.add_argument("--out", type=Path, default=Path("export"), help="root directory (default: export/)")
+    parser.add_argument(
+        "-o", "--out", type=Path, default=Path("export"), help="root directory (default: export/)"
+    )
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17–20 (default: 18)")
     parser.add_argument(
         "--loops", default=None, help="CMUDRN loop counts to export, e.g. 3,5,7 (default: the profile's T)"

@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import signal
 import sys
 import time
 from collections import Counter
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from edgerestore.commands import restore_mcap
-from edgerestore.commands._bundle import add_bundle_arguments, open_restorer
+from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._io import add_output_arguments
 from edgerestore.commands._output import progress_bar
-from edgerestore.errors import UserError
+from edgerestore.errors import UserError, first_line, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
 
 
@@ -53,6 +54,7 @@ class FileReport:
     frames: int = 0
     conditions: dict[str, int] = field(default_factory=dict)
     ms_per_frame: float | None = None
+    lost_frames: int = 0  # video frames that did not decode (a damaged stretch) and were skipped
     error: str | None = None
 
 
@@ -87,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image or video files, folders (recursive), globs, file:// URIs, or ROS 2 recordings (.mcap)",
     )
     parser.add_argument(
+        "-o",
         "--out",
         type=_output_folder,
         required=True,
@@ -122,11 +125,19 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
         return "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else None
 
     jobs: list[Job] = []
+    out_resolved = out.resolve()
+
+    def outside_out(p: Path) -> bool:  # an --out inside an input folder: never restore earlier outputs
+        return out_resolved not in p.resolve().parents or out_resolved == item.resolve()
+
+    skipped_links: list[Path] = []
     for item in inputs:
         text = str(item)
         if item.is_dir():
+            skipped_links += [p for p in item.rglob("*") if p.is_symlink() and not p.exists()]
             files = sorted(
-                (p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".")), key=_natural_key
+                (p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".") and outside_out(p)),
+                key=_natural_key,
             )
             jobs += [Job(p, out / p.relative_to(item), k) for p in files if (k := kind_of(p))]
         elif item.is_file():
@@ -140,12 +151,16 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
             import glob
 
             files = sorted((Path(p) for p in glob.glob(text, recursive=True)), key=_natural_key)
-            matched = [Job(p, out / p.name, k) for p in files if p.is_file() and (k := kind_of(p))]
+            matched = [
+                Job(p, out / p.name, k) for p in files if p.is_file() and outside_out(p) and (k := kind_of(p))
+            ]
             if not matched:
                 raise UserError(f"{text}: the pattern matches no image or video")
             jobs += matched
         else:
             raise UserError(f"{item}: no such file or folder")
+    for link in skipped_links:
+        print(f"edgerestore restore: warning: skipping {link}: a broken symbolic link", file=sys.stderr)
     if not jobs:
         raise UserError(f"no images or videos in {', '.join(map(str, inputs))}")
     seen: dict[Path, Path] = {}
@@ -179,7 +194,8 @@ def _finite(x: Any) -> float | None:
 def restore_image(job: Job, restorer: Any, side: bool) -> FileReport:
     from edgerestore.imageio import check_storable, read_image_as_stored, write_image
 
-    raw = read_image_as_stored(job.src)  # restored with the input's bit depth and channels (alpha kept)
+    # restored with the input's bit depth and channels (alpha kept), upright (EXIF orientation applied)
+    raw = read_image_as_stored(job.src, upright=True)
     if not side:
         # before the work: refuse what the output format would convert
         check_storable(job.dst, raw, "the output keeps the input's name, so save the input as {fits}")
@@ -246,6 +262,12 @@ def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: 
         if not recorder.aborted:
             written = recorder.close()
     frames = sum(counts.values())
+    if (lost := source.lost_frames) > 0:
+        bar.write(
+            f"edgerestore restore: warning: {job.src}: {lost} of {frames + lost} frames do not decode and "
+            "were skipped (the file is damaged)",
+            file=sys.stderr,
+        )
     return FileReport(
         input=str(job.src),
         output=str(written) if written else None,
@@ -256,6 +278,7 @@ def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: 
         frames=frames,
         conditions=dict(counts),
         ms_per_frame=round(total_ms / frames, 3),
+        lost_frames=lost,
     )
 
 
@@ -300,9 +323,12 @@ def run(args: argparse.Namespace) -> int:
     quiet_video_logs()
     jobs = collect_jobs([_input_path(text) for text in args.inputs], args.out)
     restorer = open_restorer(args, video=True)
+    print(f"bundle: {restorer_label(restorer)}", flush=True)
     reports: list[FileReport] = []
     total = sum(1 if j.kind == "image" else max(_video_frames(j.src), 1) for j in jobs)
     bar = progress_bar(total, "restoring", unit="frame", disable=args.quiet)
+    stopped: KeyboardInterrupt | None = None
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         for job in jobs:
             try:
@@ -311,18 +337,29 @@ def run(args: argparse.Namespace) -> int:
                     bar.update(1)
                 else:
                     reports.append(restore_video(job, restorer, args.side_by_side, args.output_codec, bar))
-            except UserError as exc:
-                message = str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}"
+            except Exception as exc:  # this file fails (bad input, or e.g. out of memory); the rest go on
+                text = str(exc) if isinstance(exc, UserError) else first_line(exc)
+                message = text if str(job.src) in text else f"{job.src}: {text}"
                 bar.write(f"edgerestore restore: error: {message}", file=sys.stderr)
                 bar.update(1 if job.kind == "image" else 0)
                 reports.append(FileReport(str(job.src), None, job.kind, error=message))
             if reports[-1].condition:
                 bar.set_postfix_str(f"{job.src.name}: {reports[-1].condition}")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the report still lists the files already done
+        stopped = exc
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
         close = getattr(restorer, "close", None)
         if callable(close):
             close()
+    if stopped is not None:
+        write_report(report_path, reports)
+        print(
+            f"edgerestore restore: stopped after {len(reports)} of {len(jobs)} files; report: {report_path}",
+            file=sys.stderr,
+        )
+        raise stopped
     write_report(report_path, reports)
     failed = [r for r in reports if r.error]
     done = len(reports) - len(failed)

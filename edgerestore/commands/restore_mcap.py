@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.files import check_writable, write_text_atomic
     from edgerestore.runtime import rosbag
 
-    for option, value in (("--side-by-side", args.side_by_side), ("--fourcc", args.fourcc)):
+    for option, value in (("--side-by-side", args.side_by_side), ("--output-codec", args.output_codec)):
         if value:
             raise UserError(f"{option} is for images and videos, not MCAP recordings")
     pairs = _outputs([Path(p) for p in args.inputs], Path(args.out))

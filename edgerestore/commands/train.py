@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="files whose path matches this glob are validation only, in every source, e.g. '*/seq0004/*'",
     )
     parser.add_argument(
+        "-o",
         "--out",
         type=Path,
         help="training checkpoint (resumed when it exists); default runs/<profile>/last.pt",

@@ -41,6 +41,9 @@ from edgerestore.engines.bundle import (
     sha256_file,
     write_bundle,
 )
+from edgerestore.engines.bundle import (
+    engines_root as eb_engines_root,
+)
 from edgerestore.errors import BundleError, UserError
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
@@ -283,6 +286,29 @@ def _tensor_specs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _refuse_to_replace_another(out_dir: Path, want: Manifest) -> None:
+    """Without --force, a build replaces only an older build of the same bundle (profile, backend,
+    precision): never another model's bundle, nor a folder that is not a bundle."""
+    from edgerestore.engines.bundle import MANIFEST_NAME
+
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    try:
+        raw = json.loads((out_dir / MANIFEST_NAME).read_text())
+        held = tuple(str(raw.get(k)) for k in ("profile", "backend", "precision"))
+    except (OSError, ValueError, AttributeError):
+        raise UserError(
+            f"--out {out_dir} is a folder that holds no bundle (no readable {MANIFEST_NAME}); choose a new or "
+            "empty folder, or pass --force to replace it"
+        ) from None
+    wanted = (want.profile, want.backend, want.precision)
+    if held != wanted:
+        raise UserError(
+            f"--out {out_dir} holds another bundle ({' '.join(held)}), not {' '.join(wanted)}; choose another "
+            "--out or pass --force to replace it"
+        )
+
+
 def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle | None:
     """The existing bundle at `out_dir` if it loads cleanly and was built from the same sources with the
     same settings and builder version; else None (it will be rebuilt)."""
@@ -351,7 +377,7 @@ def build_bundle(
     trt_targets: Sequence[str] | None = None,
     optimization_level: int | None = None,
     threads: int = 0,
-    engines_root: str | Path = "engines",
+    engines_root: str | Path | None = None,
     on_graph: Callable[[GraphReport], None] | None = None,
 ) -> BuildResult:
     """Build `engines/<profile>-<backend>-<precision>/` (or `out_dir`) from `onnx_dir` (= `export/<profile>`).
@@ -375,8 +401,9 @@ def build_bundle(
     out_dir = (
         Path(out_dir)
         if out_dir is not None
-        else default_bundle_dir(profile, backend, precision, engines_root)
+        else default_bundle_dir(profile, backend, precision, engines_root or eb_engines_root())
     )
+    engines_root = Path(out_dir).parent if engines_root is None else engines_root
 
     if backend == "tensorrt":
         from edgerestore.engines.tensorrt import (
@@ -439,6 +466,7 @@ def build_bundle(
                 for n, e in kept.manifest.graphs.items()
             ]
             return BuildResult(kept, reports, 0.0, skipped=True)
+        _refuse_to_replace_another(out_dir, manifest)
 
     start = time.perf_counter()
     reports: list[GraphReport] = []

@@ -35,6 +35,24 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 TRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_rtx")
 GRAPH_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
 DEFAULT_ROOT = Path("engines")
+#: Environment variable naming the folder of default bundles (see `engines_root`).
+ENGINES_ENV = "EDGERESTORE_ENGINES"
+
+
+def engines_root() -> Path:
+    """The folder where `edgerestore build` writes bundles and every command looks for the default one, the
+    same whatever the current folder: `$EDGERESTORE_ENGINES` if set; else `engines/` of the source checkout
+    edgerestore runs from (the folder holding its pyproject.toml); else the user's data folder
+    (`$XDG_DATA_HOME/edgerestore/engines`, default `~/.local/share/edgerestore/engines`)."""
+    import os
+
+    if env := os.environ.get(ENGINES_ENV):
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "edgerestore" / "__init__.py").is_file():
+        return checkout / DEFAULT_ROOT
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "edgerestore" / DEFAULT_ROOT
 
 
 class BuildError(UserError):
@@ -548,7 +566,9 @@ def load_bundle(
     precision = raw.get("precision") or precision
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
-        raise fail(f"manifest format_version {version!r}, this edgerestore reads {FORMAT_VERSION}")
+        shown = repr(version) if not isinstance(version, int) or isinstance(version, bool) else version
+        kind = "" if isinstance(version, int) and not isinstance(version, bool) else " (not a number)"
+        raise fail(f"manifest format_version {shown}{kind}, this edgerestore reads {FORMAT_VERSION}")
     try:
         manifest = Manifest.from_dict(raw)
     except (ValueError, TypeError) as exc:

@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
-from edgerestore.imageio import router_thumbnail
+from edgerestore.imageio import reduced_size, router_thumbnail
 from edgerestore.runtime.restorer import Restorer, pad_to
 
 #: a call to time, or (an untimed setup run just before it, the call)
@@ -80,8 +81,11 @@ def stage_calls(restorer: Restorer, frame: np.ndarray) -> dict[str, Timed]:
     calls: dict[str, Timed] = {"router": router, "trunk": lambda: trunk(full)}
     for c in RESTORED_CONDITIONS:
         g = f"branch_{c}"
-        padded, small = restorer._branch_input(frame, full, c)
-        if small is not None:
+        size = reduced_size(*frame.shape[:2], restorer.branch_scales.get(c, 1.0))
+        padded = full
+        if size != frame.shape[:2]:  # a reduced-resolution branch: trunk and branch on the downscaled frame
+            small = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            padded = pad_to(small, restorer.stride, restorer.min_hw)[None]
             calls[f"trunk@{g}"] = lambda p=padded: trunk(p)
         calls[g] = (lambda p=padded: trunk(p), lambda g=g, p=padded: branch(g, p))
     return calls

@@ -10,12 +10,14 @@ composes it). CMUDRN bundles have one graph and no router: every frame runs it.
 Video mode smooths the condition (minimum dwell, optional confidence margin) so one misjudged frame does
 not flip the branch; routing can run every N frames; a condition can be forced; the router can run alone.
 With `deadline_ms`, a frame whose result would arrive late is returned raw, flagged, instead of stalling.
-Safe from several threads (a lock around the backend); `submit()`/`result()` and `stream()` overlap
-preparing the next frame with running the current one.
+Safe from several threads (a lock around the backend), also while `close()` runs (later calls raise
+`UserError`); `submit()`/`result()` and `stream()` overlap preparing the next frame with running the
+current one.
 
 Input rule (see `normalise_frame`): numpy uint8 or uint16 arrays, HxW or HxWx1 (gray), HxWx3 (BGR, or RGB
-with color="rgb"), HxWx4 (BGRA / RGBA), each side >= MIN_SIDE and, once padded, within the bundle's max
-shape. The result has the input's dtype, channel count and order: gray in -> gray out (BGR->gray of the
+with color="rgb"), HxWx4 (BGRA / RGBA), each side >= MIN_SIDE, any size above: a frame that once padded
+exceeds the bundle's max shape or `tile_pixels` runs in overlapping tiles (`tile_grid`) in bounded memory,
+with the router on the whole frame's thumbnail. The result has the input's dtype, channel count and order: gray in -> gray out (BGR->gray of the
 restored frame), alpha passed through unchanged, 16-bit in -> 8-bit inference -> 16-bit out (x257).
 
 Must not import torch.
@@ -23,6 +25,7 @@ Must not import torch.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -43,8 +46,17 @@ from edgerestore.errors import BundleError, UserError
 from edgerestore.imageio import reduced_size, router_thumbnail
 from edgerestore.runtime.backend import Backend
 
+log = logging.getLogger("edgerestore.restorer")
+
 #: The smallest frame side accepted (smaller frames carry too little for the router's thumbnail).
 MIN_SIDE = 16
+#: Frames (once padded) of more pixels than this, or beyond the bundle's max shape, run in overlapping tiles
+#: of at most this many pixels, so memory stays bounded whatever the frame size (1088x1920: the default
+#: bundle's max shape).
+TILE_PIXELS = 1088 * 1920
+#: Context each tile reads beyond the part of the output it writes (pixels on every inner side). Measured on
+#: uffn-tiny (README, *Frames of any size*): tiled vs whole-frame output >= 45 dB PSNR from 32 px on.
+TILE_OVERLAP = 48
 STAGES = ("pre", "router", "trunk", "branch", "copies", "post", "total")
 
 
@@ -130,6 +142,92 @@ def pad_to(frame: np.ndarray, stride: int, min_hw: tuple[int, int] = (1, 1)) -> 
     return cv2.copyMakeBorder(frame, 0, hp - h, 0, wp - w, cv2.BORDER_REFLECT_101)
 
 
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a frame: the graphs read rows `y0:y1`, columns `x0:x1` (the core plus `overlap` of
+    context on every side that has a neighbour) and the result keeps only the core `cy0:cy1`, `cx0:cx1`."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    cy0: int
+    cy1: int
+    cx0: int
+    cx1: int
+
+
+def _padded_side(n: int, stride: int, minimum: int) -> int:
+    return max(-(-n // stride) * stride, -(-minimum // stride) * stride)
+
+
+def tile_grid(
+    h: int,
+    w: int,
+    *,
+    stride: int,
+    overlap: int,
+    max_pixels: int,
+    max_hw: tuple[int, int] | None = None,
+    min_hw: tuple[int, int] = (1, 1),
+) -> list[Tile]:
+    """The fewest equal-ish tiles covering an h x w frame whose padded inputs fit `max_hw` and `max_pixels`.
+    Core edges (and so tile origins, `overlap` being rounded up to the stride) fall on multiples of `stride`,
+    so each tile sees the same pixel phase as the whole frame and only the overlap differs."""
+    max_h, max_w = max_hw if max_hw is not None else (1 << 30, 1 << 30)
+    # a small max shape takes a smaller overlap: a tile's core stays at least half of it
+    room = min(max_h, max_w, math.isqrt(max_pixels)) // 4
+    overlap = min(-(-max(overlap, 0) // stride) * stride, room // stride * stride)
+
+    def edges(n: int, parts: int) -> list[int]:
+        return [min(n, stride * round(i * n / (parts * stride))) for i in range(parts)] + [n]
+
+    def span(n: int, parts: int, minimum: int) -> int:  # padded side of the largest of `parts` tiles of n
+        e = edges(n, parts)
+        largest = max(min(n, e[i + 1] + overlap) - max(0, e[i] - overlap) for i in range(parts))
+        return _padded_side(largest, stride, minimum)
+
+    best: tuple[int, int] | None = None
+    for rows in range(1, min(max(1, h // stride), 512) + 1):
+        if best is not None and rows > best[0] * best[1]:
+            break
+        th = span(h, rows, min_hw[0])
+        if th > max_h:
+            continue
+        for cols in range(1, min(max(1, w // stride), 512) + 1):
+            if best is not None and rows * cols >= best[0] * best[1]:
+                break
+            tw = span(w, cols, min_hw[1])
+            if tw <= max_w and th * tw <= max_pixels:
+                best = (rows, cols)
+                break
+    if best is None:
+        raise UserError(
+            f"frame of {h}x{w} cannot be cut into tiles of at most {max_pixels} pixels within the bundle's "
+            f"max shape {max_h}x{max_w} with {overlap} px of overlap; rebuild the bundle with a larger --max"
+        )
+    rows, cols = best
+
+    ys, xs = edges(h, rows), edges(w, cols)
+    tiles = []
+    for i in range(rows):
+        for j in range(cols):
+            cy0, cy1, cx0, cx1 = ys[i], ys[i + 1], xs[j], xs[j + 1]
+            tiles.append(
+                Tile(
+                    max(0, cy0 - overlap),
+                    min(h, cy1 + overlap),
+                    max(0, cx0 - overlap),
+                    min(w, cx1 + overlap),
+                    cy0,
+                    cy1,
+                    cx0,
+                    cx1,
+                )
+            )
+    return tiles
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Temporal smoothing of the router's verdict
 # ---------------------------------------------------------------------------------------------------------
@@ -201,12 +299,14 @@ class RestoreResult:
 class _Prepared:
     original: np.ndarray
     bgr: np.ndarray
-    padded: np.ndarray
+    padded: np.ndarray | None  # None: the frame runs in tiles
     thumbnail: np.ndarray | None
     fmt: FrameFormat
     t_start: float
     pre_ms: float
     index: int
+    abandoned: bool = False  # the caller stopped waiting (deadline): the result is not delivered
+    finished: bool = False
 
 
 @dataclass
@@ -257,7 +357,14 @@ class Restorer:
         deadline_ms: float | None = None,
         loops: int | None = None,
         min_confidence: float | None = None,
+        tile_pixels: int = TILE_PIXELS,
+        tile_overlap: int = TILE_OVERLAP,
     ) -> None:
+        if int(tile_pixels) < MIN_SIDE * MIN_SIDE or int(tile_overlap) < 0:
+            raise UserError(
+                f"tile_pixels={tile_pixels!r}, tile_overlap={tile_overlap!r}: give at least "
+                f"{MIN_SIDE * MIN_SIDE} pixels per tile and an overlap >= 0"
+            )
         if min_confidence is not None and not 0.0 <= min_confidence < 1.0:
             raise UserError(
                 f"min_confidence={min_confidence!r}: give a probability in [0, 1) (0: act on every verdict)"
@@ -302,7 +409,13 @@ class Restorer:
         self.force = force
         self.router_only = router_only
         self.deadline_ms = deadline_ms
+        self.tile_pixels = int(tile_pixels)
+        self.tile_overlap = int(tile_overlap)
         self.stats = RestorerStats()
+        self._closed = False
+        self._backend_closed = False
+        self._stats_lock = threading.Lock()
+        self._warned_late: set[str] = set()  # branches already warned about as slower than deadline_ms
         names = set(bundle.graph_names)
         if self.family == "cmudrn":
             models = sorted(n for n in names if n.startswith("cmudrn_t"))
@@ -315,12 +428,14 @@ class Restorer:
                     else f"bundle has no CMUDRN graph for loops={loops}; it holds {sorted(names)}"
                 )
             self.model_graph: str | None = models[0]
+            self._check_blind_options()
         else:
             self.model_graph = None
             need = {"router", "trunk"} | {f"branch_{c}" for c in CONDITIONS[1:]}
             if not need <= names:
                 raise BundleError(f"bundle at {bundle.path} lacks graphs {sorted(need - names)}; rebuild it")
         self._features = self._feature_channels()
+        self._check_manifest_against_graphs()
         self._lock = threading.RLock()
         self._queue_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -348,7 +463,8 @@ class Restorer:
         Other options: `color` ("bgr"|"rgb"), `video` (smooth the condition), `dwell`, `margin`,
         `route_every`, `force` (a condition name), `router_only`, `deadline_ms`, `loops` (CMUDRN T),
         `min_confidence` (do no harm: a frame whose calibrated router confidence is below it passes through
-        untouched, flagged "uncertain"; default: the threshold calibrated at training, in the manifest)."""
+        untouched, flagged "uncertain"; default: the threshold calibrated at training, in the manifest),
+        `tile_pixels` and `tile_overlap` (frames of any size, see the module doc)."""
         from edgerestore.engines.bundle import load_bundle
 
         bundle = load_bundle(Path(bundle_dir), expect_backend=None if backend == "auto" else backend)
@@ -365,6 +481,34 @@ class Restorer:
             engine.close()
             raise
 
+    def _check_manifest_against_graphs(self) -> None:
+        """The manifest's `thumbnail_size` and `stride` must be what the graphs take: an edited value is a
+        one-line `BundleError` here, not an error deep inside the backend on some frame."""
+        if self.model_graph is not None:
+            return
+        rebuild = getattr(self.bundle, "rebuild_command", "edgerestore build --force")
+
+        def fail(what: str) -> BundleError:
+            return BundleError(
+                f"{self.bundle.path}: {what}; was the manifest edited? rebuild with: {rebuild}"
+            )
+
+        for t in self.backend.graphs["router"].inputs:
+            dims = tuple(t.shape)
+            if (
+                t.name == "thumbnail"
+                and len(dims) == 4
+                and all(isinstance(d, int) and d > 0 for d in dims[1:3])
+            ):
+                if dims[1:3] != (self.thumbnail_size, self.thumbnail_size):
+                    raise fail(
+                        f"manifest thumbnail_size {self.thumbnail_size} but the router graph takes "
+                        f"{dims[1]}x{dims[2]} thumbnails"
+                    )
+        # the trunk's features are frame/2: the padding stride must keep both sides even
+        if self.stride < 1 or self.stride % 2:
+            raise fail(f"manifest stride {self.stride}, but the trunk halves the frame (stride must be even)")
+
     def _feature_channels(self) -> int | None:
         if self.model_graph is not None:
             return None
@@ -378,11 +522,32 @@ class Restorer:
         return None
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        """Finish the frames already queued, then release the backend. Calls after (or during) `close()`
+        from any thread raise `UserError`; closing twice is harmless."""
+        with self._queue_lock:
+            self._closed = True  # no new frame is accepted from here on
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
         with self._lock:
-            self.backend.close()
+            if not self._backend_closed:
+                self._backend_closed = True
+                self.backend.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UserError("this Restorer is closed; open a new one with Restorer.open(bundle_dir)")
+
+    def _check_blind_options(self) -> None:
+        """CMUDRN is blind (no router, no branches): `force` and `router_only` cannot apply."""
+        if self.model_graph is None:
+            return
+        for name, value in (("force", self.force), ("router_only", self.router_only or None)):
+            if value is not None:
+                raise UserError(
+                    f"{name}={value!r}: bundle {self.bundle.path} is a blind {self.family.upper()} model with "
+                    f"no router or branches; leave {name} unset"
+                )
 
     def __enter__(self) -> Restorer:
         return self
@@ -398,20 +563,21 @@ class Restorer:
             self._index = 0
 
     # -- per frame --------------------------------------------------------------------------------------
+    def _fits(self, h: int, w: int) -> bool:
+        """Does an h x w frame run whole (padded, within the bundle's max shape and `tile_pixels`)?"""
+        hp, wp = _padded_side(h, self.stride, self.min_hw[0]), _padded_side(w, self.stride, self.min_hw[1])
+        within = self.max_hw is None or (hp <= self.max_hw[0] and wp <= self.max_hw[1])
+        return within and hp * wp <= self.tile_pixels
+
     def _prepare(self, frame: Any) -> _Prepared:
+        self._check_open()
         t0 = time.perf_counter()
         bgr, fmt = normalise_frame(frame, self.color)
-        padded = pad_to(bgr, self.stride, self.min_hw)
-        if self.max_hw is not None and (padded.shape[0] > self.max_hw[0] or padded.shape[1] > self.max_hw[1]):
-            h, w = bgr.shape[:2]
-            raise UserError(
-                f"frame of {h}x{w} exceeds the bundle's max shape {self.max_hw[0]}x{self.max_hw[1]} (HxW); "
-                "resize the frame or rebuild the bundle with a larger `edgerestore build --max HxW`"
-            )
+        # a frame too large to run whole is cut into tiles later, without a padded full-size copy
+        padded = pad_to(bgr, self.stride, self.min_hw)[None] if self._fits(*bgr.shape[:2]) else None
         thumb = None
         if self.model_graph is None and self.force is None:  # a forced frame skips the router (see _route)
             thumb = router_thumbnail(bgr, self.thumbnail_size)[None]
-        padded = padded[None]  # [1, H, W, 3], still contiguous
         return _Prepared(frame, bgr, padded, thumb, fmt, t0, (time.perf_counter() - t0) * 1e3, -1)
 
     def _raw(
@@ -460,88 +626,148 @@ class Restorer:
 
     def _infer(self, prep: _Prepared) -> RestoreResult:
         with self._lock:
+            if self._backend_closed:
+                raise UserError("this Restorer is closed; open a new one with Restorer.open(bundle_dir)")
+            self._check_blind_options()
             prep.index = self._index
             self._index += 1
             be = self.backend
             be.reset_timings()
             flags: set[str] = set()
-            hp, wp = prep.padded.shape[1:3]
-            if (hp, wp) != prep.bgr.shape[:2]:
+            if prep.padded is not None and prep.padded.shape[1:3] != prep.bgr.shape[:2]:
                 flags.add("padded")
-            small: np.ndarray | None = None
             reduce_ms = 0.0
+            h, w = prep.bgr.shape[:2]
             if self.model_graph is not None:
                 condition, confidence, probs = "blind", math.nan, None
-                be.bind_input(self.model_graph, "frame", prep.padded)
-                be.run(self.model_graph, {"restored": (1, hp, wp, 3)})
-                out = be.read(self.model_graph, "restored")
                 branch_key = self.model_graph
+                restored = self._run_frame(branch_key, prep.bgr, prep.padded, flags)
+                t_post = time.perf_counter()
             else:
                 index, confidence, probs = self._route(prep, flags)
                 condition = CONDITIONS[index]
-                self.stats.per_condition[condition] = self.stats.per_condition.get(condition, 0) + 1
                 if self.router_only or index == 0:
                     flags.add("router_only" if self.router_only else "clean")
-                    self.stats.frames += 1
-                    self.stats.clean += index == 0
                     result = self._raw(prep, condition, confidence, flags, probs)
                     result.timings.update(self._stage_times(be, None))
                     result.timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
-                    return result
+                    return self._count(prep, result)
                 branch_key = f"branch_{condition}"
-                t_small = time.perf_counter()
-                frame_in, small = self._branch_input(prep.bgr, prep.padded, condition)
-                if small is not None:
-                    hp, wp = frame_in.shape[1:3]
+                size = reduced_size(h, w, self.branch_scales.get(condition, 1.0))
+                if size == (h, w):
+                    restored = self._run_frame(branch_key, prep.bgr, prep.padded, flags)
+                    t_post = time.perf_counter()
+                else:
+                    t_small = time.perf_counter()
+                    small = cv2.resize(prep.bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
                     flags.add("reduced")
                     reduce_ms = (time.perf_counter() - t_small) * 1e3
-                be.bind_input("trunk", "frame", frame_in)
-                be.run(
-                    "trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None
-                )
-                be.bind_input(branch_key, "frame", be.input("trunk", "frame"))  # no second upload
-                be.bind_input(branch_key, "features", be.output("trunk", "features"))
-                be.run(branch_key, {"restored": (1, hp, wp, 3)})
-                out = be.read(branch_key, "restored")
-            be.synchronize()
-            t_post = time.perf_counter()
-            h, w = prep.bgr.shape[:2]
-            if small is None:
-                cropped = np.array(out[0, :h, :w], copy=True)  # own memory: backend buffers are reused
-            else:
-                cropped = self._add_correction(prep.bgr, small, out[0, : small.shape[0], : small.shape[1]])
-            image = denormalise_frame(cropped, prep.fmt, prep.original)
+                    restored_small = self._run_frame(branch_key, small, None, flags)
+                    t_post = time.perf_counter()
+                    restored = self._add_correction(prep.bgr, small, restored_small)
+            image = denormalise_frame(restored, prep.fmt, prep.original)
             timings = dict.fromkeys(STAGES, 0.0)
             timings.update(self._stage_times(be, branch_key))
             timings["pre"] = prep.pre_ms + reduce_ms
             timings["post"] = (time.perf_counter() - t_post) * 1e3
             timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
-            self.stats.frames += 1
-            self.stats.restored += 1
-            return RestoreResult(
+            result = RestoreResult(
                 image, condition, confidence, True, timings, frozenset(flags), probs, prep.index
             )
+            return self._count(prep, result)
 
-    def _branch_input(
-        self, bgr: np.ndarray, padded: np.ndarray, condition: str
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(the [1, H, W, 3] frame the trunk and `condition`'s branch run on, the area-downscaled frame or None).
-        `padded` is the full frame padded for the graphs; a reduced-resolution branch gets its downscaled copy
-        padded the same way."""
-        h, w = bgr.shape[:2]
-        size = reduced_size(h, w, self.branch_scales.get(condition, 1.0))
-        if size == (h, w):
-            return padded, None
-        small = cv2.resize(bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        return pad_to(small, self.stride, self.min_hw)[None], small
+    def _count(self, prep: _Prepared, result: RestoreResult) -> RestoreResult:
+        """Count a result in `stats` unless the caller already gave up on it (a missed deadline: the raw
+        frame was delivered instead and counted then)."""
+        with self._stats_lock:
+            prep.finished = True
+            if not prep.abandoned:
+                self._count_delivered(result)
+        return result
 
-    @staticmethod
-    def _add_correction(bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
+    def _count_delivered(self, result: RestoreResult) -> None:
+        st = self.stats
+        st.frames += 1
+        st.restored += bool(result.restored)
+        st.clean += result.condition == "clean"
+        if "deadline_missed" in result.flags:
+            st.deadline_missed += 1
+        elif result.condition != "blind":
+            st.per_condition[result.condition] = st.per_condition.get(result.condition, 0) + 1
+
+    def _graphs(self, key: str, padded: np.ndarray) -> np.ndarray:
+        """Run one padded [1, H, W, 3] frame through the trunk and branch `key` (or CMUDRN graph `key`);
+        the backend's output view."""
+        be = self.backend
+        hp, wp = padded.shape[1:3]
+        if key == self.model_graph:
+            be.bind_input(key, "frame", padded)
+            be.run(key, {"restored": (1, hp, wp, 3)})
+        else:
+            be.bind_input("trunk", "frame", padded)
+            be.run("trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None)
+            be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
+            be.bind_input(key, "features", be.output("trunk", "features"))
+            be.run(key, {"restored": (1, hp, wp, 3)})
+        out = be.read(key, "restored")
+        be.synchronize()
+        return out
+
+    def _run_frame(
+        self, key: str, image: np.ndarray, padded: np.ndarray | None, flags: set[str]
+    ) -> np.ndarray:
+        """`image` (uint8 BGR HxWx3) restored by graph `key`, in its own memory (backend buffers are reused):
+        whole when it fits (`padded`: its padded copy, if already made), else in overlapping tiles (flag
+        "tiled") whose cores are stitched: memory is bounded by `tile_pixels`, not by the frame."""
+        h, w = image.shape[:2]
+        if padded is None and self._fits(h, w):
+            padded = pad_to(image, self.stride, self.min_hw)[None]
+        if padded is not None:
+            return np.array(self._graphs(key, padded)[0, :h, :w], copy=True)
+        flags.add("tiled")
+        tiles = tile_grid(
+            h,
+            w,
+            stride=self.stride,
+            overlap=self.tile_overlap,
+            max_pixels=self.tile_pixels,
+            max_hw=self.max_hw,
+            min_hw=self.min_hw,
+        )
+        restored = np.empty((h, w, 3), np.uint8)
+        for t in tiles:
+            part = np.ascontiguousarray(pad_to(image[t.y0 : t.y1, t.x0 : t.x1], self.stride, self.min_hw))
+            out = self._graphs(key, part[None])
+            restored[t.cy0 : t.cy1, t.cx0 : t.cx1] = out[
+                0, t.cy0 - t.y0 : t.cy1 - t.y0, t.cx0 - t.x0 : t.cx1 - t.x0
+            ]
+        return restored
+
+    def _add_correction(self, bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
         """The full-resolution result of a reduced-resolution branch: the frame plus the bilinearly upsampled
-        correction (restored − input at the reduced size), as the model's `UFFN.restore` composes it."""
-        correction = cv2.subtract(np.ascontiguousarray(restored_small), small, dtype=cv2.CV_32F)
-        up = cv2.resize(correction, (bgr.shape[1], bgr.shape[0]), interpolation=cv2.INTER_LINEAR)
-        return cv2.add(bgr, up, dtype=cv2.CV_8U)  # rounded and saturated; OpenCV's ops: ~10x numpy's here
+        correction (restored − input at the reduced size), as the model's `UFFN.restore` composes it. A frame
+        above `tile_pixels` is upsampled in strips of rows (the same bilinear map, as an affine warp), so no
+        full-size float copy is made."""
+        correction = cv2.subtract(restored_small, small, dtype=cv2.CV_32F)
+        big_h, big_w = bgr.shape[:2]
+        if big_h * big_w <= self.tile_pixels:
+            up = cv2.resize(correction, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
+            return cv2.add(bgr, up, dtype=cv2.CV_8U)  # rounded and saturated; OpenCV's ops: ~10x numpy's here
+        sx, sy = small.shape[1] / big_w, small.shape[0] / big_h
+        out = np.empty_like(bgr)
+        step = max(1, self.tile_pixels // big_w)
+        for y0 in range(0, big_h, step):
+            y1 = min(big_h, y0 + step)
+            to_small = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
+            up = cv2.warpAffine(
+                correction,
+                to_small,
+                (big_w, y1 - y0),
+                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+            out[y0:y1] = cv2.add(bgr[y0:y1], up, dtype=cv2.CV_8U)
+        return out
 
     @staticmethod
     def _stage_times(be: Backend, branch: str | None) -> dict[str, float]:
@@ -553,28 +779,57 @@ class Restorer:
     def __call__(self, frame: Any) -> RestoreResult:
         """Restore one frame (see the class and module docs). With `deadline_ms`, never waits longer than
         the budget: a late frame comes back raw with flag "deadline_missed" (and "busy" if the previous
-        late frame is still running); the late result is dropped."""
+        late frame is still running); the late result is dropped, and `stats` counts only what was
+        delivered. A branch whose measured latency exceeds the deadline is warned about once (logger
+        `edgerestore.restorer`): its frames cannot make it."""
         prep = self._prepare(frame)
         if self.deadline_ms is None:
             return self._infer(prep)
         with self._queue_lock:
+            self._check_open()
             if self._inflight is not None and not self._inflight.done():
-                self.stats.deadline_missed += 1
-                return self._raw(prep, "unknown", math.nan, {"deadline_missed", "busy"})
+                return self._missed(prep, {"deadline_missed", "busy"})
             future = self._worker().submit(self._infer, prep)
             self._inflight = future
         remaining = self.deadline_ms / 1e3 - (time.perf_counter() - prep.t_start)
         try:
             return future.result(timeout=max(0.0, remaining))
         except FutureTimeout:
-            self.stats.deadline_missed += 1
+            with self._stats_lock:
+                if not prep.finished:
+                    prep.abandoned = True
+            if not prep.abandoned:  # it finished between the timeout and the lock: deliver it after all
+                return future.result()
             future.add_done_callback(self._count_late)
-            return self._raw(prep, "unknown", math.nan, {"deadline_missed"})
+            return self._missed(prep, {"deadline_missed"})
+
+    def _missed(self, prep: _Prepared, flags: set[str]) -> RestoreResult:
+        result = self._raw(prep, "unknown", math.nan, flags)
+        with self._stats_lock:
+            self._count_delivered(result)
+        return result
 
     def _count_late(self, future: Future) -> None:
-        self.stats.late_dropped += 1
+        with self._stats_lock:
+            self.stats.late_dropped += 1
+        if future.cancelled() or future.exception() is not None:
+            return
+        late = future.result()
+        deadline = self.deadline_ms
+        if deadline is None or late.condition in self._warned_late or late.timings["total"] <= deadline:
+            return
+        self._warned_late.add(late.condition)
+        log.warning(
+            "deadline_ms=%g is below the %s branch's latency on this machine (%.0f ms measured): its frames "
+            "pass through raw; raise deadline_ms, lower the frame size or use a faster bundle",
+            deadline,
+            late.condition,
+            late.timings["total"],
+        )
 
     def _worker(self) -> ThreadPoolExecutor:
+        """The inference thread (call with `_queue_lock` held)."""
+        self._check_open()
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgerestore-infer")
         return self._executor
@@ -602,7 +857,9 @@ class Restorer:
         the next frame overlaps running the current one."""
         in_flight: deque[Future] = deque()
         for frame in frames:
-            in_flight.append(self._worker().submit(self._infer, self._prepare(frame)))
+            prep = self._prepare(frame)
+            with self._queue_lock:
+                in_flight.append(self._worker().submit(self._infer, prep))
             if len(in_flight) >= depth:
                 yield in_flight.popleft().result()
         while in_flight:

@@ -58,6 +58,8 @@ VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".flv",
     ".ts",
 )
+#: The largest camera index taken (OpenCV adds the index to an API id, and larger numbers overflow it).
+MAX_CAMERA_INDEX = 9999
 # FourCC codes tried per container, in order. opencv-python's FFmpeg writes MPEG-4 Part 2 ("mp4v") everywhere;
 # H.264 ("avc1") needs an encoder that pip wheels usually lack, so it is only a fallback.
 FOURCCS: dict[str, tuple[str, ...]] = {
@@ -110,6 +112,11 @@ class FrameSource:
         """Native frame rate if known, else 0."""
         return 0.0
 
+    @property
+    def lost_frames(self) -> int:
+        """Frames the source held but could not decode (skipped), as far as it knows."""
+        return 0
+
 
 class CaptureSource(FrameSource):
     """A `cv2.VideoCapture`: camera index or device path, video file, stream URL or GStreamer pipeline."""
@@ -132,6 +139,10 @@ class CaptureSource(FrameSource):
         self.name = f"camera {target}" if kind == "device" else str(target)
         self._cap: cv2.VideoCapture | None = None
         self._fps = 0.0
+        self._container_frames = 0
+        self.decoded = 0  # frames returned since open()
+        self._failed_reads = 0
+        self._ended = False
 
     def open(self) -> None:
         self.close()
@@ -152,6 +163,10 @@ class CaptureSource(FrameSource):
         self._fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         if not np.isfinite(self._fps) or self._fps > 1000:
             self._fps = 0.0
+        self._container_frames = (
+            max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0) if self.kind == "file" else 0
+        )
+        self.decoded, self._failed_reads, self._ended = 0, 0, False
         self._cap = cap
 
     def _open_hint(self) -> str:
@@ -175,11 +190,26 @@ class CaptureSource(FrameSource):
         )
 
     def read(self) -> np.ndarray | None:
+        """The next frame, or None at the end. A file keeps being read past frames that do not decode (a
+        damaged stretch) until its position stops moving; `lost_frames` says how many were skipped."""
         if self._cap is None:
             return None
-        ok, frame = self._cap.read()
-        if not ok or frame is None or frame.size == 0:
-            return None
+        stuck, last_pos, failed = 0, -1.0, 0
+        while True:
+            ok, frame = self._cap.read()
+            if ok and frame is not None and frame.size:
+                break
+            if self.kind != "file":
+                return None
+            pos = float(self._cap.get(cv2.CAP_PROP_POS_FRAMES) or 0.0)
+            stuck = stuck + 1 if pos <= last_pos else 0
+            last_pos = pos
+            if (self._container_frames and pos >= self._container_frames) or stuck >= 2:
+                self._ended = True
+                return None
+            failed += 1
+        self._failed_reads += failed  # failures followed by a frame: a damaged stretch, not the end
+        self.decoded += 1
         if frame.ndim == 2 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             from edgerestore.imageio import to_bgr_uint8
 
@@ -190,6 +220,16 @@ class CaptureSource(FrameSource):
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+    @property
+    def lost_frames(self) -> int:
+        """Frames of a file that did not decode and were skipped (known once the file has ended: the
+        container's frame count minus the frames decoded, or the failed reads when it has no count)."""
+        if not self._ended:
+            return self._failed_reads
+        if self._container_frames:
+            return max(self._container_frames - self.decoded, 0)
+        return self._failed_reads
 
     def frame_count(self) -> int:
         """Frames in a file according to its container (may be approximate; 0 if unknown)."""
@@ -295,6 +335,11 @@ def open_source(
         raise UserError("give exactly one of --device N (a camera) or --source PATH|URL|GLOB")
     src: FrameSource
     text = str(device if device is not None else source)
+    if device is not None and text.strip().isdigit() and int(text) > MAX_CAMERA_INDEX:
+        raise SourceError(
+            f"camera index {text} is out of range (0 to {MAX_CAMERA_INDEX}); "
+            "list cameras with `v4l2-ctl --list-devices` (Linux)"
+        )
     if source is not None and text.isdigit():
         raise SourceError(f"no file named {source!r}; for camera {source} use --device {source}")
     if (
@@ -349,6 +394,9 @@ class ReconnectPolicy:
     max_delay: float = 8.0
     factor: float = 2.0
     max_attempts: int | None = None
+    #: The back-off starts again from `initial_delay` only after the reopened source has delivered frames
+    #: for this long (a source that fails again right after each reopen keeps backing off).
+    healthy_after: float = 5.0
 
     def delay(self, attempt: int) -> float:
         """Delay before attempt number `attempt` (1-based)."""
@@ -392,6 +440,7 @@ class FrameGrabber:
         self._paused = threading.Event()
         self._ended = False
         self._failures = 0
+        self._healthy_since: float | None = None  # when frames resumed after the last reconnect
         self._thread = threading.Thread(target=self._run, name="edgerestore-grabber", daemon=True)
 
     # -- control
@@ -480,9 +529,14 @@ class FrameGrabber:
                         break
                     continue
                 if self._failures:
-                    log.info("%s: receiving frames again", self.source.name)
-                    self._failures = 0
-                    self.status = ""
+                    now = time.monotonic()
+                    if self._healthy_since is None:
+                        self._healthy_since = now
+                        self.status = ""
+                    elif now - self._healthy_since >= self.policy.healthy_after:
+                        log.info("%s: receiving frames again", self.source.name)
+                        self._failures = 0
+                        self._healthy_since = None
                 if self.pace_fps:
                     due = t0 + paced / self.pace_fps
                     paced += 1
@@ -505,6 +559,7 @@ class FrameGrabber:
     def _reconnect(self) -> bool:
         """Reopen a live source with back-off; False if stopped or out of attempts."""
         self.source.close()
+        self._healthy_since = None
         while not self._stop.is_set():
             self._failures += 1
             attempt = self._failures
@@ -606,6 +661,8 @@ class PipelineSummary:
     interrupted: bool = False
     recording: str | None = None
     recorded_frames: int = 0
+    stopped_by: str | None = None  # what interrupted the run: "Ctrl-C", "SIGTERM"
+    lost_frames: int = 0  # frames of the source that did not decode and were skipped
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -626,12 +683,16 @@ class PipelineSummary:
             f"capture→result p50 {e2e['p50']:.1f} / p99 {e2e['p99']:.1f} ms",
             f"conditions  {conds}; {self.not_restored} frames passed through",
         ]
+        if self.lost_frames:
+            lines.append(
+                f"damaged     {self.lost_frames} frames of the source do not decode and were skipped"
+            )
         if self.flags:
             lines.append("flags       " + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
         if self.recording:
             lines.append(f"recording   {self.recording} ({self.recorded_frames} frames)")
         if self.interrupted:
-            lines.append("stopped     interrupted (Ctrl-C); outputs finalised")
+            lines.append(f"stopped     interrupted ({self.stopped_by or 'Ctrl-C'}); outputs finalised")
         if self.error:
             lines.append(f"error       {self.error}")
         return "\n".join(lines)
@@ -889,6 +950,7 @@ class RestorePipeline:
             not_restored=self._not_restored,
             flags=dict(self._flags),
             error=error,
+            lost_frames=self.grabber.source.lost_frames,
         )
 
 
@@ -1104,11 +1166,26 @@ def probe_fourcc(suffix: str, candidates: Sequence[str] | None = None) -> str | 
     return None
 
 
+def _check_free_space(folder: Path) -> None:
+    """OSError(ENOSPC) when the file system of `folder` has no block left for an unprivileged writer."""
+    import errno
+
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder vanished: nothing to tell
+        return
+    if st.f_bavail == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 class VideoRecorder:
     """Writes frames to a video on its own thread. The file is written under a temporary name beside the
     target and renamed by `close()`, which also releases the writer so the container is finalised (call it
     in a `finally:` — Ctrl-C and errors still leave a playable file). Frames whose size differs from the
-    first one are resized to it. No frames → no file."""
+    first one are resized to it. No frames → no file. OpenCV's writer reports no write error, so the
+    recorder checks the free space as it goes and `close()` reopens the finished file (frame count, last
+    frame decodes) before renaming it: a full disk or a broken container is a one-line `UserError` and
+    leaves no file."""
 
     def __init__(
         self, path: str | Path, fps: float, *, fourcc: str | None = None, queue_size: int = 64
@@ -1204,6 +1281,29 @@ class VideoRecorder:
             image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
         self._writer.write(np.ascontiguousarray(image))
         self.frames += 1
+        if self.frames % 25 == 1:  # OpenCV's writer says nothing when the disk fills: look every 25 frames
+            _check_free_space(self.path.parent)
+
+    def _verify(self) -> None:
+        """Reopen the finished temporary file: it must hold every frame written and its last one must decode
+        (OpenCV's writer reports neither a full disk nor a container it could not finalise)."""
+        size = self._tmp.stat().st_size if self._tmp.exists() else 0
+        cap = cv2.VideoCapture(str(self._tmp), cv2.CAP_FFMPEG)
+        try:
+            counted = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+            last_ok = False
+            if counted >= self.frames:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)
+                ok, frame = cap.read()
+                last_ok = bool(ok) and frame is not None
+        finally:
+            cap.release()
+        if counted < self.frames or not last_ok:
+            _check_free_space(self.path.parent)  # name the usual cause when it is the cause
+            found = f"{counted} readable frames" if counted > 0 else "no readable video"
+            raise OSError(
+                f"the written file holds {found} of {self.frames} ({size} bytes); is the disk full?"
+            )
 
     def close(self) -> Path | None:
         """Flush, finalise the container and move it into place; returns the path (None if no frames).
@@ -1217,6 +1317,11 @@ class VideoRecorder:
         self._thread.join()
         if self._writer is not None:
             self._writer.release()
+        if self._error is None and self.frames:
+            try:
+                self._verify()
+            except OSError as exc:
+                self._error = exc
         if (error := self.error) is not None:
             self.aborted = True
             self._tmp.unlink(missing_ok=True)
@@ -1373,6 +1478,7 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
     recorder: VideoRecorder | None = None
     window: Window | None = None
     interrupted = False
+    stopped_by: str | None = None
     try:
         if options.record is not None:
             src = pipeline.grabber
@@ -1414,8 +1520,9 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
             # an error (e.g. a failed recording callback) can leave the last counted frame unpublished
             if pipeline.done and (pipeline.error is not None or last is None or seen >= pipeline.frames_out):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         interrupted = True
+        stopped_by = getattr(exc, "signal_name", None) or "Ctrl-C"
     finally:
         with _sigint_deferred():  # a second Ctrl-C must not cut the container's finalisation short
             try:
@@ -1432,6 +1539,7 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
                         window.close()
     summary = pipeline.summary()
     summary.interrupted = interrupted
+    summary.stopped_by = stopped_by
     if recorder is not None:
         summary.recording = str(recorded) if recorded else None
         summary.recorded_frames = recorder.frames
