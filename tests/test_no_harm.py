@@ -271,3 +271,26 @@ def test_the_trade_off_picture_is_written(tmp_path):
     }
     path = plot_router_tradeoff(cal, tmp_path / "t.png")
     assert cv2.imread(str(path)).shape[2] == 3
+
+
+def test_restore_min_confidence_option_passes_unsure_images_through(bundle_dir, tmp_path, capsys):
+    from edgerestore.cli import main
+
+    _with_calibration(bundle_dir, {"temperature": 1.0, "threshold": 0.0})
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "unsure.png"), _unsure())
+    common = ["--bundle", str(bundle_dir), "--threads", "1", "--quiet"]
+    assert main(["restore", str(src), "--out", str(tmp_path / "acted"), *common]) == 0
+    assert (
+        main(["restore", str(src), "--out", str(tmp_path / "kept"), "--min-confidence", "0.9", *common]) == 0
+    )
+    original = cv2.imread(str(src / "unsure.png"))
+    assert not np.array_equal(cv2.imread(str(tmp_path / "acted" / "unsure.png")), original)
+    assert np.array_equal(cv2.imread(str(tmp_path / "kept" / "unsure.png")), original)
+    capsys.readouterr()
+    assert (
+        main(["restore", str(src), "--out", str(tmp_path / "bad"), "--min-confidence", "1.5", *common]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--min-confidence 1.5" in err[0]

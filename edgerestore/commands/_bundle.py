@@ -86,6 +86,14 @@ def add_bundle_arguments(
     group.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own choice)"
     )
+    group.add_argument(
+        "--min-confidence",
+        type=float,
+        default=None,
+        metavar="P",
+        help="do no harm: frames the router is less sure of pass through untouched (default: the bundle's "
+        "calibrated threshold; 0 acts on every verdict)",
+    )
     if force:
         group.add_argument(
             "--force",
@@ -104,6 +112,13 @@ def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> A
     from edgerestore.runtime.restorer import Restorer
 
     force = getattr(args, "force", None)
+    min_confidence = getattr(args, "min_confidence", None)
+    if min_confidence is not None:
+        if not 0.0 <= min_confidence < 1.0:
+            raise UserError(
+                f"--min-confidence {min_confidence:g}: give a probability in [0, 1) (0: act on every verdict)"
+            )
+        options = {**options, "min_confidence": min_confidence}
     restorer = Restorer.open(bundle, backend=args.backend, threads=args.threads, video=video, **options)
     if force is not None and restorer.family != "uffn":
         restorer.close()
