@@ -385,13 +385,13 @@ def test_bench_times_frames_from_an_input_uri(tmp_path, synthetic_bundle, capsys
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"frames/{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
     pools = []
-    real = bench_module.bench_restorer
+    real = bench_module.CaseTimer.__init__
 
-    def spy(*args, **kwargs):
+    def spy(self, *args, **kwargs):
         pools.append(kwargs.get("pool"))
-        return real(*args, **kwargs)
+        real(self, *args, **kwargs)
 
-    monkeypatch.setattr(bench_module, "bench_restorer", spy)
+    monkeypatch.setattr(bench_module.CaseTimer, "__init__", spy)
     args = ["bench", "--bundle", str(synthetic_bundle), "--sizes", "48x64", "--frames", "4", "--warmup", "0"]
     assert (
         main([*args, "--input", f"file://{tmp_path}/frames", "--out", str(tmp_path / "b"), "--no-plot"]) == 0
