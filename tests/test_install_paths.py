@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "weights" / "uffn-tiny.pt"  # nothing is exported in the test folder: a stale build
+WEIGHTS = ROOT / "weights" / "uffn-tiny.pt"
+CHANGED = "changed.pt"  # a checkpoint the shipped graphs were not made from: build must export (torch)
 
 # Runs `edgerestore` with the training extras made unimportable (as on an edge device's `pip install .`).
 BLOCKED_CLI = textwrap.dedent(
@@ -60,9 +61,9 @@ def synthetic_export(tmp_path_factory) -> Path:
         (["train", "--profile", "uffn-tiny", "--clean", "."], "torch"),
         (["export", "--profile", "uffn-tiny"], "torch"),
         (["eval", "--checkpoint", str(ROOT / "weights" / "uffn-tiny.pt"), "--data", "pairs"], "torch"),
-        (["build", "--profile", "uffn-tiny", "--checkpoint", str(WEIGHTS), "--out", "bundle"], "torch"),
+        (["build", "--profile", "uffn-tiny", "--checkpoint", CHANGED, "--out", "bundle"], "torch"),
         (
-            ["bench", "--profile", "uffn-tiny", "--checkpoint", str(WEIGHTS), "--frames", "1", "--out", "b"],
+            ["bench", "--profile", "uffn-tiny", "--checkpoint", CHANGED, "--frames", "1", "--out", "b"],
             "torch",
         ),
         (["bench", "--sweep", "--frames", "1", "--out", "b"], "torch"),
@@ -72,6 +73,7 @@ def test_verbs_that_need_the_train_extra_say_so_in_one_line(tmp_path, argv, pack
     import cv2
     import numpy as np
 
+    (tmp_path / CHANGED).write_bytes(WEIGHTS.read_bytes() + b"retrained")
     for folder in ("input", "target"):  # a paired set for eval
         (tmp_path / "pairs" / folder).mkdir(parents=True)
         cv2.imwrite(str(tmp_path / "pairs" / folder / "a.png"), np.full((32, 32, 3), 128, np.uint8))
