@@ -5,9 +5,15 @@ camera-pipeline throughput and capture-to-display latency, and plots.
   stage the runtime reports (router, trunk, branch, copies, pre, post, total) as mean / p50 / p90 / p99 / max
   and FPS. The stage times are the runtime's own (`RestoreResult.timings`): `perf_counter` on ONNX Runtime,
   CUDA events on TensorRT.
-* A report records the device it ran on as a *device key* (hardware, core count, runtime and version,
-  threads). A baseline is only ever compared with a run of the same key (`compare` refuses otherwise), so a
-  baseline from another machine cannot pass or fail a run by accident.
+* A report records the device it ran on as a *device key* (hardware, core count, runtime and version) and
+  the thread count that actually ran (ORT's default resolved to the number it uses). A baseline is only ever
+  compared with a run of the same key (`compare` refuses otherwise), so a baseline from another machine
+  cannot pass or fail a run by accident; a run with fewer threads than its baseline is a regression.
+* Frames are timed in *rounds*, interleaved across the cases of a run, and every round's samples are kept.
+  `compare` judges each stage by the ratio of the median round statistic (now / baseline) with a bootstrap
+  confidence interval over rounds: regressed when the whole interval lies above 1 + tolerance, unchanged
+  when it lies below, inconclusive otherwise. Rounds, not frames, are the unit because a shared machine's
+  load changes from second to second: frames next to each other share it, rounds spread over the run.
 * `measure_pipeline` runs frames through the camera pipeline (`edgerestore.runtime.video`: grabber thread,
   inference thread, display loop) from an in-memory camera, once unpaced (throughput) and once paced like a
   camera (capture-to-display latency), beside the model latency of the same restorer in the same run.
@@ -175,19 +181,19 @@ class BenchDevice:
     cores: int
     runtime: str  # "onnxruntime" | "tensorrt" | "tensorrt_rtx" | "pytorch"
     runtime_version: str
-    threads: int | None  # ONNX Runtime intra-op threads (0: ORT's default); None on GPUs
+    threads: int | None  # ONNX Runtime intra-op threads that ran (ORT's default resolved); None on GPUs
     compute_capability: str | None = None
     machine: str = field(default_factory=platform.machine)
 
     @property
     def key(self) -> str:
-        """`<hardware>-<cores>c-<runtime>-<version>[-t<threads>]`: two runs share a key only when the same
-        hardware ran the same runtime version with the same threads."""
+        """`<hardware>-<cores>c-<runtime>-<version>`: two runs share a key only when the same hardware ran the
+        same runtime version. The thread count is not part of it: it is a setting a change can lower, and
+        `compare` judges it (fewer threads than the baseline is a regression, not another device)."""
         hw = _slug(self.name) + (
             f"-sm{self.compute_capability.replace('.', '')}" if self.compute_capability else ""
         )
-        threads = f"-t{self.threads}" if self.threads is not None else ""
-        return f"{hw}-{self.cores}c-{_slug(self.runtime)}-{self.runtime_version}{threads}"
+        return f"{hw}-{self.cores}c-{_slug(self.runtime)}-{self.runtime_version}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "key": self.key}
@@ -197,11 +203,34 @@ class BenchDevice:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyper-threads of one core count once), from
+    /sys/devices/system/cpu/cpu<N>/topology; `cpu_cores()` where the topology cannot be read."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return cpu_cores()
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(
+                (topo / "physical_package_id").read_text().strip()
+                + ":"
+                + (topo / "core_id").read_text().strip()
+            )
+        except OSError:
+            return cpu_cores()
+    return len(cores) or cpu_cores()
+
+
 def ort_threads(restorer: Any) -> int | None:
-    """The intra-op thread count the restorer's ONNX Runtime sessions run with (0: ORT's default)."""
+    """The intra-op thread count the restorer's ONNX Runtime sessions run with: the configured one, or for
+    ORT's default (0) the number ORT picks, one per physical core (`physical_cores`)."""
     sessions = getattr(restorer.backend, "_sessions", None) or {}
     for sess in sessions.values():
-        return int(sess.get_session_options().intra_op_num_threads)
+        configured = int(sess.get_session_options().intra_op_num_threads)
+        return configured if configured > 0 else physical_cores()
     return None
 
 
@@ -286,7 +315,8 @@ def weather_frames(
 @dataclass
 class CaseResult:
     """A bundle timed at one size. `condition`: the forced branch, or "routed" (the router decided on
-    synthetic weather frames; `conditions_seen` says what it chose)."""
+    synthetic weather frames; `conditions_seen` says what it chose). `rounds[stage]`: that stage's samples
+    (ms) per round, in the order the rounds ran; `samples` is the same, concatenated."""
 
     profile: str
     family: str
@@ -300,18 +330,20 @@ class CaseResult:
     bundle: str = ""
     samples: dict[str, list[float]] = field(default_factory=dict)
     wall_ms: StageStats | None = None  # perf_counter around the whole call, as the caller sees it
+    rounds: dict[str, list[list[float]]] = field(default_factory=dict)
+    load: list[float] = field(default_factory=list)  # per round: other runnable tasks (`runnable_others`)
 
     @property
     def id(self) -> str:
-        return (
-            f"{self.profile}/{self.backend}/{self.precision}/{self.size[0]}x{self.size[1]}/{self.condition}"
-        )
+        return case_id(self.profile, self.backend, self.precision, self.size, self.condition)
 
     @property
     def fps(self) -> float:
         return self.stages["total"].fps
 
     def to_dict(self, samples: bool = True) -> dict[str, Any]:
+        """`samples=False` (baselines): without the concatenated samples; the rounds are always kept, since
+        `compare` judges them."""
         d = {
             "id": self.id,
             "profile": self.profile,
@@ -326,6 +358,8 @@ class CaseResult:
             "bundle": self.bundle,
             "stages": {k: v.to_dict() for k, v in self.stages.items()},
             "wall_ms": self.wall_ms.to_dict() if self.wall_ms else None,
+            "rounds": {k: [[round(x, 4) for x in r] for r in v] for k, v in self.rounds.items()},
+            "load": [round(x, 2) for x in self.load],
         }
         if samples:
             d["samples"] = {k: [round(x, 4) for x in v] for k, v in self.samples.items()}
@@ -346,13 +380,163 @@ class CaseResult:
             bundle=d.get("bundle", ""),
             samples={k: list(v) for k, v in (d.get("samples") or {}).items()},
             wall_ms=StageStats.from_dict(d["wall_ms"]) if d.get("wall_ms") else None,
+            rounds={k: [list(r) for r in v] for k, v in (d.get("rounds") or {}).items()},
+            load=[float(x) for x in d.get("load") or []],
         )
+
+
+def case_id(profile: str, backend: str, precision: str, size: Sequence[int], condition: str) -> str:
+    return f"{profile}/{backend}/{precision}/{size[0]}x{size[1]}/{condition}"
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
+
+
+def runnable_others() -> float | None:
+    """Tasks runnable on this machine right now besides the caller (the 4th field of /proc/loadavg, less
+    the thread reading it); None where there is no /proc/loadavg. Sampled between frames, it says how busy
+    the machine was while a round ran."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return float(max(0, running - 1))
+
+
+class CaseTimer:
+    """Times one bundle at one size in rounds: `warm(n)` untimed frames, then `round(n)` timed ones as many
+    times as wanted (other cases' rounds may run in between), then `result()`.
+
+    `condition` forces that branch (every frame runs router-free trunk + that branch; "clean" runs nothing
+    but the pass-through); None lets the router choose on synthetic weather frames, one per condition in
+    turn. A stage's statistics cover the frames on which it ran (the runtime reports 0 for a stage that did
+    not run, e.g. trunk and branch on a frame judged clean); `total` covers every frame. `pool`: the
+    (condition, frame) list to cycle through instead of making one at `size`."""
+
+    def __init__(
+        self,
+        restorer: Any,
+        size: tuple[int, int],
+        *,
+        condition: str | None = None,
+        seed: int = 0,
+        pool: Sequence[tuple[str, np.ndarray]] | None = None,
+    ) -> None:
+        m = restorer.bundle.manifest
+        if condition is not None and condition not in CONDITIONS:
+            raise UserError(f"--condition {condition!r} is not one of {', '.join(CONDITIONS)}")
+        self.restorer, self.size, self.manifest = restorer, (int(size[0]), int(size[1])), m
+        self.condition = condition if m.family != "cmudrn" else None
+        self.label = case_label(m.family, condition)
+        if pool is None:
+            kinds = ("rain", "snow") if m.family == "cmudrn" else (condition,) if condition else CONDITIONS
+            pool = weather_frames(self.size, kinds, seed)
+        self.pool = pool
+        self._i = 0
+        self._rounds: dict[str, list[list[float]]] = {s: [] for s in ALL_STAGES}
+        self._wall: list[float] = []
+        self._seen: Counter[str] = Counter()
+        self._load: list[float] = []
+
+    @property
+    def id(self) -> str:
+        m = self.manifest
+        return case_id(m.profile, m.backend, m.precision, self.size, self.label)
+
+    def _frames(self, n: int, timed: bool, bar: Any) -> None:
+        previous = self.restorer.force
+        self.restorer.force = self.condition
+        round_: dict[str, list[float]] = {s: [] for s in ALL_STAGES}
+        load: list[float] = []
+        try:
+            for _ in range(n):
+                if timed and (busy := runnable_others()) is not None:
+                    load.append(busy)
+                frame = self.pool[self._i % len(self.pool)][1]
+                self._i += 1
+                t0 = time.perf_counter()
+                result = self.restorer(frame)
+                elapsed = (time.perf_counter() - t0) * 1e3
+                if bar is not None:
+                    bar.update(1)
+                if not timed:
+                    continue
+                self._wall.append(elapsed)
+                self._seen[result.condition] += 1
+                for s in ALL_STAGES:
+                    v = float(result.timings.get(s, 0.0))
+                    if v > 0.0 or s == "total":
+                        round_[s].append(v)
+        finally:
+            self.restorer.force = previous
+        if timed:
+            for s, v in round_.items():
+                if v:
+                    self._rounds[s].append(v)
+            if load:
+                self._load.append(float(np.mean(load)))
+
+    def warm(self, n: int, bar: Any = None) -> None:
+        self._frames(n, False, bar)
+
+    def round(self, n: int, bar: Any = None) -> None:
+        self._frames(n, True, bar)
+
+    def result(self) -> CaseResult:
+        m = self.manifest
+        rounds = {s: r for s, r in self._rounds.items() if r}
+        samples = {s: [x for r in v for x in r] for s, v in rounds.items()}
+        return CaseResult(
+            profile=m.profile,
+            family=m.family,
+            backend=m.backend,
+            precision=m.precision,
+            size=self.size,
+            condition=self.label,
+            frames=len(self._wall),
+            stages={s: summarize(v) for s, v in samples.items()},
+            conditions_seen=dict(self._seen),
+            bundle=str(self.restorer.bundle.path),
+            samples=samples,
+            wall_ms=summarize(self._wall),
+            rounds=rounds,
+            load=list(self._load),
+        )
+
+
+def case_label(family: str, condition: str | None) -> str:
+    """The condition part of a case id: "blind" (CMUDRN), the forced condition, or "routed"."""
+    return "blind" if family == "cmudrn" else condition or "routed"
+
+
+def round_sizes(frames: int, rounds: int) -> list[int]:
+    """`frames` split into `rounds` rounds as evenly as possible (the first ones one frame longer)."""
+    if rounds < 1 or frames < rounds:
+        raise UserError(f"--rounds {rounds} must be between 1 and --frames ({frames})")
+    return [frames // rounds + (i < frames % rounds) for i in range(rounds)]
+
+
+def bench_cases(
+    timers: Sequence[CaseTimer], *, frames: int, warmup: int, rounds: int = 1, progress: bool = False
+) -> list[CaseResult]:
+    """Warm every case up, then time `frames` frames per case in `rounds` rounds interleaved across the
+    cases (round 1 of each case, round 2 of each case, ...), so a load change on a shared machine lands on
+    every case alike and inside the rounds `compare` judges."""
+    plan = round_sizes(frames, rounds)
+    bar = _progress(len(timers) * (warmup + frames), "bench", progress)
+    try:
+        for t in timers:
+            t.warm(warmup, bar)
+        for n in plan:
+            for t in timers:
+                t.round(n, bar)
+    finally:
+        bar.close()
+    return [t.result() for t in timers]
 
 
 def bench_restorer(
@@ -365,60 +549,12 @@ def bench_restorer(
     seed: int = 0,
     pool: Sequence[tuple[str, np.ndarray]] | None = None,
     progress: bool = False,
+    rounds: int = 1,
 ) -> CaseResult:
-    """Time `frames` calls of `restorer` at (H, W) after `warmup` untimed ones.
-
-    `condition` forces that branch (every frame runs router-free trunk + that branch; "clean" runs nothing
-    but the pass-through); None lets the router choose on synthetic weather frames, one per condition in
-    turn. A stage's statistics cover the frames on which it ran (the runtime reports 0 for a stage that did
-    not run, e.g. trunk and branch on a frame judged clean); `total` covers every frame. `pool`: the
-    (condition, frame) list to cycle through instead of making one at `size`."""
-    m = restorer.bundle.manifest
-    if condition is not None and condition not in CONDITIONS:
-        raise UserError(f"--condition {condition!r} is not one of {', '.join(CONDITIONS)}")
-    label = "blind" if m.family == "cmudrn" else condition or "routed"
-    if pool is None:
-        kinds = ("rain", "snow") if m.family == "cmudrn" else (condition,) if condition else CONDITIONS
-        pool = weather_frames(size, kinds, seed)
-    previous = restorer.force
-    restorer.force = condition if m.family != "cmudrn" else None
-    samples: dict[str, list[float]] = {s: [] for s in ALL_STAGES}
-    wall: list[float] = []
-    seen: Counter[str] = Counter()
-    bar = _progress(warmup + frames, f"{m.profile} {m.precision} {size[0]}x{size[1]}", progress)
-    try:
-        for i in range(warmup + frames):
-            frame = pool[i % len(pool)][1]
-            t0 = time.perf_counter()
-            result = restorer(frame)
-            elapsed = (time.perf_counter() - t0) * 1e3
-            bar.update(1)
-            if i < warmup:
-                continue
-            wall.append(elapsed)
-            seen[result.condition] += 1
-            for s in ALL_STAGES:
-                v = float(result.timings.get(s, 0.0))
-                if v > 0.0 or s == "total":
-                    samples[s].append(v)
-    finally:
-        bar.close()
-        restorer.force = previous
-    stages = {s: summarize(v) for s, v in samples.items() if v}
-    return CaseResult(
-        profile=m.profile,
-        family=m.family,
-        backend=m.backend,
-        precision=m.precision,
-        size=(int(size[0]), int(size[1])),
-        condition=label,
-        frames=frames,
-        stages=stages,
-        conditions_seen=dict(seen),
-        bundle=str(restorer.bundle.path),
-        samples={k: v for k, v in samples.items() if v},
-        wall_ms=summarize(wall),
-    )
+    """Time `frames` calls of `restorer` at (H, W) after `warmup` untimed ones, in `rounds` rounds (see
+    `CaseTimer` for `condition` and `pool`)."""
+    timer = CaseTimer(restorer, size, condition=condition, seed=seed, pool=pool)
+    return bench_cases([timer], frames=frames, warmup=warmup, rounds=rounds, progress=progress)[0]
 
 
 def open_backend(bundle_dir: str | Path, threads: int | None = None) -> Any:
@@ -584,17 +720,83 @@ def resolve_baseline(arg: str | Path, device_key: str) -> Path:
     return p
 
 
+#: Verdicts of one stage, and of a whole comparison (the worst of its stages).
+REGRESSED, INCONCLUSIVE, UNCHANGED = "regressed", "inconclusive", "unchanged"
+STATS: tuple[str, ...] = ("mean", "p50", "p90", "p99", "max")
+
+
+def round_stat(samples: Sequence[float], stat: str) -> float:
+    """One round's `stat` (mean, p50, p90, p99 or max) of its samples."""
+    a = np.asarray(samples, dtype=np.float64)
+    if stat == "mean":
+        return float(a.mean())
+    if stat == "max":
+        return float(a.max())
+    return float(np.percentile(a, float(stat[1:])))
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """median(current) / median(baseline) and its bootstrap confidence interval [low, high]."""
+
+    ratio: float
+    low: float
+    high: float
+
+    def verdict(self, tolerance: float) -> str:
+        """regressed: the whole interval above 1 + tolerance; unchanged: the whole interval at or below it;
+        inconclusive: the interval straddles it (more rounds, or a quieter machine, would decide)."""
+        limit = 1.0 + tolerance
+        if self.low > limit:
+            return REGRESSED
+        if self.high <= limit:
+            return UNCHANGED
+        return INCONCLUSIVE
+
+
+def ratio_of_medians(
+    baseline: Sequence[float],
+    current: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> RatioEstimate:
+    """The ratio of the medians of two independent samples with a percentile bootstrap interval: both
+    samples are resampled with replacement `resamples` times (seeded: the same samples give the same
+    interval). The samples are per-round statistics, so the interval carries the run-to-run spread."""
+    b = np.asarray(baseline, dtype=np.float64)
+    c = np.asarray(current, dtype=np.float64)
+    if b.size == 0 or c.size == 0:
+        raise ValueError("ratio_of_medians needs two non-empty samples")
+    if np.median(b) <= 0:
+        raise ValueError("the baseline's median is not positive")
+    rng = np.random.default_rng(seed)
+    mb = np.median(b[rng.integers(0, b.size, (resamples, b.size))], axis=1)
+    mc = np.median(c[rng.integers(0, c.size, (resamples, c.size))], axis=1)
+    ratios = mc / np.maximum(mb, 1e-12)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return RatioEstimate(float(np.median(c) / np.median(b)), float(low), float(high))
+
+
 @dataclass(frozen=True)
 class StageCheck:
     case: str
     stage: str
-    baseline_ms: float
+    baseline_ms: float  # median over the baseline's rounds of the round statistic
     current_ms: float
-    regressed: bool
+    estimate: RatioEstimate
+    verdict: str
+    rounds: tuple[int, int]  # (baseline, current)
 
     @property
     def ratio(self) -> float:
-        return self.current_ms / self.baseline_ms if self.baseline_ms > 0 else math.inf
+        return self.estimate.ratio
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict == REGRESSED
 
 
 @dataclass
@@ -605,45 +807,168 @@ class Comparison:
     checks: list[StageCheck]
     missing: list[str]  # baseline cases this run did not measure
     new: list[str]  # cases this run measured that the baseline lacks
+    confidence: float = 0.95
+    threads: tuple[int | None, int | None] = (None, None)  # (baseline, current) intra-op threads
+    load: tuple[float | None, float | None] = (None, None)  # (baseline, current) median other runnable tasks
+    max_extra_load: float | None = None  # more extra load than this: a slowdown is not the code's to judge
+
+    @property
+    def machine_busier(self) -> bool:
+        """Other tasks kept the machine busier during this run than during the baseline's, by more than
+        `max_extra_load` runnable tasks: wall-clock times are then not comparable (a shared machine)."""
+        base, now = self.load
+        return None not in (base, now, self.max_extra_load) and now - base > self.max_extra_load
+
+    @property
+    def threads_dropped(self) -> bool:
+        base, now = self.threads
+        return base is not None and now is not None and now < base
 
     @property
     def regressions(self) -> list[StageCheck]:
         return [c for c in self.checks if c.regressed]
 
     @property
+    def inconclusive(self) -> list[StageCheck]:
+        return [c for c in self.checks if c.verdict == INCONCLUSIVE]
+
+    @property
+    def verdict(self) -> str:
+        if self.regressions or self.threads_dropped:
+            return REGRESSED
+        return INCONCLUSIVE if self.inconclusive else UNCHANGED
+
+    @property
     def ok(self) -> bool:
-        return not self.regressions
+        return self.verdict != REGRESSED
+
+    def summary(self) -> str:
+        """One line: what regressed (stages with their ratio and interval), or why it is inconclusive."""
+        if self.verdict == INCONCLUSIVE and self.machine_busier:
+            base, now = self.load
+            slower = ", ".join(f"{c.case} {c.stage} x{c.ratio:.2f}" for c in self.inconclusive)
+            return (
+                f"inconclusive: the machine ran {now:.1f} other runnable tasks during this run against "
+                f"{base:.1f} for the baseline (more than {self.max_extra_load:g} extra), so a slowdown "
+                f"({slower}) cannot be told from the load; run again when it is quieter"
+            )
+        if self.verdict == REGRESSED:
+            named = [
+                f"{c.case} {c.stage} x{c.ratio:.2f} [{c.estimate.low:.2f}, {c.estimate.high:.2f}]"
+                for c in self.regressions
+            ]
+            if self.threads_dropped:
+                named.insert(0, f"intra-op threads {self.threads[0]} -> {self.threads[1]}")
+            return f"regressed beyond {self.tolerance:.0%}: {', '.join(named)}"
+        if self.verdict == INCONCLUSIVE:
+            named = ", ".join(
+                f"{c.case} {c.stage} x{c.ratio:.2f} [{c.estimate.low:.2f}, {c.estimate.high:.2f}]"
+                for c in self.inconclusive
+            )
+            return (
+                f"inconclusive: the {self.confidence:.0%} interval straddles {1 + self.tolerance:.2f} for "
+                f"{named}; run more --rounds (or on a quieter machine) to decide"
+            )
+        return f"unchanged: every stage's {self.confidence:.0%} interval lies within {self.tolerance:.0%}"
 
     def lines(self) -> list[str]:
         out = [
-            f"compare ({self.stat}, tolerance {self.tolerance:.0%}) on {self.device_key}:",
-            "| case | stage | baseline ms | now ms | ratio | |",
-            "|---|---|---:|---:|---:|---|",
+            f"compare (median of per-round {self.stat}, {self.confidence:.0%} bootstrap interval of the ratio, "
+            f"tolerance {self.tolerance:.0%}) on {self.device_key}:",
+            "| case | stage | rounds | baseline ms | now ms | ratio | interval | verdict |",
+            "|---|---|---:|---:|---:|---:|---|---|",
         ]
         for c in self.checks:
-            mark = "REGRESSED" if c.regressed else "ok"
             out.append(
-                f"| {c.case} | {c.stage} | {c.baseline_ms:.3f} | {c.current_ms:.3f} | {c.ratio:.2f} | {mark} |"
+                f"| {c.case} | {c.stage} | {c.rounds[0]}/{c.rounds[1]} | {c.baseline_ms:.3f} | "
+                f"{c.current_ms:.3f} | {c.ratio:.2f} | [{c.estimate.low:.2f}, {c.estimate.high:.2f}] | "
+                f"{c.verdict} |"
+            )
+        base, now = self.threads
+        if base != now:
+            out.append(f"intra-op threads: baseline {base}, this run {now}")
+        base_load, now_load = self.load
+        if base_load is not None and now_load is not None:
+            out.append(
+                f"machine load (other runnable tasks, median): baseline {base_load:.1f}, this run {now_load:.1f}"
             )
         if self.missing:
             out.append(f"not measured in this run (in the baseline): {', '.join(self.missing)}")
         if self.new:
             out.append(f"not in the baseline (not compared): {', '.join(self.new)}")
-        if self.regressions:
-            named = ", ".join(f"{c.case} {c.stage} (x{c.ratio:.2f})" for c in self.regressions)
-            out.append(f"REGRESSION beyond {self.tolerance:.0%}: {named}")
-        else:
-            out.append(f"no stage slower than the baseline by more than {self.tolerance:.0%}")
+        out.append(self.summary())
         return out
+
+
+def _bad(what: str, why: str) -> UserError:
+    return UserError(f"{what} {why}; record it again with `edgerestore bench ... --save-baseline`")
+
+
+def _number_rounds(value: Any, what: str) -> list[list[float]]:
+    """A stage's rounds as lists of finite, non-negative floats, or a one-line `UserError`."""
+    if not isinstance(value, list) or not value:
+        raise _bad(what, "has no rounds")
+    out = []
+    for r in value:
+        if not isinstance(r, list) or not r:
+            raise _bad(what, "has an empty or malformed round")
+        try:
+            floats = [float(x) for x in r if not isinstance(x, bool)]
+        except (TypeError, ValueError):
+            bad = next(x for x in r if not isinstance(x, (int, float)))
+            raise _bad(what, f"holds {bad!r}, not a number of milliseconds") from None
+        if len(floats) != len(r) or not all(math.isfinite(x) and x >= 0 for x in floats):
+            raise _bad(what, "holds a value that is not a finite, non-negative number of milliseconds")
+        out.append(floats)
+    return out
+
+
+def validate_report(d: Any, what: str) -> dict[str, Any]:
+    """Everything `compare` reads from a bench JSON, checked up front (before any timing): the format, a
+    device key, the thread count, and cases with ids and numeric per-round samples. Returns `d`."""
+    check_format(d, what)
+    device = d.get("device")
+    if not isinstance(device, Mapping) or not isinstance(device.get("key"), str) or not device["key"]:
+        raise _bad(what, "has no device key")
+    threads = device.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise _bad(what, f"records threads {threads!r}, not a count")
+    cases = d.get("cases")
+    if not isinstance(cases, list) or not cases:
+        raise _bad(what, "holds no cases")
+    for c in cases:
+        if not isinstance(c, Mapping) or not isinstance(c.get("id"), str):
+            raise _bad(what, "holds a case without an id")
+        rounds = c.get("rounds")
+        if not isinstance(rounds, Mapping) or not rounds:
+            raise _bad(what, f"case {c['id']} has no per-round samples (an older bench format)")
+        for stage, value in rounds.items():
+            _number_rounds(value, f"{what} case {c['id']} stage {stage}")
+        if c.get("load"):
+            _number_rounds([c["load"]], f"{what} case {c['id']} load")
+    return dict(d)
 
 
 def check_device(baseline: Mapping[str, Any], device_key: str) -> None:
     """Raise `DeviceMismatch` (one line) unless `baseline` was recorded under `device_key`."""
     key_base = (baseline.get("device") or {}).get("key")
+    if not key_base:
+        raise DeviceMismatch("the baseline has no device key; record it again with --save-baseline")
     if key_base != device_key:
         raise DeviceMismatch(
             f"baseline was recorded on {key_base}, this run is {device_key}: not comparable; record a baseline "
             f"on this device (--save-baseline) and compare against {DEFAULT_BASELINE_DIR}/{device_key}.json"
+        )
+
+
+def check_shared_cases(baseline: Mapping[str, Any], planned: Sequence[str]) -> None:
+    """Before timing: `UserError` unless the run about to start measures a case of the baseline."""
+    base_ids = [c["id"] for c in baseline.get("cases") or []]
+    if not set(base_ids) & set(planned):
+        raise UserError(
+            f"the baseline measured {', '.join(base_ids) or 'nothing'} and this run would measure "
+            f"{', '.join(planned) or 'nothing'}: no case in common; run the baseline's sizes, bundles and "
+            "--condition"
         )
 
 
@@ -654,35 +979,54 @@ def compare(
     stat: str = "p50",
     stages: Sequence[str] = REPORT_STAGES,
     min_ms: float = DEFAULT_MIN_MS,
+    confidence: float = 0.95,
+    resamples: int = 4000,
+    max_extra_load: float | None = None,
 ) -> Comparison:
-    """Compare two bench JSON payloads case by case (same id) and stage by stage on `stat`.
+    """Compare two bench JSON payloads case by case (same id) and stage by stage.
 
-    A stage regressed when `current > baseline * (1 + tolerance)`; stages under `min_ms` in the baseline
-    are skipped. Raises `DeviceMismatch` when the two were recorded under different device keys, and
-    `UserError` when they share no case."""
-    check_format(current, "this run")
-    check_format(baseline, "the baseline")
-    if stat not in ("mean", "p50", "p90", "p99", "max"):
-        raise UserError(f"unknown statistic {stat!r}; expected mean, p50, p90, p99 or max")
+    Each round's `stat` is one observation; a stage's estimate is the ratio of the medians of those
+    observations (now / baseline) with a `confidence` bootstrap interval (`ratio_of_medians`), and its
+    verdict is regressed / unchanged / inconclusive against `1 + tolerance` (`RatioEstimate.verdict`).
+    Stages whose baseline median is under `min_ms` are skipped. A run with fewer intra-op threads than its
+    baseline is regressed whatever the times. When both runs sampled the machine's load (`runnable_others`)
+    and this run's median exceeds the baseline's by more than `max_extra_load` tasks (default: the device's
+    core count, so one busy process beside the run is still a slowdown to catch, a machine saturated by
+    others is not), a regressed stage is reported inconclusive instead. Raises `DeviceMismatch` when the two
+    were recorded under different device keys, and `UserError` when they share no case or hold malformed
+    values."""
+    current = validate_report(current, "this run")
+    baseline = validate_report(baseline, "the baseline")
+    if stat not in STATS:
+        raise UserError(f"unknown statistic {stat!r}; expected {', '.join(STATS)}")
+    if not 0.5 <= confidence < 1.0:
+        raise UserError(f"confidence {confidence!r} must be in [0.5, 1)")
     key_now = current["device"]["key"]
     check_device(baseline, key_now)
-    base_cases = {c["id"]: c for c in baseline.get("cases") or []}
-    cur_cases = {c["id"]: c for c in current.get("cases") or []}
-    shared = [k for k in cur_cases if k in base_cases]
-    if not shared:
-        raise UserError(
-            f"the baseline measured {', '.join(base_cases) or 'nothing'} and this run "
-            f"{', '.join(cur_cases) or 'nothing'}: no case in common; run the baseline's sizes and bundles"
-        )
+    base_cases = {c["id"]: c for c in baseline["cases"]}
+    cur_cases = {c["id"]: c for c in current["cases"]}
+    check_shared_cases(baseline, list(cur_cases))
+    base_load, now_load = (_median_load(baseline), _median_load(current))
+    if max_extra_load is None:
+        max_extra_load = float(current["device"].get("cores") or 1)
+    busier = None not in (base_load, now_load) and now_load - base_load > max_extra_load
     checks = []
-    for cid in shared:
+    for cid in [k for k in cur_cases if k in base_cases]:
         for s in stages:
-            b = base_cases[cid]["stages"].get(s)
-            c = cur_cases[cid]["stages"].get(s)
-            if b is None or c is None or float(b[stat]) < min_ms:
+            b_rounds, c_rounds = base_cases[cid]["rounds"].get(s), cur_cases[cid]["rounds"].get(s)
+            if b_rounds is None or c_rounds is None:
                 continue
-            bv, cv = float(b[stat]), float(c[stat])
-            checks.append(StageCheck(cid, s, bv, cv, cv > bv * (1.0 + tolerance)))
+            b = [round_stat(r, stat) for r in b_rounds]
+            c = [round_stat(r, stat) for r in c_rounds]
+            if float(np.median(b)) < max(min_ms, 1e-9):
+                continue
+            est = ratio_of_medians(b, c, confidence=confidence, resamples=resamples)
+            verdict = est.verdict(tolerance)
+            if verdict == REGRESSED and busier:
+                verdict = INCONCLUSIVE
+            checks.append(
+                StageCheck(cid, s, float(np.median(b)), float(np.median(c)), est, verdict, (len(b), len(c)))
+            )
     if not checks:
         raise UserError(
             f"no stage of the shared cases reaches {min_ms} ms in the baseline on {stat}: nothing to judge "
@@ -695,7 +1039,28 @@ def compare(
         checks,
         missing=[k for k in base_cases if k not in cur_cases],
         new=[k for k in cur_cases if k not in base_cases],
+        confidence=confidence,
+        threads=(baseline["device"].get("threads"), current["device"].get("threads")),
+        load=(base_load, now_load),
+        max_extra_load=max_extra_load,
     )
+
+
+def _median_load(report: Mapping[str, Any]) -> float | None:
+    values = [float(x) for c in report["cases"] for x in (c.get("load") or [])]
+    return float(np.median(values)) if values else None
+
+
+def baseline_destination(arg: str, device_key: str) -> Path:
+    """Where `--save-baseline ARG` writes: ARG itself when it names a .json file; `<ARG>/<device-key>.json`
+    when it is a folder, ends with a path separator or has no .json suffix (a new folder is created);
+    the default folder when ARG is empty."""
+    if not arg:
+        return baseline_path(device_key)
+    p = Path(arg)
+    if arg.endswith(("/", os.sep)) or p.is_dir() or p.suffix.lower() != ".json":
+        return baseline_path(device_key, p)
+    return p
 
 
 # ---------------------------------------------------------------------------------------------------------

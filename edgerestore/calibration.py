@@ -218,19 +218,37 @@ def make_default_set(
     return written
 
 
+def default_calibration_set(option: str = "--frames") -> Path:
+    """The default calibration frames (`DEFAULT_SET`, package data found by `edgerestore.assets`, so an
+    installed wheel has them as well as a checkout); `UserError` naming the calling command's own frames
+    `option` (`calibrate --frames`, `build --calib`) when they are missing."""
+    folder = DEFAULT_SET
+    if not folder.is_dir() or not any(folder.glob("*.jpg")):
+        raise UserError(
+            f"the default calibration set {folder} is missing from this install; give {option} DIR|VIDEO|synthetic"
+        )
+    return folder
+
+
 def load_frames(
-    source: str | Path | None, limit: int | None = None, long_side: int | None = None, seed: int = 0
+    source: str | Path | None,
+    limit: int | None = None,
+    long_side: int | None = None,
+    seed: int = 0,
+    option: str = "--frames",
 ) -> list[Frame]:
-    """Frames from a folder, a video, `synthetic[:N]`, or (None) the committed default set."""
+    """Frames from a folder, a video, `synthetic[:N]`, or (None) the committed default set; `option` is the
+    command's option for them, named in errors."""
     if source is None:
-        if not DEFAULT_SET.is_dir():
-            raise UserError(
-                f"the default calibration set {DEFAULT_SET} is missing; give --frames DIR|VIDEO|synthetic"
-            )
-        return frames_from_folder(DEFAULT_SET, limit, long_side)
+        return frames_from_folder(default_calibration_set(option), limit, long_side)
     text = str(source)
     if text == "synthetic" or text.startswith("synthetic:"):
-        count = int(text.split(":", 1)[1]) if ":" in text else (limit or 20)
+        count_text = text.split(":", 1)[1] if ":" in text else str(limit or 20)
+        if not count_text.isdigit() or int(count_text) < 1:
+            raise UserError(
+                f"{option} {text!r}: the frame count after 'synthetic:' must be a positive integer"
+            )
+        count = int(count_text)
         return [
             Frame(f.name, _fit(f.image, long_side), _fit(f.target, long_side), f.condition)
             for f in synthetic_frames(count, seed=seed)

@@ -65,6 +65,43 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: top-level module -> the extra of `pip install 'edgerestore[EXTRA]'` that installs it
+EXTRAS: dict[str, str] = {
+    "torch": "train",
+    "onnxsim": "train",
+    "onnxconverter_common": "train",
+    "onnxscript": "train",
+    "polygraphy": "train",
+    "matplotlib": "train",
+    "skimage": "train",
+    "tensorrt": "tensorrt",
+    "tensorrt_rtx": "tensorrt-rtx",
+    "cuda": "gpu",
+    "modelopt": "int8-trt",
+    "onnx_graphsurgeon": "int8-trt",
+    "onnxslim": "int8-trt",
+    "mcap": "ros2",
+    "mcap_ros2": "ros2",
+    "pytriton": "serving",
+    "tritonclient": "serving",
+    "psutil": "dev",
+}
+
+
+def missing_package_message(verb: str, exc: ImportError) -> str | None:
+    """One line naming the extra that installs the module `exc` could not import (None for a module that
+    is not an optional dependency, e.g. a broken edgerestore module: that stays a traceback)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    extra = EXTRAS[top]
+    hint = "pip install torch==2.13.0 && " if extra == "train" else ""
+    return (
+        f"edgerestore {verb}: error: this needs {top}, which is not installed; install the "
+        f"'{extra}' extra: {hint}pip install 'edgerestore[{extra}]'"
+    )
+
+
 def _top_parser() -> argparse.ArgumentParser:
     width = max(map(len, COMMANDS))
     lines = "\n".join(f"  {verb:<{width}} {help_}" for verb, (_, help_) in COMMANDS.items())
@@ -97,11 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        print(
-            f"edgerestore: error: `{verb}` needs a package that is not installed ({exc.name or exc}); "
-            "install the extras: pip install 'edgerestore[train]'",
-            file=sys.stderr,
-        )
+        message = missing_package_message(verb, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
     parser = argparse.ArgumentParser(prog=f"edgerestore {verb}", description=help_)
     module.add_arguments(parser)
@@ -111,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"edgerestore {verb}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ImportError as exc:  # an optional dependency imported inside run() (torch for a stale build, ...)
+        message = missing_package_message(verb, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:
         what = getattr(exc, "signal_name", None)
         print(f"edgerestore {verb}: {f'terminated ({what})' if what else 'interrupted'}", file=sys.stderr)

@@ -44,8 +44,61 @@ def check_writable(path: str | Path, option: str, *, folder: bool = False) -> No
         raise UserError(f"cannot write {path}: {exc.strerror or exc}{hint}") from None
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, option: str, holder: str):
+    """Hold `<path>.lock` (an advisory `flock`, released by the kernel when the process dies, even by
+    SIGKILL) for the duration; `UserError` naming `option` when another process holds it, e.g. two trainings
+    writing the same checkpoint. The lock file records the holder's pid and is removed on exit."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {lock}: {_why_unwritable(lock, exc)}; choose a writable {option}"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise UserError(
+                f"{holder} (pid {other}) is writing {path}; wait for it or choose another {option}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+    finally:
+        os.close(fd)
+
+
+def remove_stale_partials(path: Path) -> None:
+    """Remove `.<name>.<pid>-<id>.partial` files beside `path` left by writers that died mid-write (SIGKILL,
+    power loss): their pid no longer runs. A live writer's file is left alone."""
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{path.name}.*.partial"):
+            pid_text = tmp.name[len(path.name) + 2 :].split("-", 1)[0]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid_text), 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            except PermissionError:  # someone else's live process
+                pass
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     path = Path(path)
+    remove_stale_partials(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

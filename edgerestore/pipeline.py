@@ -105,7 +105,7 @@ def make_precision(export_dir: Path, variant: str, calib: str | Path | None, pro
     from edgerestore.calibration import load_frames, make_int8, split_holdout
     from edgerestore.precision import make_fp16
 
-    frames = load_frames(calib)
+    frames = load_frames(calib, option="--calib")
     calib_frames, held = split_holdout(frames, max(2, len(frames) // 4))
     if variant == "fp16":
         return make_fp16(export_dir, held, calib_frames=calib_frames, progress=progress)

@@ -36,39 +36,130 @@ def test_sizes_and_tolerances_parse_the_documented_forms():
         bench.parse_tolerance("ten")
 
 
-def _stats(ms: float) -> dict:
-    return bench.StageStats(100, ms, ms, ms * 1.1, ms * 1.3, ms * 1.5).to_dict()
+KEY = "amd-epyc-2c-onnxruntime-1.22.0"
+CASE = "uffn-tiny/onnxruntime/int8/360x640/routed"
+STAGES = {"router": 1.0, "trunk": 20.0, "branch": 30.0, "copies": 0.2, "total": 52.0}
 
 
-def _payload(key: str = "amd-epyc-2c-onnxruntime-1.22.0-t2", **stage_ms: float) -> dict:
-    stages = {"router": 1.0, "trunk": 20.0, "branch": 30.0, "copies": 0.2, "total": 52.0, **stage_ms}
+def _rounds(ms: float, rounds: int, spread: float, seed: int, frames: int = 10) -> list[list[float]]:
+    """`rounds` rounds of `frames` samples around `ms`: each round shifted by a load factor drawn from
+    [1, 1 + spread] (a shared machine's load changes between rounds), frames jittered by 2 %."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(rounds):
+        load = 1.0 + spread * rng.random()
+        out.append([ms * load * (1.0 + 0.02 * rng.standard_normal()) for _ in range(frames)])
+    return out
+
+
+def _payload(
+    key: str = KEY, *, factor: float = 1.0, spread: float = 0.0, seed: int = 0, rounds: int = 10,
+    threads: int | None = 2, **stage_ms: float,
+) -> dict:  # fmt: skip
+    stages = {**STAGES, **stage_ms}
     return {
         "format": bench.FORMAT,
-        "device": {"key": key},
+        "device": {"key": key, "threads": threads},
         "cases": [
             {
-                "id": "uffn-tiny/onnxruntime/int8/360x640/routed",
-                "stages": {k: _stats(v) for k, v in stages.items()},
+                "id": CASE,
+                "rounds": {
+                    k: _rounds(v * factor, rounds, spread, seed + i)
+                    for i, (k, v) in enumerate(stages.items())
+                },
             }
         ],
     }
 
 
-def test_comparator_flags_a_planted_20_percent_regression_and_names_the_stage():
-    result = bench.compare(_payload(branch=36.0, total=58.0), _payload(), tolerance=0.10)
-    assert not result.ok
-    assert {c.stage for c in result.regressions} == {"branch", "total"}
-    assert any("branch" in line and "REGRESSED" in line for line in result.lines())
-    assert result.lines()[-1].startswith("REGRESSION beyond 10%")
+def test_ratio_of_medians_interval_is_seeded_and_covers_the_true_ratio():
+    rng = np.random.default_rng(1)
+    base = list(10 + rng.random(12))
+    now = [x * 1.5 for x in base]
+    est = bench.ratio_of_medians(base, now)
+    assert est == bench.ratio_of_medians(base, now)  # deterministic: the same samples, the same interval
+    assert est.ratio == pytest.approx(1.5) and est.low <= 1.5 <= est.high
+    assert est.verdict(0.10) == bench.REGRESSED
+    assert bench.ratio_of_medians(base, base).verdict(0.10) == bench.UNCHANGED
+    wide = bench.ratio_of_medians([10, 10, 10, 30], [11, 11, 13, 30])
+    assert wide.verdict(0.10) == bench.INCONCLUSIVE  # too few, too spread rounds to decide either way
+    narrow = bench.ratio_of_medians(base, now, confidence=0.5)
+    assert est.low <= narrow.low <= narrow.high <= est.high
+
+
+def test_comparator_flags_a_planted_30_percent_regression_among_noisy_rounds_and_names_the_stage():
+    base = _payload(spread=0.15, seed=0)
+    now = _payload(spread=0.15, seed=100, branch=39.0, total=61.0)  # branch x1.3, total x1.17
+    result = bench.compare(now, base, tolerance=0.10)
+    assert result.verdict == bench.REGRESSED and not result.ok
+    assert "branch" in {c.stage for c in result.regressions}
+    assert {"router", "trunk"}.isdisjoint(c.stage for c in result.regressions)
+    assert any("branch" in line and "regressed" in line for line in result.lines())
+    assert result.lines()[-1].startswith(f"regressed beyond 10%: {CASE} branch x1.")
+
+
+def test_noisy_unchanged_runs_are_never_a_regression():
+    """Twenty pairs of unchanged runs, each round slowed by up to 25 % of load at random: no false alarm."""
+    verdicts = [
+        bench.compare(_payload(spread=0.25, seed=s), _payload(spread=0.25, seed=1000 + s)).verdict
+        for s in range(20)
+    ]
+    assert bench.REGRESSED not in verdicts
+    quiet = [
+        bench.compare(_payload(spread=0.05, seed=s), _payload(spread=0.05, seed=1000 + s)).verdict
+        for s in range(20)
+    ]
+    assert quiet == [bench.UNCHANGED] * 20  # with little noise the interval is narrow enough to say so
+
+
+def test_a_1_3x_slowdown_is_caught_every_time_despite_the_noise():
+    verdicts = [
+        bench.compare(_payload(factor=1.3, spread=0.10, seed=s), _payload(spread=0.10, seed=1000 + s)).verdict
+        for s in range(20)
+    ]
+    assert verdicts == [bench.REGRESSED] * 20
+
+
+def test_too_few_noisy_rounds_are_inconclusive_not_a_verdict():
+    result = bench.compare(
+        _payload(factor=1.12, spread=0.4, rounds=3, seed=1), _payload(spread=0.4, rounds=3, seed=2)
+    )
+    assert result.verdict == bench.INCONCLUSIVE and result.ok
+    assert "run more --rounds" in result.summary()
+
+
+def test_a_slowdown_while_the_machine_was_much_busier_is_inconclusive_not_regressed():
+    base, now = _payload(), _payload(factor=1.5)
+    base["device"]["cores"] = now["device"]["cores"] = 2
+    base["cases"][0]["load"] = [0.5] * 10
+    now["cases"][0]["load"] = [1.5] * 10  # one busy process more: a slowdown to catch
+    assert bench.compare(now, base).verdict == bench.REGRESSED
+    now["cases"][0]["load"] = [9.0] * 10  # a machine saturated by others: not the code's to judge
+    result = bench.compare(now, base)
+    assert result.verdict == bench.INCONCLUSIVE and result.machine_busier
+    assert "the machine ran 9.0 other runnable tasks during this run against 0.5" in result.summary()
+    assert bench.compare(now, base, max_extra_load=10).verdict == bench.REGRESSED
+
+
+def test_runnable_others_reads_the_machine_load():
+    busy = bench.runnable_others()
+    assert busy is None or busy >= 0
 
 
 def test_comparator_passes_a_2_percent_slow_down_and_ignores_microsecond_stages():
     base = _payload(copies=0.01)
     now = _payload(branch=30.6, total=53.0, copies=0.03)  # copies tripled, but below min_ms
     result = bench.compare(now, base, tolerance=0.10)
-    assert result.ok
+    assert result.verdict == bench.UNCHANGED
     assert "copies" not in {c.stage for c in result.checks}
     assert {c.stage for c in result.checks} == {"router", "trunk", "branch", "total"}
+
+
+def test_fewer_threads_than_the_baseline_is_a_regression_not_another_device():
+    result = bench.compare(_payload(threads=1), _payload(threads=2))
+    assert result.verdict == bench.REGRESSED
+    assert result.summary().startswith("regressed beyond 10%: intra-op threads 2 -> 1")
+    assert bench.compare(_payload(threads=4), _payload(threads=2)).verdict == bench.UNCHANGED
 
 
 def test_device_key_mismatch_refuses_to_compare(tmp_path):
@@ -77,7 +168,7 @@ def test_device_key_mismatch_refuses_to_compare(tmp_path):
         bench.compare(_payload(), jetson)
     (tmp_path / "orin-sm87-8c-tensorrt-10.3.0.json").write_text(json.dumps(jetson))
     with pytest.raises(bench.DeviceMismatch, match="no baseline for this device"):
-        bench.resolve_baseline(tmp_path, "amd-epyc-2c-onnxruntime-1.22.0-t2")
+        bench.resolve_baseline(tmp_path, KEY)
     assert bench.resolve_baseline(tmp_path, "orin-sm87-8c-tensorrt-10.3.0").name.startswith("orin")
 
 
@@ -86,22 +177,72 @@ def test_comparator_refuses_runs_without_a_common_case():
     other["cases"][0]["id"] = "uffn-tiny/onnxruntime/fp32/720x1280/routed"
     with pytest.raises(UserError, match="no case in common"):
         bench.compare(_payload(), other)
+    with pytest.raises(UserError, match="no case in common"):
+        bench.check_shared_cases(other, [CASE])
 
 
-def test_device_key_separates_hardware_runtime_version_and_threads():
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: d["device"].pop("key"), "has no device key"),
+        (lambda d: d["device"].update(threads="two"), "records threads 'two'"),
+        (lambda d: d["cases"][0]["rounds"]["total"][0].__setitem__(3, "fast"), "holds 'fast', not a number"),
+        (lambda d: d["cases"][0]["rounds"]["total"][0].__setitem__(3, float("nan")), "not a finite"),
+        (lambda d: d["cases"][0].pop("rounds"), "no per-round samples"),
+        (lambda d: d["cases"][0]["rounds"].__setitem__("total", []), "has no rounds"),
+        (lambda d: d.__setitem__("cases", []), "holds no cases"),
+    ],
+)
+def test_malformed_baselines_are_one_line_errors(damage, message):
+    bad = _payload()
+    damage(bad)
+    with pytest.raises(UserError, match=message) as info:
+        bench.validate_report(bad, "baseline b.json")
+    assert "\n" not in str(info.value) and str(info.value).startswith("baseline b.json")
+
+
+def test_save_baseline_destination_treats_new_folders_as_folders(tmp_path):
+    assert bench.baseline_destination("", KEY) == bench.DEFAULT_BASELINE_DIR / f"{KEY}.json"
+    assert bench.baseline_destination(f"{tmp_path}/newdir/", KEY) == tmp_path / "newdir" / f"{KEY}.json"
+    assert bench.baseline_destination(str(tmp_path / "newdir"), KEY) == tmp_path / "newdir" / f"{KEY}.json"
+    assert bench.baseline_destination(str(tmp_path / "mine.json"), KEY) == tmp_path / "mine.json"
+
+
+def test_device_key_separates_hardware_runtime_and_version_but_not_threads():
     a = bench.BenchDevice(
         "cpu", "Intel(R) Xeon(R) Platinum 8272CL CPU @ 2.60GHz", 2, "onnxruntime", "1.22.0", 2
     )
-    assert a.key == "intel-xeon-platinum-8272cl-2c-onnxruntime-1.22.0-t2"
+    assert a.key == "intel-xeon-platinum-8272cl-2c-onnxruntime-1.22.0"
+    assert bench.BenchDevice("cpu", a.name, 2, "onnxruntime", "1.22.0", 1).key == a.key
     keys = {
         a.key,
-        bench.BenchDevice("cpu", a.name, 2, "onnxruntime", "1.22.0", 1).key,
         bench.BenchDevice("cpu", a.name, 4, "onnxruntime", "1.22.0", 2).key,
         bench.BenchDevice("cpu", a.name, 2, "onnxruntime", "1.23.0", 2).key,
         bench.BenchDevice("gpu", "Orin", 8, "tensorrt", "10.3.0", None, "8.7").key,
     }
-    assert len(keys) == 5
+    assert len(keys) == 4
     assert bench.BenchDevice.from_dict(a.to_dict()) == a
+
+
+def test_rounds_split_the_frames_and_are_interleaved_across_cases(synthetic_bundle):
+    from edgerestore.runtime.restorer import Restorer
+
+    assert bench.round_sizes(10, 3) == [4, 3, 3]
+    with pytest.raises(UserError, match="--rounds 5 must be between 1 and --frames"):
+        bench.round_sizes(4, 5)
+    order = []
+    with Restorer.open(synthetic_bundle, threads=1) as r:
+        timers = [bench.CaseTimer(r, size, condition="rain") for size in [(32, 48), (48, 64)]]
+        for t in timers:
+            original = t.round
+            t.round = lambda n, bar=None, t=t, original=original: (order.append(t.size), original(n, bar))
+        cases = bench.bench_cases(timers, frames=6, warmup=1, rounds=3)
+    assert order == [(32, 48), (48, 64)] * 3
+    for c in cases:
+        assert c.frames == 6 and [len(r) for r in c.rounds["total"]] == [2, 2, 2]
+        assert c.samples["total"] == [x for r in c.rounds["total"] for x in r]
+        back = bench.CaseResult.from_dict(c.to_dict()).rounds["total"]
+        assert np.allclose(back, c.rounds["total"], atol=1e-4)
 
 
 @pytest.fixture
@@ -126,6 +267,8 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
         "8",
         "--warmup",
         "1",
+        "--rounds",
+        "4",
     ]
     common += ["--condition", "rain", "--threads", "1"]
     base = tmp_path / "baselines"
@@ -139,13 +282,14 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
     assert {"trunk", "branch", "total"} <= set(case["stages"]) and len(case["samples"]["total"]) == 8
     assert (tmp_path / "a" / "bench_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stored = json.loads((base / f"{key}.json").read_text())
-    assert "samples" not in stored["cases"][0]
+    assert "samples" not in stored["cases"][0] and len(stored["cases"][0]["rounds"]["total"]) == 4
 
     # the same device against a baseline that was 20x faster on every stage: exit 1, stages named
     fast = copy.deepcopy(stored)
-    for st in fast["cases"][0]["stages"].values():
-        for k in ("mean", "p50", "p90", "p99", "max"):
-            st[k] /= 20
+    for rounds in fast["cases"][0]["rounds"].values():
+        for r in rounds:
+            r[:] = [x / 20 for x in r]
+    fast["cases"][0]["load"] = []  # no load recorded: the machine-load guard stays out of this check
     (base / f"{key}.json").write_text(json.dumps(fast))
     capsys.readouterr()
     assert main([*common, "--out", str(tmp_path / "b"), "--compare", str(base), "--min-ms", "0"]) == 1
@@ -159,6 +303,30 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
     assert main([*common, "--out", str(tmp_path / "c"), "--compare", str(tmp_path / "other.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert "not comparable" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c" / "bench.json").exists()  # refused before timing
+
+    # malformed or disjoint baselines: refused in one line before any frame is timed
+    broken = copy.deepcopy(stored)
+    broken["cases"][0]["rounds"]["total"][0][0] = "n/a"
+    disjoint = copy.deepcopy(stored)
+    disjoint["cases"][0]["id"] = disjoint["cases"][0]["id"].replace("48x64", "96x128")
+    keyless = copy.deepcopy(stored)
+    del keyless["device"]["key"]
+    for name, payload, message in [
+        ("broken", broken, "holds 'n/a', not a number"),
+        ("disjoint", disjoint, "no case in common"),
+        ("keyless", keyless, "has no device key"),
+    ]:
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+        out = tmp_path / f"out-{name}"
+        assert main([*common, "--out", str(out), "--compare", str(tmp_path / f"{name}.json")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "None" not in err
+        assert not (out / "bench.json").exists()
+
+    # --save-baseline into a folder that does not exist yet: <folder>/<device-key>.json
+    assert main([*common, "--out", str(tmp_path / "d"), "--save-baseline", f"{tmp_path}/newdir/"]) == 0
+    assert (tmp_path / "newdir" / f"{key}.json").is_file()
 
 
 def test_pipeline_measurement_reports_throughput_and_capture_to_display(synthetic_bundle):
@@ -217,13 +385,13 @@ def test_bench_times_frames_from_an_input_uri(tmp_path, synthetic_bundle, capsys
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"frames/{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
     pools = []
-    real = bench_module.bench_restorer
+    real = bench_module.CaseTimer.__init__
 
-    def spy(*args, **kwargs):
+    def spy(self, *args, **kwargs):
         pools.append(kwargs.get("pool"))
-        return real(*args, **kwargs)
+        real(self, *args, **kwargs)
 
-    monkeypatch.setattr(bench_module, "bench_restorer", spy)
+    monkeypatch.setattr(bench_module.CaseTimer, "__init__", spy)
     args = ["bench", "--bundle", str(synthetic_bundle), "--sizes", "48x64", "--frames", "4", "--warmup", "0"]
     assert (
         main([*args, "--input", f"file://{tmp_path}/frames", "--out", str(tmp_path / "b"), "--no-plot"]) == 0

@@ -3,8 +3,10 @@
 On a shared, noisy CPU no absolute millisecond is asserted: each test compares two things measured
 interleaved in the same run (INT8 vs float32, a routed frame vs every branch, the camera pipeline vs the
 model alone). On a device with a committed baseline (`benchmarks/baselines/<device-key>.json`, recorded with
-`edgerestore bench ... --save-baseline`), the last test re-runs the baseline's cases and fails on a stage
-more than 10 % slower; elsewhere it skips, naming the key to record.
+`edgerestore bench ... --save-baseline`, with or without --threads: the key is the hardware and runtime,
+the thread count that ran is recorded beside it), the last test re-runs the baseline's cases with the
+baseline's threads and rounds, interleaved, and fails only on a stage `bench.compare` calls regressed (the
+bootstrap interval of the ratio of medians lies wholly above 1.10); elsewhere it skips, naming the key.
 
 The uffn-tiny bundles are built once per session under a temporary folder (from weights/uffn-tiny.pt when
 it exists, else untrained weights: latency does not depend on the weights' values).
@@ -12,6 +14,7 @@ it exists, else untrained weights: latency does not depend on the weights' value
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -121,41 +124,50 @@ def test_routed_frame_is_not_slower_than_running_every_branch(bundles):
 
 
 def test_camera_pipeline_adds_at_most_10_percent_to_the_model_time(bundles):
+    """Three short measurements, judged on their medians: one measurement on a shared machine is noise."""
     from edgerestore.runtime.restorer import Restorer
 
     with Restorer.open(bundles["int8"], threads=2) as r:
-        pb = bench.measure_pipeline(r, SIZE, frames=30, warmup=3, condition="rain", camera_fps=30)
-    report = "\n".join(pb.lines())
-    assert pb.overhead <= 0.10, report
-    assert pb.throughput_ratio >= 0.90, report
-    assert pb.latency_ratio <= 1.50, report
+        runs = [
+            bench.measure_pipeline(r, SIZE, frames=20, warmup=3, condition="rain", camera_fps=30)
+            for _ in range(3)
+        ]
+    report = "\n".join(line for pb in runs for line in pb.lines())
+    assert statistics.median(pb.overhead for pb in runs) <= 0.10, report
+    assert statistics.median(pb.throughput_ratio for pb in runs) >= 0.90, report
+    assert statistics.median(pb.latency_ratio for pb in runs) <= 1.50, report
 
 
 def test_no_stage_regressed_against_this_devices_baseline(bundles):
     """Runs only where `benchmarks/baselines/<device-key>.json` exists (record it on the device itself)."""
     from edgerestore.runtime.restorer import Restorer
 
-    with Restorer.open(bundles["int8"], threads=2) as r:
+    with Restorer.open(bundles["int8"]) as r:
         device = bench.device_of(r)
     key = device.key
     path = Path(__file__).resolve().parents[1] / bench.baseline_path(key)
     if not path.is_file():
         pytest.skip(f"no baseline for device {key}; record one with `edgerestore bench ... --save-baseline`")
-    baseline = bench.load_json(path, "baseline")
+    baseline = bench.validate_report(bench.load_json(path, "baseline"), f"baseline {path}")
+    threads = baseline["device"].get("threads")  # what ran when it was recorded (ORT's default resolved)
     settings = baseline.get("settings") or {}
-    cases = []
-    for c in baseline["cases"]:
-        if c["profile"] != PROFILE or c["backend"] != "onnxruntime" or c["precision"] not in bundles:
-            continue
-        with Restorer.open(bundles[c["precision"]], threads=settings.get("threads")) as r:
-            condition = None if c["condition"] == "routed" else c["condition"]
-            cases.append(
-                bench.bench_restorer(
-                    r, tuple(c["size"]), frames=int(c["frames"]), warmup=10, condition=condition
-                )
-            )
-    if not cases:
+    rounds = int(settings.get("rounds") or 1)
+    wanted = [
+        c
+        for c in baseline["cases"]
+        if c["profile"] == PROFILE and c["backend"] == "onnxruntime" and c["precision"] in bundles
+    ]
+    if not wanted:
         pytest.skip(f"{path} holds no {PROFILE} ONNX Runtime case this test can rebuild")
+    with contextlib.ExitStack() as stack:
+        timers = []
+        for c in wanted:
+            r = stack.enter_context(Restorer.open(bundles[c["precision"]], threads=threads))
+            condition = None if c["condition"] == "routed" else c["condition"]
+            timers.append(bench.CaseTimer(r, tuple(c["size"]), condition=condition))
+        device = bench.device_of(timers[0].restorer)
+        frames = min(int(c["frames"]) for c in wanted)
+        cases = bench.bench_cases(timers, frames=frames, warmup=10, rounds=min(rounds, frames))
     current = bench.BenchReport(device, cases, "perf_counter").to_dict(samples=False)
     result = bench.compare(current, baseline, tolerance=0.10)
-    assert result.ok, "\n".join(result.lines())
+    assert result.verdict != bench.REGRESSED, "\n".join(result.lines())

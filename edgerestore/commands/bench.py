@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sizes", default="360p", help="frame sizes: 360p,720p,1080p or HxW list (default: 360p)"
     )
     how.add_argument("--frames", type=int, default=100, help="timed frames per size (default: 100)")
+    how.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="split the frames into this many rounds, interleaved across bundles and sizes; compare judges "
+        "rounds (default: 10, or --frames if fewer)",
+    )
     how.add_argument("--warmup", type=int, default=10, help="untimed frames first (default: 10)")
     how.add_argument(
         "--condition",
@@ -94,14 +101,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     base.add_argument(
         "--compare",
         metavar="BASELINE",
-        help="a baseline JSON, or a folder of them (picks <device-key>.json); exit 1 if a stage regressed",
+        help="a baseline JSON, or a folder of them (picks <device-key>.json); exit 1 if a stage regressed, "
+        "0 when unchanged or inconclusive (said on stderr)",
     )
     base.add_argument("--tolerance", default="10%", help="allowed slow-down per stage (default: 10%%)")
+    base.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="confidence of the bootstrap interval of each stage's ratio (default: 0.95)",
+    )
+    base.add_argument(
+        "--max-extra-load",
+        type=float,
+        default=None,
+        help="a run whose machine had more than this many extra runnable tasks than the baseline's is "
+        "inconclusive, not regressed (default: the core count)",
+    )
     base.add_argument(
         "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
     )
     base.add_argument(
-        "--stat", default="p50", choices=("mean", "p50", "p90", "p99", "max"), help="compared statistic"
+        "--stat",
+        default="p50",
+        choices=("mean", "p50", "p90", "p99", "max"),
+        help="each round's statistic; compare takes the median over rounds (default: p50)",
     )
 
     pipe = parser.add_argument_group("camera pipeline")
@@ -272,57 +296,89 @@ def run(args: argparse.Namespace) -> int:
         return _run_compare_backends(args)
     tolerance = bench.parse_tolerance(args.tolerance)
     sizes = bench.parse_sizes(args.sizes)
+    if args.rounds is None:
+        args.rounds = min(10, args.frames)
+    bench.round_sizes(args.frames, args.rounds)  # --rounds within 1..--frames, before anything opens
+    if not 0.5 <= args.confidence < 1.0:
+        raise UserError(f"--confidence {args.confidence:g} must be in [0.5, 1)")
+    baseline = base_path = None
+    if args.compare:  # a malformed baseline is refused before any bundle is opened, not after timing
+        if Path(args.compare).is_file():
+            base_path = Path(args.compare)
+            baseline = bench.validate_report(bench.load_json(base_path, "baseline"), f"baseline {base_path}")
+        elif not Path(args.compare).is_dir():
+            raise UserError(f"--compare {args.compare}: no such baseline file or folder")
+
+    from contextlib import ExitStack
 
     from edgerestore.runtime.restorer import Restorer
 
     real = input_frames(args.input) if args.input else None
-    cases, pipelines, device, timing = [], [], None, "perf_counter"
-    for bundle in _bundles(args):
-        with Restorer.open(bundle, threads=args.threads) as restorer:
+    with ExitStack() as stack:
+        timers, restorers, device = [], [], None
+        for bundle in _bundles(args):
+            restorer = stack.enter_context(Restorer.open(bundle, threads=args.threads))
             dev = bench.device_of(restorer)
             if device is not None and dev.key != device.key:
                 raise UserError(
                     f"bundles run on different devices ({device.key} vs {dev.key}); bench them separately"
                 )
-            if device is None and args.compare:  # refuse a foreign baseline before spending time
-                baseline = bench.load_json(bench.resolve_baseline(args.compare, dev.key), "baseline")
-                bench.check_device(baseline, dev.key)
             device = dev
-            timing = "cuda_events" if restorer.backend.name == "tensorrt" else "perf_counter"
-            for size in sizes:
-                case = bench.bench_restorer(
+            restorers.append(restorer)
+            timers += [
+                bench.CaseTimer(
                     restorer,
                     size,
+                    condition=args.condition,
+                    pool=None if real is None else [("input", bench.cover_resize(f, size)) for f in real],
+                )
+                for size in sizes
+            ]
+        assert device is not None
+        if args.compare:  # foreign, malformed or disjoint baselines are refused before any timing
+            if baseline is None:
+                base_path = bench.resolve_baseline(args.compare, device.key)
+                baseline = bench.validate_report(
+                    bench.load_json(base_path, "baseline"), f"baseline {base_path}"
+                )
+            bench.check_device(baseline, device.key)
+            bench.check_shared_cases(baseline, [t.id for t in timers])
+        if args.save_baseline is not None:
+            check_writable(bench.baseline_destination(args.save_baseline, device.key), "--save-baseline")
+        timing = "cuda_events" if restorers[0].backend.name == "tensorrt" else "perf_counter"
+        cases = bench.bench_cases(
+            timers, frames=args.frames, warmup=args.warmup, rounds=args.rounds, progress=True
+        )
+        pipelines = []
+        for case, timer in zip(cases, timers):
+            if case.family == "uffn" and args.condition is None and "trunk" not in case.stages:
+                print(
+                    f"note: the router judged every frame of {case.id} clean, so no trunk or branch ran; "
+                    "use --condition to time a branch",
+                    file=sys.stderr,
+                )
+            if args.pipeline:
+                pb = bench.measure_pipeline(
+                    timer.restorer,
+                    timer.size,
                     frames=args.frames,
                     warmup=args.warmup,
                     condition=args.condition,
-                    pool=None if real is None else [("input", bench.cover_resize(f, size)) for f in real],
-                    progress=True,
+                    camera_fps=args.camera_fps,
                 )
-                cases.append(case)
-                if case.family == "uffn" and args.condition is None and "trunk" not in case.stages:
-                    print(
-                        f"note: the router judged every frame of {case.id} clean, so no trunk or branch ran; "
-                        "use --condition to time a branch",
-                        file=sys.stderr,
-                    )
-                if args.pipeline:
-                    pb = bench.measure_pipeline(
-                        restorer,
-                        size,
-                        frames=args.frames,
-                        warmup=args.warmup,
-                        condition=args.condition,
-                        camera_fps=args.camera_fps,
-                    )
-                    print("\n".join(pb.lines(args.min_fps)))
-                    pipelines.append({"case": case.id, **pb.to_dict()})
-    assert device is not None
+                print("\n".join(pb.lines(args.min_fps)))
+                pipelines.append({"case": case.id, **pb.to_dict()})
     report = bench.BenchReport(
         device=device,
         cases=cases,
         timing_source=timing,
-        settings={"frames": args.frames, "warmup": args.warmup, "threads": args.threads, "sizes": args.sizes},
+        settings={
+            "frames": args.frames,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "sizes": args.sizes,
+        },
         pipeline=pipelines,
     )
     print(
@@ -345,19 +401,25 @@ def run(args: argparse.Namespace) -> int:
             png = bench.plot_latency(cases, args.out / "bench_latency.png", title=device.key)
             print(f"wrote {png}")
     if args.save_baseline is not None:
-        path = Path(args.save_baseline) if args.save_baseline else bench.baseline_path(device.key)
-        if path.exists() and path.is_dir():
-            path = bench.baseline_path(device.key, path)
+        path = bench.baseline_destination(args.save_baseline, device.key)
         bench.write_json_atomic(path, report.to_dict(samples=False))
         print(f"baseline for {device.key} stored in {path}")
-    if args.compare:
-        base_path = bench.resolve_baseline(args.compare, device.key)
+    if baseline is not None:
         result = bench.compare(
-            payload, bench.load_json(base_path, "baseline"), tolerance, args.stat, min_ms=args.min_ms
+            payload,
+            baseline,
+            tolerance,
+            args.stat,
+            min_ms=args.min_ms,
+            confidence=args.confidence,
+            max_extra_load=args.max_extra_load,
         )
         print("\n" + "\n".join(result.lines()))
-        if not result.ok:
-            named = ", ".join(f"{c.case} {c.stage} x{c.ratio:.2f}" for c in result.regressions)
-            print(f"edgerestore bench: latency regression vs {base_path}: {named}", file=sys.stderr)
+        if result.verdict == bench.REGRESSED:
+            print(
+                f"edgerestore bench: latency regression vs {base_path}: {result.summary()}", file=sys.stderr
+            )
             return 1
+        if result.verdict == bench.INCONCLUSIVE:
+            print(f"edgerestore bench: vs {base_path}: {result.summary()}", file=sys.stderr)
     return 0

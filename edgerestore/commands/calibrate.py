@@ -55,9 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgerestore.calibration import load_frames, make_default_set, make_int8, split_holdout
-    from edgerestore.errors import UserError
-    from edgerestore.precision import Budgets, load_export, make_fp16
+    import math
+    import signal
+
+    from edgerestore.calibration import make_default_set
+    from edgerestore.errors import UserError, raise_terminated
+    from edgerestore.files import check_writable
+    from edgerestore.precision import load_export
 
     if args.make_set is not None:
         written = make_default_set(args.make_set, count=args.limit or 20, seed=args.seed)
@@ -70,7 +74,36 @@ def run(args: argparse.Namespace) -> int:
     unknown = [p for p in wanted if p not in ("fp16", "int8_trt", "int8_ort")]
     if unknown or not wanted:
         raise UserError(f"--precision {args.precision!r}: expected a list of fp16, int8_trt, int8_ort")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit {args.limit} must be >= 1 (leave it out for every frame)")
+    if args.holdout < 0:
+        raise UserError(f"--holdout {args.holdout} must be >= 0")
+    if args.long_side < 32:
+        raise UserError(f"--long-side {args.long_side} must be at least 32 px")
+    for option, value in (
+        ("--gt-loss-db", args.gt_loss_db),
+        ("--fp16-min-psnr", args.fp16_min_psnr),
+        ("--int8-min-psnr", args.int8_min_psnr),
+    ):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{option} {value} must be a finite number of dB >= 0")
+    if not 0.0 <= args.router_agreement <= 1.0:
+        raise UserError(f"--router-agreement {args.router_agreement} must be between 0 and 1")
     load_export(args.export)  # missing/corrupt graphs are reported before any frame is read
+    check_writable(args.export, "--export", folder=True)  # the variants are written beside the graphs
+
+    # SIGTERM unwinds like Ctrl-C (every `with` cleans up), so no temporary folder is left in the export
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        return _calibrate(args, wanted)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _calibrate(args: argparse.Namespace, wanted: list[str]) -> int:
+    from edgerestore.calibration import load_frames, make_int8, split_holdout
+    from edgerestore.precision import Budgets, make_fp16
+
     budgets = Budgets(args.gt_loss_db, args.fp16_min_psnr, args.int8_min_psnr, args.router_agreement)
     frames = load_frames(args.frames, args.limit, args.long_side, args.seed)
     calib, held = split_holdout(frames, args.holdout)

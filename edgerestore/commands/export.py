@@ -48,6 +48,8 @@ def _sizes(text: str) -> list[tuple[int, int]]:
             h, w = (int(v) for v in item.lower().split("x"))
         except ValueError:
             raise UserError(f"--parity-sizes item {item!r} is not HxW (e.g. 97x131)") from None
+        if h < 1 or w < 1:
+            raise UserError(f"--parity-sizes item {item!r} needs a height and width of at least 1 px")
         sizes.append((h, w))
     return sizes
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import platform
 
 
@@ -12,9 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _available(module: str) -> str:
-    if importlib.util.find_spec(module) is None:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
         return "not installed"
-    mod = importlib.import_module(module)
     return getattr(mod, "__version__", "installed")
 
 
@@ -22,9 +23,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"python {platform.python_version()} on {platform.machine()} ({platform.processor() or 'cpu'})")
     for module in ("onnxruntime", "onnx", "cv2", "torch", "tensorrt", "tensorrt_rtx"):
         print(f"  {module:<13} {_available(module)}")
-    if args.no_zoo or importlib.util.find_spec("torch") is None:
+    if args.no_zoo:
         return 0
-    from edgerestore.models.zoo import zoo_table
+    try:
+        from edgerestore.models.zoo import zoo_table
+    except ImportError as exc:
+        print(
+            f"\nmodel zoo table skipped: it counts parameters with torch ({exc.name or exc} is not installed: "
+            "pip install torch==2.13.0 && pip install 'edgerestore[train]')"
+        )
+        return 0
 
     print(
         "\n| profile | family | params | params per routed frame | GMACs 256×256 | GMACs 640×360 | intended for |"

@@ -105,13 +105,41 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun (from its environment), (0, 1) otherwise."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    from contextlib import nullcontext
+
     from edgerestore.data.real_sets import parse_real
     from edgerestore.errors import UserError
-    from edgerestore.files import check_writable
+    from edgerestore.files import check_writable, exclusive_lock
     from edgerestore.models.zoo import get_profile
-    from edgerestore.train.trainer import TrainConfig, ship_weights, train, train_branch, train_router
+    from edgerestore.train.trainer import (
+        TrainConfig,
+        TrainingInterrupted,
+        ship_weights,
+        train,
+        train_branch,
+        train_router,
+    )
 
+    rank, world = _rank()
+    if args.branch_only is not None and not args.branch_only.strip():
+        raise UserError("--branch-only needs a condition name, e.g. --branch-only haze")
+    if args.router_from is not None and not args.router_only:
+        raise UserError(
+            "--router-from takes the router of another checkpoint in a --router-only run; add --router-only"
+        )
+    if (args.router_only or args.branch_only) and world > 1:
+        stage = "--router-only" if args.router_only else "--branch-only"
+        raise UserError(f"{stage} trains one part on one process; run it without torchrun")
     profile = get_profile(args.profile)
     if (args.router_only or args.branch_only) and profile.family != "uffn":
         stage = "--router-only" if args.router_only else "--branch-only"
@@ -146,10 +174,19 @@ def run(args: argparse.Namespace) -> int:
     check_writable(cfg.out, "--out")  # the checkpoint and its log, before any step is spent
     if args.ship:
         check_writable(args.ship, "--ship")
-    if args.branch_only:
-        metrics = train_branch(cfg, args.branch_only, progress=not args.quiet)
-    else:
-        metrics = (train_router if args.router_only else train)(cfg, progress=not args.quiet)
+    try:
+        # one training per --out: a second one on the same file is refused (rank 0 holds it under torchrun)
+        with exclusive_lock(cfg.out, "--out", "another training") if rank == 0 else nullcontext():
+            if args.branch_only:
+                metrics = train_branch(cfg, args.branch_only, progress=not args.quiet)
+            else:
+                metrics = (train_router if args.router_only else train)(cfg, progress=not args.quiet)
+    except TrainingInterrupted as stopped:
+        if rank == 0:
+            print(f"edgerestore train: {stopped}", file=sys.stderr)
+        return 128 + (stopped.signum or signal.SIGTERM)
+    if rank != 0:
+        return 0
     print(f"checkpoint: {cfg.out}")
     if metrics:
         shown = {k: v for k, v in metrics.items() if isinstance(v, float)}

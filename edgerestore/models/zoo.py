@@ -69,9 +69,20 @@ def get_profile(name: str) -> Profile:
 
 
 def build(profile: str | Profile, **overrides) -> nn.Module:
-    """A freshly initialised model for a profile (keyword overrides change its config)."""
+    """A freshly initialised model for a profile (keyword overrides change its config). A config key the
+    family's config does not have is a one-line `UserError` (e.g. a checkpoint from a newer version)."""
+    import dataclasses
+
     p = get_profile(profile) if isinstance(profile, str) else profile
     config = {**p.config, **overrides}
+    cls = UFFNConfig if p.family == "uffn" else CMUDRNConfig
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise UserError(
+            f"{p.name} ({p.family}) has no config field {unknown[0]!r} in this edgerestore "
+            f"(fields: {', '.join(sorted(known))})"
+        )
     if p.family == "uffn":
         if "expert_dilations" in config:
             config["expert_dilations"] = tuple(config["expert_dilations"])
@@ -106,8 +117,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, profile: str, **extra) -
     return save_payload(path, payload)
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode, the checkpoint's other fields). One-line errors for missing or foreign files."""
+def read_payload(path: str | Path, map_location: str = "cpu") -> dict:
+    """The dict of an edgerestore checkpoint, or a one-line `UserError` for a missing, truncated, empty,
+    corrupt or foreign file, an unknown profile, or a family that disagrees with its profile."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
@@ -116,11 +128,37 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
-        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or "model" not in payload or "profile" not in payload:
+        raise UserError(
+            f"checkpoint {path} is not a readable PyTorch file ({type(exc).__name__}: truncated or corrupt?)"
+        ) from None
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("model"), dict)
+        or "profile" not in payload
+    ):
         raise UserError(f"checkpoint {path} is not an edgerestore checkpoint (no profile/model fields)")
+    if not isinstance(payload.get("config", {}), dict):
+        raise UserError(f"checkpoint {path} has a config that is not a mapping")
+    profile = get_profile(str(payload["profile"]))
+    if payload.get("family", profile.family) != profile.family:
+        raise UserError(
+            f"checkpoint {path} says family {payload.get('family')!r} but its profile {profile.name} is "
+            f"{profile.family}; the file is inconsistent"
+        )
+    return payload
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode, the checkpoint's other fields). One-line errors for missing or foreign files."""
+    path = Path(path)
+    payload = read_payload(path, map_location)
     profile = get_profile(payload["profile"])
-    model = build(profile, **payload.get("config", {}))
+    try:
+        model = build(profile, **payload.get("config", {}))
+    except UserError as exc:
+        raise UserError(f"checkpoint {path}: {exc} (written by another edgerestore version?)") from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint {path} has a config this edgerestore cannot build: {exc}") from None
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as exc:

@@ -114,7 +114,11 @@ def real_images(cfg: TrainConfig, split: str) -> dict[str, list[np.ndarray]]:
 
 
 class StepSampler(Sampler[list[int]]):
-    """Batches of dataset indices for steps [start, stop): step s, rank r → a fixed, seeded set of indices."""
+    """Batches of dataset indices for steps [start, stop): step s, rank r → a fixed, seeded set of indices.
+
+    `keyed`: yield (index, draw seed) pairs instead, the draw seed a pure function of (seed, step, rank,
+    position in the batch), for datasets whose augmentation draws from torch's generator (`PairedPlusRouter`
+    seeds it per item with that seed, so a resumed run draws the same crops and flips)."""
 
     def __init__(
         self,
@@ -126,8 +130,9 @@ class StepSampler(Sampler[list[int]]):
         rank: int,
         world: int,
         weights=None,
+        keyed: bool = False,
     ):
-        self.length, self.batch_size = length, batch_size
+        self.length, self.batch_size, self.keyed = length, batch_size, keyed
         self.p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self.start, self.stop, self.seed, self.rank, self.world = start, stop, seed, rank, world
 
@@ -138,9 +143,14 @@ class StepSampler(Sampler[list[int]]):
         for step in range(self.start, self.stop):
             rng = np.random.default_rng([self.seed, step, self.rank])
             if self.p is None:
-                yield rng.integers(0, self.length, self.batch_size).tolist()
+                batch = rng.integers(0, self.length, self.batch_size).tolist()
             else:  # condition-balancing weights of a MixedDataset (the paper's oversampling)
-                yield rng.choice(self.length, self.batch_size, p=self.p).tolist()
+                batch = rng.choice(self.length, self.batch_size, p=self.p).tolist()
+            if self.keyed:
+                seeds = np.random.SeedSequence([self.seed, step, self.rank, 1]).generate_state(len(batch))
+                yield [(i, int(k)) for i, k in zip(batch, seeds)]
+            else:
+                yield batch
 
 
 class PairedPlusRouter(Dataset):
@@ -152,8 +162,14 @@ class PairedPlusRouter(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict:
-        item = dict(self.pairs[index])
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        if isinstance(index, tuple):  # (index, draw seed) from a keyed StepSampler
+            index, draw_seed = index
+            with torch.random.fork_rng(devices=[]):  # paired crops/flips draw from torch's generator
+                torch.manual_seed(draw_seed)
+                item = dict(self.pairs[index])
+        else:
+            item = dict(self.pairs[index])
         if self.thumbnails is not None:
             thumb = self.thumbnails[index % len(self.thumbnails)]
             item["thumbnail"], item["thumbnail_condition"] = thumb["thumbnail"], thumb["condition"]
@@ -292,17 +308,40 @@ def _save(cfg: TrainConfig, model: nn.Module, opt, sched, step: int, wall: float
     )
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or Ctrl-C stopped a run after checkpointing step `step` of `steps` (the CLI exits 128 + the
+    signal number, so a scheduler can tell a preempted run from a finished one)."""
+
+    def __init__(self, out: Path, step: int, steps: int, signum: int) -> None:
+        self.out, self.step, self.steps, self.signum = out, step, steps, signum
+        name = signal.Signals(signum).name if signum else "a signal"
+        super().__init__(
+            f"interrupted by {name} at step {step} of {steps}; checkpoint: {out} (run the same command to resume)"
+        )
+
+
 class _Session:
     """A training loop's surroundings: a progress bar (or None), a stop flag set by SIGTERM / Ctrl-C (the loop
     checkpoints and exits cleanly) and a JSON-lines log; restores the signal handlers on exit."""
 
     def __init__(self, log_path: Path, total: int, initial: int, desc: str, progress: bool) -> None:
-        self.log_path, self.stop = log_path, False
+        self.log_path, self.stop, self.signal = log_path, False, 0
         self._args, self._progress = dict(total=total, initial=initial, desc=desc), progress
         self.bar = None
 
     def _on_term(self, signum, frame) -> None:
-        self.stop = True
+        self.stop, self.signal = True, self.signal or int(signum)
+
+    def agree_to_stop(self, world: int) -> bool:
+        """Whether to stop after this step. Under DDP every rank calls this once per step and they agree
+        (the largest signal number any rank caught wins), so all ranks stop after the same step: none waits
+        in a collective for a rank that ran one more."""
+        if world > 1:
+            flag = torch.tensor([self.signal or int(self.stop)], dtype=torch.int64)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if int(flag):
+                self.stop, self.signal = True, self.signal or int(flag)
+        return self.stop
 
     def __enter__(self) -> _Session:
         self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -340,20 +379,39 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
     start, wall_before, history = 0, 0.0, []
     if cfg.out.exists():
-        payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
+        payload = zoo.read_payload(cfg.out)
         if payload.get("profile") != cfg.profile:
             raise UserError(
                 f"{cfg.out} holds {payload.get('profile')}, not {cfg.profile}; choose another --out"
             )
-        model.load_state_dict(payload["model"])
-        if "optimizer" in payload:
-            opt.load_state_dict(payload["optimizer"])
-            sched.load_state_dict(payload["scheduler"])
+        check_same_config(cfg, model, payload)
+        try:
+            model.load_state_dict(payload["model"])
+            if "optimizer" in payload:
+                opt.load_state_dict(payload["optimizer"])
+                sched.load_state_dict(payload["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError(
+                f"{cfg.out} cannot be resumed: its weights or optimizer state do not match {cfg.profile} "
+                f"({str(exc).splitlines()[0][:160]})"
+            ) from None
         start = int(payload.get("step", 0))
         wall_before = float(payload.get("train", {}).get("wall_seconds", 0.0))
         history = list(payload.get("train", {}).get("history", []))
         if rank == 0:
             print(f"resuming {cfg.profile} from {cfg.out} at step {start}", file=sys.stderr)
+    end = min(cfg.steps, cfg.stop_at or cfg.steps)
+    if start >= end:
+        if rank == 0:
+            print(
+                f"{cfg.out} is already at step {start}, so there is nothing to train (--steps {cfg.steps}"
+                + (f", --stop-at {cfg.stop_at}" if cfg.stop_at else "")
+                + "); raise --steps to train further, or choose another --out",
+                file=sys.stderr,
+            )
+        if world > 1:
+            dist.destroy_process_group()
+        return {}
     step_module: nn.Module = TrainStep(model)
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module, find_unused_parameters=True)
@@ -364,11 +422,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             len(train_set),
             cfg.batch_size,
             start,
-            min(cfg.steps, cfg.stop_at or cfg.steps),
+            end,
             cfg.seed,
             rank,
             world,
             weights=getattr(train_set.pairs, "weights", None),
+            keyed=True,
         ),
         num_workers=cfg.workers,
         persistent_workers=False,
@@ -403,21 +462,42 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                         history.append({"step": step, "val": metrics})
                         session.log(history[-1])
                         session.say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                    if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
-                        _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
-                if session.stop:
+                stop = session.agree_to_stop(world)
+                if rank == 0 and (
+                    step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop
+                ):
+                    _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
+                if stop:
                     break
     finally:
         if world > 1:
-            dist.barrier()
+            if sys.exc_info()[0] is None:  # an error on this rank must not wait for the others
+                dist.barrier()
             dist.destroy_process_group()
+    if session.stop and step < end:
+        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
     return metrics
+
+
+def check_same_config(cfg: TrainConfig, model: nn.Module, payload: dict) -> None:
+    """A resumed run must build the model the checkpoint was trained as: a one-line `UserError` naming the
+    `--set` values that differ (e.g. a `--set width=8` run resumed without `--set`)."""
+    saved = json.loads(json.dumps(payload.get("config") or {}))
+    now = json.loads(json.dumps(model.config.to_dict()))
+    differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if differ:
+        sets = " ".join(f"--set {k}={saved[k]!r}".replace("'", "") for k in differ if k in saved)
+        raise UserError(
+            f"{cfg.out} was trained with {', '.join(f'{k}={saved.get(k)!r}' for k in differ)}, this run would "
+            f"build {', '.join(f'{k}={now.get(k)!r}' for k in differ)}; resume with the same settings "
+            f"({sets or 'no --set'}) or choose another --out"
+        )
 
 
 def ship_weights(checkpoint: Path, dest: Path) -> Path:
     """Strip optimizer state (of the main run and of every stage) from a training checkpoint: the small file
     committed under weights/."""
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = zoo.read_payload(checkpoint)
     stages = [payload, payload.get("router_stage") or {}, *(payload.get("branch_stages") or {}).values()]
     for stage in stages:
         stage.pop("optimizer", None)
@@ -451,7 +531,7 @@ def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message
         raise UserError(f"{flag} {what} of an existing checkpoint; {cfg.out} not found")
     if clean_message and not cfg.clean_dir:
         raise UserError(clean_message)
-    payload = torch.load(cfg.out, map_location="cpu", weights_only=False)
+    payload = zoo.read_payload(cfg.out)
     if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
         raise UserError(f"{cfg.out} holds {payload.get('profile')}; {flag} needs a UFFN {cfg.profile}")
     return payload
@@ -549,6 +629,8 @@ def _run_stage(
                 save(step, wall_before + time.time() - t0, metrics)
             if session.stop:
                 break
+    if session.stop and step < min(cfg.steps, cfg.stop_at or cfg.steps):
+        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
     return metrics
 
 
@@ -884,6 +966,7 @@ def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:
 
 __all__ = [
     "TrainConfig",
+    "TrainingInterrupted",
     "train",
     "train_router",
     "train_branch",
