@@ -134,11 +134,17 @@ def graph_path(export_dir: str | Path, meta: dict, name: str) -> Path:
         ) from None
 
 
-def ort_session(path: str | Path | bytes, threads: int = 2):
-    """A CPU InferenceSession with a fixed thread count (the reference executor for checks)."""
+def ort_session(path: str | Path | bytes, threads: int = 2, fuse_qdq: bool = True):
+    """A CPU InferenceSession with a fixed thread count (the reference executor for checks).
+
+    `fuse_qdq=False` keeps ONNX Runtime's graph rewrites to the basic level, so Q/DQ pairs run as written
+    instead of being fused into its own QLinear kernels: the way to check a graph meant for TensorRT (whose
+    float16 scales ONNX Runtime's QLinearConcat, for one, does not accept)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not fuse_qdq:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3

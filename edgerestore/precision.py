@@ -313,7 +313,8 @@ class GraphRunner:
         if key not in self._sessions:
             if key not in self.paths:
                 raise KeyError(f"no {precision} graph for {graph}")
-            self._sessions[key] = ort_session(self.paths[key], self.threads)
+            # a TensorRT-form graph is checked as written, not through ONNX Runtime's own Q/DQ fusions
+            self._sessions[key] = ort_session(self.paths[key], self.threads, fuse_qdq=precision != "int8_trt")
         session = self._sessions[key]
         types = {i.name: ORT_NUMPY.get(i.type) for i in session.get_inputs()}
         feeds = {k: v if types.get(k) in (None, v.dtype) else v.astype(types[k]) for k, v in feeds.items()}

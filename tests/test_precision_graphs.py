@@ -332,3 +332,48 @@ def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(ex
             len(check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]}))
             == 2
         )
+
+
+def _qdq_concat_with_float16_scales():
+    """Q/DQ around a Concat with float16 scales, as NVIDIA ModelOpt writes a TensorRT INT8 graph over fp16."""
+    s = numpy_helper.from_array(np.array(0.05, np.float16), "s")
+    z = numpy_helper.from_array(np.array(0, np.int8), "z")
+    nodes = []
+    for n in ("a", "b"):
+        nodes += [
+            helper.make_node("QuantizeLinear", [n, "s", "z"], [n + "q"]),
+            helper.make_node("DequantizeLinear", [n + "q", "s", "z"], [n + "d"]),
+        ]
+    nodes += [
+        helper.make_node("Concat", ["ad", "bd"], ["c"], axis=1),
+        helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["y"]),
+    ]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT16, [1, 2, 4, 4]) for n in "ab"]
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 4, 4, 4])
+    graph = helper.make_graph(nodes, "qdq_concat", inputs, [output], [s, z])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_tensorrt_form_int8_graphs_are_checked_as_written_not_through_ort_qdq_fusion():
+    """ONNX Runtime fuses Q/DQ + Concat into QLinearConcat, which refuses float16 scales: the CMUDRN int8_trt
+    graph could not even be loaded by the accuracy guard (`export --ship` failed). The guard now runs a
+    TensorRT-form graph with ONNX Runtime's basic rewrites only."""
+
+    data = _qdq_concat_with_float16_scales().SerializeToString()
+    with pytest.raises(UserError, match="QLinearConcat"):
+        ort_session(data)
+    x = np.full((1, 2, 4, 4), 0.5, np.float16)
+    assert np.allclose(ort_session(data, fuse_qdq=False).run(None, {"a": x, "b": x})[0], 0.5)
+
+
+def test_guard_runs_int8_trt_graphs_without_qdq_fusion(tmp_path):
+    from edgerestore.precision import GraphRunner
+
+    path = tmp_path / "g.onnx"
+    onnx.save(_qdq_concat_with_float16_scales(), path)
+    runner = GraphRunner({("g", "int8_trt"): path, ("g", "int8_ort"): path}, threads=1)
+    x = np.full((1, 2, 4, 4), 0.5, np.float16)
+    assert runner.run("g", "int8_trt", {"a": x, "b": x}).shape == (1, 4, 4, 4)
+    with pytest.raises(UserError, match="QLinearConcat"):  # ONNX Runtime's own form keeps its fusions
+        runner.run("g", "int8_ort", {"a": x, "b": x})
