@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from edgerestore.errors import UserError
@@ -96,14 +97,17 @@ def remove_stale_partials(path: Path) -> None:
                 pass
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """A temporary file name beside `path` to write to; it becomes `path` when the block ends, and is removed
+    when the block fails or is interrupted (so `path` appears whole or not at all). An OSError is a one-line
+    UserError naming `path`; stale partial files of dead writers are removed first."""
     path = Path(path)
     remove_stale_partials(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -111,6 +115,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
         if isinstance(exc, OSError):
             raise UserError(f"cannot write {path}: {_why_unwritable(path, exc)}") from None
         raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically (`atomic_output`)."""
+    path = Path(path)
+    with atomic_output(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
     return path
 
 

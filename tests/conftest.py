@@ -39,3 +39,18 @@ def tiny_tmpfs(tmp_path):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture(scope="module")
+def clean_dir(tmp_path_factory):
+    """Four small smooth "photographs" for the training tests' synthetic weather."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("clean")
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        base = cv2.resize(
+            rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_CUBIC
+        )
+        cv2.imwrite(str(folder / f"img{i}.png"), base)
+    return folder

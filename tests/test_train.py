@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -21,18 +20,6 @@ from edgerestore.train.trainer import TrainConfig, train  # noqa: E402
 
 TINY = ["width=8", "experts=2", "expert_dilations=(1, 2)", "router_width=8", "thumbnail_size=32"]
 TINY_DICT = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
-
-
-@pytest.fixture(scope="module")
-def clean_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("clean")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        base = cv2.resize(
-            rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_CUBIC
-        )
-        cv2.imwrite(str(folder / f"img{i}.png"), base)
-    return folder
 
 
 def test_ssim_is_one_for_identical_and_lower_for_noisy():

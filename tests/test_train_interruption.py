@@ -27,18 +27,6 @@ SETS = [a for kv in TINY for a in ("--set", kv)]
 
 
 @pytest.fixture(scope="module")
-def clean_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("clean")
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        base = cv2.resize(
-            rng.integers(0, 255, (12, 16, 3), dtype=np.uint8), (160, 120), interpolation=cv2.INTER_CUBIC
-        )
-        cv2.imwrite(str(folder / f"img{i}.png"), base)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def paired_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pairs") / "rain_pairs"
     rng = np.random.default_rng(1)

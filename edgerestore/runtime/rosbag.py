@@ -15,11 +15,8 @@ truncated input (or any error, or Ctrl-C) leaves no output file. Imports no torc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ import cv2
 import numpy as np
 
 from edgerestore.errors import UserError
+from edgerestore.files import atomic_output
 
 CONDITION_TOPIC = "/edgerestore/condition"
 RESTORED_SUFFIX = "/restored"
@@ -313,11 +311,9 @@ def restore_bag(
     reports = {t: TopicReport(t, channels[t].kind or "", out_topic[t]) for t in chosen}
     decoders = mcap_ros2.decoder.DecoderFactory()
     encoders: dict[int, Any] = {}  # source schema id -> ROS 2 encoder
-    tmp = dst.parent / f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial"
     messages = copied = 0
     infer_ms = 0.0
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(dst) as tmp:
         with _open_for_reading(src) as f_in, open(tmp, "xb") as f_out:
             reader = _make_reader(src, f_in)
             try:
@@ -427,13 +423,6 @@ def restore_bag(
             for metadata in _reading(src, reader.iter_metadata()):
                 writer.add_metadata(metadata.name, dict(metadata.metadata))
             writer.finish()
-        os.replace(tmp, dst)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
-        raise
     frames = sum(r.frames for r in reports.values())
     return BagReport(
         str(src), str(dst), messages, copied, reports, round(infer_ms / frames, 3) if frames else None
