@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--no-plot", action="store_true", help="skip the latency plot PNG")
     how.add_argument(
+        "--roofline",
+        action="store_true",
+        help="instead: each graph's GFLOP/s and %% of this machine's fp32 peak (measured in the same run by "
+        "an ONNX Runtime MatMul), --frames interleaved rounds; table, roofline.json and roofline.png",
+    )
+    how.add_argument(
         "--input",
         metavar="URI",
         default=None,
@@ -270,6 +276,18 @@ def run(args: argparse.Namespace) -> int:
         return _run_sweep(args)
     if args.compare_backends:
         return _run_compare_backends(args)
+    if args.roofline:
+        from edgerestore.roofline import run_roofline
+
+        return run_roofline(
+            _bundles(args),
+            bench.parse_sizes(args.sizes),
+            args.out,
+            rounds=args.frames,
+            warmup=args.warmup,
+            threads=args.threads,
+            plot=not args.no_plot,
+        )
     tolerance = bench.parse_tolerance(args.tolerance)
     sizes = bench.parse_sizes(args.sizes)
 
