@@ -294,6 +294,81 @@ def _feeds(
     return feeds
 
 
+def _resolve_feeds(
+    sessions: Mapping[str, Any], dims: Mapping[str, int], where: str
+) -> dict[str, dict[str, np.ndarray]]:
+    """Inputs per session; a graph whose inputs come from another graph's outputs (a branch's `features`)
+    gets what that graph produced, so it runs after it."""
+    rng = np.random.default_rng(0)
+    known: dict[str, np.ndarray] = {}
+    all_feeds: dict[str, dict[str, np.ndarray]] = {}
+    while len(all_feeds) < len(sessions):
+        ready = 0
+        for name, sess in sessions.items():
+            if name in all_feeds or (feeds := _feeds(sess, dims, known, rng)) is None:
+                continue
+            all_feeds[name] = feeds
+            ready += 1
+            if not name.startswith("peak:"):
+                outputs = sess.run(None, feeds)
+                known.update((o.name, v) for o, v in zip(sess.get_outputs(), outputs))
+        if not ready:
+            missing = sorted(set(sessions) - set(all_feeds))
+            raise UserError(f"{where}: cannot size the inputs of {', '.join(missing)} at {dict(dims)}")
+    return all_feeds
+
+
+def _p50_interleaved(
+    sessions: Mapping[str, Any], feeds: Mapping[str, dict[str, np.ndarray]], *, rounds: int, warmup: int
+) -> dict[str, float]:
+    """p50 ms per session over `rounds` rounds of one call each, in turn (after `warmup` rounds)."""
+    from edgerestore.bench import interleaved
+
+    def timed(sess: Any, inputs: dict[str, np.ndarray]) -> Any:
+        def call() -> float:
+            t0 = time.perf_counter()
+            sess.run(None, inputs)
+            return (time.perf_counter() - t0) * 1e3
+
+        return call
+
+    calls = {name: timed(sess, feeds[name]) for name, sess in sessions.items()}
+    interleaved(calls, warmup)
+    return {k: float(np.percentile(v, 50)) for k, v in interleaved(calls, rounds).items()}
+
+
+def speedup_vs_fp32(
+    bundle_dir: str | Path,
+    reference_dir: str | Path,
+    size: tuple[int, int] = (180, 320),
+    *,
+    rounds: int = 5,
+    warmup: int = 1,
+) -> tuple[float, str]:
+    """(float32 time / this bundle's time, what was timed) for a routed frame: router + trunk + the mean
+    over the branches, each graph of the bundle against the same-named float32 graph in `reference_dir`,
+    interleaved, with the bundle's session options. A quick check `build` runs, not a benchmark."""
+    from edgerestore.engines.bundle import load_bundle
+
+    bundle = load_bundle(Path(bundle_dir))
+    options = {k: v for k, v in (bundle.manifest.session_options or {}).items() if k != "providers"}
+    dims = {"height": int(size[0]), "width": int(size[1])}
+    names = bundle.graph_names
+    sessions = {f"q:{n}": _session(bundle.graph_path(n), options, None) for n in names}
+    sessions.update({f"f:{n}": _session(Path(reference_dir) / f"{n}.onnx", options, None) for n in names})
+    ms = _p50_interleaved(
+        sessions, _resolve_feeds(sessions, dims, str(bundle.path)), rounds=rounds, warmup=warmup
+    )
+
+    def frame(prefix: str) -> float:
+        branches = [ms[f"{prefix}:{n}"] for n in names if n.startswith("branch")]
+        rest = sum(ms[f"{prefix}:{n}"] for n in names if not n.startswith("branch"))
+        return rest + (float(np.mean(branches)) if branches else 0.0)
+
+    what = f"router + trunk + a branch at {size[1]}x{size[0]}, p50 of {rounds} interleaved rounds"
+    return frame("f") / frame("q"), what
+
+
 @dataclass(frozen=True)
 class GraphPoint:
     """One graph of a bundle, timed and counted at one size."""
@@ -358,7 +433,6 @@ def measure_bundle(
     (default: the bundle's), the same for graphs and micro-benchmarks."""
     import onnx
 
-    from edgerestore.bench import interleaved
     from edgerestore.engines.bundle import load_bundle
 
     bundle = load_bundle(Path(bundle_dir))
@@ -369,26 +443,11 @@ def measure_bundle(
         )
     options = {k: v for k, v in (m.session_options or {}).items() if k != "providers"}
     dims = {"height": int(size[0]), "width": int(size[1])}
-    rng = np.random.default_rng(0)
     gemm, stream = _micro_models(gemm_n, stream_elements)
     sessions = {name: _session(bundle.graph_path(name), options, threads) for name in bundle.graph_names}
     sessions["peak:matmul"] = _session(gemm, options, threads)
     sessions["peak:add"] = _session(stream, options, threads)
-    known: dict[str, np.ndarray] = {}
-    all_feeds: dict[str, dict[str, np.ndarray]] = {}
-    while len(all_feeds) < len(sessions):  # graphs whose inputs come from other graphs' outputs go later
-        ready = 0
-        for name, sess in sessions.items():
-            if name in all_feeds or (feeds := _feeds(sess, dims, known, rng)) is None:
-                continue
-            all_feeds[name] = feeds
-            ready += 1
-            if not name.startswith("peak:"):
-                outputs = sess.run(None, feeds)
-                known.update((o.name, v) for o, v in zip(sess.get_outputs(), outputs))
-        if not ready:
-            missing = sorted(set(sessions) - set(all_feeds))
-            raise UserError(f"{bundle.path}: cannot size the inputs of {', '.join(missing)} at {size}")
+    all_feeds = _resolve_feeds(sessions, dims, str(bundle.path))
     costs = {
         name: graph_cost(
             onnx.load(str(bundle.graph_path(name))), dims, {k: v.shape for k, v in all_feeds[name].items()}
@@ -396,17 +455,7 @@ def measure_bundle(
         for name in bundle.graph_names
     }
 
-    def timed(sess: Any, feeds: dict[str, np.ndarray]) -> Any:
-        def call() -> float:
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            return (time.perf_counter() - t0) * 1e3
-
-        return call
-
-    calls = {name: timed(sess, all_feeds[name]) for name, sess in sessions.items()}
-    interleaved(calls, warmup)
-    ms = {k: float(np.percentile(v, 50)) for k, v in interleaved(calls, rounds).items()}
+    ms = _p50_interleaved(sessions, all_feeds, rounds=rounds, warmup=warmup)
     used_threads = int(sessions["peak:matmul"].get_session_options().intra_op_num_threads)
     peak = 2 * gemm_n**3 / (ms["peak:matmul"] * 1e6)
     bandwidth = 3 * 4 * stream_elements / (ms["peak:add"] * 1e6)
