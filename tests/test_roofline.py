@@ -80,6 +80,34 @@ def test_onnxruntime_fused_conv_in_a_saved_optimised_graph_counts_as_its_conv():
     assert graph_cost(model, {"h": 4, "w": 6}) == graph_cost(_conv_graph(), {"h": 4, "w": 6})
 
 
+def test_quantized_contrib_ops_carry_shapes_to_the_convs_after_them():
+    """An INT8 bundle's graph: com.microsoft QLinearAdd before a QLinearConv; the conv is still counted."""
+    u8 = [
+        numpy_helper.from_array(np.array(v, dtype=t), n)
+        for n, v, t in [("s", 0.1, np.float32), ("z", 0, np.uint8)]
+    ]
+    w = numpy_helper.from_array(np.ones((8, 3, 3, 3), np.int8), "w")
+    wz = numpy_helper.from_array(np.array(0, np.int8), "wz")
+    nodes = [
+        helper.make_node(
+            "QLinearAdd", ["x", "s", "z", "x", "s", "z", "s", "z"], ["y"], domain="com.microsoft"
+        ),
+        helper.make_node("QLinearConv", ["y", "s", "z", "w", "s", "wz", "s", "z"], ["c"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, "h", "w"])],
+        [helper.make_tensor_value_info("c", TensorProto.UINT8, None)],
+        [*u8, w, wz],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    cost = graph_cost(model, {"h": 4, "w": 6})
+    assert cost.unshaped == () and cost.flops == 2 * 8 * 3 * 9 * 24
+
+
 def test_matmul_and_gemm_flops_match_a_hand_count():
     cost = graph_cost(_matmul_graph(), {"n": 5})
     assert cost.flops == 2 * (2 * 5 * 16 * 32 + 4 * 16 * 10)
@@ -116,3 +144,24 @@ def test_bench_roofline_writes_a_table_json_and_plot(tmp_path, capsys):
     assert not (
         out / "bench.json"
     ).exists()  # the roofline mode replaces the stage bench, it adds no time to it
+
+
+def test_bench_profile_nodes_lists_the_slowest_nodes_per_graph(tmp_path, capsys):
+    from edgerestore.cli import main
+    from edgerestore.runtime.synthetic import write_bundle
+
+    bundle = write_bundle(tmp_path / "bundle", thumbnail_size=32, features=4)
+    out = tmp_path / "out"
+    args = ["bench", "--bundle", str(bundle), "--roofline", "--profile-nodes", "--sizes", "48x64"]
+    assert main([*args, "--frames", "2", "--warmup", "0", "--no-plot", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "slowest nodes" in printed and "| trunk |" in printed
+    (prof,) = json.loads((out / "roofline.json").read_text())["node_profiles"]
+    by_graph: dict[str, float] = {}
+    for n in prof["nodes"]:
+        by_graph[n["graph"]] = by_graph.get(n["graph"], 0.0) + n["share"]
+    assert {"router", "trunk"} <= set(by_graph)
+    assert all(abs(v - 1.0) < 1e-6 for v in by_graph.values())
+    assert (
+        main(["bench", "--bundle", str(bundle), "--profile-nodes", "--out", str(out)]) == 2
+    )  # needs --roofline

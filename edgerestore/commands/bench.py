@@ -81,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "an ONNX Runtime MatMul), --frames interleaved rounds; table, roofline.json and roofline.png",
     )
     how.add_argument(
+        "--profile-nodes",
+        action="store_true",
+        help="with --roofline: also the slowest nodes per graph (ONNX Runtime's profiler, --frames runs)",
+    )
+    how.add_argument(
         "--input",
         metavar="URI",
         default=None,
@@ -276,6 +281,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_sweep(args)
     if args.compare_backends:
         return _run_compare_backends(args)
+    if args.profile_nodes and not args.roofline:
+        raise UserError("--profile-nodes goes with --roofline")
     if args.roofline:
         from edgerestore.roofline import run_roofline
 
@@ -287,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             threads=args.threads,
             plot=not args.no_plot,
+            profile=args.profile_nodes,
         )
     tolerance = bench.parse_tolerance(args.tolerance)
     sizes = bench.parse_sizes(args.sizes)
