@@ -82,6 +82,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--no-plot", action="store_true", help="skip the latency plot PNG")
     how.add_argument(
+        "--roofline",
+        action="store_true",
+        help="instead: each graph's GFLOP/s and %% of this machine's fp32 peak (measured in the same run by "
+        "an ONNX Runtime MatMul), --frames interleaved rounds; table, roofline.json and roofline.png",
+    )
+    how.add_argument(
+        "--profile-nodes",
+        action="store_true",
+        help="with --roofline: also the slowest nodes per graph (ONNX Runtime's profiler, --frames runs)",
+    )
+    how.add_argument(
         "--input",
         metavar="URI",
         default=None,
@@ -294,6 +305,21 @@ def run(args: argparse.Namespace) -> int:
         return _run_sweep(args)
     if args.compare_backends:
         return _run_compare_backends(args)
+    if args.profile_nodes and not args.roofline:
+        raise UserError("--profile-nodes goes with --roofline")
+    if args.roofline:
+        from edgerestore.roofline import run_roofline
+
+        return run_roofline(
+            _bundles(args),
+            bench.parse_sizes(args.sizes),
+            args.out,
+            rounds=args.frames,
+            warmup=args.warmup,
+            threads=args.threads,
+            plot=not args.no_plot,
+            profile=args.profile_nodes,
+        )
     tolerance = bench.parse_tolerance(args.tolerance)
     sizes = bench.parse_sizes(args.sizes)
     if args.rounds is None:

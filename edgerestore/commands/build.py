@@ -4,7 +4,17 @@ first when their outputs are missing or stale. Imports torch only if the export 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+#: float16 on a CPU: ONNX Runtime has few fp16 CPU kernels and casts around the rest (measured ≈1.4x slower
+#: than float32 per routed uffn-tiny frame on a 2-core AVX2 + FMA CPU; issue 21).
+FP16_ON_CPU_WARNING = (
+    "warning: fp16 is for GPUs: ONNX Runtime on a CPU runs it slower than fp32 (≈1.4x on an AVX2 CPU); "
+    "leave out --precision for the CPU default, fp32"
+)
+#: INT8 pays when it is this much faster than float32 (issue 21's goal for a routed frame).
+INT8_WORTH = 1.3
 
 
 def _hw(text: str) -> list[int]:
@@ -65,13 +75,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def int8_speed_note(speedup: float, what: str) -> str:
+    """The one line `build` prints after an ONNX Runtime INT8 bundle: whether it pays on this CPU."""
+    if speedup >= INT8_WORTH:
+        return f"INT8 here: {speedup:.2f}x faster than fp32 ({what})"
+    how = "slower than" if speedup < 1.0 else "not enough faster than"
+    return (
+        f"note: INT8 does not pay on this CPU: {speedup:.2f}x the speed of fp32, {how} it ({what}; worth it "
+        f"from {INT8_WORTH}x); the CPU default stays fp32"
+    )
+
+
+def _fp32_reference(profile: str, export_root: Path, graphs: list[str]) -> Path | None:
+    """The float32 graphs the INT8 bundle was quantized from: export/<profile>/, else the shipped ones."""
+    from edgerestore import assets
+
+    for folder in (Path(export_root) / profile, assets.shipped_export(profile)):
+        if folder is not None and all((folder / f"{g}.onnx").is_file() for g in graphs):
+            return folder
+    return None
+
+
+def _say_if_int8_pays(bundle_dir: Path, profile: str, export_root: Path) -> None:
+    from edgerestore.engines.bundle import load_bundle
+    from edgerestore.roofline import speedup_vs_fp32
+
+    bundle = load_bundle(bundle_dir)
+    reference = _fp32_reference(profile, export_root, bundle.graph_names)
+    if reference is None:
+        print("note: no float32 graphs beside this INT8 bundle to time it against", file=sys.stderr)
+        return
+    print(int8_speed_note(*speedup_vs_fp32(bundle_dir, reference)), file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    from edgerestore.engines.build import resolve_backend
     from edgerestore.files import check_writable
     from edgerestore.pipeline import ensure_bundle
 
     check_writable(args.export_root, "--export-root", folder=True)
     if args.out is not None:
         check_writable(args.out, "--out", folder=True)
+    backend, _ = resolve_backend(args.backend, args.trt_module)
+    if args.precision == "fp16" and backend == "onnxruntime":
+        print(FP16_ON_CPU_WARNING, file=sys.stderr)
 
     result = ensure_bundle(
         args.profile,
@@ -91,4 +138,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(result.summary)
     print(f"bundle: {result.bundle}  ({'ran: ' + ', '.join(result.ran) if result.ran else 'up to date'})")
+    if args.precision == "int8" and backend == "onnxruntime" and "build" in result.ran:
+        _say_if_int8_pays(result.bundle, args.profile, args.export_root)  # a second, once per build
     return 0
