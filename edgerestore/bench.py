@@ -991,8 +991,9 @@ def compare(
     Stages whose baseline median is under `min_ms` are skipped. A run with fewer intra-op threads than its
     baseline is regressed whatever the times. When both runs sampled the machine's load (`runnable_others`)
     and this run's median exceeds the baseline's by more than `max_extra_load` tasks (default: the device's
-    core count, so one busy process beside the run is still a slowdown to catch, a machine saturated by
-    others is not), a regressed stage is reported inconclusive instead. Raises `DeviceMismatch` when the two
+    core count + 1, so one busy process beside the run is still a slowdown to catch — it reads as about two
+    runnable tasks, itself and the intra-op worker it keeps waiting — while a machine saturated by others is
+    not), a regressed stage is reported inconclusive instead. Raises `DeviceMismatch` when the two
     were recorded under different device keys, and `UserError` when they share no case or hold malformed
     values."""
     current = validate_report(current, "this run")
@@ -1008,7 +1009,7 @@ def compare(
     check_shared_cases(baseline, list(cur_cases))
     base_load, now_load = (_median_load(baseline), _median_load(current))
     if max_extra_load is None:
-        max_extra_load = float(current["device"].get("cores") or 1)
+        max_extra_load = float(current["device"].get("cores") or 1) + 1.0
     busier = None not in (base_load, now_load) and now_load - base_load > max_extra_load
     checks = []
     for cid in [k for k in cur_cases if k in base_cases]:

@@ -127,7 +127,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="a run whose machine had more than this many extra runnable tasks than the baseline's is "
-        "inconclusive, not regressed (default: the core count)",
+        "inconclusive, not regressed (default: the core count + 1)",
     )
     base.add_argument(
         "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
