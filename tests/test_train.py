@@ -183,6 +183,10 @@ def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path,
     assert meta["router_stage"]["step"] == 4 and meta["step"] == 2  # the main stage's step is untouched
     changed = _changed_keys_and_assert_equal(before, a, b)
     assert changed and all(k.startswith("router_net.") for k in changed)
+    # a finished router stage is calibrated on its validation thumbnails (do no harm), and says so beside it
+    cal = meta["router_calibration"]
+    assert cal["temperature"] > 0 and 0 <= cal["threshold"] < 1 and cal["samples"] >= 500
+    assert (tmp_path / "straight.router_tradeoff.png").is_file()
 
 
 @pytest.mark.slow
