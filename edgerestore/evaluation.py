@@ -25,10 +25,11 @@ import numpy as np
 
 from edgerestore.baselines import dehaze_dcp
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated
+from edgerestore.contract import router_thumbnail
 from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
-from edgerestore.imageio import is_image_file, read_image, router_thumbnail, write_image
+from edgerestore.imageio import is_image_file, read_image, write_image
 from edgerestore.metrics import SSIM_WINDOW, score, wilson_interval
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]

@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgerestore.contract import pad_to
 from edgerestore.errors import UserError
 from edgerestore.graphs import (
     FORMAT,
     MODEL_JSON,
     file_sha256,
     ort_session,
-    pad_to_stride,
     save_onnx,
     set_dim_names,
     tensor_specs,
@@ -473,7 +473,7 @@ def check_parity(
                 err = float(np.abs(probs - ref).max())
                 results.append(ParityResult("router", (s, s), err, None, err <= PARITY_TOLERANCE))
                 for h, w in sizes:
-                    frame = pad_to_stride(frames(h, w), model.stride)
+                    frame = pad_to(frames(h, w), model.stride)
                     x = to_tensor(frame)
                     feats_ref = model.trunk(x)
                     feats = sessions_u8["trunk"].run(None, {"frame": frame[None]})[0]

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from edgerestore.errors import UserError
@@ -155,15 +154,3 @@ def ort_session(path: str | Path | bytes, threads: int = 2, fuse_qdq: bool = Tru
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = "graph" if isinstance(path, bytes) else f"graph {path}"
         raise UserError(f"ONNX Runtime cannot load {where}: {first}") from None
-
-
-def pad_to_stride(frame: np.ndarray, stride: int) -> np.ndarray:
-    """Reflect-pad an HWC frame at the bottom/right to multiples of the stride (as the runtime does)."""
-    import cv2
-
-    h, w = frame.shape[:2]
-    ph, pw = (-h) % stride, (-w) % stride
-    if not (ph or pw):
-        return frame
-    mode = cv2.BORDER_REFLECT_101 if min(h, w) > max(ph, pw) else cv2.BORDER_REPLICATE
-    return cv2.copyMakeBorder(frame, 0, ph, 0, pw, mode)

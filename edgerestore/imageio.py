@@ -244,36 +244,3 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
         raise UserError(f"cannot encode {path.name}: unsupported extension {path.suffix!r}; use .png or .jpg")
     write_bytes_atomic(path, encoded.tobytes())
     return path
-
-
-def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
-    """The path router's input: the whole, unpadded uint8 frame area-resized to size×size (any channel order).
-
-    One definition for the runtime, calibration, evaluation and router training, so the router is trained,
-    calibrated and judged on exactly what it sees at run time (DESIGN.md).
-
-    A frame whose shorter side is at least 3·size is first area-shrunk by the integer factor that keeps that
-    side ≥ 1.5·size (OpenCV's fast integer-ratio path; rows/columns that do not fill a factor×factor cell
-    are left out), then area-resized: under one grey level from the single resize on average, and about half
-    the time at 1280×720 and 1920×1080 (README, *Benchmarks*). Smaller frames — every router training
-    thumbnail (256–560 px) — get the single resize.
-    """
-    h, w = frame.shape[:2]
-    factor = 2 * min(h, w) // (3 * size)
-    if factor >= 2:
-        cells = frame[: h - h % factor, : w - w % factor]
-        frame = cv2.resize(cells, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-
-
-#: No side of a reduced-resolution branch input is smaller than this (the trunk needs some context).
-MIN_REDUCED_SIDE = 16
-
-
-def reduced_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(H, W) of the frame a branch with resolution `scale` (0 < scale <= 1) runs on: each side times `scale`,
-    rounded, at least `MIN_REDUCED_SIDE` and at most the frame's own. One definition for the model's
-    composition (training, evaluation) and the runtime."""
-    return tuple(  # type: ignore[return-value]
-        min(side, max(MIN_REDUCED_SIDE, round(side * scale))) for side in (height, width)
-    )

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from edgerestore.contract import pad_to, router_thumbnail
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic, write_text_atomic
 from edgerestore.graphs import (
@@ -35,12 +36,10 @@ from edgerestore.graphs import (
     graph_path,
     load_onnx,
     ort_session,
-    pad_to_stride,
     read_model_json,
     save_onnx,
     write_json,
 )
-from edgerestore.imageio import router_thumbnail
 
 # Operators kept in float32 in FP16 graphs: normalisations and reductions over many values (sums of squares
 # and long accumulations overflow or lose everything in float16), softmax (exp), resampling.
@@ -383,7 +382,7 @@ def guard(
         raise UserError(
             "the accuracy guard needs held-back frames; use more calibration frames or --holdout > 0"
         )
-    padded = [pad_to_stride(f.image, stride)[None] for f in frames]
+    padded = [pad_to(f.image, stride)[None] for f in frames]
     results: dict[str, GraphAccuracy] = {}
     bar = tqdm(total=len(meta["graphs"]), desc=f"guard {requested}", unit="graph", disable=not progress)
 
@@ -663,7 +662,7 @@ def bright_frame(frames: list[Frame]) -> Frame:
 def reference_feeds(export_dir: Path, meta: dict, frames: list[Frame]) -> Callable[[str], list[dict]]:
     """feeds_for(graph) → that graph's input feeds for each frame (branch features from the float32 trunk)."""
     stride = int(meta["stride"])
-    padded = [pad_to_stride(f.image, stride)[None] for f in frames]
+    padded = [pad_to(f.image, stride)[None] for f in frames]
     cache: dict[str, list[dict]] = {}
 
     def feeds_for(name: str) -> list[dict]:

@@ -84,7 +84,8 @@ def test_routed_frame_is_not_slower_than_running_every_branch(bundles):
     """A routed frame (router + trunk + the one selected branch) against what a model without the router
     would run (trunk + all four branches), both through the same backend, interleaved."""
     from edgerestore.conditions import RESTORED_CONDITIONS
-    from edgerestore.runtime.restorer import Restorer, pad_to
+    from edgerestore.contract import pad_to
+    from edgerestore.runtime.restorer import Restorer
 
     frame = _frame((180, 320))
     with Restorer.open(bundles["fp32"], threads=2) as r:

@@ -257,8 +257,8 @@ def test_checkpoint_restorer_runs_uffn_and_blind_cmudrn_checkpoints(data, tmp_pa
 
 def test_checkpoint_eval_routes_on_the_runtime_thumbnail_and_runs_the_branch_it_picked(data, tmp_path):
     torch = pytest.importorskip("torch")
+    from edgerestore.contract import router_thumbnail
     from edgerestore.evaluation import checkpoint_restorer
-    from edgerestore.imageio import router_thumbnail
     from edgerestore.models.zoo import build, save_checkpoint
 
     torch.manual_seed(0)

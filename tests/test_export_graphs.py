@@ -11,8 +11,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from edgerestore.contract import pad_to  # noqa: E402
 from edgerestore.errors import UserError  # noqa: E402
-from edgerestore.graphs import file_sha256, load_onnx, ort_session, pad_to_stride  # noqa: E402
+from edgerestore.graphs import file_sha256, load_onnx, ort_session  # noqa: E402
 
 TINY = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
 
@@ -85,7 +86,7 @@ def test_cmudrn_graphs_match_pytorch_at_true_odd_sizes(cmudrn_export):
 def test_uint8_branch_output_equals_rounded_pytorch_on_a_padded_odd_frame(uffn_export):
     model, result = uffn_export
     rng = np.random.default_rng(3)
-    frame = pad_to_stride(rng.integers(0, 256, (97, 131, 3), dtype=np.uint8), 2)
+    frame = pad_to(rng.integers(0, 256, (97, 131, 3), dtype=np.uint8), 2)
     assert frame.shape[:2] == (98, 132)
     trunk = ort_session(result.out_dir / "trunk.onnx")
     branch = ort_session(result.out_dir / "branch_haze.onnx")

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgerestore.imageio import router_thumbnail
+from edgerestore.contract import router_thumbnail
 
 
 def _scene(h: int, w: int) -> np.ndarray:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgerestore.contract import MIN_SIDE
 from edgerestore.errors import UserError
-from edgerestore.runtime.restorer import MIN_SIDE, Restorer, normalise_frame
+from edgerestore.runtime.restorer import Restorer, normalise_frame
 from edgerestore.runtime.synthetic import OFFSETS, PROTOTYPES, write_bundle
 
 

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS
+from edgerestore.contract import router_thumbnail
 from edgerestore.data.degrade import degrade
 from edgerestore.data.synthetic import load_clean_images
-from edgerestore.imageio import router_thumbnail
 
 
 class RouterThumbnailDataset:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgerestore.conditions import CONDITIONS
-from edgerestore.imageio import reduced_size
+from edgerestore.contract import reduced_size
 from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedResBlock, make_norm
 
 #: "transposed": the paper's transposed-conv decoder (4×4, stride 2) + norm + ReLU + a full-resolution 3×3 conv to

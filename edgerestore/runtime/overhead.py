@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
-from edgerestore.imageio import reduced_size, router_thumbnail
-from edgerestore.runtime.restorer import Restorer, pad_to
+from edgerestore.contract import pad_to, reduced_size, router_thumbnail
+from edgerestore.runtime.restorer import Restorer
 
 #: a call to time, or (an untimed setup run just before it, the call)
 Timed = Callable[[], object] | tuple[Callable[[], object], Callable[[], object]]

@@ -42,14 +42,13 @@ import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated
+from edgerestore.contract import MIN_SIDE, pad_to, reduced_size, router_thumbnail
 from edgerestore.errors import BundleError, UserError
-from edgerestore.imageio import reduced_size, router_thumbnail
 from edgerestore.runtime.backend import Backend
 
 log = logging.getLogger("edgerestore.restorer")
 
 #: The smallest frame side accepted (smaller frames carry too little for the router's thumbnail).
-MIN_SIDE = 16
 #: Frames (once padded) of more pixels than this, or beyond the bundle's max shape, run in overlapping tiles
 #: of at most this many pixels, so memory stays bounded whatever the frame size (1088x1920: the default
 #: bundle's max shape).
@@ -130,16 +129,6 @@ def denormalise_frame(bgr: np.ndarray, fmt: FrameFormat, original: np.ndarray) -
     if fmt.channels == 4:
         out[:, :, 3] = original[:, :, 3]
     return out
-
-
-def pad_to(frame: np.ndarray, stride: int, min_hw: tuple[int, int] = (1, 1)) -> np.ndarray:
-    """Pad bottom/right by reflection so H, W are multiples of `stride` and at least `min_hw`."""
-    h, w = frame.shape[:2]
-    hp = max(-(-h // stride) * stride, -(-min_hw[0] // stride) * stride)
-    wp = max(-(-w // stride) * stride, -(-min_hw[1] // stride) * stride)
-    if (hp, wp) == (h, w):
-        return frame
-    return cv2.copyMakeBorder(frame, 0, hp - h, 0, wp - w, cv2.BORDER_REFLECT_101)
 
 
 @dataclass(frozen=True)

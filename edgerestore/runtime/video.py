@@ -260,7 +260,7 @@ class ImageSequenceSource(FrameSource):
         if not paths:
             raise SourceError(f"{name}: no images found (extensions: .png .jpg .jpeg .tif .tiff .bmp .webp)")
         if min_side is None:
-            from edgerestore.runtime.restorer import MIN_SIDE
+            from edgerestore.contract import MIN_SIDE
 
             min_side = MIN_SIDE
         self.paths = list(paths)

@@ -1,0 +1,55 @@
+"""The graph contract shared by training, export, calibration, evaluation and the runtime: what a frame must
+be (`MIN_SIDE`), how it is padded to a graph's stride (`pad_to`), the router's input (`router_thumbnail`) and
+the size a reduced-resolution branch runs at (`reduced_size`). One definition each, no torch (numpy +
+OpenCV), so the model is trained, checked and run on exactly the same inputs (DESIGN.md, *Contracts*)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: No side of a frame the runtime accepts is smaller than this (in pixels).
+MIN_SIDE = 16
+
+
+def pad_to(frame: np.ndarray, stride: int, min_hw: tuple[int, int] = (1, 1)) -> np.ndarray:
+    """Pad bottom/right by reflection so H, W are multiples of `stride` and at least `min_hw`."""
+    h, w = frame.shape[:2]
+    hp = max(-(-h // stride) * stride, -(-min_hw[0] // stride) * stride)
+    wp = max(-(-w // stride) * stride, -(-min_hw[1] // stride) * stride)
+    if (hp, wp) == (h, w):
+        return frame
+    return cv2.copyMakeBorder(frame, 0, hp - h, 0, wp - w, cv2.BORDER_REFLECT_101)
+
+
+def router_thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
+    """The path router's input: the whole, unpadded uint8 frame area-resized to size×size (any channel order).
+
+    One definition for the runtime, calibration, evaluation and router training, so the router is trained,
+    calibrated and judged on exactly what it sees at run time (DESIGN.md).
+
+    A frame whose shorter side is at least 3·size is first area-shrunk by the integer factor that keeps that
+    side ≥ 1.5·size (OpenCV's fast integer-ratio path; rows/columns that do not fill a factor×factor cell
+    are left out), then area-resized: under one grey level from the single resize on average, and about half
+    the time at 1280×720 and 1920×1080 (README, *Benchmarks*). Smaller frames — every router training
+    thumbnail (256–560 px) — get the single resize.
+    """
+    h, w = frame.shape[:2]
+    factor = 2 * min(h, w) // (3 * size)
+    if factor >= 2:
+        cells = frame[: h - h % factor, : w - w % factor]
+        frame = cv2.resize(cells, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+
+
+#: No side of a reduced-resolution branch input is smaller than this (the trunk needs some context).
+MIN_REDUCED_SIDE = 16
+
+
+def reduced_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(H, W) of the frame a branch with resolution `scale` (0 < scale <= 1) runs on: each side times `scale`,
+    rounded, at least `MIN_REDUCED_SIDE` and at most the frame's own. One definition for the model's
+    composition (training, evaluation) and the runtime."""
+    return tuple(  # type: ignore[return-value]
+        min(side, max(MIN_REDUCED_SIDE, round(side * scale))) for side in (height, width)
+    )
