@@ -33,3 +33,13 @@ def acts_on(probs, threshold: float = 0.0) -> bool:
 
     k = int(np.argmax(probs))
     return k != 0 and float(probs[k]) >= threshold
+
+
+def check_threshold(value: float, what: str) -> float:
+    """`value` as a do-no-harm threshold (a probability in [0, 1)); else a one-line `UserError` that starts
+    with `what` (the caller's name for it: an option, an argument)."""
+    from edgerestore.errors import UserError
+
+    if not 0.0 <= value < 1.0:
+        raise UserError(f"{what}: give a probability in [0, 1) (0: act on every verdict)")
+    return float(value)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgerestore.conditions import CONDITIONS
+from edgerestore.conditions import CONDITIONS, check_threshold
 from edgerestore.errors import UserError
 
 DEFAULT_PROFILE = "uffn-tiny"
@@ -114,11 +114,10 @@ def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> A
     force = getattr(args, "force", None)
     min_confidence = getattr(args, "min_confidence", None)
     if min_confidence is not None:
-        if not 0.0 <= min_confidence < 1.0:
-            raise UserError(
-                f"--min-confidence {min_confidence:g}: give a probability in [0, 1) (0: act on every verdict)"
-            )
-        options = {**options, "min_confidence": min_confidence}
+        options = {
+            **options,
+            "min_confidence": check_threshold(min_confidence, f"--min-confidence {min_confidence:g}"),
+        }
     restorer = Restorer.open(bundle, backend=args.backend, threads=args.threads, video=video, **options)
     if force is not None and restorer.family != "uffn":
         restorer.close()

@@ -110,20 +110,28 @@ class PairedFolderDataset(Dataset):
         return x[top : top + p, left : left + p], y[top : top + p, left : left + p]
 
 
-def item_conditions(dataset: Dataset) -> np.ndarray:
-    """Condition label of every item, from `dataset.condition_of(i)` or a constant `dataset.condition`."""
-    n = len(dataset)
+def condition_of_item(dataset: Dataset, index: int) -> int:
+    """Condition label of item `index`, from `dataset.condition_of(index)` or a constant `dataset.condition`
+    (a name or an index), without reading the item."""
     if hasattr(dataset, "condition_of"):
-        return np.fromiter((dataset.condition_of(i) for i in range(n)), dtype=np.int64, count=n)
+        return int(dataset.condition_of(index))
     constant = getattr(dataset, "condition", None)
     if isinstance(constant, str):
         constant = CONDITIONS.index(constant)
     if isinstance(constant, int):
-        return np.full(n, constant, dtype=np.int64)
+        return constant
     raise TypeError(
         f"{type(dataset).__name__} tells neither condition_of(index) nor a constant condition; "
         "MixedDataset needs one of them to balance conditions"
     )
+
+
+def item_conditions(dataset: Dataset) -> np.ndarray:
+    """Condition label of every item (`condition_of_item`)."""
+    n = len(dataset)
+    if hasattr(dataset, "condition_of"):
+        return np.fromiter((dataset.condition_of(i) for i in range(n)), dtype=np.int64, count=n)
+    return np.full(n, condition_of_item(dataset, 0), dtype=np.int64)
 
 
 class MixedDataset(ConcatDataset):
@@ -251,8 +259,9 @@ class RealHazeDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         x, y = self.sample(int(index))
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))  # noqa: E731
-        return {"input": as_tensor(x), "target": as_tensor(y), "condition": self.condition}
+        from edgerestore.data.synthetic import float_to_tensor
+
+        return {"input": float_to_tensor(x), "target": float_to_tensor(y), "condition": self.condition}
 
 
 class InterleavedDataset(Dataset):
@@ -273,21 +282,17 @@ class InterleavedDataset(Dataset):
     def _locate(self, index: int) -> tuple[Dataset, int]:
         import bisect
 
-        u = ((index + 1) * 0.6180339887498949) % 1.0
+        from edgerestore.data.synthetic import GOLDEN
+
+        u = ((index + 1) * GOLDEN) % 1.0
         k = min(bisect.bisect_right(self._cumulative, u), len(self.datasets) - 1)
         ds = self.datasets[k]
         return ds, (index * 7919 + k) % len(ds)
 
     def condition_of(self, index: int) -> int:
         ds, j = self._locate(index)
-        return item_conditions_of(ds, j)
+        return condition_of_item(ds, j)
 
     def __getitem__(self, index: int) -> dict:
         ds, j = self._locate(int(index))
         return ds[j]
-
-
-def item_conditions_of(dataset: Dataset, index: int) -> int:
-    if hasattr(dataset, "condition_of"):
-        return int(dataset.condition_of(index))
-    return int(dataset.condition)

@@ -20,32 +20,39 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.data.degrade import synthesise_pair
 from edgerestore.errors import UserError
 
-_GOLDEN = 0.6180339887498949
+#: The golden ratio's fraction: index sequences (i + 1)·GOLDEN mod 1 spread any run of indices evenly.
+GOLDEN = 0.6180339887498949
 
 
-def load_clean_images(
+def load_clean_splits(
     folder: str | Path | Sequence[str | Path],
     min_side: int = 16,
     hold_out: Sequence[str] = (),
-    split: str = "train",
     long_side: int | None = None,
-) -> list[np.ndarray]:
-    """All clean photographs under `folder` (one folder or several) as uint8 RGB H×W×3 arrays, read once.
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training, validation) clean photographs under `folder` (one folder or several) as uint8 RGB H×W×3
+    arrays, each file read once.
 
-    `hold_out` glob patterns (`edgerestore.data.real_sets`) split them: `split="train"` gives the images
-    that match none, `"val"` those that match one (without patterns, both give every image, the old
-    behaviour: validation then differs from training only in its seed). `long_side` shrinks larger ones."""
+    `hold_out` glob patterns (`edgerestore.data.real_sets`) split them: training gets the images that match
+    none, validation those that match one (without patterns both get every image, the old behaviour:
+    validation then differs from training only in its seed). `long_side` shrinks larger ones."""
     from edgerestore.data.real_sets import load_images
 
     folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
     train, held = load_images(folders, hold_out, long_side, min_side)
-    images = held if (split == "val" and hold_out) else train
-    if not images:
-        raise UserError(
-            f"no {'held-out' if split == 'val' else 'training'} images of at least {min_side} px in "
-            f"{', '.join(str(f) for f in folders)}" + (f" (hold-out {list(hold_out)})" if hold_out else "")
-        )
-    return images
+    splits = (train, held if hold_out else train)
+    for name, images in zip(("training", "held-out"), splits):
+        if not images:
+            raise UserError(
+                f"no {name} images of at least {min_side} px in {', '.join(str(f) for f in folders)}"
+                + (f" (hold-out {list(hold_out)})" if hold_out else "")
+            )
+    return splits
+
+
+def load_clean_images(folder: str | Path | Sequence[str | Path], min_side: int = 16) -> list[np.ndarray]:
+    """All clean photographs under `folder` (one folder or several) as uint8 RGB H×W×3 arrays, read once."""
+    return load_clean_splits(folder, min_side)[0]
 
 
 class SyntheticWeatherDataset(Dataset):
@@ -104,7 +111,7 @@ class SyntheticWeatherDataset(Dataset):
         # plain lists: condition_of runs once per item (a million times) when MixedDataset balances
         self._cumulative_list = np.cumsum(self.share).tolist()
         self._label_list = self.labels.tolist()
-        self._offset = (self.seed * _GOLDEN * 7.0) % 1.0
+        self._offset = (self.seed * GOLDEN * 7.0) % 1.0
         if length is None:
             length = 1_000_000 if augment else len(self.images) * len(self.conditions)
         self.length = int(length)
@@ -121,7 +128,7 @@ class SyntheticWeatherDataset(Dataset):
         labels = self._label_list
         if not self.augment:
             return labels[index % len(labels)]
-        u = ((index + 1) * _GOLDEN + self._offset) % 1.0
+        u = ((index + 1) * GOLDEN + self._offset) % 1.0
         return labels[min(bisect.bisect_right(self._cumulative_list, u), len(labels) - 1)]
 
     def sample(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -142,8 +149,9 @@ class SyntheticWeatherDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         x, y, label = self.sample(int(index))
-        return {"input": _to_tensor(x), "target": _to_tensor(y), "condition": label}
+        return {"input": float_to_tensor(x), "target": float_to_tensor(y), "condition": label}
 
 
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+def float_to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """float32 H×W×3 → float32 3×H×W tensor (the training items' layout)."""
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32))

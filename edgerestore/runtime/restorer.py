@@ -41,7 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edgerestore.conditions import CONDITIONS, acts_on, calibrated
+from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_threshold
 from edgerestore.contract import MIN_SIDE, pad_to, reduced_size, router_thumbnail
 from edgerestore.errors import BundleError, UserError
 from edgerestore.runtime.backend import Backend
@@ -354,10 +354,8 @@ class Restorer:
                 f"tile_pixels={tile_pixels!r}, tile_overlap={tile_overlap!r}: give at least "
                 f"{MIN_SIDE * MIN_SIDE} pixels per tile and an overlap >= 0"
             )
-        if min_confidence is not None and not 0.0 <= min_confidence < 1.0:
-            raise UserError(
-                f"min_confidence={min_confidence!r}: give a probability in [0, 1) (0: act on every verdict)"
-            )
+        if min_confidence is not None:
+            check_threshold(min_confidence, f"min_confidence={min_confidence!r}")
         if deadline_ms is not None and not deadline_ms > 0:
             raise UserError(f"deadline_ms={deadline_ms!r}: give a positive number of milliseconds (or None)")
         if int(route_every) < 1:

@@ -89,28 +89,33 @@ class TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- data
-_LONG_SIDE = (
-    1024  # real photographs (fog, road) are shrunk to this on loading: thumbnails and patches need no more
-)
+#: real photographs (fog, road) are shrunk to this long side on loading: thumbnails and patches need no more
+_LONG_SIDE = 1024
 
 
-def clean_images(cfg: TrainConfig, split: str) -> list[np.ndarray]:
-    """The clean photographs / road frames of `cfg.clean_dir` for "train" or "val" (by `cfg.hold_out`)."""
-    from edgerestore.data.synthetic import load_clean_images
+@dataclass
+class StageImages:
+    """The images a stage trains and validates on, each file read once: clean photographs / road frames
+    (`cfg.clean_dir`) and real weather photographs per condition (`cfg.real`), split by `cfg.hold_out`.
+    Without a hold-out, validation reuses the training images (the old behaviour) and has no real ones."""
 
-    return load_clean_images(cfg.clean_dir, hold_out=cfg.hold_out, split=split, long_side=_LONG_SIDE)
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    real_train: dict[str, list[np.ndarray]]
+    real_val: dict[str, list[np.ndarray]]
 
 
-def real_images(cfg: TrainConfig, split: str) -> dict[str, list[np.ndarray]]:
-    """The real weather photographs of `cfg.real` per condition, split by `cfg.hold_out` (empty without it
-    for "val", so validation stays synthetic unless a hold-out names real photographs)."""
+def stage_images(cfg: TrainConfig, real: bool = True) -> StageImages:
+    """`StageImages` of `cfg` (`real=False`: without the real weather photographs, which only the router reads)."""
     from edgerestore.data.real_sets import load_images
+    from edgerestore.data.synthetic import load_clean_splits
 
-    out: dict[str, list[np.ndarray]] = {}
-    for condition, folders in cfg.real.items():
-        train, held = load_images(folders, cfg.hold_out, _LONG_SIDE)
-        out[condition] = held if split == "val" else train
-    return out
+    train, val = load_clean_splits(cfg.clean_dir, hold_out=cfg.hold_out, long_side=_LONG_SIDE)
+    real_train: dict[str, list[np.ndarray]] = {}
+    real_val: dict[str, list[np.ndarray]] = {}
+    for condition, folders in cfg.real.items() if real else ():
+        real_train[condition], real_val[condition] = load_images(folders, cfg.hold_out, _LONG_SIDE)
+    return StageImages(train, val, real_train, real_val)
 
 
 class StepSampler(Sampler[list[int]]):
@@ -676,8 +681,9 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         payload.pop("optimizer", None)
         payload.pop("scheduler", None)
     size = model.thumbnail_size
+    images = stage_images(cfg)
     val_set = RouterThumbnailDataset(
-        size=size, seed=cfg.seed + 10_000, images=clean_images(cfg, "val"), real=real_images(cfg, "val")
+        size=size, seed=cfg.seed + 10_000, images=images.val, real=images.real_val
     )
 
     def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
@@ -703,9 +709,7 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         model.router_net,
         payload,
         place,
-        RouterThumbnailDataset(
-            size=size, seed=cfg.seed, images=clean_images(cfg, "train"), real=real_images(cfg, "train")
-        ),
+        RouterThumbnailDataset(size=size, seed=cfg.seed, images=images.train, real=images.real_train),
         opt,
         sched,
         resume,
@@ -811,21 +815,18 @@ REAL_PAIR_SHARE = 0.75  # of the haze stage's items with real-depth pairs (--pai
 
 def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
     """(training, validation) sets of branch `name`: synthetic weather on the clean photographs / road
-    frames, interleaved with (a share REAL_PAIR_SHARE of) the real pairs of `cfg.paired` for haze (re-synthesised at new
-    densities and airlights from their measured transmission); validation on the held-out real pairs when
+    frames, interleaved with (a share REAL_PAIR_SHARE of) the real pairs of `cfg.paired` for haze
+    (re-synthesised at new densities and airlights from their measured transmission); validation on the held-out real pairs when
     the hold-out names some, else on synthetic weather over the held-out (or all) clean images."""
     from edgerestore.data.datasets import InterleavedDataset, RealHazeDataset
     from edgerestore.data.synthetic import SyntheticWeatherDataset
 
+    images = stage_images(cfg, real=False)
     synthetic = SyntheticWeatherDataset(
-        patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed, images=clean_images(cfg, "train")
+        patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed, images=images.train
     )
     synthetic_val = SyntheticWeatherDataset(
-        patch_size=256,
-        conditions=(name,),
-        seed=cfg.seed + 10_000,
-        augment=False,
-        images=clean_images(cfg, "val"),
+        patch_size=256, conditions=(name,), seed=cfg.seed + 10_000, augment=False, images=images.val
     )
     if not cfg.paired:
         return synthetic, synthetic_val
