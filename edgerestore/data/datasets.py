@@ -9,7 +9,7 @@ the runtime or by export code.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -99,15 +99,23 @@ class PairedFolderDataset(Dataset):
 
     @staticmethod
     def _random_crop(x: np.ndarray, y: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
+        return aligned_crop(x, y, p, lambda low, high: int(torch.randint(low, high, ()).item()))
+
+
+def aligned_crop(
+    x: np.ndarray, y: np.ndarray, p: int, randint: Callable[[int, int], int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random p×p crop of an input and its target (reflect-padded bottom/right when smaller, edge-
+    padded when too small to reflect); `randint(low, high)` draws the corner (high exclusive)."""
+    h, w = x.shape[:2]
+    if h < p or w < p:
+        pad = ((0, max(0, p - h)), (0, max(0, p - w)), (0, 0))
+        mode = "reflect" if h > 1 and w > 1 and p - h < h and p - w < w else "edge"
+        x, y = np.pad(x, pad, mode=mode), np.pad(y, pad, mode=mode)
         h, w = x.shape[:2]
-        if h < p or w < p:
-            pad = ((0, max(0, p - h)), (0, max(0, p - w)), (0, 0))
-            mode = "reflect" if h > 1 and w > 1 and p - h < h and p - w < w else "edge"
-            x, y = np.pad(x, pad, mode=mode), np.pad(y, pad, mode=mode)
-            h, w = x.shape[:2]
-        top = int(torch.randint(0, h - p + 1, ()).item())
-        left = int(torch.randint(0, w - p + 1, ()).item())
-        return x[top : top + p, left : left + p], y[top : top + p, left : left + p]
+    top = randint(0, h - p + 1)
+    left = randint(0, w - p + 1)
+    return x[top : top + p, left : left + p], y[top : top + p, left : left + p]
 
 
 def condition_of_item(dataset: Dataset, index: int) -> int:
@@ -244,15 +252,10 @@ class RealHazeDataset(Dataset):
             if pair.input not in self._transmission:
                 self._transmission[pair.input] = transmission_from_pair(hazy, clear, self.airlight)
             hazy = resynthesise_haze(clear, self._transmission[pair.input], rng)
-        p = self.patch_size
-        if p is not None:
-            h, w = hazy.shape[:2]
-            if h < p or w < p:
-                pad = ((0, max(0, p - h)), (0, max(0, p - w)), (0, 0))
-                hazy, clear = np.pad(hazy, pad, mode="reflect"), np.pad(clear, pad, mode="reflect")
-                h, w = hazy.shape[:2]
-            y0, x0 = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-            hazy, clear = hazy[y0 : y0 + p, x0 : x0 + p], clear[y0 : y0 + p, x0 : x0 + p]
+        if self.patch_size is not None:
+            hazy, clear = aligned_crop(
+                hazy, clear, self.patch_size, lambda low, high: int(rng.integers(low, high))
+            )
         if rng.random() < 0.5:
             hazy, clear = hazy[:, ::-1], clear[:, ::-1]
         return hazy, clear
