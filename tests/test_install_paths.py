@@ -132,32 +132,9 @@ def test_missing_default_set_names_the_commands_own_option(monkeypatch, tmp_path
 def test_a_built_wheel_holds_the_default_calibration_frames(tmp_path):
     """What `pip install .` (not editable) installs: the wheel must carry the frames the lookup finds.
     Built from a copy of the sources, so setuptools' build/ and egg-info stay out of the checkout."""
-    import shutil
+    from wheel_build import build_wheel
 
-    src = tmp_path / "src"
-    shutil.copytree(ROOT / "edgerestore", src / "edgerestore", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (wheel,) = tmp_path.glob("edgerestore-*.whl")
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     frames = [n for n in names if n.startswith("edgerestore/shipped/calibration/") and n.endswith(".jpg")]
     assert len(frames) == 40  # 20 frames and their 20 ground truths

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -19,7 +17,6 @@ import cv2
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -40,24 +37,9 @@ def _clean_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     base = tmp_path_factory.mktemp("wheel")
-    src = base / "src"  # a copy, so that the build leaves no build/ or *.egg-info in the checkout
-    shutil.copytree(ROOT / "edgerestore", src / "edgerestore", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, src / name)
-    wheels = base / "dist"
-    pip_wheel = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "-q",
-        "-w",
-        str(wheels),
-    ]
-    _run([*pip_wheel, str(src)], base, env=_clean_env())
-    (wheel,) = wheels.glob("edgerestore-*.whl")
+    from wheel_build import build_wheel
+
+    wheel = build_wheel(base, env=_clean_env())
     env_dir = base / "venv"
     venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env_dir)
     pip = [str(env_dir / "bin/python"), "-m", "pip", "install", "-q", str(wheel)]
