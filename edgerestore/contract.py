@@ -53,3 +53,42 @@ def reduced_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return tuple(  # type: ignore[return-value]
         min(side, max(MIN_REDUCED_SIDE, round(side * scale))) for side in (height, width)
     )
+
+
+#: Guided upsampling of a reduced-resolution branch's result (`guided_coefficients`): the window radius as a
+#: share of the reduced frame's shorter side, and the regulariser ε in units of [0, 1]² (std ≈ 0.01).
+GUIDED_RADIUS_SHARE = 0.125
+GUIDED_EPS = 1e-4
+
+
+def guided_radius(height: int, width: int) -> int:
+    """The box radius (pixels of the reduced frame) of `guided_coefficients` at that size."""
+    side = min(height, width)
+    return max(0, min(round(side * GUIDED_RADIUS_SHARE), side - 1))
+
+
+def guided_coefficients(
+    small_in: np.ndarray, small_out: np.ndarray, eps: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), float32 H×W×C: the local affine map ``out ≈ a·in + b`` a reduced-resolution branch applied,
+    per channel, fitted in boxes of `guided_radius` and smoothed once more (He et al.'s guided filter with the
+    branch's input as the guide), regularised by `eps` towards gain 1 — so a flat window gets the plain
+    additive correction. Upsampled bilinearly and applied to the full-resolution frame (``a·frame + b``), it
+    carries the correction *and* the gain: haze's ``1/t`` restores the fine contrast the reduced frame lost,
+    which an added correction cannot. `eps` is in the arrays' units squared (`GUIDED_EPS`·255² for uint8
+    values). One definition for the runtime; `edgerestore.models.uffn.guided_coefficients` is its torch
+    twin for training (same boxes: reflect-101 borders)."""
+    s = small_in.astype(np.float32, copy=False)
+    r = small_out.astype(np.float32, copy=False)
+    radius = guided_radius(*s.shape[:2])
+    window = (2 * radius + 1, 2 * radius + 1)
+
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, -1, window, borderType=cv2.BORDER_REFLECT_101)
+
+    mean_s, mean_r = box(s), box(r)
+    var = box(s * s) - mean_s * mean_s
+    cov = box(s * r) - mean_s * mean_r
+    a = (cov + eps) / (var + eps)
+    b = mean_r - a * mean_s
+    return box(a), box(b)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from edgerestore.conditions import CONDITIONS  # noqa: E402
+from edgerestore.contract import GUIDED_EPS  # noqa: E402
 from edgerestore.models import zoo  # noqa: E402
 from edgerestore.models.blocks import CrossStitch, ShareSepConv, SmoothDilatedResBlock  # noqa: E402
 from edgerestore.models.cmudrn import CMUDRN, CMUDRNConfig  # noqa: E402
-from edgerestore.models.uffn import UFFN, UFFNConfig, pad_to_multiple  # noqa: E402
+from edgerestore.models.uffn import UFFN, UFFNConfig, guided_coefficients, pad_to_multiple  # noqa: E402
 
 TINY = UFFNConfig(
     width=8,
@@ -54,7 +56,8 @@ def test_uffn_parts_compose_exactly_to_forward():
 
 
 def test_reduced_resolution_branch_composes_as_documented():
-    """A branch with scale s runs on the area-downscaled frame and adds its upsampled, clamped correction; the
+    """A branch with scale s runs on the area-downscaled frame; the local affine map its clamped output applied
+    there (the guided filter) is upsampled and applied to the frame; the
     other branches keep the full-resolution composition, also in a mixed teacher-forced batch."""
     import dataclasses
 
@@ -68,8 +71,9 @@ def test_reduced_resolution_branch_composes_as_documented():
         small = F.interpolate(x[:1], size=(48, 66), mode="area")  # round(48.5) = 48, round(65.5) = 66
         padded, _ = pad_to_multiple(small, model.stride)
         low = model.branch("haze")(padded, model.trunk(padded))[..., :48, :66].clamp(0, 1)
-        up = F.interpolate(low - small, size=(97, 131), mode="bilinear", align_corners=False)
-        assert torch.equal(mixed[:1], x[:1] + up)
+        gain, offset = guided_coefficients(small, low, GUIDED_EPS)
+        up = lambda t: F.interpolate(t, size=(97, 131), mode="bilinear", align_corners=False)  # noqa: E731
+        assert torch.equal(mixed[:1], up(gain) * x[:1] + up(offset))
         assert torch.equal(mixed[:1], model.restore(x[:1], "haze"))
         padded, _ = pad_to_multiple(x[1:], model.stride)
         assert torch.equal(mixed[1:], model.branch("rain")(padded, model.trunk(padded))[..., :97, :131])
@@ -223,3 +227,35 @@ def test_readme_zoo_table_matches_the_code():
         assert cells[3] == f"{row['params_routed']:,}", row["profile"]
         assert re.fullmatch(r"[\d.]+", cells[4]) and abs(float(cells[4]) - row["gmacs_256"]) < 0.01
         assert abs(float(cells[5]) - row["gmacs_640x360"]) < 0.01
+
+
+def test_guided_upsampling_carries_a_branch_gain_to_full_resolution_and_matches_the_runtime():
+    """The reduced branches' composition (`contract.guided_coefficients`, torch twin in models/uffn.py): an
+    affine branch (out = 0.5·in + 0.3, a contrast change like haze removal's 1/t) is carried exactly, so
+    full-resolution detail gets the gain — an added, upsampled correction would leave it at gain 1; a flat
+    frame gets the plain additive correction (ε pulls towards gain 1); numpy and torch agree."""
+    import torch.nn.functional as F
+
+    from edgerestore.contract import guided_coefficients as guided_numpy
+
+    rng = np.random.default_rng(0)
+    small = rng.random((40, 56, 3)).astype(np.float32)
+    a, b = guided_numpy(small, 0.5 * small + 0.3, GUIDED_EPS)
+    assert np.allclose(a, 0.5, atol=1e-3) and np.allclose(b, 0.3, atol=1e-3)
+    flat = np.full((40, 56, 3), 0.4, np.float32)
+    a, b = guided_numpy(flat, flat + 0.1, GUIDED_EPS)
+    assert np.allclose(a, 1.0, atol=1e-4) and np.allclose(b, 0.1, atol=1e-4)
+    out = rng.random((40, 56, 3)).astype(np.float32)
+    a_np, b_np = guided_numpy(small, out, GUIDED_EPS)
+    to_t = lambda x: torch.from_numpy(x.transpose(2, 0, 1)[None].copy())  # noqa: E731
+    a_t, b_t = guided_coefficients(to_t(small), to_t(out), GUIDED_EPS)
+    assert torch.allclose(a_t, to_t(a_np), atol=1e-3) and torch.allclose(b_t, to_t(b_np), atol=1e-3)
+    # at full resolution: fine detail invisible at the reduced size gets the branch's gain
+    big = torch.rand(1, 3, 160, 224)
+    low = F.interpolate(big, size=(40, 56), mode="area")
+    gain, offset = guided_coefficients(low, 0.5 * low + 0.3, GUIDED_EPS)
+    up = lambda t: F.interpolate(t, size=(160, 224), mode="bilinear", align_corners=False)  # noqa: E731
+    want = 0.5 * big + 0.3
+    guided_error = (up(gain) * big + up(offset) - want).abs().max()
+    additive_error = (big + up(0.3 - 0.5 * low) - want).abs().max()
+    assert guided_error < 0.02 < 0.2 < additive_error  # ε's pull towards gain 1 is the 0.01 left

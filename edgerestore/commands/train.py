@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="real weather photographs of one condition for the router, e.g. haze=fog/ (repeatable)",
     )
     parser.add_argument(
+        "--rain-streaks",
+        type=Path,
+        metavar="DIR",
+        help="photographed rain streaks (e.g. the Garg–Nayar database): most synthetic rain is rendered from them",
+    )
+    parser.add_argument(
         "--hold-out",
         action="append",
         default=[],
@@ -153,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         paired=list(args.paired),
         real=parse_real(args.real),
         hold_out=list(args.hold_out),
+        rain_streaks=args.rain_streaks,
         steps=args.steps,
         batch_size=args.batch_size,
         patch_size=args.patch_size,

@@ -44,8 +44,12 @@ import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS
+from edgerestore.data.streaks import StreakBank, StreakLayer, render_streak_layer, sample_streak_layers
 from edgerestore.errors import UserError
 from edgerestore.imageio import is_image_file
+
+#: Of rain scenes when a `StreakBank` is given: photographed streaks; the rest are drawn segments.
+STREAK_SHARE = 0.7
 
 #: Conditions `degrade` accepts: the router's classes plus the mixed ``rain+snow``.
 DEGRADE_CONDITIONS: tuple[str, ...] = (*CONDITIONS, "rain+snow")
@@ -272,15 +276,28 @@ def _roll(layer_map: np.ndarray, layer: ParticleLayer, frame: int) -> np.ndarray
 class RainParams:
     """Streak layers, the streaks' colour, and the mist of heavy rain (`mist` = 1 − minimum transmission)."""
 
-    layers: list[ParticleLayer]
+    layers: list  # ParticleLayer or StreakLayer
     colour: np.ndarray
     mist: float = 0.0
     mist_airlight: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, severity: float, scale: float = 1.0) -> RainParams:
+    def sample(
+        cls, rng: np.random.Generator, severity: float, scale: float = 1.0, streaks: StreakBank | None = None
+    ) -> RainParams:
+        """Rain at `severity`; with a `StreakBank`, a share `STREAK_SHARE` of the scenes is photographed
+        streaks (`edgerestore.data.streaks`) with heavy rain's accumulation veil, the rest drawn segments."""
         s = severity
         angle = float(np.clip(rng.normal(0.0, 15.0), -40.0, 40.0))
+        if streaks is not None and rng.random() < STREAK_SHARE:
+            # heavy rain's accumulation veil: the scattering of drops too small to see one by one
+            mist = float(rng.uniform(0.1, 0.45) * s) if rng.random() < 1.6 * s - 0.3 else 0.0
+            return cls(
+                layers=sample_streak_layers(streaks, rng, s, scale, angle),
+                colour=_tint(rng, rng.uniform(0.8, 1.0), 0.015),
+                mist=mist,
+                mist_airlight=_tint(rng, rng.uniform(0.7, 0.95), 0.015),
+            )
         dens = 0.5 + 1.2 * s
         layers: list[ParticleLayer] = []
 
@@ -349,9 +366,16 @@ class RainParams:
 
 
 class _Rain:
-    def __init__(self, height, width, rng, severity, scale, wrap=False, params: RainParams | None = None):
-        self.params = params or RainParams.sample(rng, severity, scale)
-        self.maps = [render_particles(layer, height, width, rng, wrap) for layer in self.params.layers]
+    def __init__(
+        self, height, width, rng, severity, scale, wrap=False, params: RainParams | None = None, streaks=None
+    ):
+        self.params = params or RainParams.sample(rng, severity, scale, streaks)
+        self.maps = [
+            render_streak_layer(streaks, layer, height, width)
+            if isinstance(layer, StreakLayer)
+            else render_particles(layer, height, width, rng, wrap)
+            for layer in self.params.layers
+        ]
         self.mist_t = None
         if self.params.mist > 0:
             self.mist_t = 1.0 - self.params.mist * (0.6 + 0.4 * smooth_field(height, width, rng))
@@ -678,10 +702,18 @@ class _Raindrops:
 
 # ----------------------------------------------------------------------------------------------- public API
 def _make(
-    condition: str, height: int, width: int, rng, severity: float, scale: float, guide=None, wrap=False
+    condition: str,
+    height: int,
+    width: int,
+    rng,
+    severity: float,
+    scale: float,
+    guide=None,
+    wrap=False,
+    streaks: StreakBank | None = None,
 ):
     if condition == "rain":
-        return _Rain(height, width, rng, severity, scale, wrap)
+        return _Rain(height, width, rng, severity, scale, wrap, streaks=streaks)
     if condition == "snow":
         return _Snow(height, width, rng, severity, scale, wrap)
     if condition == "haze":
@@ -697,12 +729,14 @@ def degrade(
     rng: np.random.Generator,
     severity: float | None = None,
     scale: float = 1.0,
+    streaks: StreakBank | None = None,
 ) -> np.ndarray:
     """`image` (float32 RGB H×W×3 in [0, 1]) with `condition`'s weather: a new float32 array in [0, 1].
 
     `condition` is one of `DEGRADE_CONDITIONS` (``clean`` returns a copy). `severity` in [0, 1] (drawn
     from `rng` when None) moves every parameter range from light to heavy; `scale` multiplies feature sizes
-    (see the module docstring). The result is a pure function of the arguments and `rng`'s state.
+    (see the module docstring); `streaks` (a `StreakBank`) renders most rain from photographed streaks.
+    The result is a pure function of the arguments and `rng`'s state.
     """
     image = _as_image(image)
     if scale <= 0:
@@ -713,10 +747,10 @@ def degrade(
     if condition == "rain+snow":
         s = _severity(rng, severity)
         snowy = _Snow(h, w, rng, 0.7 * s, scale).apply(image)
-        out = _Rain(h, w, rng, 0.7 * s, scale).apply(snowy)
+        out = _Rain(h, w, rng, 0.7 * s, scale, streaks=streaks).apply(snowy)
     else:
         s = _severity(rng, severity)
-        out = _make(condition, h, w, rng, s, scale, guide=image).apply(image)
+        out = _make(condition, h, w, rng, s, scale, guide=image, streaks=streaks).apply(image)
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
@@ -749,6 +783,7 @@ class WeatherSequence:
         seed: int,
         severity: float | None = None,
         scale: float | None = None,
+        streaks: StreakBank | None = None,
     ) -> None:
         rng = np.random.default_rng(seed)
         self.condition, self.shape = condition, (height, width)
@@ -759,10 +794,10 @@ class WeatherSequence:
         elif condition == "rain+snow":
             self._parts = [
                 _Snow(height, width, rng, 0.7 * s, scale, True),
-                _Rain(height, width, rng, 0.7 * s, scale, True),
+                _Rain(height, width, rng, 0.7 * s, scale, True, streaks=streaks),
             ]
         else:
-            self._parts = [_make(condition, height, width, rng, s, scale, wrap=True)]
+            self._parts = [_make(condition, height, width, rng, s, scale, wrap=True, streaks=streaks)]
 
     def apply(self, image: np.ndarray, index: int) -> np.ndarray:
         """Frame `index` (float32 RGB H×W×3 in [0, 1]) with the weather as it is at that frame."""
@@ -808,6 +843,7 @@ def synthesise_pair(
     scale_range: tuple[float, float] = (0.75, 2.0),
     severity: float | None = None,
     rotate: float = 0.3,
+    streaks: StreakBank | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(degraded input, clean target), float32 RGB size×size×3 in [0, 1], from a uint8 RGB photograph.
 
@@ -838,7 +874,7 @@ def synthesise_pair(
         target = clean_rgb[y0 : y0 + size, x0 : x0 + size].astype(np.float32) * (1.0 / 255.0)
         scale = 1.0
     target = np.ascontiguousarray(target)
-    return degrade(target, condition, rng, severity, scale), target
+    return degrade(target, condition, rng, severity, scale, streaks), target
 
 
 def find_clean_images(folder: str | Path) -> list[Path]:

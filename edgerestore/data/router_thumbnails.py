@@ -17,6 +17,7 @@ import numpy as np
 from edgerestore.conditions import CONDITIONS
 from edgerestore.contract import router_thumbnail
 from edgerestore.data.degrade import degrade
+from edgerestore.data.streaks import StreakBank
 from edgerestore.data.synthetic import load_clean_images
 
 
@@ -34,6 +35,7 @@ class RouterThumbnailDataset:
         images: list[np.ndarray] | None = None,
         real: dict[str, list[np.ndarray]] | None = None,
         real_share: float = 0.5,
+        streaks: StreakBank | None = None,
     ) -> None:
         if images is None and clean_dir is None:
             raise ValueError("give clean_dir or images")
@@ -45,6 +47,7 @@ class RouterThumbnailDataset:
         # real weather photographs per condition (e.g. real fog): used as they are, for a share of the items
         self.real = {c: list(v) for c, v in (real or {}).items() if v}
         self.real_share = float(real_share)
+        self.streaks = streaks  # a StreakBank: most rain from photographed streaks
 
     def __len__(self) -> int:
         return self.length
@@ -77,7 +80,11 @@ class RouterThumbnailDataset:
             u8 = np.ascontiguousarray(frame)
         else:  # weather features scale with the frame like a camera's (degrade's convention: long side / 640)
             degraded = degrade(
-                frame.astype(np.float32) / 255.0, condition, rng, scale=max(frame.shape[:2]) / 640.0
+                frame.astype(np.float32) / 255.0,
+                condition,
+                rng,
+                scale=max(frame.shape[:2]) / 640.0,
+                streaks=self.streaks,
             )
             u8 = np.clip(degraded * 255.0 + 0.5, 0, 255).astype(np.uint8)
         thumb = router_thumbnail(u8, self.size)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.degrade import synthesise_pair
+from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
 
 #: The golden ratio's fraction: index sequences (i + 1)·GOLDEN mod 1 spread any run of indices evenly.
@@ -67,6 +68,8 @@ class SyntheticWeatherDataset(Dataset):
     Validation (`augment=False`): a fixed set of ``len(images) × len(conditions)`` items, conditions cycling
     with the index, plain crops at the photographs' own scale; the same seed gives the same samples.
 
+    `streaks` (a `StreakBank`): most rain from photographed streaks (`edgerestore.data.streaks`).
+
     `mixed_rain_snow`: the share of rain and snow items that carry both (labelled by the one drawn), for
     CMUDRN, which restores mixed weather.
     """
@@ -83,6 +86,7 @@ class SyntheticWeatherDataset(Dataset):
         scale_range: tuple[float, float] = (0.75, 2.0),
         mixed_rain_snow: float = 0.0,
         images: Sequence[np.ndarray] | None = None,
+        streaks: StreakBank | None = None,
     ) -> None:
         unknown = [c for c in conditions if c not in CONDITIONS]
         if unknown or not conditions:
@@ -95,7 +99,7 @@ class SyntheticWeatherDataset(Dataset):
         self.patch_size, self.seed, self.augment = int(patch_size), int(seed), augment
         self.conditions = tuple(conditions)
         self.scale_range, self.mixed_rain_snow = scale_range, float(mixed_rain_snow)
-        self.epoch = 0
+        self.epoch, self.streaks = 0, streaks
         self.labels = np.array([CONDITIONS.index(c) for c in self.conditions], dtype=np.int64)
         share = np.ones(len(self.conditions))
         if weights:
@@ -144,7 +148,9 @@ class SyntheticWeatherDataset(Dataset):
                 name = "rain+snow"
         else:
             image = self.images[(index // len(self.labels)) % len(self.images)]
-        x, y = synthesise_pair(image, name, rng, self.patch_size, self.augment, self.scale_range)
+        x, y = synthesise_pair(
+            image, name, rng, self.patch_size, self.augment, self.scale_range, streaks=self.streaks
+        )
         return x, y, label
 
     def __getitem__(self, index: int) -> dict:

@@ -14,8 +14,10 @@ The network (following the paper):
   returns to H×W×3, and the input is added (global residual).
 
 Project addition — reduced-resolution branches (`UFFNConfig.branch_scales`, e.g. {"haze": 0.25}): such a
-branch runs (with the trunk) on the area-downscaled frame, and its correction (output − input at that size) is
-bilinearly upsampled and added to the full-resolution frame. Haze is smooth, so the branch sees 1/scale times
+branch runs (with the trunk) on the area-downscaled frame, and the local affine map it applied there (output ≈
+a·input + b, fitted per channel in boxes: the guided filter, `guided_coefficients`) is bilinearly upsampled and
+applied to the full-resolution frame — the gain a (haze's 1/t) restores the fine contrast the reduced frame
+could not show, which an added correction would leave dimmed. Haze is smooth, so the branch sees 1/scale times
 more of the scene for 1/scale² less work; rain streaks and snow are fine detail and stay at full resolution.
 
 Project addition — sub-pixel decoders (`UFFNConfig.branch_decoders`, e.g. {"rain": "subpixel"}): such a branch
@@ -37,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgerestore.conditions import CONDITIONS
-from edgerestore.contract import reduced_size
+from edgerestore.contract import GUIDED_EPS, guided_radius, reduced_size
 from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedResBlock, make_norm
 
 #: "transposed": the paper's transposed-conv decoder (4×4, stride 2) + norm + ReLU + a full-resolution 3×3 conv to
@@ -74,6 +76,28 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
     return x, (h, w)
+
+
+def guided_coefficients(
+    small_in: torch.Tensor, small_out: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) [N, C, h, w] with ``small_out ≈ a·small_in + b`` locally: the torch twin of
+    `edgerestore.contract.guided_coefficients` (same radius, boxes with reflect-101 borders, ε towards gain 1),
+    differentiable, so a reduced branch trains through the composition the runtime applies."""
+    radius = guided_radius(*small_in.shape[-2:])
+
+    def box(x: torch.Tensor) -> torch.Tensor:
+        if radius == 0:
+            return x
+        padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+        return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
+
+    mean_s, mean_r = box(small_in), box(small_out)
+    var = box(small_in * small_in) - mean_s * mean_s
+    cov = box(small_in * small_out) - mean_s * mean_r
+    a = (cov + eps) / (var + eps)
+    b = mean_r - a * mean_s
+    return box(a), box(b)
 
 
 class PathRouter(nn.Module):
@@ -241,7 +265,7 @@ class UFFN(nn.Module):
 
     def restore(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """Frames [N, 3, H, W] (any size ≥ 2×2) restored by branch `name` at its resolution (not clamped; a
-        reduced-resolution branch's own output is clamped to [0, 1] before its correction is taken)."""
+        reduced-resolution branch's own output is clamped to [0, 1] before its affine map is fitted)."""
         h, w = x.shape[-2:]
         size = reduced_size(h, w, self.branch_scale(name))
         if size == (h, w):
@@ -251,8 +275,9 @@ class UFFN(nn.Module):
         padded, _ = pad_to_multiple(small, self.stride)
         # clamped as the branch graph's uint8 output is, so the deployed composition is the trained one
         restored = self.branch(name)(padded, self.trunk(padded))[..., : size[0], : size[1]].clamp(0, 1)
-        correction = restored - small
-        return x + F.interpolate(correction, size=(h, w), mode="bilinear", align_corners=False)
+        gain, offset = guided_coefficients(small, restored, GUIDED_EPS)
+        up = dict(size=(h, w), mode="bilinear", align_corners=False)
+        return F.interpolate(gain, **up) * x + F.interpolate(offset, **up)
 
     @property
     def feature_channels(self) -> int:

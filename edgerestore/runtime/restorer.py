@@ -4,7 +4,7 @@ Per frame (UFFN bundles): normalise the input to uint8 BGR, area-resize a thumbn
 `clean` verdict returns the frame untouched; otherwise pad (reflect) to the stride, run the `trunk` and the
 ONE selected `branch_<condition>` (the trunk's features stay inside the backend), crop back and convert to
 the input's format. A branch the manifest lists in `branch_scales` runs (with the trunk) on the
-area-downscaled frame, and its upsampled correction is added to the frame (flag "reduced"; as `UFFN.restore`
+area-downscaled frame, and the local affine map it applied there (gain and offset, the guided filter) is upsampled and applied to the frame (flag "reduced"; as `UFFN.restore`
 composes it). CMUDRN bundles have one graph and no router: every frame runs it.
 
 Video mode smooths the condition (minimum dwell, optional confidence margin) so one misjudged frame does
@@ -42,7 +42,14 @@ import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_threshold
-from edgerestore.contract import MIN_SIDE, pad_to, reduced_size, router_thumbnail
+from edgerestore.contract import (
+    GUIDED_EPS,
+    MIN_SIDE,
+    guided_coefficients,
+    pad_to,
+    reduced_size,
+    router_thumbnail,
+)
 from edgerestore.errors import BundleError, UserError
 from edgerestore.runtime.backend import Backend
 
@@ -651,7 +658,7 @@ class Restorer:
                     reduce_ms = (time.perf_counter() - t_small) * 1e3
                     restored_small = self._run_frame(branch_key, small, None, flags)
                     t_post = time.perf_counter()
-                    restored = self._add_correction(prep.bgr, small, restored_small)
+                    restored = self._apply_reduced(prep.bgr, small, restored_small)
             image = denormalise_frame(restored, prep.fmt, prep.original)
             timings = dict.fromkeys(STAGES, 0.0)
             timings.update(self._stage_times(be, branch_key))
@@ -730,30 +737,36 @@ class Restorer:
             ]
         return restored
 
-    def _add_correction(self, bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
-        """The full-resolution result of a reduced-resolution branch: the frame plus the bilinearly upsampled
-        correction (restored − input at the reduced size), as the model's `UFFN.restore` composes it. A frame
-        above `tile_pixels` is upsampled in strips of rows (the same bilinear map, as an affine warp), so no
-        full-size float copy is made."""
-        correction = cv2.subtract(restored_small, small, dtype=cv2.CV_32F)
+    def _apply_reduced(self, bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
+        """The full-resolution result of a reduced-resolution branch, as the model's `UFFN.restore` composes
+        it: the local affine map the branch applied at the reduced size (`contract.guided_coefficients`: gain
+        a and offset b per pixel and channel) upsampled bilinearly and applied to the frame, ``a·frame + b``.
+        A frame above `tile_pixels` is done in strips of rows (the same bilinear map, as an affine warp), so
+        no full-size float copy is made."""
+        gain, offset = guided_coefficients(small, restored_small, GUIDED_EPS * 255.0**2)
         big_h, big_w = bgr.shape[:2]
         if big_h * big_w <= self.tile_pixels:
-            up = cv2.resize(correction, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
-            return cv2.add(bgr, up, dtype=cv2.CV_8U)  # rounded and saturated; OpenCV's ops: ~10x numpy's here
+            a = cv2.resize(gain, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
+            b = cv2.resize(offset, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
+            # rounded and saturated; OpenCV's ops: ~10x numpy's here
+            return cv2.add(cv2.multiply(bgr, a, dtype=cv2.CV_32F), b, dtype=cv2.CV_8U)
         sx, sy = small.shape[1] / big_w, small.shape[0] / big_h
         out = np.empty_like(bgr)
         step = max(1, self.tile_pixels // big_w)
         for y0 in range(0, big_h, step):
             y1 = min(big_h, y0 + step)
             to_small = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
-            up = cv2.warpAffine(
-                correction,
-                to_small,
-                (big_w, y1 - y0),
-                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                borderMode=cv2.BORDER_REPLICATE,
+            a, b = (
+                cv2.warpAffine(
+                    coefficients,
+                    to_small,
+                    (big_w, y1 - y0),
+                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+                for coefficients in (gain, offset)
             )
-            out[y0:y1] = cv2.add(bgr[y0:y1], up, dtype=cv2.CV_8U)
+            out[y0:y1] = cv2.add(cv2.multiply(bgr[y0:y1], a, dtype=cv2.CV_32F), b, dtype=cv2.CV_8U)
         return out
 
     @staticmethod

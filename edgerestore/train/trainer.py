@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgerestore.conditions import CONDITIONS
+from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
@@ -39,6 +40,7 @@ class TrainConfig:
     paired: list[Path] = field(default_factory=list)
     real: dict[str, list[Path]] = field(default_factory=dict)  # real weather photographs per condition
     hold_out: list[str] = field(default_factory=list)  # glob patterns of files kept for validation only
+    rain_streaks: Path | None = None  # a folder of photographed rain streaks (Garg–Nayar) for synthetic rain
     steps: int = 10000
     batch_size: int = 8
     patch_size: int = 128
@@ -85,6 +87,7 @@ class TrainConfig:
         d["real"] = {c: [str(p) for p in v] for c, v in self.real.items()}
         d["paired"] = [str(p) for p in self.paired]
         d["router_from"] = str(self.router_from) if self.router_from else None
+        d["rain_streaks"] = str(self.rain_streaks) if self.rain_streaks else None
         return d
 
 
@@ -103,6 +106,7 @@ class StageImages:
     val: list[np.ndarray]
     real_train: dict[str, list[np.ndarray]]
     real_val: dict[str, list[np.ndarray]]
+    streaks: StreakBank | None = None  # photographed rain streaks (`cfg.rain_streaks`)
 
 
 def stage_images(cfg: TrainConfig, real: bool = True) -> StageImages:
@@ -115,7 +119,12 @@ def stage_images(cfg: TrainConfig, real: bool = True) -> StageImages:
     real_val: dict[str, list[np.ndarray]] = {}
     for condition, folders in cfg.real.items() if real else ():
         real_train[condition], real_val[condition] = load_images(folders, cfg.hold_out, _LONG_SIDE)
-    return StageImages(train, val, real_train, real_val)
+    return StageImages(train, val, real_train, real_val, streak_bank(cfg))
+
+
+def streak_bank(cfg: TrainConfig) -> StreakBank | None:
+    """The photographed rain streaks of `cfg.rain_streaks` (None without), read once per stage."""
+    return StreakBank(cfg.rain_streaks) if cfg.rain_streaks else None
 
 
 class StepSampler(Sampler[list[int]]):
@@ -189,6 +198,7 @@ def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset
 
     conditions = CONDITIONS if isinstance(model, UFFN) else ("rain", "snow")
     parts: list[Dataset] = []
+    streaks = streak_bank(cfg)
     if cfg.clean_dir:
         parts.append(
             SyntheticWeatherDataset(
@@ -199,6 +209,7 @@ def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset
                 # frames through its own thumbnails
                 weights=cfg.condition_weights or {c: float(c != "clean") for c in conditions},
                 seed=cfg.seed,
+                streaks=streaks,
             )
         )
     for folder in cfg.paired:
@@ -210,11 +221,20 @@ def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset
     if isinstance(model, UFFN):
         if not cfg.clean_dir:
             raise UserError("UFFN's router trains on synthetic weather: give --clean DIR")
-        thumbs = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed)
-        val_thumbs = RouterThumbnailDataset(cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000)
+        thumbs = RouterThumbnailDataset(
+            cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed, streaks=streaks
+        )
+        val_thumbs = RouterThumbnailDataset(
+            cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000, streaks=streaks
+        )
     val_source = (
         SyntheticWeatherDataset(
-            cfg.clean_dir, patch_size=256, conditions=conditions, seed=cfg.seed + 10_000, augment=False
+            cfg.clean_dir,
+            patch_size=256,
+            conditions=conditions,
+            seed=cfg.seed + 10_000,
+            augment=False,
+            streaks=streaks,
         )
         if cfg.clean_dir
         else PairedFolderDataset(cfg.paired[0], patch_size=None, augment=False)
@@ -683,7 +703,7 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     size = model.thumbnail_size
     images = stage_images(cfg)
     val_set = RouterThumbnailDataset(
-        size=size, seed=cfg.seed + 10_000, images=images.val, real=images.real_val
+        size=size, seed=cfg.seed + 10_000, images=images.val, real=images.real_val, streaks=images.streaks
     )
 
     def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
@@ -709,7 +729,9 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         model.router_net,
         payload,
         place,
-        RouterThumbnailDataset(size=size, seed=cfg.seed, images=images.train, real=images.real_train),
+        RouterThumbnailDataset(
+            size=size, seed=cfg.seed, images=images.train, real=images.real_train, streaks=images.streaks
+        ),
         opt,
         sched,
         resume,
@@ -823,10 +845,19 @@ def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
 
     images = stage_images(cfg, real=False)
     synthetic = SyntheticWeatherDataset(
-        patch_size=cfg.patch_size, conditions=(name,), seed=cfg.seed, images=images.train
+        patch_size=cfg.patch_size,
+        conditions=(name,),
+        seed=cfg.seed,
+        images=images.train,
+        streaks=images.streaks,
     )
     synthetic_val = SyntheticWeatherDataset(
-        patch_size=256, conditions=(name,), seed=cfg.seed + 10_000, augment=False, images=images.val
+        patch_size=256,
+        conditions=(name,),
+        seed=cfg.seed + 10_000,
+        augment=False,
+        images=images.val,
+        streaks=images.streaks,
     )
     if not cfg.paired:
         return synthetic, synthetic_val
