@@ -164,6 +164,7 @@ class FakeCuda:
         self.launches = 0
         self.syncs = 0
         self.clock = 0.0
+        self.calls: list[tuple] = []  # ("htod", dst) / ("dtoh", src) / ("sync",) in the order they were made
 
     def device_key(self) -> str:
         return "sm86-fake-rtx-3090"
@@ -208,7 +209,7 @@ class FakeCuda:
         else:
             self.pending.append(op)
 
-    def memcpy_htod_async(self, dst, src, nbytes, stream):
+    def _copy(self, dst, src, nbytes, stream):
         assert stream == 7
 
         def op():
@@ -217,7 +218,13 @@ class FakeCuda:
 
         self.enqueue(op)
 
-    memcpy_dtoh_async = memcpy_htod_async
+    def memcpy_htod_async(self, dst, src, nbytes, stream):
+        self.calls.append(("htod", dst))
+        self._copy(dst, src, nbytes, stream)
+
+    def memcpy_dtoh_async(self, dst, src, nbytes, stream):
+        self.calls.append(("dtoh", src))
+        self._copy(dst, src, nbytes, stream)
 
     def stream_create(self):
         return 7
@@ -225,6 +232,7 @@ class FakeCuda:
     def stream_synchronize(self, stream):
         self._no_capture("cudaStreamSynchronize")
         self.syncs += 1
+        self.calls.append(("sync",))
         self._drain()
 
     def stream_destroy(self, stream):
@@ -604,6 +612,37 @@ def test_features_stay_on_device_and_all_contexts_share_one_scratch(bundle_dir):
         assert len(scratch) == 1
         ((ptr, size),) = scratch
         assert size == shared_scratch_bytes(g.engine.device_memory_size_v2 for g in be._g.values())
+
+
+def _frame(condition: str, hw=(40, 48)) -> np.ndarray:
+    frame = np.empty((*hw, 3), np.uint8)
+    frame[:] = PROTOTYPES[condition]
+    return frame
+
+
+def test_the_trunk_upload_is_queued_before_waiting_for_the_router(bundle_dir):
+    restorer, cuda = open_fake(bundle_dir)
+    be = restorer.backend
+    with restorer:
+        cuda.calls.clear()
+        assert restorer(_frame("rain")).condition == "rain"
+        trunk_frame = be.device_buffers.blocks[("trunk", "frame")].ptr
+        uploads = [i for i, c in enumerate(cuda.calls) if c == ("htod", trunk_frame)]
+        assert len(uploads) == 1  # uploaded once, for the trunk and the branch
+        assert uploads[0] < cuda.calls.index(("sync",))  # before the first wait: the router's verdict
+        # after a clean verdict the next frame's upload waits for its own verdict (none for a clean frame)
+        restorer(_frame("clean"))
+        cuda.calls.clear()
+        assert restorer(_frame("clean")).condition == "clean"
+        assert ("htod", trunk_frame) not in cuda.calls
+        # a reduced-resolution branch uploads its own downscaled frame: nothing is queued after one
+        restorer.branch_scales = {"haze": 0.5}
+        restorer(_frame("haze", (64, 96)))
+        cuda.calls.clear()
+        restored = restorer(_frame("rain"))
+        assert restored.condition == "rain" and cuda.calls.index(("sync",)) < cuda.calls.index(
+            ("htod", trunk_frame)
+        )
 
 
 def test_buffers_are_sized_to_the_profile_max_once_and_never_grow(bundle_dir):

@@ -55,6 +55,9 @@ class Backend(ABC):
     frame's sequence of calls (buffers are reused across frames). Usable as a context manager."""
 
     name: str = "backend"
+    #: True when `run` and host<->device copies are queued on a stream and complete at `synchronize`
+    #: (TensorRT): work bound before a wait then overlaps with it. False: each call completes before it returns.
+    asynchronous: bool = False
 
     def __init__(self) -> None:
         self.graphs: dict[str, GraphInfo] = {}

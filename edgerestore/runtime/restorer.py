@@ -437,6 +437,7 @@ class Restorer:
         self._pending: deque[Future] = deque()
         self._index = 0
         self._last: tuple[int, float, np.ndarray | None] | None = None  # (condition, confidence, probs)
+        self._uploaded: np.ndarray | None = None  # the padded frame already bound to the trunk this frame
 
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -600,6 +601,7 @@ class Restorer:
             prep.thumbnail = router_thumbnail(prep.bgr, self.thumbnail_size)[None]
         be.bind_input("router", "thumbnail", prep.thumbnail)
         be.run("router", {"probs": (1, len(CONDITIONS))})
+        self._upload_ahead(prep)
         be.synchronize()
         probs = calibrated(np.array(be.read("router", "probs")[0], dtype=np.float32), self.temperature)
         probs = probs.astype(np.float32)
@@ -618,6 +620,21 @@ class Restorer:
         self._last = (chosen, float(probs[chosen]), probs)
         return chosen, float(probs[chosen]), probs
 
+    def _upload_ahead(self, prep: _Prepared) -> None:
+        """On an asynchronous backend (TensorRT), queue the frame's upload to the trunk behind the router,
+        before waiting for the router's verdict: the host-side copy runs while the GPU routes and the trunk
+        starts as soon as a branch is chosen (`_graphs` then binds nothing twice). Only for a frame that runs
+        whole, when the previous verdict was a full-resolution branch (or there was none): a stream of clean
+        or reduced-branch frames does not pay for uploads it never uses."""
+        self._uploaded = None
+        if not self.backend.asynchronous or prep.padded is None:
+            return
+        last = None if self._last is None else self._last[0]
+        if last == 0 or (last is not None and self.branch_scales.get(CONDITIONS[last], 1.0) != 1.0):
+            return
+        self.backend.bind_input("trunk", "frame", prep.padded)
+        self._uploaded = prep.padded
+
     def _infer(self, prep: _Prepared) -> RestoreResult:
         with self._lock:
             if self._backend_closed:
@@ -627,6 +644,7 @@ class Restorer:
             self._index += 1
             be = self.backend
             be.reset_timings()
+            self._uploaded = None
             flags: set[str] = set()
             if prep.padded is not None and prep.padded.shape[1:3] != prep.bgr.shape[:2]:
                 flags.add("padded")
@@ -698,7 +716,9 @@ class Restorer:
             be.bind_input(key, "frame", padded)
             be.run(key, {"restored": (1, hp, wp, 3)})
         else:
-            be.bind_input("trunk", "frame", padded)
+            if self._uploaded is not padded:  # not already queued behind the router (_upload_ahead)
+                be.bind_input("trunk", "frame", padded)
+            self._uploaded = None
             be.run("trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None)
             be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
             be.bind_input(key, "features", be.output("trunk", "features"))

@@ -443,6 +443,7 @@ class TensorRTBackend(Backend):
     `cuda`: a CudaRuntime-like object (injected in tests)."""
 
     name = "tensorrt"
+    asynchronous = True
 
     def __init__(
         self,
