@@ -42,7 +42,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def gpu_status() -> tuple[str | None, str | None]:
     """(TensorRT module, None) when the check can run, else (None, why not)."""
     from edgerestore.engines.build import default_trt_module
-    from edgerestore.engines.bundle import cuda_device_status
+    from edgerestore.runtime.nvidia import cuda_device_status
 
     device, why = cuda_device_status()
     if device is None:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgerestore.bench import parse_size, weather_frames
     from edgerestore.engines.build import build_bundle
-    from edgerestore.engines.bundle import cuda_device_info
+    from edgerestore.runtime.nvidia import cuda_device_info
 
     size, bench_size, hi = parse_size(args.size), parse_size(args.bench_size), parse_size(args.max)
     profile = {"min": [64, 64], "opt": list(bench_size), "max": list(hi)}

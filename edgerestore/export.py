@@ -536,28 +536,3 @@ def result_table(result: ExportResult) -> str:
 
 def parity_json(result: ExportResult) -> list[dict]:
     return [asdict(p) for p in result.parity]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# TensorRT acceptance (the operator check)
-
-
-@dataclass
-class TensorRTCheck:
-    graph: str
-    file: str
-    seconds: float
-
-
-def check_tensorrt(
-    paths: list[Path],
-    trt_module: str = "tensorrt_rtx",
-    shape_profile: dict | None = None,
-) -> list[TensorRTCheck]:
-    """Parse and build every graph with TensorRT (strongly typed; on a CPU with TensorRT-RTX) through
-    `edgerestore.engines.tensorrt`; a parser rejection raises `TensorRTBuildError` naming the failing nodes."""
-    from edgerestore.engines.tensorrt import TensorRTBuilder, frame_profile
-
-    profile = frame_profile(shape_profile or {"min": [64, 64], "opt": [360, 640], "max": [720, 1280]})
-    builder = TensorRTBuilder(trt_module, device=None if trt_module == "tensorrt_rtx" else "auto")
-    return [TensorRTCheck(p.stem, str(p), builder.build(p, profile).seconds) for p in paths]

@@ -16,12 +16,9 @@ from edgerestore.engines import build as build_mod
 from edgerestore.engines.build import build_bundle, normalise_shape_profile, resolve_backend
 from edgerestore.engines.bundle import (
     FORMAT_VERSION,
-    DeviceInfo,
     GraphEntry,
     Manifest,
     bundle_dir_name,
-    cuda_device_info,
-    cuda_device_status,
     default_bundle_dir,
     load_bundle,
     normalise_compute_capability,
@@ -30,6 +27,7 @@ from edgerestore.engines.bundle import (
     write_bundle,
 )
 from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.nvidia import DeviceInfo, cuda_device_info, cuda_device_status
 
 PROFILE = {"min": [16, 16], "opt": [64, 64], "max": [256, 256]}
 REBUILD = "rebuild with: edgerestore build --profile tiny-test --backend onnxruntime --precision fp32 --force"

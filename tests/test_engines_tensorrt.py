@@ -16,8 +16,9 @@ import pytest
 from engine_graphs import branch_graph, write_export_dir
 
 from edgerestore.engines.build import build_bundle
-from edgerestore.engines.bundle import DeviceInfo, cuda_device_info, load_bundle, sha256_file
+from edgerestore.engines.bundle import load_bundle, sha256_file
 from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.nvidia import DeviceInfo, cuda_device_info
 
 trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
 

@@ -267,8 +267,7 @@ def test_calibrate_command_reports_a_corrupt_graph_in_one_line(export_dir, tmp_p
 
 def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(export_dir):
     pytest.importorskip("tensorrt_rtx")
-    from edgerestore.engines.tensorrt import TensorRTBuildError
-    from edgerestore.export import check_tensorrt
+    from edgerestore.engines.tensorrt import TensorRTBuildError, check_graphs
 
     frames = _frames(3, 5)
     trunk_feeds = [{"frame": f.image[None]} for f in frames]
@@ -286,13 +285,13 @@ def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(exp
             path = out / f"{name}_{tag}.onnx"
             onnx.save(model, str(path))
             paths.append(path)
-    checks = check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})
+    checks = check_graphs(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})
     assert len(checks) == 4
     # and the ONNX Runtime form is refused, naming a node (uint8 activations / int32 biases)
     ort_form = out / "branch_rain_int8_ort.onnx"
     onnx.save(quantize_graph(export_dir / "branch_rain.onnx", branch_feeds, "int8_ort"), str(ort_form))
     with pytest.raises(TensorRTBuildError, match="node"):
-        check_tensorrt([ort_form])
+        check_graphs([ort_form])
 
 
 def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(export_dir):
@@ -322,15 +321,14 @@ def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(ex
     want = ort_session(export_dir / "branch_rain.onnx").run(None, {**x, "features": feats[0]})[0].astype(int)
     assert got.shape == want.shape and np.abs(got - want).mean() < 3.0
     if importlib.util.find_spec("tensorrt_rtx") is not None:
-        from edgerestore.export import check_tensorrt
+        from edgerestore.engines.tensorrt import check_graphs
 
         paths = []
         for name, model in (("trunk", trunk), ("branch_rain", branch)):
             paths.append(export_dir / f"mo_{name}.onnx")
             onnx.save(model, str(paths[-1]))
         assert (
-            len(check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]}))
-            == 2
+            len(check_graphs(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})) == 2
         )
 
 

@@ -834,7 +834,7 @@ def test_fp16_graphs_give_half_outputs_read_as_float16(tmp_path, rng):
 
 
 def _gpu_reason() -> str | None:
-    from edgerestore.engines.bundle import cuda_device_status
+    from edgerestore.runtime.nvidia import cuda_device_status
 
     device, why = cuda_device_status()
     if device is None:
@@ -856,7 +856,7 @@ def test_real_tensorrt_engines_match_onnxruntime(bundle_dir, tmp_path, rng, cuda
     run by the backend on the GPU, against ONNX Runtime on the same float32 graphs."""
     from edgerestore.engines.bundle import load_bundle
     from edgerestore.engines.tensorrt import TensorRTBuilder, frame_profile
-    from edgerestore.runtime.trt import import_tensorrt
+    from edgerestore.runtime.nvidia import import_tensorrt
 
     trt = import_tensorrt(None)
     bundle = load_bundle(bundle_dir)
@@ -907,6 +907,9 @@ def _fake_cudart(monkeypatch, *, count_err="cudaSuccess", end_err="cudaSuccess",
         cudaError_t=err,
         cudaStreamCaptureStatus=status,
         cudaGetDeviceCount=call("count", err[count_err], 1),
+        cudaGetDeviceProperties=call(
+            "properties", err.cudaSuccess, types.SimpleNamespace(name=b"Orin\x00", major=8, minor=7)
+        ),
         cudaDriverGetVersion=call("driver", err.cudaSuccess, 12060),
         cudaRuntimeGetVersion=call("runtime", err.cudaSuccess, 13000),
         cudaSetDevice=call("set", err.cudaSuccess),

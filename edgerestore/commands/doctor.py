@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print("device")
-    from edgerestore.engines.bundle import cuda_device_info
+    from edgerestore.runtime.nvidia import cuda_device_info
 
     driver = _cuda_driver()
     gpu = cuda_device_info()

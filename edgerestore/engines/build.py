@@ -7,7 +7,9 @@ atomically (see `bundle.write_bundle`), with per-graph progress and a summary ta
 
 Backend "auto": TensorRT when a CUDA GPU and a TensorRT module are present, else ONNX Runtime. TensorRT
 module: `tensorrt` if importable, else `tensorrt_rtx` (which also builds on a CPU-only machine; `tensorrt`
-needs the GPU). A bundle that is already up to date (same sources, settings and builder) is kept unless
+needs the GPU). Each backend is a builder/runner pair: its builder (`BUILDERS`: `engines/onnxruntime.py`,
+`engines/tensorrt.py`, a `GraphBuilder` made by the module's `bundle_builder`) and the runtime's backend of
+the same name (`runtime/ort.py`, `runtime/trt.py`); `build_bundle` drives any builder the same way. A bundle that is already up to date (same sources, settings and builder) is kept unless
 `force`. The CLI verb `edgerestore build` (which also re-runs export/precision when stale) calls this.
 
 Must not import torch. Imports onnx, and the chosen backend's module, inside functions.
@@ -15,6 +17,7 @@ Must not import torch. Imports onnx, and the chosen backend's module, inside fun
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -23,19 +26,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgerestore.engines.bundle import (
     BACKENDS,
-    GRAPH_SUFFIX,
-    INSUFFICIENT_DRIVER,
     PRECISIONS,
-    TRT_MODULES,
     Bundle,
     GraphEntry,
     Manifest,
-    cuda_device_info,
-    cuda_device_status,
     default_bundle_dir,
     load_bundle,
     sha256_file,
@@ -45,6 +43,7 @@ from edgerestore.engines.bundle import (
     engines_root as eb_engines_root,
 )
 from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.nvidia import INSUFFICIENT_DRIVER, TRT_MODULES, cuda_device_info, cuda_device_status
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
@@ -129,6 +128,58 @@ def normalise_shape_profile(profile: Mapping[str, Sequence[int]] | None, stride:
     if not all(prof["min"][i] <= prof["opt"][i] <= prof["max"][i] for i in (0, 1)):
         raise UserError(f"shape profile needs min <= opt <= max per side, got {prof}")
     return prof
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The backends' builders
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildSettings:
+    """What a backend's builder is made from: `build_bundle`'s options, each used by the backends it names
+    (`trt_*`, `workspace`, `timing_cache`, `optimization_level`: TensorRT; `threads`: ONNX Runtime)."""
+
+    shape_profile: dict[str, list[int]]
+    engines_root: Path
+    trt_module: str | None = None
+    workspace: int | None = DEFAULT_WORKSPACE
+    timing_cache: Path | None = None
+    trt_targets: Sequence[str] | None = None
+    optimization_level: int | None = None
+    threads: int = 0
+
+
+class GraphBuilder(Protocol):
+    """One backend's builder, as `build_bundle` drives it: graph by graph into files ending in `suffix`,
+    `finish()` after the last one; its records go into the manifest."""
+
+    suffix: str
+
+    def builder_record(self) -> dict[str, Any]: ...
+
+    def device_record(self) -> dict[str, Any]: ...
+
+    def session_options(self) -> dict[str, Any]: ...
+
+    def write_graph(self, src: Path, dst: Path) -> float: ...
+
+    def finish(self) -> None: ...
+
+
+#: backend -> the module whose `bundle_builder(settings)` makes its `GraphBuilder` (imported only to build
+#: for it; its runner is the runtime's backend of the same name).
+BUILDERS: dict[str, str] = {
+    "onnxruntime": "edgerestore.engines.onnxruntime",
+    "tensorrt": "edgerestore.engines.tensorrt",
+}
+
+
+def make_builder(backend: str, settings: BuildSettings) -> GraphBuilder:
+    """The `GraphBuilder` of `backend` (a name in `BUILDERS`)."""
+    if backend not in BUILDERS:
+        raise UserError(f"unknown backend {backend!r}; expected {', '.join(BUILDERS)}")
+    return importlib.import_module(BUILDERS[backend]).bundle_builder(settings)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -385,8 +436,8 @@ def build_bundle(
     `backend`: auto | tensorrt | onnxruntime; `precision`: fp32 | fp16 | int8 (the graphs carry it; the
     builder only parses and builds); `shape_profile`: frame {min, opt, max} as [H, W] (default up to
     1088x1920); `workspace`: TensorRT workspace pool bytes; `timing_cache`: TensorRT timing cache file,
-    shared across graphs and written back (default `engines/.timing-<module>-<version>.cache`; unused by
-    TensorRT-RTX); `force`: rebuild even when up to date. `trt_module`: tensorrt | tensorrt_rtx (default:
+    shared across graphs and written back (default `engines/.timing-<module>-<version>-<gpu>.cache`; unused
+    by TensorRT-RTX); `force`: rebuild even when up to date. `trt_module`: tensorrt | tensorrt_rtx (default:
     tensorrt if importable, else tensorrt_rtx); `trt_targets`: TensorRT-RTX compute capabilities ("8.6",
     "current"); `threads`: ONNX Runtime intra-op threads recorded for the runtime. `on_graph` is called
     after each graph. Raises UserError (BundleError, BuildError) with one line on any problem."""
@@ -403,45 +454,17 @@ def build_bundle(
         if out_dir is not None
         else default_bundle_dir(profile, backend, precision, engines_root or eb_engines_root())
     )
-    engines_root = Path(out_dir).parent if engines_root is None else engines_root
-
-    if backend == "tensorrt":
-        from edgerestore.engines.tensorrt import (
-            TensorRTBuilder,
-            frame_profile,
-            import_trt,
-            is_rtx,
-            timing_cache_name,
-        )
-
-        trt = import_trt(module)
-        if timing_cache is None and not is_rtx(trt):  # per TensorRT version and GPU: caches do not transfer
-            timing_cache = Path(engines_root) / timing_cache_name(trt, cuda_device_info())
-        trt_builder = TensorRTBuilder(
-            trt,
-            workspace=workspace,
-            timing_cache=timing_cache,
-            targets=trt_targets,
-            optimization_level=optimization_level,
-        )
-        builder_record: dict[str, Any] = {
-            "name": trt_builder.name,
-            "version": trt_builder.version,
-            "workspace": workspace,
-            "optimization_level": optimization_level,
-            "strongly_typed": True,
-        }
-        device_record = trt_builder.device_record()
-        session_options: dict[str, Any] = {}
-        rule = frame_profile(prof)
-    else:
-        from edgerestore.engines.onnxruntime import OnnxRuntimeBuilder
-
-        ort_builder = OnnxRuntimeBuilder(threads=threads)
-        builder_record = ort_builder.builder_record()
-        device_record = ort_builder.device_record()
-        session_options = ort_builder.session_options()
-
+    settings = BuildSettings(
+        shape_profile=prof,
+        engines_root=Path(Path(out_dir).parent if engines_root is None else engines_root),
+        trt_module=module,
+        workspace=workspace,
+        timing_cache=Path(timing_cache) if timing_cache is not None else None,
+        trt_targets=trt_targets,
+        optimization_level=optimization_level,
+        threads=threads,
+    )
+    builder = make_builder(backend, settings)
     manifest = Manifest(
         family=str(model.get("family")),
         profile=profile,
@@ -452,9 +475,9 @@ def build_bundle(
         precision=precision,
         graphs={},
         shape_profile=prof,
-        builder=builder_record,
-        device=device_record,
-        session_options=session_options,
+        builder=builder.builder_record(),
+        device=builder.device_record(),
+        session_options=builder.session_options(),
         branch_scales=dict(model.get("branch_scales") or {}),
         router_calibration=dict(model.get("router_calibration") or {}),
     )
@@ -471,20 +494,14 @@ def build_bundle(
     start = time.perf_counter()
     reports: list[GraphReport] = []
     files: dict[str, Path] = {}
-    suffix = GRAPH_SUFFIX[backend]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     bar = _Progress(len(sources), progress, f"{out_dir.name}")
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage:
         try:
             for src in sources:
                 bar.start(src.name)
-                dst = Path(stage) / f"{src.name}{suffix}"
-                if backend == "tensorrt":
-                    built = trt_builder.build(src.path, rule)
-                    dst.write_bytes(built.engine)
-                    seconds = built.seconds
-                else:
-                    seconds = ort_builder.optimize(src.path, dst).seconds
+                dst = Path(stage) / f"{src.name}{builder.suffix}"
+                seconds = builder.write_graph(src.path, dst)
                 inputs, outputs = _tensor_specs(src.path)
                 manifest.graphs[src.name] = GraphEntry(
                     file=dst.name,
@@ -503,7 +520,6 @@ def build_bundle(
                 bar.done()
         finally:
             bar.close()
-        if backend == "tensorrt":
-            trt_builder.save_timing_cache()
+        builder.finish()
         bundle = write_bundle(out_dir, manifest, files, force=True)
     return BuildResult(bundle, reports, time.perf_counter() - start)
