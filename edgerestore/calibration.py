@@ -278,6 +278,12 @@ def split_holdout(frames: list[Frame], holdout: int) -> tuple[list[Frame], list[
     )
 
 
+def guard_split(frames: list[Frame]) -> tuple[list[Frame], list[Frame]]:
+    """(calibration frames, held-back frames) as the precision step splits a calibration set: a quarter (at
+    least 2) held back for the accuracy guard. A TensorRT build's device guard holds back the same frames."""
+    return split_holdout(frames, max(2, len(frames) // 4))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Q/DQ graphs
 

@@ -102,11 +102,10 @@ def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True,
 
 
 def make_precision(export_dir: Path, variant: str, calib: str | Path | None, progress: bool = True):
-    from edgerestore.calibration import load_frames, make_int8, split_holdout
+    from edgerestore.calibration import guard_split, load_frames, make_int8
     from edgerestore.precision import make_fp16
 
-    frames = load_frames(calib, option="--calib")
-    calib_frames, held = split_holdout(frames, max(2, len(frames) // 4))
+    calib_frames, held = guard_split(load_frames(calib, option="--calib"))
     if variant == "fp16":
         return make_fp16(export_dir, held, calib_frames=calib_frames, progress=progress)
     return make_int8(export_dir, variant, calib_frames, held, progress=progress)
@@ -218,6 +217,7 @@ def ensure_bundle(
         force=force or bool(ran),
         progress=progress,
         trt_module=trt_module,
+        calib=calib,
         **build_options,
     )
     if not result.skipped:

@@ -307,6 +307,10 @@ class GraphRunner:
         self.threads = threads
         self._sessions: dict[tuple[str, str], object] = {}
 
+    def has(self, graph: str, precision: str) -> bool:
+        """Whether there is a `precision` graph for `graph` (the guard tries only the rungs there are)."""
+        return (graph, precision) in self.paths
+
     def run(self, graph: str, precision: str, feeds: dict) -> np.ndarray:
         key = (graph, precision)
         if key not in self._sessions:
@@ -367,31 +371,42 @@ def guard(
     frames: list[Frame],
     budgets: Budgets,
     progress: bool = True,
+    *,
+    reference: GraphRunner | None = None,
+    min_hw: tuple[int, int] = (1, 1),
 ) -> dict[str, GraphAccuracy]:
     """Choose each graph's precision: the lowest rung of the ladder that meets its budget on `frames`.
 
     UFFN: the router alone (argmax agreement); the trunk is judged through the branches — at each trunk
     rung, each branch takes its lowest passing rung; if some branch fails even in float32 on top of that
-    trunk, the trunk goes up one rung. CMUDRN: each graph alone.
+    trunk, the trunk goes up one rung. CMUDRN: each graph alone. A rung `runner` has no graph for is
+    skipped. `reference` runs the float32 graphs the rungs are compared with (default: `runner`'s fp32;
+    the device guard of a TensorRT build runs its engines in `runner` and ONNX Runtime here); `min_hw`:
+    frames are padded to at least this size (an engine's shape profile).
     """
     from tqdm import tqdm
 
     ladder = LADDERS[requested]
+    reference = reference or runner
     stride = int(meta["stride"])
     if not frames:
         raise UserError(
             "the accuracy guard needs held-back frames; use more calibration frames or --holdout > 0"
         )
-    padded = [pad_to(f.image, stride)[None] for f in frames]
+
+    def rungs(graph: str) -> list[str]:
+        return [level for level in ladder if runner.has(graph, level)]
+
+    padded = [pad_to(f.image, stride, min_hw)[None] for f in frames]
     results: dict[str, GraphAccuracy] = {}
     bar = tqdm(total=len(meta["graphs"]), desc=f"guard {requested}", unit="graph", disable=not progress)
 
     if meta["family"] == "uffn":
         size = int(meta["thumbnail_size"])
         thumbs = [router_thumbnail(f.image, size)[None] for f in frames]
-        ref = [int(np.argmax(runner.run("router", "fp32", {"thumbnail": t}))) for t in thumbs]
+        ref = [int(np.argmax(reference.run("router", "fp32", {"thumbnail": t}))) for t in thumbs]
         acc = GraphAccuracy("router", requested, "fp32", "router", len(frames))
-        for level in ladder:
+        for level in rungs("router"):
             got = [int(np.argmax(runner.run("router", level, {"thumbnail": t}))) for t in thumbs]
             scores = {"router_agreement": float(np.mean([a == b for a, b in zip(got, ref)]))}
             acc.tried.append({"precision": level, **scores})
@@ -402,20 +417,20 @@ def guard(
         bar.update(1)
 
         branches = [g for g in meta["graphs"] if g.startswith("branch_")]
-        feats_ref = [runner.run("trunk", "fp32", {"frame": p}) for p in padded]
+        feats_ref = [reference.run("trunk", "fp32", {"frame": p}) for p in padded]
         refs = {
             b: [
-                _restore(f.image, runner.run(b, "fp32", {"frame": p, "features": x}))
+                _restore(f.image, reference.run(b, "fp32", {"frame": p, "features": x}))
                 for f, p, x in zip(frames, padded, feats_ref)
             ]
             for b in branches
         }
         chosen: dict[str, GraphAccuracy] = {}
         trunk_tried: list[dict] = []
-        for trunk_level in ladder:
+        for trunk_level in rungs("trunk"):
             feats = (
                 feats_ref
-                if trunk_level == "fp32"
+                if trunk_level == "fp32" and reference is runner
                 else [runner.run("trunk", trunk_level, {"frame": p}) for p in padded]
             )
             chosen, failed = {}, []
@@ -423,7 +438,7 @@ def guard(
                 condition = b.removeprefix("branch_")
                 gt = _gt_frames(frames, condition)
                 acc = GraphAccuracy(b, requested, "fp32", "image", len(frames))
-                for level in ladder:
+                for level in rungs(b):
                     outs = [
                         _restore(f.image, runner.run(b, level, {"frame": p, "features": x}))
                         for f, p, x in zip(frames, padded, feats)
@@ -457,10 +472,12 @@ def guard(
         bar.update(1 + len(branches))
     else:
         for g in meta["graphs"]:
-            refs_g = [_restore(f.image, runner.run(g, "fp32", {"frame": p})) for f, p in zip(frames, padded)]
+            refs_g = [
+                _restore(f.image, reference.run(g, "fp32", {"frame": p})) for f, p in zip(frames, padded)
+            ]
             gt = _gt_frames(frames, None)
             acc = GraphAccuracy(g, requested, "fp32", "image", len(frames))
-            for level in ladder:
+            for level in rungs(g):
                 outs = [_restore(f.image, runner.run(g, level, {"frame": p})) for f, p in zip(frames, padded)]
                 scores = _image_scores(outs, refs_g, frames, gt)
                 acc.tried.append({"precision": level, **scores})

@@ -166,6 +166,11 @@ class GraphBuilder(Protocol):
 
     def finish(self) -> None: ...
 
+    def measuring_backend(self) -> tuple[Any, str]:
+        """(a runtime backend that runs this builder's engines here, what it is), or (None, why there is
+        none): the device guard (`engines.guard`) measures the built engines with it."""
+        ...
+
 
 #: backend -> the module whose `bundle_builder(settings)` makes its `GraphBuilder` (imported only to build
 #: for it; its runner is the runtime's backend of the same name).
@@ -198,12 +203,14 @@ class GraphReport:
 
 @dataclass
 class BuildResult:
-    """`skipped`: the bundle was already up to date and was kept."""
+    """`skipped`: the bundle was already up to date and was kept. `accuracy`: what measured the graphs'
+    accuracy (the device guard's line; empty for float32 bundles)."""
 
     bundle: Bundle
     graphs: list[GraphReport]
     seconds: float
     skipped: bool = False
+    accuracy: str = ""
 
     def summary(self) -> str:
         return format_summary(self)
@@ -211,8 +218,8 @@ class BuildResult:
 
 def _accuracy_text(acc: Mapping[str, Any]) -> str:
     parts = []
-    for key, label in (("psnr_vs_fp32", "vs fp32"), ("psnr_vs_gt", "vs GT")):
-        value = acc.get(key)
+    for key, label in (("psnr_vs_float", "vs fp32"), ("psnr_vs_gt", "vs GT")):
+        value = acc.get(key, acc.get("psnr_vs_fp32")) if key == "psnr_vs_float" else acc.get(key)
         if isinstance(value, int | float):
             parts.append(f"{value:.1f} dB {label}")
     if isinstance(acc.get("router_agreement"), int | float):
@@ -241,6 +248,8 @@ def format_summary(result: BuildResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     target = f"{m.builder.get('name')} {m.builder.get('version')}"
     status = "up to date, kept" if result.skipped else f"built in {result.seconds:.1f} s"
+    if result.accuracy:
+        lines.append(result.accuracy)
     lines.append(f"{result.bundle.path}: {m.backend} ({target}), {m.precision}, {status}")
     return "\n".join(lines)
 
@@ -430,6 +439,8 @@ def build_bundle(
     threads: int = 0,
     engines_root: str | Path | None = None,
     on_graph: Callable[[GraphReport], None] | None = None,
+    calib: str | Path | None = None,
+    device_guard: bool = True,
 ) -> BuildResult:
     """Build `engines/<profile>-<backend>-<precision>/` (or `out_dir`) from `onnx_dir` (= `export/<profile>`).
 
@@ -440,7 +451,11 @@ def build_bundle(
     by TensorRT-RTX); `force`: rebuild even when up to date. `trt_module`: tensorrt | tensorrt_rtx (default:
     tensorrt if importable, else tensorrt_rtx); `trt_targets`: TensorRT-RTX compute capabilities ("8.6",
     "current"); `threads`: ONNX Runtime intra-op threads recorded for the runtime. `on_graph` is called
-    after each graph. Raises UserError (BundleError, BuildError) with one line on any problem."""
+    after each graph. `device_guard`: an fp16/int8 build whose engines can run here (TensorRT with its GPU)
+    runs the accuracy guard again with them on the held-back frames of `calib` (the precision step's
+    frames; default: the shipped calibration set) and falls a graph over its budget back to float32
+    (`engines.guard`); each graph's accuracy says what measured it. Raises UserError (BundleError,
+    BuildError) with one line on any problem."""
     onnx_dir = Path(onnx_dir)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -520,6 +535,95 @@ def build_bundle(
                 bar.done()
         finally:
             bar.close()
+        accuracy = ""
+        if precision != "fp32":
+            accuracy = _measure_accuracy(
+                builder,
+                manifest,
+                reports,
+                files,
+                sources,
+                onnx_dir=onnx_dir,
+                model=model,
+                variant=str(source_subdir(backend, precision)),
+                folder=Path(stage) / "device-guard",
+                calib=calib,
+                device_guard=device_guard,
+                progress=progress,
+            )
         builder.finish()
         bundle = write_bundle(out_dir, manifest, files, force=True)
-    return BuildResult(bundle, reports, time.perf_counter() - start)
+    return BuildResult(bundle, reports, time.perf_counter() - start, accuracy=accuracy)
+
+
+def _measure_accuracy(
+    builder: GraphBuilder,
+    manifest: Manifest,
+    reports: list[GraphReport],
+    files: dict[str, Path],
+    sources: list[_Source],
+    *,
+    onnx_dir: Path,
+    model: dict[str, Any],
+    variant: str,
+    folder: Path,
+    calib: str | Path | None,
+    device_guard: bool,
+    progress: bool,
+) -> str:
+    """The accuracy guard with the built engines where they run here (`engines.guard`), updating the
+    manifest's graphs, the reports and the files of graphs that fell back; else each graph's accuracy names
+    the precision step's ONNX Runtime measurement. The summary's line saying which."""
+    from edgerestore.engines.guard import CPU_MEASURED, measure_on_device
+
+    backend, what = builder.measuring_backend() if device_guard else (None, "device guard off")
+    if backend is None:
+        try:
+            import onnxruntime
+
+            version = onnxruntime.__version__
+        except ImportError:
+            version = "?"
+        by = CPU_MEASURED.format(version=version)
+        for entry in manifest.graphs.values():
+            entry.accuracy["measured_by"] = by
+        return f"accuracy: measured by {by}" + (f"; not with the engines: {what}" if what else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    info = _read_json(
+        onnx_dir / variant / "precision.json", f"no {variant} graphs", "re-run the precision step"
+    )
+    built = {
+        s.name: (variant if s.precision == "int8" else s.precision, s.path, files[s.name]) for s in sources
+    }
+    try:
+        result = measure_on_device(
+            backend,
+            what,
+            builder,
+            onnx_dir=onnx_dir,
+            model=model,
+            variant=variant,
+            variant_info=info,
+            built=built,
+            folder=folder,
+            shape_profile=manifest.shape_profile,
+            calib=calib,
+            progress=progress,
+        )
+    finally:
+        backend.close()
+    fell_back = []
+    by_name = {r.name: r for r in reports}
+    for name, choice in result.graphs.items():
+        entry, report = manifest.graphs[name], by_name[name]
+        entry.precision = _PRECISION_ALIASES[choice.precision]
+        entry.accuracy = choice.accuracy
+        if choice.engine != files[name]:
+            files[name] = choice.engine
+            entry.inputs, entry.outputs = _tensor_specs(choice.source)
+            report.size = choice.engine.stat().st_size
+            report.seconds += choice.seconds
+            fell_back.append(f"{name} → {entry.precision}")
+        report.precision, report.accuracy = entry.precision, entry.accuracy
+    changed = f"; fell back on the device: {', '.join(fell_back)}" if fell_back else ""
+    return f"accuracy: measured with the built engines by {what}{changed}"

@@ -97,6 +97,10 @@ class OnnxRuntimeBuilder:
     def finish(self) -> None:
         """Nothing to save after the last graph (TensorRT saves its timing cache)."""
 
+    def measuring_backend(self) -> tuple[None, str]:
+        """None: the precision step measured these graphs with ONNX Runtime on a CPU, which is where they run."""
+        return None, ""
+
     def session_options(self) -> dict[str, Any]:
         """The manifest's `session_options`: what the runtime creates its sessions with."""
         return {

@@ -348,6 +348,22 @@ class TensorRTBundleBuilder:
     def finish(self) -> None:
         self.builder.save_timing_cache()
 
+    def measuring_backend(self) -> tuple[Any, str]:
+        """The runtime's TensorRT backend on the GPU these engines are built for, for the device guard; (None,
+        why) on a machine without one (a TensorRT-RTX build on a CPU, no cuda-python)."""
+        b = self.builder
+        if b.device is None:
+            return None, f"no GPU here to run {b.name} engines (built on a CPU)"
+        from edgerestore.runtime.trt import TensorRTBackend
+
+        try:  # its own scratch per context: engines are loaded one by one as the guard needs them
+            backend = TensorRTBackend(
+                b.trt, device=b.device.index, shared_scratch=lambda g: False, runtime_cache=None
+            )
+        except UserError as exc:
+            return None, str(exc)
+        return backend, f"{b.name} {b.version} on {b.device.name}"
+
 
 def bundle_builder(settings: BuildSettings) -> TensorRTBundleBuilder:
     return TensorRTBundleBuilder(settings)
