@@ -963,3 +963,124 @@ def test_cuda_runtime_abort_after_a_capture_that_already_ended(monkeypatch):
     cuda.capture_abort(7)
     assert calls == ["is_capturing", "clear"]
     assert cuda.capture_end(7) == "exec" and calls[-3:] == ["end", "instantiate", "graph_destroy"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the accuracy guard with the built engines (build_bundle on a machine whose GPU runs them)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class FakeEngineBuilder:
+    """`build_bundle`'s TensorRT builder on a machine with a GPU, for the fake TensorRT: an 'engine' is the
+    ONNX graph it was built from (the fake runs it). `sabotage`: graphs whose converted (fp16/int8) engine
+    computes something else, as a TensorRT kernel whose accuracy ONNX Runtime on a CPU did not predict."""
+
+    suffix = ".engine"
+
+    def __init__(self, export_dir: Path, sabotage=(), gpu=True, max_hw=(368, 640)) -> None:
+        self.export_dir, self.sabotage, self.gpu, self.max_hw = export_dir, set(sabotage), gpu, max_hw
+        self.built: list[Path] = []
+
+    def builder_record(self):
+        return {"name": "tensorrt", "version": "10.3.0", "strongly_typed": True}
+
+    def device_record(self):
+        return {"gpu_name": "Fake RTX", "compute_capability": "8.6", "tensorrt_version": "10.3.0"}
+
+    def session_options(self):
+        return {}
+
+    def write_graph(self, src: Path, dst: Path) -> float:
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(src))
+        if src.parent != self.export_dir and src.stem in self.sabotage:
+            for i, init in enumerate(model.graph.initializer):
+                if init.name == "wt":
+                    w = numpy_helper.to_array(init)
+                    model.graph.initializer[i].CopyFrom(
+                        numpy_helper.from_array((w * 40).astype(w.dtype), "wt")
+                    )
+        onnx.save(model, str(dst))
+        self.built.append(src)
+        return 0.01
+
+    def finish(self) -> None:
+        pass
+
+    def measuring_backend(self):
+        if not self.gpu:
+            return None, "no GPU here to run tensorrt engines"
+        cuda = FakeCuda()
+        trt = make_fake_trt(cuda, max_hw=self.max_hw)
+        return TensorRTBackend(trt, cuda=cuda, shared_scratch=lambda g: False), "tensorrt 10.3.0 on Fake RTX"
+
+
+def _build_with(monkeypatch, tmp_path, builder, precision="fp16"):
+    from edgerestore.engines import build as build_mod
+
+    monkeypatch.setattr(build_mod, "make_builder", lambda backend, settings: builder)
+    monkeypatch.setattr(build_mod, "resolve_backend", lambda backend, module=None: ("tensorrt", "tensorrt"))
+    result = build_mod.build_bundle(
+        builder.export_dir,
+        tmp_path / "bundle",
+        backend="tensorrt",
+        precision=precision,
+        shape_profile={"min": [16, 16], "opt": [64, 96], "max": [368, 640]},
+        progress=False,
+        calib="synthetic:12",
+    )
+    return result, json.loads((result.bundle.path / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def guard_export(tmp_path_factory):
+    from engine_graphs import write_export_dir
+
+    return write_export_dir(
+        tmp_path_factory.mktemp("export"), conditions=("rain", "snow"), variants=("fp16",)
+    )
+
+
+def test_a_build_on_a_gpu_measures_the_built_engines_and_falls_back_where_they_miss(
+    guard_export, tmp_path, monkeypatch
+):
+    builder = FakeEngineBuilder(guard_export, sabotage={"branch_rain"})
+    result, manifest = _build_with(monkeypatch, tmp_path, builder)
+    graphs = manifest["graphs"]
+    by = "tensorrt 10.3.0 on Fake RTX"
+    assert {g["accuracy"]["measured_by"] for g in graphs.values()} == {by}
+    # ONNX Runtime on the CPU accepted the fp16 rain branch (precision.json); its engine misses the budget
+    rain = graphs["branch_rain"]
+    assert rain["precision"] == "fp32" and rain["accuracy"]["fallback"] == "fell back to fp32 on the device"
+    fp16_try = rain["accuracy"]["tried"][0]
+    assert fp16_try["precision"] == "fp16" and fp16_try["psnr_vs_float"] < 40
+    assert guard_export / "branch_rain.onnx" in builder.built  # its engine rebuilt from the float32 graph
+    assert {n: graphs[n]["precision"] for n in ("router", "trunk", "branch_snow")} == dict.fromkeys(
+        ("router", "trunk", "branch_snow"), "fp16"
+    )
+    assert graphs["branch_snow"]["accuracy"]["psnr_vs_float"] >= 40
+    assert (
+        result.accuracy
+        == f"accuracy: measured with the built engines by {by}; fell back on the device: branch_rain → fp32"
+    )
+    assert result.accuracy in result.summary()
+    engine = result.bundle.path / rain["file"]
+    assert engine.read_bytes() == (tmp_path / "bundle" / rain["file"]).read_bytes()
+    import onnx
+
+    assert {i.data_type for i in onnx.load(str(engine)).graph.initializer} == {onnx.TensorProto.FLOAT}
+
+
+def test_a_build_without_a_gpu_keeps_the_cpu_measurement_and_says_so(guard_export, tmp_path, monkeypatch):
+    builder = FakeEngineBuilder(guard_export, sabotage={"branch_rain"}, gpu=False)
+    result, manifest = _build_with(monkeypatch, tmp_path, builder)
+    graphs = manifest["graphs"]
+    assert {g["precision"] for g in graphs.values()} == {"fp16"}
+    (by,) = {g["accuracy"]["measured_by"] for g in graphs.values()}
+    assert by.startswith("onnxruntime ") and by.endswith(" on the CPU (precision step)")
+    assert (
+        result.accuracy
+        == f"accuracy: measured by {by}; not with the engines: no GPU here to run tensorrt engines"
+    )
