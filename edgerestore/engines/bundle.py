@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from edgerestore.errors import BundleError, UserError
-from edgerestore.runtime.nvidia import TRT_MODULES, DeviceInfo, cuda_device_info, unsupported_tensorrt
+from edgerestore.runtime.nvidia import (
+    TRT_MODULES,
+    DeviceInfo,
+    cuda_device_info,
+    import_tensorrt,
+    unsupported_tensorrt,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -479,15 +485,18 @@ def _require_module(name: str, fail: Any) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        pip = {"tensorrt_rtx": "tensorrt-rtx"}.get(name, name)
-        raise fail(f"Python module {name} is not installed (pip install {pip})", force=False) from None
+        raise fail(f"Python module {name} is not installed (pip install {name})", force=False) from None
 
 
 def _check_tensorrt(manifest: Manifest, device: DeviceInfo | None | str, fail: Any) -> None:
     module_name = str(manifest.builder.get("name") or "tensorrt")
     if module_name not in TRT_MODULES:
         raise fail(f"unknown TensorRT builder {module_name!r} in {MANIFEST_NAME}")
-    trt = _require_module(module_name, fail)
+    try:  # the one TensorRT import; its version is judged below, in this bundle's terms
+        trt = import_tensorrt(module_name, check_version=False)
+    except UserError:
+        pip = {"tensorrt_rtx": "tensorrt-rtx"}.get(module_name, module_name)
+        raise fail(f"Python module {module_name} is not installed (pip install {pip})", force=False) from None
     built = manifest.device.get("tensorrt_version") or manifest.builder.get("version")
     installed = getattr(trt, "__version__", "unknown")
     problem = unsupported_tensorrt(module_name, installed)

@@ -7,13 +7,15 @@ Both sides of the TensorRT backend use these: the builder (`edgerestore.engines.
   `tensorrt_rtx`), refused in one line when missing or older than `MIN_TENSORRT`.
 * `cuda_runtime`: cuda-python's runtime module (`cuda.bindings.runtime`, or `cuda.cudart` before 12.6).
 * `cuda_device_status`: the CUDA device and its driver, or one line saying why there is none usable (a driver
-  older than cuda-python's CUDA runtime is named with its fix).
+  older than cuda-python's CUDA runtime is named with its fix); `driver_version`: the driver's CUDA version
+  from libcuda alone (`doctor`, where cuda-python may be missing).
 
 Must not import torch; TensorRT and cuda-python are imported only inside these functions.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import re
 from dataclasses import dataclass
@@ -118,6 +120,20 @@ def cuda_versions(cudart: Any) -> tuple[int | None, int | None]:
         except Exception:
             out.append(None)
     return out[0], out[1]
+
+
+def driver_version() -> str | None:
+    """The CUDA driver version ("12.6") from libcuda itself (no cuda-python needed), or None without a
+    driver."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
+            return f"{version.value // 1000}.{version.value % 1000 // 10}"
+    return None
 
 
 def cuda_device_status(device: int = 0) -> tuple[DeviceInfo | None, str | None]:
