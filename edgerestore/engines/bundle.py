@@ -39,7 +39,6 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-GRAPH_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
 DEFAULT_ROOT = Path("engines")
 #: Environment variable naming the folder of default bundles (see `engines_root`).
 ENGINES_ENV = "EDGERESTORE_ENGINES"
