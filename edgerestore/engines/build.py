@@ -9,8 +9,9 @@ Backend "auto": TensorRT when a CUDA GPU and a TensorRT module are present, else
 module: `tensorrt` if importable, else `tensorrt_rtx` (which also builds on a CPU-only machine; `tensorrt`
 needs the GPU). Each backend is a builder/runner pair: its builder (`BUILDERS`: `engines/onnxruntime.py`,
 `engines/tensorrt.py`, a `GraphBuilder` made by the module's `bundle_builder`) and the runtime's backend of
-the same name (`runtime/ort.py`, `runtime/trt.py`); `build_bundle` drives any builder the same way. A bundle that is already up to date (same sources, settings and builder) is kept unless
-`force`. The CLI verb `edgerestore build` (which also re-runs export/precision when stale) calls this.
+the same name (`runtime/ort.py`, `runtime/trt.py`); `build_bundle` drives any builder the same way. A
+bundle that is already up to date (same sources, settings and builder) is kept unless `force`. The CLI
+verb `edgerestore build` (which also re-runs export/precision when stale) calls this.
 
 Must not import torch. Imports onnx, and the chosen backend's module, inside functions.
 """

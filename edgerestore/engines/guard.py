@@ -187,5 +187,7 @@ def measure_on_device(
         entry["measured_by"] = measured_by
         if level != built[g][0]:
             entry["fallback"] = f"fell back to {level} on the device"
+        elif level != variant:  # as the precision step had chosen
+            entry["fallback"] = f"fell back to {level}"
         out.graphs[g] = GraphChoice(level, source, engine, entry, seconds)
     return out

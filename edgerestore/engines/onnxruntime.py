@@ -98,7 +98,7 @@ class OnnxRuntimeBuilder:
         """Nothing to save after the last graph (TensorRT saves its timing cache)."""
 
     def measuring_backend(self) -> tuple[None, str]:
-        """None: the precision step measured these graphs with ONNX Runtime on a CPU, which is where they run."""
+        """None: the precision step measured these graphs with ONNX Runtime on a CPU, where they run."""
         return None, ""
 
     def session_options(self) -> dict[str, Any]:

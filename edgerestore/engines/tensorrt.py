@@ -98,10 +98,11 @@ class BuiltEngine:
 class TensorRTBuilder:
     """Builds engines from ONNX files with one TensorRT module, sharing a timing cache across graphs.
 
-    `trt_module`: see `edgerestore.runtime.nvidia.import_tensorrt`. `workspace`: bytes for the WORKSPACE memory pool (None: TensorRT's
-    default, the device's memory). `timing_cache`: a file loaded if present and written back by
-    `save_timing_cache()` (ignored by TensorRT-RTX). `targets`: TensorRT-RTX compute capabilities as
-    "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (8.0, 8.6, 8.9, 12.x); "12" and "8.6.0" are normalised to "12.0" and "8.6".
+    `trt_module`: see `edgerestore.runtime.nvidia.import_tensorrt`. `workspace`: bytes for the WORKSPACE
+    memory pool (None: TensorRT's default, the device's memory). `timing_cache`: a file loaded if present
+    and written back by `save_timing_cache()` (ignored by TensorRT-RTX). `targets`: TensorRT-RTX compute
+    capabilities as "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (8.0, 8.6, 8.9,
+    12.x); "12" and "8.6.0" are normalised to "12.0" and "8.6".
     `optimization_level`: builder optimisation level 0-5 (None: TensorRT's default, 3)."""
 
     def __init__(

@@ -56,7 +56,7 @@ class Backend(ABC):
 
     name: str = "backend"
     #: True when `run` and host<->device copies are queued on a stream and complete at `synchronize`
-    #: (TensorRT): work bound before a wait then overlaps with it. False: each call completes before it returns.
+    #: (TensorRT): work bound before a wait overlaps with it. False: each call completes before it returns.
     asynchronous: bool = False
 
     def __init__(self) -> None:
