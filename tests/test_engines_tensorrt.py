@@ -115,6 +115,11 @@ def test_a_gpu_without_a_usable_cuda_runtime_keeps_the_cpu_measurement(export_di
     monkeypatch.setattr(runtime_trt, "CudaRuntime", no_cuda)
     backend, why = builder.measuring_backend()
     assert backend is None and why.startswith("no NVIDIA driver on this machine")
+    builder.builder.device = DeviceInfo(0, "NVIDIA H100", "9.0")  # not among RTX's default targets
+    backend, why = builder.measuring_backend()
+    assert backend is None and why == (
+        "these tensorrt_rtx engines target compute capability 8.0, 8.6, 8.9, 12.0, 12.1, not this GPU's 9.0"
+    )
 
 
 def test_profile_covers_frame_and_derived_features():

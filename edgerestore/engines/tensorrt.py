@@ -30,7 +30,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from edgerestore.engines.bundle import BuildError, normalise_compute_capability
+from edgerestore.engines.bundle import (
+    RTX_DEFAULT_TARGETS,
+    BuildError,
+    normalise_compute_capability,
+    rtx_target_supports,
+)
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
 from edgerestore.runtime.nvidia import (
@@ -355,6 +360,12 @@ class TensorRTBundleBuilder:
         b = self.builder
         if b.device is None:
             return None, f"no GPU here to run {b.name} engines (built on a CPU)"
+        targets = self.device_record().get("target_compute_capabilities")
+        if b.rtx and not rtx_target_supports(targets, b.device.compute_capability):
+            return None, (
+                f"these {b.name} engines target compute capability {', '.join(targets or RTX_DEFAULT_TARGETS)}, "
+                f"not this GPU's {b.device.compute_capability}"
+            )
         from edgerestore.runtime.trt import TensorRTBackend
 
         try:  # its own scratch per context: engines are loaded one by one as the guard needs them
