@@ -538,7 +538,9 @@ def build_bundle(
             bar.close()
         accuracy = ""
         if precision != "fp32":
-            accuracy = _measure_accuracy(
+            from edgerestore.engines.guard import guard_bundle
+
+            accuracy = guard_bundle(
                 builder,
                 manifest,
                 reports,
@@ -555,76 +557,3 @@ def build_bundle(
         builder.finish()
         bundle = write_bundle(out_dir, manifest, files, force=True)
     return BuildResult(bundle, reports, time.perf_counter() - start, accuracy=accuracy)
-
-
-def _measure_accuracy(
-    builder: GraphBuilder,
-    manifest: Manifest,
-    reports: list[GraphReport],
-    files: dict[str, Path],
-    sources: list[_Source],
-    *,
-    onnx_dir: Path,
-    model: dict[str, Any],
-    variant: str,
-    folder: Path,
-    calib: str | Path | None,
-    device_guard: bool,
-    progress: bool,
-) -> str:
-    """The accuracy guard with the built engines where they run here (`engines.guard`), updating the
-    manifest's graphs, the reports and the files of graphs that fell back; else each graph's accuracy names
-    the precision step's ONNX Runtime measurement. The summary's line saying which."""
-    from edgerestore.engines.guard import CPU_MEASURED, measure_on_device
-
-    backend, what = builder.measuring_backend() if device_guard else (None, "device guard off")
-    if backend is None:
-        try:
-            import onnxruntime
-
-            version = onnxruntime.__version__
-        except ImportError:
-            version = "?"
-        by = CPU_MEASURED.format(version=version)
-        for entry in manifest.graphs.values():
-            entry.accuracy["measured_by"] = by
-        return f"accuracy: measured by {by}" + (f"; not with the engines: {what}" if what else "")
-    folder.mkdir(parents=True, exist_ok=True)
-    info = _read_json(
-        onnx_dir / variant / "precision.json", f"no {variant} graphs", "re-run the precision step"
-    )
-    built = {
-        s.name: (variant if s.precision == "int8" else s.precision, s.path, files[s.name]) for s in sources
-    }
-    try:
-        result = measure_on_device(
-            backend,
-            what,
-            builder,
-            onnx_dir=onnx_dir,
-            model=model,
-            variant=variant,
-            variant_info=info,
-            built=built,
-            folder=folder,
-            shape_profile=manifest.shape_profile,
-            calib=calib,
-            progress=progress,
-        )
-    finally:
-        backend.close()
-    fell_back = []
-    by_name = {r.name: r for r in reports}
-    for name, choice in result.graphs.items():
-        entry, report = manifest.graphs[name], by_name[name]
-        entry.precision = _PRECISION_ALIASES[choice.precision]
-        entry.accuracy = choice.accuracy
-        if choice.engine != files[name]:
-            files[name] = choice.engine
-            entry.inputs, entry.outputs = _tensor_specs(choice.source)
-            report.size = choice.engine.stat().st_size
-            report.seconds += choice.seconds
-            fell_back.append(f"{name} → {entry.precision}")
-        report.precision, report.accuracy = entry.precision, entry.accuracy
-    changed = f"; fell back on the device: {', '.join(fell_back)}" if fell_back else ""
-    return f"accuracy: measured with the built engines by {what}{changed}"

@@ -8,7 +8,8 @@ same ladders) with the engines it built, through the runtime's `TensorRTBackend`
 graphs run by ONNX Runtime. A graph over its budget there falls back to float32: its engine is rebuilt
 from the float32 graph (the fp16 rung of an int8 ladder is not in the int8 folder), and a branch whose
 `features` no longer match the trunk's type gets one Cast (`precision.match_feature_types`) and is
-rebuilt too. Each graph's manifest `accuracy` says what measured it (`measured_by`).
+rebuilt too. Each graph's manifest `accuracy` says what measured it (`measured_by`). `guard_bundle` is
+`build_bundle`'s step; `measure_on_device` the measurement; `EngineRunner` the guard's runner.
 
 Where no engine can run (TensorRT-RTX on a CPU, no cuda-python) and for ONNX Runtime bundles, the precision
 step's numbers stand and `measured_by` names ONNX Runtime on the CPU.
@@ -21,26 +22,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgerestore.runtime.backend import Backend
 
+if TYPE_CHECKING:
+    from edgerestore.engines.build import GraphBuilder as Builder
+
 #: The precision step's measurement, named in the manifest when no device measured the engines.
 CPU_MEASURED = "onnxruntime {version} on the CPU (precision step)"
 
 
-class Builder(Protocol):
-    suffix: str
-
-    def write_graph(self, src: Path, dst: Path) -> float: ...
-
-
 @dataclass
 class GraphChoice:
-    """One graph after the device guard: its precision (bundle vocabulary), the ONNX file its engine is
-    built from, the engine file, and the accuracy entry for the manifest."""
+    """One graph after the device guard: its rung (the precision step's vocabulary: fp32 | fp16 | int8_trt),
+    the ONNX file its engine is built from, the engine file, and the accuracy entry for the manifest."""
 
     precision: str
     source: Path
@@ -55,7 +53,6 @@ class DeviceGuard:
 
     measured_by: str
     graphs: dict[str, GraphChoice] = field(default_factory=dict)
-    note: str = ""
 
 
 class EngineRunner:
@@ -191,3 +188,77 @@ def measure_on_device(
             entry["fallback"] = f"fell back to {level}"
         out.graphs[g] = GraphChoice(level, source, engine, entry, seconds)
     return out
+
+
+def guard_bundle(
+    builder: Builder,
+    manifest: Any,
+    reports: list[Any],
+    files: dict[str, Path],
+    sources: list[Any],
+    *,
+    onnx_dir: Path,
+    model: dict[str, Any],
+    variant: str,
+    folder: Path,
+    calib: str | Path | None,
+    device_guard: bool,
+    progress: bool,
+) -> str:
+    """`build_bundle`'s device guard, after its graphs are built (`sources`, `files`, the `manifest` and
+    `reports` it is writing): the accuracy guard with the built engines where `builder` can run them here,
+    updating the manifest's graphs, the reports and the files of graphs that fell back; else each graph's
+    accuracy names the precision step's ONNX Runtime measurement. The summary's line saying which."""
+    from edgerestore.engines.build import _PRECISION_ALIASES, _read_json, _tensor_specs
+
+    backend, what = builder.measuring_backend() if device_guard else (None, "device guard off")
+    if backend is None:
+        try:
+            import onnxruntime
+
+            version = onnxruntime.__version__
+        except ImportError:
+            version = "?"
+        by = CPU_MEASURED.format(version=version)
+        for entry in manifest.graphs.values():
+            entry.accuracy["measured_by"] = by
+        return f"accuracy: measured by {by}" + (f"; not with the engines: {what}" if what else "")
+    folder.mkdir(parents=True, exist_ok=True)
+    info = _read_json(
+        onnx_dir / variant / "precision.json", f"no {variant} graphs", "re-run the precision step"
+    )
+    built = {
+        s.name: (variant if s.precision == "int8" else s.precision, s.path, files[s.name]) for s in sources
+    }
+    try:
+        result = measure_on_device(
+            backend,
+            what,
+            builder,
+            onnx_dir=onnx_dir,
+            model=model,
+            variant=variant,
+            variant_info=info,
+            built=built,
+            folder=folder,
+            shape_profile=manifest.shape_profile,
+            calib=calib,
+            progress=progress,
+        )
+    finally:
+        backend.close()
+    fell_back = []
+    by_name = {r.name: r for r in reports}
+    for name, choice in result.graphs.items():
+        entry, report = manifest.graphs[name], by_name[name]
+        entry.precision = _PRECISION_ALIASES[choice.precision]
+        entry.accuracy = choice.accuracy
+        if choice.engine != files[name]:
+            files[name] = choice.engine
+            entry.inputs, entry.outputs = _tensor_specs(choice.source)
+            report.size = choice.engine.stat().st_size
+            report.seconds += choice.seconds
+            fell_back.append(f"{name} → {entry.precision}")
+        report.precision, report.accuracy = entry.precision, entry.accuracy
+    changed = f"; fell back on the device: {', '.join(fell_back)}" if fell_back else ""
+    return f"accuracy: measured with the built engines by {what}{changed}"
