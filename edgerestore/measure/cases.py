@@ -332,25 +332,9 @@ def bench_restorer(
 def open_backend(bundle_dir: str | Path, threads: int | None = None) -> Any:
     """The runtime backend of a bundle with every graph loaded (for timing graphs one by one)."""
     from edgerestore.engines.bundle import load_bundle
+    from edgerestore.runtime.backend import open_backend as open_runner
 
-    bundle = load_bundle(Path(bundle_dir))
-    m = bundle.manifest
-    if m.backend == "tensorrt":
-        from edgerestore.runtime.trt import TensorRTBackend
-
-        backend: Any = TensorRTBackend(trt_module=m.builder.get("name"))
-    else:
-        from edgerestore.runtime.ort import OnnxRuntimeBackend
-
-        backend = OnnxRuntimeBackend(threads=threads, session_options=m.session_options or None)
-    try:
-        for name in bundle.graph_names:
-            backend.load(name, bundle.graph_path(name))
-        backend.finalize()
-    except BaseException:
-        backend.close()
-        raise
-    return backend
+    return open_runner(load_bundle(Path(bundle_dir)), threads=threads)
 
 
 def time_graph(

@@ -51,7 +51,7 @@ from edgerestore.contract import (
     router_thumbnail,
 )
 from edgerestore.errors import BundleError, UserError
-from edgerestore.runtime.backend import Backend
+from edgerestore.runtime.backend import Backend, open_backend
 
 log = logging.getLogger("edgerestore.restorer")
 
@@ -320,18 +320,6 @@ class RestorerStats:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _make_backend(kind: str, bundle: Any, threads: int | None, trt_module: Any, cuda_graphs: bool) -> Backend:
-    if kind == "onnxruntime":
-        from edgerestore.runtime.ort import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(threads=threads, session_options=bundle.manifest.session_options or None)
-    if kind == "tensorrt":
-        from edgerestore.runtime.trt import TensorRTBackend
-
-        return TensorRTBackend(trt_module=trt_module, cuda_graphs=cuda_graphs)
-    raise UserError(f"unknown backend {kind!r}; expected onnxruntime or tensorrt")
-
-
 class Restorer:
     """Router-first restoration of frames with one bundle. Build with `Restorer.open(bundle_dir, ...)`;
     use as `restorer(frame)`, or `submit(frame)` / `result()`, or `for r in restorer.stream(frames)`.
@@ -463,14 +451,9 @@ class Restorer:
         from edgerestore.engines.bundle import load_bundle
 
         bundle = load_bundle(Path(bundle_dir), expect_backend=None if backend == "auto" else backend)
-        kind = bundle.manifest.backend if backend == "auto" else backend
-        if kind == "tensorrt" and trt_module is None:
-            trt_module = bundle.manifest.builder.get("name")  # the module the engines were built with
-        engine = _make_backend(kind, bundle, threads, trt_module, cuda_graphs)
+        kind = None if backend == "auto" else backend
+        engine = open_backend(bundle, kind, threads=threads, trt_module=trt_module, cuda_graphs=cuda_graphs)
         try:
-            for name in bundle.graph_names:
-                engine.load(name, bundle.graph_path(name))
-            engine.finalize()
             return cls(bundle, engine, **options)
         except BaseException:
             engine.close()

@@ -743,3 +743,11 @@ class TensorRTBackend(Backend):
             self._events = []
             self.cuda.stream_destroy(self.stream)
             super().close()
+
+
+def runner(
+    manifest: Any, *, threads: int | None = None, trt_module: Any = None, cuda_graphs: bool = False
+) -> TensorRTBackend:
+    """The TensorRT runner of a bundle (`backend.open_backend`): `trt_module` (default: the module the
+    engines were built with, the manifest's builder), `cuda_graphs`. `threads`: ONNX Runtime's, ignored."""
+    return TensorRTBackend(trt_module=trt_module or manifest.builder.get("name"), cuda_graphs=cuda_graphs)
