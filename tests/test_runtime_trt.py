@@ -977,8 +977,9 @@ class FakeEngineBuilder:
 
     suffix = ".engine"
 
-    def __init__(self, export_dir: Path, sabotage=(), gpu=True, max_hw=(368, 640)) -> None:
+    def __init__(self, export_dir: Path, sabotage=(), gpu=True, max_hw=(368, 640), features=4) -> None:
         self.export_dir, self.sabotage, self.gpu, self.max_hw = export_dir, set(sabotage), gpu, max_hw
+        self.features = features
         self.built: list[Path] = []
 
     def builder_record(self):
@@ -1013,7 +1014,7 @@ class FakeEngineBuilder:
         if not self.gpu:
             return None, "no GPU here to run tensorrt engines"
         cuda = FakeCuda()
-        trt = make_fake_trt(cuda, max_hw=self.max_hw)
+        trt = make_fake_trt(cuda, max_hw=self.max_hw, features=self.features)
         return TensorRTBackend(trt, cuda=cuda, shared_scratch=lambda g: False), "tensorrt 10.3.0 on Fake RTX"
 
 
