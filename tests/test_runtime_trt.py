@@ -645,6 +645,27 @@ def test_the_trunk_upload_is_queued_before_waiting_for_the_router(bundle_dir):
         )
 
 
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_frames_uploaded_ahead_restore_as_on_onnxruntime(bundle_dir, rng, cuda_graphs):
+    """Uploads queued behind the router (or not, after clean and reduced-branch verdicts) change no pixel."""
+    conditions = ["rain", "rain", "clean", "haze", "snow", "clean", "rain", "haze", "raindrop", "rain"]
+    inputs = []
+    for c in conditions:
+        f = _frame(c, (40, 48))
+        f[::4] = rng.integers(0, 200, size=f[::4].shape, dtype=np.uint8)
+        inputs.append(f)
+    with Restorer.open(bundle_dir, threads=1) as ref:
+        ref.branch_scales = {"haze": 0.5}
+        expected = [ref(f) for f in inputs]
+    restorer, _ = open_fake(bundle_dir, cuda_graphs=cuda_graphs)
+    with restorer:
+        restorer.branch_scales = {"haze": 0.5}
+        got = [restorer(f) for f in inputs]
+    assert [g.condition for g in got] == [e.condition for e in expected] == conditions
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g.image, e.image)
+
+
 def test_buffers_are_sized_to_the_profile_max_once_and_never_grow(bundle_dir):
     restorer, cuda = open_fake(bundle_dir, force="rain")
     with restorer:
