@@ -40,10 +40,10 @@ import onnx
 
 from edgerestore.contract import pad_to
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 from edgerestore.graphs import (
     FORMAT,
     MODEL_JSON,
-    file_sha256,
     ort_session,
     save_onnx,
     set_dim_names,
@@ -265,7 +265,7 @@ def _record(name: str, path: Path, model: onnx.ModelProto) -> GraphRecord:
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return GraphRecord(
-        name, path.name, file_sha256(path), inputs, outputs, len(model.graph.node), path.stat().st_size, ops
+        name, path.name, sha256_file(path), inputs, outputs, len(model.graph.node), path.stat().st_size, ops
     )
 
 

@@ -9,7 +9,6 @@ Imports onnx and numpy only (never torch, never the runtime).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ _DTYPE_NAMES = {
     onnx.TensorProto.INT32: "int32",
     onnx.TensorProto.INT64: "int64",
 }
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:

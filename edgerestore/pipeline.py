@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgerestore import assets
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 
 WEIGHTS_DIR = Path("weights")
 EXPORT_ROOT = Path("export")
@@ -36,12 +37,6 @@ def default_checkpoint(profile: str) -> Path:
     return WEIGHTS_DIR / f"{profile}.pt"
 
 
-def _sha256(path: Path) -> str:
-    from edgerestore.graphs import file_sha256
-
-    return file_sha256(path)
-
-
 def export_is_stale(export_dir: Path, checkpoint: Path, profile: str | None = None) -> str | None:
     """Why `export_dir` must be re-exported from `checkpoint` (as `profile`, when given), or None when it
     is up to date."""
@@ -55,7 +50,7 @@ def export_is_stale(export_dir: Path, checkpoint: Path, profile: str | None = No
         return str(exc)
     if profile is not None and meta.get("profile") != profile:
         return f"{export_dir} holds {meta.get('profile')} graphs, not {profile}"
-    if meta.get("checkpoint_sha256") != _sha256(checkpoint):
+    if meta.get("checkpoint_sha256") != sha256_file(checkpoint):
         return f"{checkpoint} changed since the last export"
     return None
 
@@ -142,7 +137,11 @@ def _source_graphs(
     why = "--force" if force else export_is_stale(export_dir, checkpoint, profile)
     if why is None:
         return export_dir, None
-    if shipped is not None and not force and assets.shipped_checkpoint_sha256(profile) == _sha256(checkpoint):
+    if (
+        shipped is not None
+        and not force
+        and assets.shipped_checkpoint_sha256(profile) == sha256_file(checkpoint)
+    ):
         return shipped, None
     return None, why
 
@@ -256,14 +255,14 @@ def ship_graphs(
         raise UserError(f"no checkpoints (*.pt) in {weights_dir}")
     calib = assets.calibration_dir()
     calibration = {
-        str(p.relative_to(calib)): assets.file_sha256(p)
+        str(p.relative_to(calib)): sha256_file(p)
         for p in sorted(calib.rglob("*"))
         if p.is_file() and p.suffix.lower() in (".jpg", ".png")
     }
     shipped = assets.read_index(root)
     index: dict = {"format": assets.INDEX_FORMAT, "profiles": {}, "calibration": calibration}
     for checkpoint in checkpoints:
-        sha = assets.file_sha256(checkpoint)
+        sha = assets.filesha256_file(checkpoint)
         kept = [
             (name, entry)
             for name, entry in shipped.get("profiles", {}).items()
@@ -309,7 +308,7 @@ def ship_graphs(
             "checkpoint_sha256": meta["checkpoint_sha256"],
             "files": {
                 rel: {
-                    "sha256": assets.file_sha256(root / profile / rel),
+                    "sha256": sha256_file(root / profile / rel),
                     "size": (root / profile / rel).stat().st_size,
                 }
                 for rel in files

@@ -29,10 +29,9 @@ import onnx
 
 from edgerestore.contract import pad_to, router_thumbnail
 from edgerestore.errors import UserError
-from edgerestore.files import write_bytes_atomic, write_text_atomic
+from edgerestore.files import sha256_file, write_bytes_atomic, write_text_atomic
 from edgerestore.graphs import (
     PRECISION_JSON,
-    file_sha256,
     graph_path,
     load_onnx,
     ort_session,
@@ -563,7 +562,7 @@ def write_variant(
             write_bytes_atomic(dst, src.read_bytes())
         graphs[name] = {
             "file": dst.name,
-            "sha256": file_sha256(dst),
+            "sha256": sha256_file(dst),
             "source_sha256": meta["graphs"][name]["sha256"],
             **{k: v for k, v in asdict(acc).items() if k != "graph"},
         }
@@ -619,7 +618,7 @@ def load_export(export_dir: str | Path) -> tuple[Path, dict]:
     for name, info in meta["graphs"].items():
         path = graph_path(export_dir, meta, name)
         load_onnx(path)
-        if file_sha256(path) != info.get("sha256"):
+        if sha256_file(path) != info.get("sha256"):
             raise UserError(f"{path} does not match the sha256 in model.json; re-run `edgerestore export`")
     return export_dir, meta
 

@@ -113,7 +113,7 @@ def test_onnxruntime_int8_bundle_uses_the_ort_qdq_graphs_and_records_accuracy(ex
     )
     m = result.bundle.manifest
     src = export_dir / "int8_ort" / "trunk.onnx"
-    from edgerestore.engines.bundle import sha256_file
+    from edgerestore.files import sha256_file
 
     assert m.graphs["trunk"].source_onnx_sha256 == sha256_file(src)
     assert all(g.precision == "int8" for g in m.graphs.values())

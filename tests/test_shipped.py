@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edgerestore import assets
+from edgerestore.files import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 # Blocks `import torch` in a child process, as on a runtime-only install.
@@ -46,7 +47,7 @@ def test_the_shipped_graphs_were_exported_from_todays_checkpoint(checkpoint):
     index = assets.read_index()
     entry = index["profiles"].get(checkpoint.stem)
     assert entry is not None, f"{checkpoint.name} has no shipped graphs: run `make shipped-graphs`"
-    assert entry["checkpoint_sha256"] == assets.file_sha256(checkpoint), (
+    assert entry["checkpoint_sha256"] == sha256_file(checkpoint), (
         f"{checkpoint.name} changed after its graphs were shipped: run `make shipped-graphs`"
     )
     meta = json.loads((assets.SHIPPED_ROOT / checkpoint.stem / "model.json").read_text())
@@ -74,7 +75,7 @@ def test_every_shipped_file_is_intact_and_package_data():
         assert variants == set(assets.VARIANTS)
     calib = assets.calibration_dir()
     assert index["calibration"] == {
-        str(p.relative_to(calib)): assets.file_sha256(p)
+        str(p.relative_to(calib)): sha256_file(p)
         for p in sorted(calib.rglob("*"))
         if p.is_file() and p.suffix == ".jpg"
     }

@@ -38,13 +38,13 @@ from edgerestore.engines.bundle import (
     cuda_device_status,
     default_bundle_dir,
     load_bundle,
-    sha256_file,
     write_bundle,
 )
 from edgerestore.engines.bundle import (
     engines_root as eb_engines_root,
 )
 from edgerestore.errors import BundleError, UserError
+from edgerestore.files import sha256_file
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.files import sha256_file
 
 OPSET = 17
 #: Mean BGR colour that makes the router choose each condition.
@@ -262,7 +263,7 @@ def write_bundle(
         graphs = {}
         for name, path in paths.items():
             inputs, outputs = _tensor_specs(onnx.load(path))
-            digest = eb.sha256_file(path)
+            digest = sha256_file(path)
             graphs[name] = eb.GraphEntry(path.name, "fp32", digest, digest, inputs, outputs, {})
         try:
             import onnxruntime
