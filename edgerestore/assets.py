@@ -14,7 +14,7 @@ install (no PyTorch) can build bundles:
 `make shipped-graphs` (= `edgerestore export --ship`, needs torch) regenerates the graphs from
 `weights/*.pt`; a test fails when a checkpoint changed after its graphs were shipped.
 
-Imports only the standard library (and `edgerestore.files`).
+Imports only the standard library (and `edgerestore.files`, `edgerestore.exportdir`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgerestore.exportdir import MODEL_JSON
 from edgerestore.files import sha256_file
 
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "edgerestore-shipped/1"
-VARIANTS: tuple[str, ...] = ("fp16", "int8_trt", "int8_ort")
 
 
 def calibration_dir() -> Path:
@@ -47,7 +47,7 @@ def read_index(root: Path = SHIPPED_ROOT) -> dict[str, Any]:
 
 def shipped_profiles(root: Path = SHIPPED_ROOT) -> list[str]:
     """Profiles whose graphs the package carries."""
-    return sorted(p for p in read_index(root).get("profiles", {}) if (root / p / "model.json").is_file())
+    return sorted(p for p in read_index(root).get("profiles", {}) if (root / p / MODEL_JSON).is_file())
 
 
 def shipped_export(profile: str, root: Path = SHIPPED_ROOT) -> Path | None:

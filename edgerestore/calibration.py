@@ -42,9 +42,11 @@ import onnx
 
 from edgerestore import assets
 from edgerestore.conditions import CONDITIONS
+from edgerestore.contract import VARIANTS, precision_of
 from edgerestore.errors import UserError
+from edgerestore.exportdir import ExportDir
 from edgerestore.files import write_bytes_atomic
-from edgerestore.graphs import graph_path, load_onnx, save_onnx
+from edgerestore.graphs import load_onnx, save_onnx
 from edgerestore.precision import (
     Budgets,
     Frame,
@@ -53,14 +55,13 @@ from edgerestore.precision import (
     bright_frame,
     fp16_graphs,
     guard,
-    load_export,
     reference_feeds,
     reference_paths,
     write_variant,
 )
 
 METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
-FORMS: tuple[str, ...] = ("int8_trt", "int8_ort")
+FORMS: tuple[str, ...] = tuple(v for v in VARIANTS if precision_of(v) == "int8")  # int8_trt, int8_ort
 QUANTIZED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # ONNX Runtime's CPU kernels gain only when the tensors between convolutions stay 8-bit too (measured on
 # the uffn-tiny trunk: conv-only Q/DQ ≈ float32 speed, with these ≈ 1.35× faster).
@@ -448,20 +449,21 @@ def make_int8(
     from tqdm import tqdm
 
     start = time.perf_counter()
-    export_dir, meta = load_export(export_dir)
+    export = ExportDir(export_dir).verify(load=True)
+    meta = export.meta
     budgets = budgets or Budgets()
-    feeds_for = reference_feeds(export_dir, meta, calib)
-    candidates = reference_paths(export_dir, meta)
+    feeds_for = reference_feeds(export, calib)
+    candidates = reference_paths(export)
     quantizer = trt_quantizer(method) if form == "int8_trt" else "onnxruntime"
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(modelopt_pool()) if quantizer == "modelopt" else None
         tmp_dir = Path(
-            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"edgerestore-{form}-", dir=export_dir))
+            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"edgerestore-{form}-", dir=export.path))
         )
         for name in tqdm(
             list(meta["graphs"]), desc=f"calibrate {form} ({method})", unit="graph", disable=not progress
         ):
-            src = graph_path(export_dir, meta, name)
+            src = export.graph_path(name)
             load_onnx(src)
             if quantizer == "modelopt":
                 quantized = quantize_graph_modelopt(src, feeds_for(name), method, pool)
@@ -470,8 +472,8 @@ def make_int8(
                     quantized = quantize_graph(src, feeds_for(name), form, method)
             candidates[(name, form)] = save_onnx(quantized, tmp_dir / form / f"{name}.onnx")
         if form == "int8_trt":
-            fp16_feeds = reference_feeds(export_dir, meta, calib + held + [bright_frame(calib + held)])
-            for name, path in fp16_graphs(export_dir, meta, fp16_feeds, tmp_dir / "fp16", progress).items():
+            fp16_feeds = reference_feeds(export, calib + held + [bright_frame(calib + held)])
+            for name, path in fp16_graphs(export, fp16_feeds, tmp_dir / "fp16", progress).items():
                 candidates[(name, "fp16")] = path
         accuracy = guard(meta, GraphRunner(candidates), form, held, budgets, progress)
         settings = {
@@ -486,7 +488,7 @@ def make_int8(
             ),
         }
         return write_variant(
-            export_dir, meta, form, candidates, accuracy, budgets, settings, time.perf_counter() - start
+            export, form, candidates, accuracy, budgets, settings, time.perf_counter() - start
         )
 
 

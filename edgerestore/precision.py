@@ -27,18 +27,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgerestore.contract import pad_to, router_thumbnail
+from edgerestore.contract import LADDERS, pad_to, router_thumbnail
 from edgerestore.errors import UserError
+from edgerestore.exportdir import PRECISION_JSON, ExportDir, write_json
 from edgerestore.files import sha256_file, write_bytes_atomic, write_text_atomic
-from edgerestore.graphs import (
-    PRECISION_JSON,
-    graph_path,
-    load_onnx,
-    ort_session,
-    read_model_json,
-    save_onnx,
-    write_json,
-)
+from edgerestore.graphs import load_onnx, ort_session, save_onnx
 
 # Operators kept in float32 in FP16 graphs: normalisations and reductions over many values (sums of squares
 # and long accumulations overflow or lose everything in float16), softmax (exp), resampling.
@@ -62,11 +55,6 @@ ORT_NUMPY: dict[str, np.dtype] = {
 }
 FP16_SAFE_LIMIT = 1.0e4  # |activation| above this (float16 max is 65504) keeps the node in float32
 PSNR_CAP = 100.0  # identical outputs score this instead of inf, so means stay finite
-LADDERS: dict[str, tuple[str, ...]] = {
-    "fp16": ("fp16", "fp32"),
-    "int8_trt": ("int8_trt", "fp16", "fp32"),
-    "int8_ort": ("int8_ort", "fp32"),
-}
 
 
 @dataclass
@@ -494,14 +482,14 @@ class PrecisionResult:
 
 
 def fp16_graphs(
-    export_dir: Path, meta: dict, feeds_for: Callable[[str], list[dict]], out_dir: Path, progress: bool = True
+    export: ExportDir, feeds_for: Callable[[str], list[dict]], out_dir: Path, progress: bool = True
 ) -> dict[str, Path]:
     """Convert every graph to FP16 into out_dir (sensitive ops and hot nodes kept in float32)."""
     from tqdm import tqdm
 
     paths = {}
-    for name in tqdm(list(meta["graphs"]), desc="fp16", unit="graph", disable=not progress):
-        model = load_onnx(graph_path(export_dir, meta, name))
+    for name in tqdm(list(export.graphs), desc="fp16", unit="graph", disable=not progress):
+        model = load_onnx(export.graph_path(name))
         hot = fp16_unsafe_nodes(model, feeds_for(name))
         paths[name] = save_onnx(convert_fp16(model, keep_fp32_nodes=hot), out_dir / f"{name}.onnx")
     return paths
@@ -537,8 +525,7 @@ def match_feature_types(paths: dict[str, Path]) -> dict[str, onnx.ModelProto]:
 
 
 def write_variant(
-    export_dir: Path,
-    meta: dict,
+    export: ExportDir,
     requested: str,
     candidates: dict[tuple[str, str], Path],
     accuracy: dict[str, GraphAccuracy],
@@ -547,7 +534,8 @@ def write_variant(
     seconds: float,
 ) -> PrecisionResult:
     """Copy each graph's accepted file into export_dir/<requested>/ and write precision.json + reports."""
-    out_dir = export_dir / requested
+    meta = export.meta
+    out_dir = export.variant_dir(requested)
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = {}
     chosen = {name: candidates[(name, accuracy[name].precision)] for name in meta["graphs"]}
@@ -607,20 +595,8 @@ def report_markdown(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reference_paths(export_dir: Path, meta: dict) -> dict[tuple[str, str], Path]:
-    return {(name, "fp32"): graph_path(export_dir, meta, name) for name in meta["graphs"]}
-
-
-def load_export(export_dir: str | Path) -> tuple[Path, dict]:
-    """(export dir, model.json) with every listed graph present and intact (one-line errors otherwise)."""
-    export_dir = Path(export_dir)
-    meta = read_model_json(export_dir)
-    for name, info in meta["graphs"].items():
-        path = graph_path(export_dir, meta, name)
-        load_onnx(path)
-        if sha256_file(path) != info.get("sha256"):
-            raise UserError(f"{path} does not match the sha256 in model.json; re-run `edgerestore export`")
-    return export_dir, meta
+def reference_paths(export: ExportDir) -> dict[tuple[str, str], Path]:
+    return {(name, "fp32"): export.graph_path(name) for name in export.graphs}
 
 
 def make_fp16(
@@ -632,16 +608,15 @@ def make_fp16(
 ) -> PrecisionResult:
     """export/<profile>/fp16/: FP16 graphs, each accepted by the guard on `frames` or kept in float32."""
     start = time.perf_counter()
-    export_dir, meta = load_export(export_dir)
+    export = ExportDir(export_dir).verify(load=True)
     budgets = budgets or Budgets()
-    feeds_for = reference_feeds(export_dir, meta, (calib_frames or []) + frames + [bright_frame(frames)])
-    with tempfile.TemporaryDirectory(prefix="edgerestore-fp16-", dir=export_dir) as tmp:
-        paths = fp16_graphs(export_dir, meta, feeds_for, Path(tmp), progress)
-        candidates = {**reference_paths(export_dir, meta), **{(n, "fp16"): p for n, p in paths.items()}}
-        accuracy = guard(meta, GraphRunner(candidates), "fp16", frames, budgets, progress)
+    feeds_for = reference_feeds(export, (calib_frames or []) + frames + [bright_frame(frames)])
+    with tempfile.TemporaryDirectory(prefix="edgerestore-fp16-", dir=export.path) as tmp:
+        paths = fp16_graphs(export, feeds_for, Path(tmp), progress)
+        candidates = {**reference_paths(export), **{(n, "fp16"): p for n, p in paths.items()}}
+        accuracy = guard(export.meta, GraphRunner(candidates), "fp16", frames, budgets, progress)
         return write_variant(
-            export_dir,
-            meta,
+            export,
             "fp16",
             candidates,
             accuracy,
@@ -658,8 +633,9 @@ def bright_frame(frames: list[Frame]) -> Frame:
     return Frame("bright", np.full((h, w, 3), 255, np.uint8))
 
 
-def reference_feeds(export_dir: Path, meta: dict, frames: list[Frame]) -> Callable[[str], list[dict]]:
+def reference_feeds(export: ExportDir, frames: list[Frame]) -> Callable[[str], list[dict]]:
     """feeds_for(graph) → that graph's input feeds for each frame (branch features from the float32 trunk)."""
+    meta = export.meta
     stride = int(meta["stride"])
     padded = [pad_to(f.image, stride)[None] for f in frames]
     cache: dict[str, list[dict]] = {}
@@ -672,7 +648,7 @@ def reference_feeds(export_dir: Path, meta: dict, frames: list[Frame]) -> Callab
             feeds = [{"thumbnail": router_thumbnail(f.image, size)[None]} for f in frames]
         elif name.startswith("branch_"):
             if "features" not in cache:
-                trunk = ort_session(graph_path(export_dir, meta, "trunk"))
+                trunk = ort_session(export.graph_path("trunk"))
                 cache["features"] = [{"features": trunk.run(None, {"frame": p})[0]} for p in padded]
             feeds = [{"frame": p, **x} for p, x in zip(padded, cache["features"])]
         else:

@@ -16,8 +16,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.exportdir import FORMAT
 from edgerestore.files import sha256_file
-from edgerestore.graphs import FORMAT
 
 OPSET = 17
 FEATURES = 4

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edgerestore import assets
+from edgerestore.contract import VARIANTS
 from edgerestore.files import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_every_shipped_file_is_intact_and_package_data():
             "files not in index.json are not checked; re-run make shipped-graphs"
         )
         variants = {rel.split("/")[0] for rel in entry["files"] if "/" in rel}
-        assert variants == set(assets.VARIANTS)
+        assert variants == set(VARIANTS)
     calib = assets.calibration_dir()
     assert index["calibration"] == {
         str(p.relative_to(calib)): sha256_file(p)

@@ -29,6 +29,7 @@ from edgerestore.commands._bundle import (
 )
 from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
+from edgerestore.contract import PRECISIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
 
@@ -464,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="uffn-tiny", help="model built when no --bundle is given")
     parser.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=PRECISIONS,
         default="fp32",
         help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )

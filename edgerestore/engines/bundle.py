@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerestore.contract import PRECISIONS
 from edgerestore.errors import BundleError, UserError
 from edgerestore.files import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 TRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_rtx")
 GRAPH_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
 DEFAULT_ROOT = Path("engines")
