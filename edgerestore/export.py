@@ -43,6 +43,7 @@ from edgerestore.errors import UserError
 from edgerestore.exportdir import FORMAT, ExportDir
 from edgerestore.files import sha256_file
 from edgerestore.graphs import ort_session, save_onnx, set_dim_names
+from edgerestore.progress import Progress, as_progress
 
 DEFAULT_OPSET = 18  # TensorRT 10.x / TensorRT-RTX parsers, ORT quantization and onnxsim all handle 18
 EXPORTERS = ("torchscript", "dynamo")
@@ -263,7 +264,7 @@ def export_model(
     loops: list[int] | None = None,
     exporter: str = "torchscript",
     parity_sizes: list[tuple[int, int]] | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     router_calibration: dict | None = None,
 ) -> ExportResult:
     """Export every graph of a model into `out_dir` (= export/<profile>/), write model.json, check parity.
@@ -274,8 +275,6 @@ def export_model(
     `parity_sizes` ([(H, W)], odd sizes welcome; the UFFN graphs get them reflect-padded to the stride)
     defaults to three sizes; an empty list skips the check. A parity failure raises `UserError`.
     """
-    from tqdm import tqdm
-
     from edgerestore.models.uffn import UFFN
 
     if not 17 <= opset <= 20:
@@ -286,8 +285,8 @@ def export_model(
     model = model.eval()
     records: list[GraphRecord] = []
     specs = graph_specs(model, loops)
-    for name, module, inputs, in_names, out_names, dims, stride in tqdm(
-        specs, desc="export", unit="graph", disable=not progress
+    for name, module, inputs, in_names, out_names, dims, stride in as_progress(progress).each(
+        specs, "export", "graph"
     ):
         graph = export_module(module, inputs, in_names, out_names, dims, opset, exporter, stride)
         path = save_onnx(graph, out_dir / f"{name}.onnx")

@@ -45,6 +45,18 @@ def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
     return model
 
 
+def rename_tensor(
+    graph: onnx.GraphProto, old: str, new: str, inputs: bool = True, outputs: bool = True
+) -> None:
+    """Rename tensor `old` to `new` where nodes read it (`inputs`) and where they write it (`outputs`)."""
+    for node in graph.node:
+        for names, on in ((node.input, inputs), (node.output, outputs)):
+            if on:
+                for i, n in enumerate(names):
+                    if n == old:
+                        names[i] = new
+
+
 def set_dim_names(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
     """Give dynamic axes of graph inputs/outputs the contract's names ({tensor: {axis: name}})."""
     for value in list(model.graph.input) + list(model.graph.output):

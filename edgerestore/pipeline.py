@@ -22,6 +22,7 @@ from edgerestore.contract import VARIANTS, check_precision, variant_for
 from edgerestore.errors import UserError
 from edgerestore.exportdir import MODEL_JSON, PRECISION_JSON, ExportDir, write_json
 from edgerestore.files import sha256_file
+from edgerestore.progress import Progress
 
 WEIGHTS_DIR = Path("weights")
 EXPORT_ROOT = Path("export")
@@ -38,7 +39,9 @@ def default_checkpoint(profile: str) -> Path:
     return WEIGHTS_DIR / f"{profile}.pt"
 
 
-def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True, profile: str | None = None):
+def export_checkpoint(
+    checkpoint: Path, export_dir: Path, progress: Progress | bool = True, profile: str | None = None
+):
     """Export `checkpoint` into `export_dir`; `UserError` (nothing written) if it holds another `profile`."""
     from edgerestore.export import export_model
     from edgerestore.models import zoo
@@ -59,9 +62,10 @@ def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True,
     )
 
 
-def make_precision(export_dir: Path, variant: str, calib: str | Path | None, progress: bool = True):
-    from edgerestore.calibration import load_frames, make_int8, split_holdout
-    from edgerestore.precision import make_fp16
+def make_precision(
+    export_dir: Path, variant: str, calib: str | Path | None, progress: Progress | bool = True
+):
+    from edgerestore.precision import load_frames, make_fp16, make_int8, split_holdout
 
     frames = load_frames(calib, option="--calib")
     calib_frames, held = split_holdout(frames, max(2, len(frames) // 4))
@@ -119,7 +123,7 @@ def ensure_bundle(
     out: Path | None = None,
     calib: str | Path | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
     echo=print,
     checkpoint_hint: str = " or pass --checkpoint",
     **build_options,
@@ -186,7 +190,10 @@ def ensure_bundle(
 
 
 def ship_graphs(
-    weights_dir: Path = WEIGHTS_DIR, root: Path = assets.SHIPPED_ROOT, progress: bool = True, echo=print
+    weights_dir: Path = WEIGHTS_DIR,
+    root: Path = assets.SHIPPED_ROOT,
+    progress: Progress | bool = True,
+    echo=print,
 ) -> dict:
     """Export every `weights_dir/*.pt`, make its fp16 / int8_trt / int8_ort variants from the default
     calibration frames, and put them in `root/<profile>/` with `root/index.json` (sha256 and size of every

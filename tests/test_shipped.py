@@ -142,7 +142,7 @@ def test_a_named_checkpoint_that_does_not_exist_is_not_replaced_by_the_shipped_g
 
 
 def test_the_default_calibration_frames_are_package_data():
-    from edgerestore.calibration import DEFAULT_SET, load_frames
+    from edgerestore.precision import DEFAULT_SET, load_frames
 
     assert DEFAULT_SET == assets.calibration_dir() and DEFAULT_SET.is_relative_to(ROOT / "edgerestore")
     frames = load_frames(None)

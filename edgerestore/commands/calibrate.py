@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     import math
     import signal
 
-    from edgerestore.calibration import make_default_set
     from edgerestore.contract import VARIANTS
     from edgerestore.errors import UserError, raise_terminated
     from edgerestore.exportdir import ExportDir
     from edgerestore.files import check_writable
+    from edgerestore.precision import make_default_set
 
     if args.make_set is not None:
         written = make_default_set(args.make_set, count=args.limit or 20, seed=args.seed)
@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace, wanted: list[str]) -> int:
-    from edgerestore.calibration import load_frames, make_int8, split_holdout
-    from edgerestore.precision import Budgets, make_fp16
+    from edgerestore.precision import Budgets, load_frames, make_fp16, make_int8, split_holdout
 
     budgets = Budgets(args.gt_loss_db, args.fp16_min_psnr, args.int8_min_psnr, args.router_agreement)
     frames = load_frames(args.frames, args.limit, args.long_side, args.seed)

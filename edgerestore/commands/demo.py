@@ -149,7 +149,7 @@ def make_demo_clip(
     per-frame conditions); later calls with the same parameters load the cache."""
     import cv2
 
-    from edgerestore.commands._output import progress_bar
+    from edgerestore.progress import progress_bar
 
     try:
         from edgerestore.data import degrade
@@ -382,7 +382,7 @@ def run_demo(
         pipeline = video.RestorePipeline(grabber, restorer, max_frames=max_frames, on_result=[callback])
         bar = None
         if progress:
-            from edgerestore.commands._output import progress_bar
+            from edgerestore.progress import progress_bar
 
             bar = progress_bar(max_frames or total, "demo", unit="frame")
             pipeline.on_result.append(lambda r: bar.update(1))

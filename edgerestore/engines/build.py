@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from edgerestore.engines.bundle import (
 from edgerestore.errors import BundleError, UserError
 from edgerestore.exportdir import PRECISION_JSON, ExportDir
 from edgerestore.files import sha256_file
+from edgerestore.progress import Progress, as_progress
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
@@ -270,36 +270,6 @@ def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle
     return bundle if same else None
 
 
-class _Progress:
-    """tqdm over the graphs when installed (the build side may run on an edge device without it), else a
-    line per graph on stderr; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, desc: str) -> None:
-        self.bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, unit="graph", file=sys.stderr)
-            except ImportError:
-                print(f"{desc}: {total} graphs", file=sys.stderr)
-
-    def start(self, name: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(name)
-        elif self.enabled:
-            print(f"  building {name} ...", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def build_bundle(
     onnx_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -309,7 +279,7 @@ def build_bundle(
     workspace: int | None = DEFAULT_WORKSPACE,
     timing_cache: str | Path | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
     *,
     trt_module: str | None = None,
     trt_targets: Sequence[str] | None = None,
@@ -412,11 +382,11 @@ def build_bundle(
     files: dict[str, Path] = {}
     suffix = GRAPH_SUFFIX[backend]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(len(sources), progress, f"{out_dir.name}")
+    bar = as_progress(progress).bar(len(sources), out_dir.name, "graph")
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage:
         try:
             for src in sources:
-                bar.start(src.name)
+                bar.set_postfix_str(src.name)
                 dst = Path(stage) / f"{src.name}{suffix}"
                 if backend == "tensorrt":
                     built = trt_builder.build(src.path, rule)
@@ -439,7 +409,7 @@ def build_bundle(
                 reports.append(report)
                 if on_graph is not None:
                     on_graph(report)
-                bar.done()
+                bar.update(1)
         finally:
             bar.close()
         if backend == "tensorrt":

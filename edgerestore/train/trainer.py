@@ -29,6 +29,7 @@ from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
+from edgerestore.progress import Progress
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
@@ -371,9 +372,7 @@ class _Session:
     def __enter__(self) -> _Session:
         self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
         if self._progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(**self._args, unit="step", dynamic_ncols=True)
+            self.bar = Progress().bar(**self._args, unit="step")
         return self
 
     def __exit__(self, *exc) -> None:
