@@ -68,15 +68,7 @@ def progress_bar(
         bar = _PlainBar(total, desc, unit, disable)
         bar.n = initial
         return bar
-    return tqdm(
-        total=total,
-        desc=desc,
-        unit=unit,
-        initial=initial,
-        disable=disable,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, dynamic_ncols=True)
 
 
 class Progress:

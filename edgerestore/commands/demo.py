@@ -23,13 +23,13 @@ import numpy as np
 
 from edgerestore.commands._bundle import (
     add_bundle_arguments,
+    add_precision_argument,
     default_bundle_path,
     open_restorer,
     restorer_label,
 )
 from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
-from edgerestore.contract import PRECISIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
 
@@ -463,11 +463,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stream URI); the sheet then shows the most confident frame of each condition the router chose",
     )
     parser.add_argument("--profile", default="uffn-tiny", help="model built when no --bundle is given")
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
+    add_precision_argument(
+        parser,
+        "precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )
     add_output_arguments(parser, window=False)
     add_bundle_arguments(
