@@ -32,6 +32,7 @@ from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
+from edgerestore.progress import Progress, as_progress
 
 CLIP_VERSION = 2
 # Photos shipped inside scikit-image (no download), one per segment; outdoor scenes first.
@@ -143,13 +144,11 @@ def make_demo_clip(
     conditions: tuple[str, ...] = CONDITIONS,
     seed: int = 0,
     refresh: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> DemoClip:
     """Generate the demo clip once and cache it under `data_dir/demo/` (an MJPG .avi plus a .json with the
     per-frame conditions); later calls with the same parameters load the cache."""
     import cv2
-
-    from edgerestore.progress import progress_bar
 
     try:
         from edgerestore.data import degrade
@@ -186,9 +185,7 @@ def make_demo_clip(
     if not writer.isOpened():
         raise UserError(f"cannot write {tmp}: this OpenCV build has no MJPG encoder")
     writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
-    bar = progress_bar(
-        len(conditions) * frames_per_segment, "making the demo clip", unit="frame", disable=not progress
-    )
+    bar = as_progress(progress).bar(len(conditions) * frames_per_segment, "making the demo clip", "frame")
     try:
         for s, condition in enumerate(conditions):
             scene = scenes[s % len(scenes)][1]
@@ -312,7 +309,7 @@ def run_demo(
     output_codec: str | None = None,
     input_uri: str | None = None,
     echo: Callable[[str], None] = print,
-    progress: bool = True,
+    progress: Progress | bool = True,
     **restorer_options: Any,
 ) -> DemoReport:
     """Run the demo clip (made if needed) through the camera pipeline headless, every frame, and write into

@@ -29,7 +29,7 @@ from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
-from edgerestore.progress import Progress
+from edgerestore.progress import Progress, as_progress
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
@@ -350,9 +350,11 @@ class _Session:
     """A training loop's surroundings: a progress bar (or None), a stop flag set by SIGTERM / Ctrl-C (the loop
     checkpoints and exits cleanly) and a JSON-lines log; restores the signal handlers on exit."""
 
-    def __init__(self, log_path: Path, total: int, initial: int, desc: str, progress: bool) -> None:
+    def __init__(
+        self, log_path: Path, total: int, initial: int, desc: str, progress: Progress | bool
+    ) -> None:
         self.log_path, self.stop, self.signal = log_path, False, 0
-        self._args, self._progress = dict(total=total, initial=initial, desc=desc), progress
+        self._args, self._progress = dict(total=total, initial=initial, desc=desc), as_progress(progress)
         self.bar = None
 
     def _on_term(self, signum, frame) -> None:
@@ -372,7 +374,7 @@ class _Session:
     def __enter__(self) -> _Session:
         self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
         if self._progress:
-            self.bar = Progress().bar(**self._args, unit="step")
+            self.bar = self._progress.bar(**self._args, unit="step")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -390,7 +392,7 @@ class _Session:
             self.bar.write(line)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train (or resume, when cfg.out exists) and return the last validation metrics."""
     rank, world = _distributed()
     if cfg.threads:
@@ -585,7 +587,7 @@ def _run_stage(
     resume: tuple[int, float],
     log: Path,
     desc: str,
-    progress: bool,
+    progress: Progress | bool,
     step_loss: Callable[[dict], tuple[torch.Tensor, dict]],
     evaluate: Callable[[], tuple[dict, str]],
     shown: tuple[str, str],
@@ -658,7 +660,7 @@ def _run_stage(
     return metrics
 
 
-def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
+def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train only the path router of the UFFN checkpoint `cfg.out` on whole-frame thumbnails; the rest is frozen.
 
     The router is a separate graph that reads a thumbnail, so it can learn on its own, with a larger batch
@@ -876,7 +878,7 @@ def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
     return train_set, val_set
 
 
-def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
+def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) -> dict:
     """Fine-tune one condition's branch of the UFFN checkpoint `cfg.out` on that condition's synthetic pairs;
     router, trunk and the other branches are frozen (bit for bit), so their evaluations still hold.
 
