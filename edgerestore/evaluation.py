@@ -31,6 +31,7 @@ from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, write_image
 from edgerestore.metrics import SSIM_WINDOW, score, wilson_interval
+from edgerestore.progress import Progress, as_progress
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
 
@@ -143,16 +144,6 @@ def _db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="img", dynamic_ncols=True)
-
-
 def _real_sets(real: str | Path) -> list[tuple[str, Path, list[Path]]]:
     root = Path(real)
     if not root.is_dir():
@@ -196,7 +187,7 @@ def evaluate(
     crop_border: int = 0,
     max_images: int | None = None,
     description: str = "restorer",
-    progress: bool = True,
+    progress: Progress | bool = True,
     clean_targets: bool = True,
 ) -> EvalReport:
     """Run `restore` over every pair of `sets` and every image of the `real` folders and score it.
@@ -221,7 +212,7 @@ def evaluate(
         n = len(job.pairs) if kind == "paired" else len(job[2])
         return n if max_images is None else min(n, max_images)
 
-    bar = _progress(sum(count(k, j) for k, j in jobs), progress)
+    bar = as_progress(progress).bar(sum(count(k, j) for k, j in jobs), "", "img")
     confusion = np.zeros((len(CONDITIONS), len(CONDITIONS)), dtype=np.int64)
     reports: list[SetReport] = []
     samples_dir = Path(out_dir) / "samples" if out_dir is not None else None
@@ -244,11 +235,10 @@ def evaluate(
                 name, layout = f"real/{root.name}", "folder per condition"
                 items = [(f.stem, f, None) for f in files]
             items = items[:max_images] if max_images is not None else items
-            if bar is not None:
-                if kind == "clean":
-                    bar.total += len(items)
-                    bar.refresh()
-                bar.set_description(name)
+            if kind == "clean":
+                bar.total += len(items)
+                bar.refresh()
+            bar.set_description(name)
             results: list[ImageResult] = []
             for i, (image_name, input_path, target_path) in enumerate(items):
                 degraded = read_image(input_path)
@@ -291,8 +281,7 @@ def evaluate(
                 results.append(result)
                 if samples_dir is not None and i < samples_per_set:
                     written.append(_save_sample(samples_dir, name, result, degraded, output, target))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             routed = [r for r in results if r.predicted is not None and r.expected is not None]
             reports.append(
                 SetReport(
@@ -320,8 +309,7 @@ def evaluate(
                 folder.rmdir()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return EvalReport(restorer=description, sets=reports, confusion=confusion.tolist())
 
 

@@ -78,8 +78,10 @@ def ensure_bundle(
     `weights/<profile>.pt`). Before any checkpoint exists, the profile's untrained weights (seed 0) are
     exported once instead, with a note: latency does not depend on the weights' values."""
     from edgerestore import pipeline
-    from edgerestore.engines.build import build_bundle, resolve_backend, source_subdir
+    from edgerestore.contract import variant_for
+    from edgerestore.engines.build import build_bundle, resolve_backend
     from edgerestore.engines.bundle import default_bundle_dir
+    from edgerestore.exportdir import ExportDir
 
     backend, _ = resolve_backend(backend)
     out = default_bundle_dir(profile, backend, precision, engines_root)
@@ -96,7 +98,7 @@ def ensure_bundle(
             echo=echo,
         ).bundle
     export_dir = Path(export_root) / profile
-    if not (export_dir / "model.json").is_file():
+    if not ExportDir(export_dir).exists():
         from edgerestore.export import export_model
 
         echo(
@@ -104,8 +106,8 @@ def ensure_bundle(
         )
         model, _, _ = load_model(profile)
         export_model(model, export_dir, profile, parity_sizes=[], progress=progress)
-    variant = source_subdir(backend, precision)
-    if variant is not None and pipeline.precision_is_stale(export_dir, variant):
+    variant = variant_for(backend, precision)
+    if variant is not None and ExportDir(export_dir).variant_stale(variant):
         pipeline.make_precision(export_dir, variant, None, progress)
     result = build_bundle(export_dir, out, backend=backend, precision=precision, progress=progress)
     return Path(result.bundle.path)
@@ -116,7 +118,7 @@ def variant_quality(export_dir: Path, variant: str | None) -> dict[str, Any]:
     the worst PSNR vs the float32 output, the largest loss vs ground truth, router agreement."""
     if variant is None:
         return {"summary": "reference (float32 graphs, parity with PyTorch checked at export)"}
-    from edgerestore.graphs import PRECISION_JSON
+    from edgerestore.exportdir import PRECISION_JSON
 
     p = export_dir / variant / PRECISION_JSON
     if not p.is_file():
@@ -401,6 +403,7 @@ def compare_backends(
     turn, so a change of load on a shared machine hits all of them alike), wall-clock per call."""
     import torch
 
+    from edgerestore.contract import variant_for
     from edgerestore.engines.build import resolve_backend
     from edgerestore.measure.device import device_of
     from edgerestore.runtime.restorer import Restorer
@@ -408,12 +411,9 @@ def compare_backends(
     torch.set_num_threads(threads)
     export_dir = Path(export_root) / profile
     model, source, _ = load_model(profile, checkpoint)
-    kinds: list[tuple[str, str, str | None]] = [
-        ("onnxruntime", "fp32", None),
-        ("onnxruntime", "int8", "int8_ort"),
-    ]
+    kinds = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     if resolve_backend("auto")[0] == "tensorrt":
-        kinds += [("tensorrt", "fp16", "fp16"), ("tensorrt", "int8", "int8_trt")]
+        kinds += [("tensorrt", "fp16"), ("tensorrt", "int8")]
     else:
         echo("no CUDA GPU with TensorRT here: TensorRT rows skipped")
     frame = weather_frames(size, (condition or "rain",))[0][1]
@@ -422,7 +422,8 @@ def compare_backends(
     quality = {"pytorch/fp32": {"summary": f"the model itself ({source})"}}
     device = None
     try:
-        for backend, precision, variant in kinds:
+        for backend, precision in kinds:
+            variant = variant_for(backend, precision)
             bundle = ensure_bundle(
                 profile,
                 backend,

@@ -27,8 +27,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
+from edgerestore.progress import Progress, as_progress
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
@@ -351,9 +353,11 @@ class _Session:
     """A training loop's surroundings: a progress bar (or None), a stop flag set by SIGTERM / Ctrl-C (the loop
     checkpoints and exits cleanly) and a JSON-lines log; restores the signal handlers on exit."""
 
-    def __init__(self, log_path: Path, total: int, initial: int, desc: str, progress: bool) -> None:
+    def __init__(
+        self, log_path: Path, total: int, initial: int, desc: str, progress: Progress | bool
+    ) -> None:
         self.log_path, self.stop, self.signal = log_path, False, 0
-        self._args, self._progress = dict(total=total, initial=initial, desc=desc), progress
+        self._args, self._progress = dict(total=total, initial=initial, desc=desc), as_progress(progress)
         self.bar = None
 
     def _on_term(self, signum, frame) -> None:
@@ -373,9 +377,7 @@ class _Session:
     def __enter__(self) -> _Session:
         self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
         if self._progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(**self._args, unit="step", dynamic_ncols=True)
+            self.bar = self._progress.bar(**self._args, unit="step")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -393,7 +395,7 @@ class _Session:
             self.bar.write(line)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train (or resume, when cfg.out exists) and return the last validation metrics."""
     rank, world = _distributed()
     if cfg.threads:
@@ -588,7 +590,7 @@ def _run_stage(
     resume: tuple[int, float],
     log: Path,
     desc: str,
-    progress: bool,
+    progress: Progress | bool,
     step_loss: Callable[[dict], tuple[torch.Tensor, dict]],
     evaluate: Callable[[], tuple[dict, str]],
     shown: tuple[str, str],
@@ -661,7 +663,7 @@ def _run_stage(
     return metrics
 
 
-def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
+def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train only the path router of the UFFN checkpoint `cfg.out` on whole-frame thumbnails; the rest is frozen.
 
     The router is a separate graph that reads a thumbnail, so it can learn on its own, with a larger batch
@@ -879,7 +881,7 @@ def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
     return train_set, val_set
 
 
-def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
+def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) -> dict:
     """Fine-tune one condition's branch of the UFFN checkpoint `cfg.out` on that condition's synthetic pairs;
     router, trunk and the other branches are frozen (bit for bit), so their evaluations still hold.
 
@@ -1009,7 +1011,7 @@ def _copy_branch(cfg: TrainConfig, name: str, payload: dict) -> dict:
     payload["config"] = model.config.to_dict()
     stage = (other.get("branch_stages") or {}).get(name) or {}
     stage = {k: v for k, v in stage.items() if k not in ("optimizer", "scheduler")}
-    stage.update(copied_from=str(cfg.branch_from), copied_sha256=zoo.file_sha256(cfg.branch_from))
+    stage.update(copied_from=str(cfg.branch_from), copied_sha256=sha256_file(cfg.branch_from))
     payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: stage}
     zoo.save_payload(cfg.out, payload)
     print(f"{name} branch of {cfg.out} copied from {cfg.branch_from}", file=sys.stderr)
