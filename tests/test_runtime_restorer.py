@@ -270,9 +270,8 @@ def test_measuring_reads_the_restorer_through_its_public_accessors(tmp_path):
         padded = r.padded_frame(frame)
         assert padded.shape == (1, 98, 128, 3) and np.array_equal(padded[0, :97], frame)
         assert r.reduced_frame(frame, "rain") is None  # full resolution
-        small = r.reduced_frame(
-            frame, "haze"
-        )  # a quarter of each side (contract.reduced_size), area-averaged
+        # a quarter of each side (contract.reduced_size), area-averaged
+        small = r.reduced_frame(frame, "haze")
         assert np.array_equal(small, cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA))
         assert r.trunk_outputs(98, 128) == {"features": (1, 4, 49, 64)}
         shapes = []
