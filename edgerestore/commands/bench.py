@@ -201,32 +201,35 @@ def _bundles(args: argparse.Namespace) -> list[Path]:
         from edgerestore.commands._bundle import default_bundle_dir
 
         return [default_bundle_dir()]
-    from edgerestore.measure.studies import ensure_bundle
+    from edgerestore.contract import PRECISIONS
+    from edgerestore.pipeline import ensure_bundle
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
-        raise UserError(f"--precision {args.precision!r}: expected fp32, fp16, int8 or a list of them")
+        raise UserError(f"--precision {args.precision!r}: expected {', '.join(PRECISIONS)} or a list of them")
     return [
         ensure_bundle(
             args.profile,
-            args.backend,
             p,
+            args.backend,
             export_root=args.export_root,
             engines_root=args.engines_root,
             checkpoint=args.checkpoint,
-        )
+            untrained=True,
+        ).bundle
         for p in precisions
     ]
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from edgerestore.measure.studies import load_model, sweep_cmudrn, sweep_uffn
+    from edgerestore.measure.studies import sweep_cmudrn, sweep_uffn
+    from edgerestore.pipeline import load_model
 
     sizes = _int_list(args.sweep_sizes, "--sweep-sizes")
     for profile in [p.strip() for p in args.sweep_profiles.split(",") if p.strip()]:
         if profile.startswith("cmudrn"):
-            model, source, _ = load_model(profile, args.checkpoint if args.profile == profile else None)
+            model, _, source = load_model(profile, args.checkpoint if args.profile == profile else None)
             result = sweep_cmudrn(
                 model,
                 sizes,

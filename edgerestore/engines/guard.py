@@ -1,9 +1,8 @@
 """The accuracy guard on the device: a build measures the engines it just built where they can run.
 
-The precision step (`edgerestore.precision`, `edgerestore.calibration`) chooses each graph's precision with
-ONNX Runtime on a CPU; FP16 and INT8 accuracy measured there does not predict TensorRT's (other kernels,
-fused layers, its own INT8 arithmetic). So a TensorRT build on a machine whose GPU can run its engines runs
-the same guard again (`precision.guard`: same frames held back from the calibration set, same budgets,
+The precision step (`edgerestore.precision`) chooses each graph's precision with ONNX Runtime on a CPU;
+FP16 and INT8 accuracy measured there does not predict TensorRT's (other kernels, fused layers, its own INT8
+arithmetic). So a TensorRT build on a machine whose GPU can run its engines runs the same guard again (`precision.guard`: same frames held back from the calibration set, same budgets,
 same ladders) with the engines it built, through the runtime's `TensorRTBackend`, against the float32
 graphs run by ONNX Runtime. A graph over its budget there falls back to float32: its engine is rebuilt
 from the float32 graph (the fp16 rung of an int8 ladder is not in the int8 folder), and a branch whose
@@ -30,6 +29,7 @@ from edgerestore.runtime.backend import Backend
 
 if TYPE_CHECKING:
     from edgerestore.engines.build import GraphBuilder as Builder
+    from edgerestore.progress import Progress
 
 #: The precision step's measurement, named in the manifest when no device measured the engines.
 CPU_MEASURED = "onnxruntime {version} on the CPU (precision step)"
@@ -136,18 +136,25 @@ def measure_on_device(
     folder: Path,
     shape_profile: Mapping[str, Any],
     calib: str | Path | None = None,
-    progress: bool = False,
+    progress: Progress | bool = False,
 ) -> DeviceGuard:
     """Run the accuracy guard with the engines just built. `built`: graph -> (rung in the precision step's
     vocabulary: fp32 | fp16 | int8_trt, its ONNX source, its engine); `variant`: the precision folder the
     build read (its ladder); `variant_info`: its precision.json (budgets). Frames: the held-back frames of
     `calib` (the precision step's split, `calibration.guard_split`), shrunk to the profile max."""
-    from edgerestore.calibration import guard_split, load_frames
+    from edgerestore.exportdir import ExportDir
     from edgerestore.graphs import save_onnx
-    from edgerestore.precision import GraphRunner, guard, match_feature_types, reference_paths
+    from edgerestore.precision import (
+        GraphRunner,
+        guard,
+        guard_split,
+        load_frames,
+        match_feature_types,
+        reference_paths,
+    )
 
     meta = dict(model)
-    reference = GraphRunner(reference_paths(onnx_dir, meta))
+    reference = GraphRunner(reference_paths(ExportDir(onnx_dir)))
     engines = {(g, level): engine for g, (level, _, engine) in built.items()}
     sources = {(g, level): src for g, (level, src, _) in built.items()}
     sources.update({(g, "fp32"): path for (g, _), path in reference.paths.items()})
@@ -203,13 +210,16 @@ def guard_bundle(
     folder: Path,
     calib: str | Path | None,
     device_guard: bool,
-    progress: bool,
+    progress: Progress | bool,
 ) -> str:
     """`build_bundle`'s device guard, after its graphs are built (`sources`, `files`, the `manifest` and
     `reports` it is writing): the accuracy guard with the built engines where `builder` can run them here,
     updating the manifest's graphs, the reports and the files of graphs that fell back; else each graph's
     accuracy names the precision step's ONNX Runtime measurement. The summary's line saying which."""
-    from edgerestore.engines.build import _PRECISION_ALIASES, _read_json, _tensor_specs
+    import onnx
+
+    from edgerestore.contract import precision_of, tensor_specs
+    from edgerestore.exportdir import ExportDir
 
     backend, what = builder.measuring_backend() if device_guard else (None, "device guard off")
     if backend is None:
@@ -224,9 +234,7 @@ def guard_bundle(
             entry.accuracy["measured_by"] = by
         return f"accuracy: measured by {by}" + (f"; not with the engines: {what}" if what else "")
     folder.mkdir(parents=True, exist_ok=True)
-    info = _read_json(
-        onnx_dir / variant / "precision.json", f"no {variant} graphs", "re-run the precision step"
-    )
+    info = ExportDir(onnx_dir).precision_record(variant, "re-run the precision step")
     built = {
         s.name: (variant if s.precision == "int8" else s.precision, s.path, files[s.name]) for s in sources
     }
@@ -251,11 +259,13 @@ def guard_bundle(
     by_name = {r.name: r for r in reports}
     for name, choice in result.graphs.items():
         entry, report = manifest.graphs[name], by_name[name]
-        entry.precision = _PRECISION_ALIASES[choice.precision]
+        entry.precision = str(precision_of(choice.precision))
         entry.accuracy = choice.accuracy
         if choice.engine != files[name]:
             files[name] = choice.engine
-            entry.inputs, entry.outputs = _tensor_specs(choice.source)
+            entry.inputs, entry.outputs = tensor_specs(
+                onnx.load(str(choice.source), load_external_data=False)
+            )
             report.size = choice.engine.stat().st_size
             report.seconds += choice.seconds
             fell_back.append(f"{name} → {entry.precision}")

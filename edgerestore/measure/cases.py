@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -327,14 +326,6 @@ def bench_restorer(
     `CaseTimer` for `condition` and `pool`)."""
     timer = CaseTimer(restorer, size, condition=condition, seed=seed, pool=pool)
     return bench_cases([timer], frames=frames, warmup=warmup, rounds=rounds, progress=progress)[0]
-
-
-def open_backend(bundle_dir: str | Path, threads: int | None = None) -> Any:
-    """The runtime backend of a bundle with every graph loaded (for timing graphs one by one)."""
-    from edgerestore.engines.bundle import load_bundle
-    from edgerestore.runtime.backend import open_backend as open_runner
-
-    return open_runner(load_bundle(Path(bundle_dir)), threads=threads)
 
 
 def time_graph(
