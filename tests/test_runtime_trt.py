@@ -681,6 +681,23 @@ def test_buffers_are_sized_to_the_profile_max_once_and_never_grow(bundle_dir):
         assert "tiled" in tall.flags and tall.image.shape == (300, 64, 3)
 
 
+def test_every_output_buffer_is_allocated_in_finalize(bundle_dir, rng):
+    restorer, cuda = open_fake(bundle_dir)
+    be = restorer.backend
+    outputs = {(name, t.name) for name, info in be.graphs.items() for t in info.outputs}
+    assert outputs <= set(be.device_buffers.blocks)  # before any frame
+    before = be.device_buffers.allocations
+    with restorer:
+        for f in frames(rng):  # every condition, so every branch runs
+            restorer(f)
+        # only the inputs fed from the host came later: the router's thumbnail and the trunk's frame
+        assert set(be.device_buffers.blocks) - outputs - {"__scratch__"} == {
+            ("router", "thumbnail"),
+            ("trunk", "frame"),
+        }
+        assert be.device_buffers.allocations - before == 2
+
+
 def test_engine_that_cannot_be_deserialized_is_a_bundle_error(tmp_path):
     cuda = FakeCuda()
     backend = TensorRTBackend(trt_module=make_fake_trt(cuda), cuda=cuda)

@@ -7,7 +7,8 @@
 * TensorRT older than 10.1 is refused in one line (8.6 parses only implicit-batch networks, 10.0 lacks
   `set_device_memory(ptr, size)`); TensorRT-RTX engines are first asked `Runtime.get_engine_validity`.
 * Page-locked host buffers and device buffers are allocated once per (graph, tensor), at the size of the
-  profile's max shapes (measured in `finalize`), so they never grow: a grown buffer is a cudaFree, which
+  profile's max shapes (measured in `finalize`, where every output's device buffer is allocated; inputs
+  fed from the host and host copies at their first use), so they never grow: a grown buffer is a cudaFree, which
   synchronises and invalidates captured graphs. The trunk's `features` stay on the device and are bound by
   address to the branch; a device tensor of another dtype than the input's is refused.
 * All contexts are created without their own device memory (USER_MANAGED) and share ONE scratch
@@ -561,6 +562,9 @@ class TensorRTBackend(Backend):
     def finalize(self) -> None:
         for g in self._g.values():
             self._size_at_profile_max(g)
+            for t in g.info.outputs:  # now, not at a branch's first frame (a cudaMalloc may synchronise)
+                if t.name in g.max_bytes:
+                    self.device_buffers.ensure((g.info.name, t.name), g.max_bytes[t.name])
         nbytes = self.scratch_bytes()
         if nbytes == 0:
             return
