@@ -1112,6 +1112,33 @@ def test_a_build_on_a_gpu_measures_the_built_engines_and_falls_back_where_they_m
     assert {i.data_type for i in onnx.load(str(engine)).graph.initializer} == {onnx.TensorProto.FLOAT}
 
 
+def test_a_branch_that_falls_back_takes_the_trunks_float16_features_through_one_cast(tmp_path, monkeypatch):
+    """fp16 graphs carry `features` in float16; the float32 graph a branch falls back to on the device takes
+    float32, so its engine is built from the graph with one Cast at its input (the runtime refuses a
+    device tensor of another type)."""
+    import onnx
+    from engine_graphs import write_export_dir
+
+    from edgerestore.precision import carry_in_float16
+
+    export = write_export_dir(tmp_path / "export", conditions=("rain", "snow"), variants=("fp16",))
+    for name in ("trunk", "branch_rain", "branch_snow"):
+        path = export / "fp16" / f"{name}.onnx"
+        onnx.save(carry_in_float16(onnx.load(str(path))), str(path))
+    half = onnx.TensorProto.FLOAT16
+    assert onnx.load(str(export / "fp16" / "trunk.onnx")).graph.output[0].type.tensor_type.elem_type == half
+    builder = FakeEngineBuilder(export, sabotage={"branch_rain"})
+    result, manifest = _build_with(monkeypatch, tmp_path, builder)
+    rain = manifest["graphs"]["branch_rain"]
+    assert rain["precision"] == "fp32" and manifest["graphs"]["trunk"]["precision"] == "fp16"
+    features = next(i for i in rain["inputs"] if i["name"] == "features")
+    assert features["dtype"] == "float16"  # what the fp16 trunk hands over
+    engine = onnx.load(str(result.bundle.path / rain["file"]))
+    casts = [n for n in engine.graph.node if n.op_type == "Cast" and "features" in n.input]
+    assert len(casts) == 1 and engine.graph.input[1].type.tensor_type.elem_type == half
+    assert result.accuracy.endswith("fell back on the device: branch_rain → fp32")
+
+
 def test_a_build_without_a_gpu_keeps_the_cpu_measurement_and_says_so(guard_export, tmp_path, monkeypatch):
     builder = FakeEngineBuilder(guard_export, sabotage={"branch_rain"}, gpu=False)
     result, manifest = _build_with(monkeypatch, tmp_path, builder)

@@ -141,7 +141,7 @@ def measure_on_device(
     """Run the accuracy guard with the engines just built. `built`: graph -> (rung in the precision step's
     vocabulary: fp32 | fp16 | int8_trt, its ONNX source, its engine); `variant`: the precision folder the
     build read (its ladder); `variant_info`: its precision.json (budgets). Frames: the held-back frames of
-    `calib` (the precision step's split, `calibration.guard_split`), shrunk to the profile max."""
+    `calib` (the precision step's split, `precision.guard_split`), shrunk to the profile max."""
     from edgerestore.exportdir import ExportDir
     from edgerestore.graphs import save_onnx
     from edgerestore.precision import (
@@ -181,7 +181,7 @@ def measure_on_device(
     for g, acc in accuracy.items():
         source, level = chosen[g], acc.precision
         if g in retyped:  # its features input retyped to the trunk's output, one Cast inside
-            source = save_onnx(retyped[g], folder / "retyped" / f"{g}.onnx")
+            source = save_onnx(retyped[g], folder / f"{g}@{level}-retyped.onnx")
             engine = folder / f"{g}@{level}-retyped{builder.suffix}"
             seconds = builder.write_graph(source, engine)
         else:
@@ -255,7 +255,7 @@ def guard_bundle(
         )
     finally:
         backend.close()
-    fell_back = []
+    fell_back, retyped = [], []
     by_name = {r.name: r for r in reports}
     for name, choice in result.graphs.items():
         entry, report = manifest.graphs[name], by_name[name]
@@ -268,7 +268,12 @@ def guard_bundle(
             )
             report.size = choice.engine.stat().st_size
             report.seconds += choice.seconds
-            fell_back.append(f"{name} → {entry.precision}")
+            if report.precision != entry.precision:
+                fell_back.append(f"{name} → {entry.precision}")
+            else:
+                retyped.append(name)
         report.precision, report.accuracy = entry.precision, entry.accuracy
     changed = f"; fell back on the device: {', '.join(fell_back)}" if fell_back else ""
+    if retyped:
+        changed += f"; rebuilt for the trunk's features type: {', '.join(retyped)}"
     return f"accuracy: measured with the built engines by {what}{changed}"
