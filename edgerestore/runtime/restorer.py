@@ -43,6 +43,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_threshold
 from edgerestore.contract import (
+    FRAME,
     GUIDED_EPS,
     MIN_SIDE,
     guided_coefficients,
@@ -641,7 +642,7 @@ class Restorer:
         last = None if self._last is None else self._last[0]
         if last == 0 or (last is not None and self.branch_scales.get(CONDITIONS[last], 1.0) != 1.0):
             return
-        self.backend.bind_input("trunk", "frame", prep.padded)
+        self.backend.bind_input("trunk", FRAME, prep.padded)
         self._uploaded = prep.padded
 
     def _infer(self, prep: _Prepared) -> RestoreResult:
@@ -725,7 +726,7 @@ class Restorer:
             be.run(key, {"restored": (1, hp, wp, 3)})
         else:
             if self._uploaded is not padded:  # not already queued behind the router (_upload_ahead)
-                be.bind_input("trunk", "frame", padded)
+                be.bind_input("trunk", FRAME, padded)
             self._uploaded = None
             be.run("trunk", self.trunk_outputs(hp, wp))
             be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
