@@ -118,7 +118,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
     """Files to restore and their outputs; `UserError` for a missing input, an output that would overwrite an
     input, or two inputs that map to the same output."""
     from edgerestore.imageio import IMAGE_EXTENSIONS
-    from edgerestore.runtime.video import VIDEO_EXTENSIONS, _natural_key
+    from edgerestore.runtime.video import VIDEO_EXTENSIONS, natural_key
 
     def kind_of(path: Path) -> str | None:
         suffix = path.suffix.lower()
@@ -137,7 +137,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
             skipped_links += [p for p in item.rglob("*") if p.is_symlink() and not p.exists()]
             files = sorted(
                 (p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".") and outside_out(p)),
-                key=_natural_key,
+                key=natural_key,
             )
             jobs += [Job(p, out / p.relative_to(item), k) for p in files if (k := kind_of(p))]
         elif item.is_file():
@@ -150,7 +150,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
         elif any(ch in text for ch in "*?["):
             import glob
 
-            files = sorted((Path(p) for p in glob.glob(text, recursive=True)), key=_natural_key)
+            files = sorted((Path(p) for p in glob.glob(text, recursive=True)), key=natural_key)
             matched = [
                 Job(p, out / p.name, k) for p in files if p.is_file() and outside_out(p) and (k := kind_of(p))
             ]
