@@ -1,5 +1,5 @@
 """Video for the runtime: frame sources, the newest-frame grabber, the inference thread, overlay, display,
-recorder and the live loop, with one façade, `run(source, restorer, options)`, that every frame tool uses.
+recorder and the live loop, with one façade, `run(source, restorer, options)` (`app`), that every frame tool uses.
 
 Three threads, so capture never waits for the model and the model never waits for the screen:
 
@@ -21,7 +21,8 @@ Imports numpy and OpenCV only: never torch, never the training or export code.
 
 from __future__ import annotations
 
-from edgerestore.runtime.video.display import Window, display_available
+from edgerestore.runtime.video.app import VideoOptions, VideoRun, run
+from edgerestore.runtime.video.display import OffscreenWindow, Window, display_available
 from edgerestore.runtime.video.grabber import Frame, FrameGrabber, ReconnectPolicy
 from edgerestore.runtime.video.live import (
     KeyActions,
@@ -30,6 +31,7 @@ from edgerestore.runtime.video.live import (
     run_loop,
     status_line,
 )
+from edgerestore.runtime.video.outputs import ImageFolder, ResultWriter
 from edgerestore.runtime.video.overlay import (
     GREEN,
     KEY_HELP,
@@ -79,14 +81,19 @@ __all__ = [
     "FrameGrabber",
     "FrameResult",
     "FrameSource",
+    "ImageFolder",
     "ImageSequenceSource",
     "KeyActions",
     "LiveStats",
     "LoopOptions",
+    "OffscreenWindow",
     "PipelineSummary",
     "ReconnectPolicy",
     "RestorePipeline",
+    "ResultWriter",
+    "VideoOptions",
     "VideoRecorder",
+    "VideoRun",
     "Window",
     "compose_view",
     "count_video_frames",
@@ -102,6 +109,7 @@ __all__ = [
     "percentiles",
     "probe_fourcc",
     "quiet_video_logs",
+    "run",
     "run_loop",
     "side_by_side",
     "status_line",

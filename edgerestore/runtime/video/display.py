@@ -1,5 +1,6 @@
 """The screen: whether a window can open here (`display_available`, probed in a subprocess because OpenCV's
-Qt build aborts the process without a display) and `Window`, an OpenCV window on the main thread.
+Qt build aborts the process without a display), `Window`, an OpenCV window on the main thread, and
+`OffscreenWindow`, the same display side with no screen (benchmarks).
 
 Imports OpenCV only.
 """
@@ -65,6 +66,8 @@ def _qt_env() -> dict[str, str]:
 class Window:
     """An OpenCV window on the calling (main) thread; `show` returns the key pressed (-1 if none)."""
 
+    interactive = True  # polled for keys every 20 ms
+
     def __init__(self, title: str = "edgerestore", max_width: int = 1600) -> None:
         for k, v in _qt_env().items():
             os.environ.setdefault(k, v)
@@ -96,3 +99,19 @@ class Window:
             cv2.waitKey(1)
         except cv2.error:
             pass
+
+
+class OffscreenWindow:
+    """A window that shows nothing: the live loop composes every new result for it as for a screen (view,
+    overlay), so a benchmark measures the display side's cost and its capture-to-display time without one."""
+
+    interactive = False
+
+    def show(self, image: np.ndarray, wait_ms: int = 1) -> int:
+        return -1
+
+    def closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass

@@ -20,7 +20,8 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
-from edgerestore.runtime.video.display import Window
+from edgerestore.runtime.video.display import OffscreenWindow, Window
+from edgerestore.runtime.video.outputs import ImageFolder, ResultWriter, Sink
 from edgerestore.runtime.video.overlay import WHITE, compose_view, draw_overlay, text_box
 from edgerestore.runtime.video.pipeline import FrameResult, LiveStats, PipelineSummary, RestorePipeline
 from edgerestore.runtime.video.recorder import VideoRecorder
@@ -67,7 +68,13 @@ def handle_key(key: int, pipeline: RestorePipeline, view: dict[str, bool]) -> Ke
 
 @dataclass
 class LoopOptions:
-    """How `run_loop` shows and records. `status_every` seconds between headless status lines (0: none)."""
+    """How `run_loop` shows and records. `status_every` seconds between headless status lines (0: none).
+
+    `record` (a video) and `record_folder` (one PNG per frame) get every result's picture — `record_view`,
+    with the overlay if `record_overlay`, or `record_compose(result)` — composed and written on the outputs
+    thread. `keep_partial`: on Ctrl-C or an error the recording so far is finalised (a camera's), or deleted
+    (False: no half file). `offscreen`: with `headless`, compose every new result as a window would (a
+    benchmark's display side); `on_shown(result)` is called once each new result has been shown."""
 
     headless: bool = True
     side_by_side: bool = False
@@ -76,6 +83,11 @@ class LoopOptions:
     record_overlay: bool = False
     record_fourcc: str | None = None
     record_fps: float = 0.0
+    record_folder: Path | None = None
+    record_compose: Callable[[FrameResult], np.ndarray] | None = None
+    keep_partial: bool = True
+    offscreen: bool = False
+    on_shown: Callable[[FrameResult], None] | None = None
     status_every: float = 1.0
     window_title: str = "edgerestore"
     echo: Callable[[str], None] = print
@@ -120,47 +132,113 @@ def _sigint_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _outputs(
+    pipeline: RestorePipeline, options: LoopOptions
+) -> tuple[VideoRecorder | None, ResultWriter | None]:
+    """The recorder and the outputs thread that `options` ask for (None, None: no output)."""
+    if options.record is None and options.record_folder is None:
+        return None, None
+    recorder = None
+    sinks: list[Sink] = []
+    if options.record is not None:
+        src = pipeline.grabber
+        fps = options.record_fps or src.pace_fps or src.source.fps or 30.0
+        recorder = VideoRecorder(options.record, fps, fourcc=options.record_fourcc)
+        sinks.append(lambda result, image: recorder.write(image))
+    if options.record_folder is not None:
+        sinks.append(ImageFolder(options.record_folder))
+    side = options.record_view == "side-by-side"
+
+    def compose(result: FrameResult) -> np.ndarray:
+        if options.record_compose is not None:
+            return options.record_compose(result)
+        view = compose_view(result, side=side)
+        if options.record_overlay:
+            view = draw_overlay(view, pipeline.live_stats(), help_line=False)
+        return view
+
+    writer = ResultWriter(compose, sinks)
+    pipeline.on_result.append(writer.put)
+    return recorder, writer
+
+
+def _finish_outputs(
+    pipeline: RestorePipeline,
+    recorder: VideoRecorder | None,
+    writer: ResultWriter | None,
+    *,
+    keep_partial: bool,
+    interrupted: bool,
+) -> Path | None:
+    """Drain the outputs thread and finalise the recording (deleted instead when the run was interrupted or
+    failed and not `keep_partial`); a failure here ends the run with that error (`pipeline.error`)."""
+    recorded = None
+    try:
+        if writer is not None:
+            writer.close()
+    except BaseException as exc:
+        if pipeline.error is None:
+            pipeline.error = exc
+    if recorder is None:
+        return None
+    if not keep_partial and (interrupted or pipeline.error is not None):
+        recorder.abort()
+        return None
+    try:
+        recorded = recorder.close()
+    except UserError as exc:  # the encoder failed: the run ends with that error
+        if pipeline.error is None:
+            pipeline.error = exc
+    return recorded
+
+
 def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary:
     """Run `pipeline` to its end (source ended, `max_frames`, `q`, window closed, Ctrl-C) while showing a
     window on this thread (or printing status lines) and recording; returns the summary. The recording
-    is finalised on every exit path; Ctrl-C is reported as `summary.interrupted`, not raised."""
+    is finalised on every exit path (deleted instead on Ctrl-C or an error without `keep_partial`);
+    Ctrl-C is reported as `summary.interrupted`, not raised.
+
+    The window is redrawn when a new result arrives, a key changed the view, or 0.25 s passed (the
+    overlay's numbers); keys are polled every 20 ms."""
     recorder: VideoRecorder | None = None
-    window: Window | None = None
+    writer: ResultWriter | None = None
+    window: Window | OffscreenWindow | None = None
     interrupted = False
     stopped_by: str | None = None
+    recorded: Path | None = None
     try:
-        if options.record is not None:
-            src = pipeline.grabber
-            fps = options.record_fps or src.pace_fps or src.source.fps or 30.0
-            recorder = VideoRecorder(options.record, fps, fourcc=options.record_fourcc)
-            side = options.record_view == "side-by-side"
-
-            def record(result: FrameResult) -> None:
-                view = compose_view(result, side=side)
-                if options.record_overlay:
-                    view = draw_overlay(view, pipeline.live_stats(), help_line=False)
-                recorder.write(view)  # type: ignore[union-attr]
-
-            pipeline.on_result.append(record)
+        recorder, writer = _outputs(pipeline, options)
         if not options.headless:
             window = Window(options.window_title)
+        elif options.offscreen:
+            window = OffscreenWindow()
         pipeline.start()
         view = {"side": options.side_by_side}
         seen, last, last_status = 0, None, time.monotonic()
+        image: np.ndarray | None = None
+        drawn_at = 0.0
+        poll = 0.02 if window is not None and window.interactive else 0.2
         while True:
-            result = pipeline.latest(after=seen, timeout=0.02 if window else 0.2)
-            if result is not None:
+            result = pipeline.latest(after=seen, timeout=poll)
+            fresh = result is not None
+            if fresh:
                 seen, last = result.sequence, result
             if window is not None:
-                stats = pipeline.live_stats()
-                image = (
-                    draw_overlay(compose_view(last, side=view["side"]), stats)
-                    if last
-                    else _waiting_image(pipeline)
-                )
+                if fresh or image is None or time.monotonic() - drawn_at >= 0.25:
+                    stats = pipeline.live_stats()
+                    image = (
+                        draw_overlay(compose_view(last, side=view["side"]), stats)
+                        if last
+                        else _waiting_image(pipeline)
+                    )
+                    drawn_at = time.monotonic()
                 act = handle_key(window.show(image), pipeline, view)
+                if fresh and options.on_shown is not None:
+                    options.on_shown(result)  # type: ignore[arg-type]
                 for message in act.messages:
                     log.info("%s", message)
+                if act.messages or act.toggled_side:
+                    image = None  # redraw with the new view or state
                 if act.quit or window.closed():
                     break
             elif options.status_every and time.monotonic() - last_status >= options.status_every:
@@ -178,11 +256,13 @@ def run_loop(pipeline: RestorePipeline, options: LoopOptions) -> PipelineSummary
                 pipeline.stop()
             finally:
                 try:
-                    recorded = recorder.close() if recorder is not None else None
-                except UserError as exc:  # the encoder failed: the run ends with that error
-                    recorded = None
-                    if pipeline.error is None:
-                        pipeline.error = exc
+                    recorded = _finish_outputs(
+                        pipeline,
+                        recorder,
+                        writer,
+                        keep_partial=options.keep_partial,
+                        interrupted=interrupted,
+                    )
                 finally:
                     if window is not None:
                         window.close()

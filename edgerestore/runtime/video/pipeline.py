@@ -22,6 +22,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
+from edgerestore.runtime.protocol import RestorerLike, describe
 from edgerestore.runtime.video.grabber import Frame, FrameGrabber
 
 log = logging.getLogger("edgerestore.video")
@@ -135,22 +136,9 @@ class PipelineSummary:
         return "\n".join(lines)
 
 
-def _set_forced(restorer: Any, condition: str | None) -> None:
-    """Force a condition (None: automatic) through the restorer's `force` attribute (or method)."""
-    if callable(getattr(restorer, "force", None)):
-        restorer.force(condition)
-    elif hasattr(restorer, "force"):
-        restorer.force = condition
-    else:
-        raise UserError("this restorer cannot force a condition")
-
-
-def describe_restorer(restorer: Any) -> tuple[str, str]:
-    """(backend, precision) names of a restorer, from its bundle's manifest when it has one."""
-    manifest = getattr(getattr(restorer, "bundle", None), "manifest", None)
-    backend = getattr(manifest, "backend", None) or getattr(restorer, "backend", None)
-    precision = getattr(manifest, "precision", None) or getattr(restorer, "precision", None)
-    return (backend if isinstance(backend, str) else "?", precision if isinstance(precision, str) else "?")
+def describe_restorer(restorer: RestorerLike) -> tuple[str, str]:
+    """(backend, precision) names of a restorer, from its bundle's manifest."""
+    return describe(restorer)
 
 
 class RestorePipeline:
@@ -163,7 +151,7 @@ class RestorePipeline:
     def __init__(
         self,
         grabber: FrameGrabber,
-        restorer: Any,
+        restorer: RestorerLike,
         *,
         backend: str = "",
         precision: str = "",
@@ -209,7 +197,7 @@ class RestorePipeline:
     def force(self, condition: str | None) -> None:
         if condition is not None and condition not in CONDITIONS:
             raise UserError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
-        _set_forced(self.restorer, condition)
+        self.restorer.force = condition
         self.forced = condition
 
     def set_paused(self, paused: bool) -> None:
@@ -249,22 +237,21 @@ class RestorePipeline:
         if self.restoring:
             res = self.restorer(frame.image)
             wall = (time.perf_counter() - t0) * 1000.0
-            timings = {k: float(v) for k, v in dict(getattr(res, "timings", {}) or {}).items()}
+            timings = {k: float(v) for k, v in res.timings.items()}
             image = res.image
             if image.shape != frame.image.shape:
                 image = cv2.resize(
                     image, (frame.image.shape[1], frame.image.shape[0]), interpolation=cv2.INTER_AREA
                 )
-            confidence = getattr(res, "confidence", None)
             result = FrameResult(
                 frame=frame,
                 image=image,
-                condition=getattr(res, "condition", None),
-                confidence=None if confidence is None else float(confidence),
-                restored=bool(getattr(res, "restored", True)),
+                condition=res.condition,
+                confidence=None if res.confidence is None else float(res.confidence),
+                restored=bool(res.restored),
                 forced=self.forced is not None,
                 timings=timings,
-                flags=tuple(str(f) for f in (getattr(res, "flags", ()) or ())),
+                flags=tuple(str(f) for f in res.flags),
                 latency_ms=timings.get("total", wall),
                 e2e_ms=0.0,
                 sequence=0,
