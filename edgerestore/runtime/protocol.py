@@ -9,8 +9,9 @@ Imports nothing of the runtime's (typing and numpy only).
 from __future__ import annotations
 
 from collections.abc import Mapping, Set
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -58,10 +59,30 @@ class RestorerLike(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class PipelinedRestorerLike(RestorerLike, Protocol):
+    """A restorer that also queues frames (`Restorer.submit` / `result`): `submit` prepares a frame on the
+    calling thread and runs it on the restorer's worker; `result` returns the oldest one's result. Used
+    only without a `deadline_ms` (which `submit` does not apply)."""
+
+    deadline_ms: float | None
+
+    def submit(self, frame: np.ndarray) -> Future[ResultLike]: ...
+
+    def result(self, timeout: float | None = None) -> ResultLike: ...
+
+
 def describe(restorer: RestorerLike) -> tuple[str, str]:
     """(backend, precision) of a restorer, as its bundle's manifest names them."""
     m = restorer.bundle.manifest
     return str(m.backend), str(m.precision)
 
 
-__all__ = ["BundleLike", "ManifestLike", "RestorerLike", "ResultLike", "describe"]
+__all__ = [
+    "BundleLike",
+    "ManifestLike",
+    "PipelinedRestorerLike",
+    "RestorerLike",
+    "ResultLike",
+    "describe",
+]

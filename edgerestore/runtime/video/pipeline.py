@@ -9,6 +9,7 @@ Imports numpy and OpenCV only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
-from edgerestore.runtime.protocol import RestorerLike, describe
+from edgerestore.runtime.protocol import PipelinedRestorerLike, RestorerLike, ResultLike, describe
 from edgerestore.runtime.video.grabber import Frame, FrameGrabber
 
 log = logging.getLogger("edgerestore.video")
@@ -158,8 +159,13 @@ class RestorePipeline:
         max_frames: int = 0,
         on_result: Sequence[Callable[[FrameResult], None]] = (),
         window: int = 300,
+        prefetch: bool | None = None,
     ) -> None:
         self.grabber, self.restorer = grabber, restorer
+        if prefetch is None:  # every frame is kept (a file, a benchmark) and the restorer can queue frames
+            prefetch = not grabber.drop_stale and isinstance(restorer, PipelinedRestorerLike)
+            prefetch = prefetch and restorer.deadline_ms is None  # type: ignore[attr-defined]
+        self.prefetch = prefetch
         named = describe_restorer(restorer)
         self.backend = backend or named[0]
         self.precision = precision or named[1]
@@ -232,71 +238,116 @@ class RestorePipeline:
             return None
 
     # -- thread
-    def _process(self, frame: Frame) -> FrameResult:
-        t0 = time.perf_counter()
-        if self.restoring:
-            res = self.restorer(frame.image)
-            wall = (time.perf_counter() - t0) * 1000.0
-            timings = {k: float(v) for k, v in res.timings.items()}
-            image = res.image
-            if image.shape != frame.image.shape:
-                image = cv2.resize(
-                    image, (frame.image.shape[1], frame.image.shape[0]), interpolation=cv2.INTER_AREA
-                )
-            result = FrameResult(
-                frame=frame,
-                image=image,
-                condition=res.condition,
-                confidence=None if res.confidence is None else float(res.confidence),
-                restored=bool(res.restored),
-                forced=self.forced is not None,
-                timings=timings,
-                flags=tuple(str(f) for f in res.flags),
-                latency_ms=timings.get("total", wall),
-                e2e_ms=0.0,
-                sequence=0,
+    def _result(self, frame: Frame, res: ResultLike, wall_ms: float, queued: bool = False) -> FrameResult:
+        """A `FrameResult` of the restorer's `res` for `frame`. `queued`: the frame was submitted behind
+        another, so the restorer's `total` also counts that wait; its stages' sum is its own time then."""
+        timings = {k: float(v) for k, v in res.timings.items()}
+        image = res.image
+        if image.shape != frame.image.shape:
+            image = cv2.resize(
+                image, (frame.image.shape[1], frame.image.shape[0]), interpolation=cv2.INTER_AREA
             )
-        else:
-            result = FrameResult(frame, frame.image, None, None, False, False, {}, ("off",), 0.0, 0.0, 0)
-        result.e2e_ms = (time.perf_counter() - frame.t_capture) * 1000.0
-        return result
+        own = sum(v for k, v in timings.items() if k != "total") if queued else timings.get("total", wall_ms)
+        return FrameResult(
+            frame=frame,
+            image=image,
+            condition=res.condition,
+            confidence=None if res.confidence is None else float(res.confidence),
+            restored=bool(res.restored),
+            forced=self.forced is not None,
+            timings=timings,
+            flags=tuple(str(f) for f in res.flags),
+            latency_ms=own,
+            e2e_ms=(time.perf_counter() - frame.t_capture) * 1000.0,
+            sequence=0,
+        )
+
+    def _process(self, frame: Frame) -> FrameResult:
+        if not self.restoring:
+            e2e = (time.perf_counter() - frame.t_capture) * 1000.0
+            return FrameResult(frame, frame.image, None, None, False, False, {}, ("off",), 0.0, e2e, 0)
+        t0 = time.perf_counter()
+        res = self.restorer(frame.image)
+        return self._result(frame, res, (time.perf_counter() - t0) * 1000.0)
+
+    def _publish(self, result: FrameResult) -> None:
+        self.frames_out += 1
+        result.sequence = self.frames_out
+        self._record(result)
+        for callback in self.on_result:
+            callback(result)
+        with self._cond:
+            self._latest = result
+            self._cond.notify_all()
+
+    def _finish(self, inflight: deque[Frame]) -> None:
+        """Wait for the oldest submitted frame's result and publish it."""
+        restorer: PipelinedRestorerLike = self.restorer  # type: ignore[assignment]
+        t0 = time.perf_counter()
+        res = restorer.result()
+        frame = inflight.popleft()
+        self._publish(self._result(frame, res, (time.perf_counter() - t0) * 1000.0, queued=True))
 
     def _run(self) -> None:
+        """Take frames, restore, publish. With `prefetch`, a frame already waiting in the grabber is
+        submitted (prepared on this thread: colour, padding, thumbnail) while the restorer's worker runs
+        the one before, and each result is published (stats, callbacks, outputs) while the next one
+        runs: at most two frames in flight, in order."""
+        inflight: deque[Frame] = deque()
         frame: Frame | None = None
         try:
             while not self._stop.is_set():
                 frame = None
-                if self.max_frames and self.frames_out >= self.max_frames:
-                    break
+                if self.max_frames and self.frames_out + len(inflight) >= self.max_frames:
+                    if not inflight:
+                        break
+                    self._finish(inflight)
+                    continue
                 if self.paused:  # the grabber keeps a live source current (its frames drop) or waits (files)
+                    if inflight:
+                        self._finish(inflight)
+                        continue
                     self._stop.wait(0.05)
                     continue
-                frame = self.grabber.get(timeout=0.1)
+                frame = self.grabber.get(timeout=0.0 if inflight else 0.1)
                 if frame is None:
-                    if self.grabber.finished:
+                    if inflight:  # nothing waiting: finish the frame in flight instead of idling
+                        self._finish(inflight)
+                    elif self.grabber.finished:
                         break
                     continue
+                if self.prefetch and self.restoring:
+                    self.restorer.submit(frame.image)  # type: ignore[attr-defined]
+                    inflight.append(frame)
+                    frame = None
+                    if len(inflight) >= 2:
+                        self._finish(inflight)
+                    continue
+                while inflight:  # restoration was switched off: the frames in flight come out first
+                    self._finish(inflight)
                 result = self._process(frame)
-                self.frames_out += 1
                 frame = None  # counted as processed from here on
-                result.sequence = self.frames_out
-                self._record(result)
-                for callback in self.on_result:
-                    callback(result)
-                with self._cond:
-                    self._latest = result
-                    self._cond.notify_all()
+                self._publish(result)
+            while inflight and not self._stop.is_set():
+                self._finish(inflight)
         except BaseException as exc:  # re-raised on the caller's thread by `raise_error`
             self.error = exc
-            if frame is not None:  # taken but never finished: counts as dropped, so in = out + dropped
-                self.grabber.count_dropped(1)
             if not isinstance(exc, UserError):
                 log.error("inference stopped: %s: %s", type(exc).__name__, exc)
         finally:
+            # taken but never finished: counts as dropped, so in = out + dropped
+            self.grabber.count_dropped(len(inflight) + (frame is not None))
+            self._drain(len(inflight))
             self._t_end = time.perf_counter()
             self._done.set()
             with self._cond:
                 self._cond.notify_all()
+
+    def _drain(self, n: int) -> None:
+        """Collect (and drop) the results of `n` submitted frames, so the restorer holds none of ours."""
+        for _ in range(n):
+            with contextlib.suppress(BaseException):
+                self.restorer.result()  # type: ignore[attr-defined]
 
     def _record(self, r: FrameResult) -> None:
         now = time.perf_counter()
