@@ -1069,43 +1069,6 @@ def baseline_destination(arg: str, device_key: str) -> Path:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _memory_camera(frames: Sequence[np.ndarray], count: int, rate: float) -> Any:
-    """A `FrameSource` that hands out copies of `frames` in turn, `count` in all, paced at `fps` like a
-    camera's read() (0: as fast as asked)."""
-    from edgerestore.runtime.video import FrameSource
-
-    class MemoryCamera(FrameSource):
-        live = False
-
-        def __init__(self) -> None:
-            h, w = frames[0].shape[:2]
-            self.name = f"memory camera {w}x{h}" + (f" at {rate:g} FPS" if rate else "")
-            self._i = 0
-            self._t0 = 0.0
-
-        def open(self) -> None:
-            self._i, self._t0 = 0, time.perf_counter()
-
-        def read(self) -> np.ndarray | None:
-            if self._i >= count:
-                return None
-            if rate:
-                wait = self._t0 + self._i / rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-            frame = frames[self._i % len(frames)].copy()  # a camera hands out a new buffer each frame
-            self._i += 1
-            return frame
-
-        @property
-        def fps(self) -> float:
-            return rate
-
-    cam = MemoryCamera()
-    cam.open()
-    return cam
-
-
 @dataclass
 class PipelineBench:
     """One restorer measured alone and through the camera pipeline in the same run.
@@ -1223,7 +1186,7 @@ def measure_pipeline(
         # composes every new result as a window would (offscreen)
         lat: list[float] = []
         done = video.run(
-            _memory_camera(pool, frames, 0.0),
+            video.MemorySource(pool, frames, 0.0),
             restorer,
             video.VideoOptions(
                 drop_stale=False,
@@ -1241,7 +1204,7 @@ def measure_pipeline(
         e2e: list[float] = []
         lat2: list[float] = []
         done = video.run(
-            _memory_camera(pool, frames, cam_fps),
+            video.MemorySource(pool, frames, cam_fps),
             restorer,
             video.VideoOptions(
                 drop_stale=True,

@@ -5,6 +5,7 @@ giving exactly what frame-by-frame calls give."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,8 @@ def test_the_prefetching_pipeline_gives_what_frame_by_frame_calls_give(tmp_path)
     got: list[video.FrameResult] = []
     with Restorer.open(bundle, video=True, threads=1) as r:
         grabber = video.FrameGrabber(video.open_source(source=str(clip)), drop_stale=False)
-        pipeline = video.RestorePipeline(grabber, r, on_result=[got.append])
-        assert pipeline.prefetch  # every frame kept and a restorer that queues frames
+        assert not video.RestorePipeline(grabber, r).prefetch  # by default only for TensorRT bundles
+        pipeline = video.RestorePipeline(grabber, r, on_result=[got.append], prefetch=True)
         summary = video.run_loop(pipeline, video.LoopOptions(status_every=0))
         pipeline.raise_error()
     assert summary.frames_out == len(expected) == 14 and summary.dropped == 0
@@ -114,7 +115,7 @@ def test_the_prefetching_pipeline_gives_what_frame_by_frame_calls_give(tmp_path)
         assert 0 < g.latency_ms <= g.timings["total"] + 1e-6
 
 
-def test_prefetch_is_off_for_a_live_camera_and_for_a_restorer_that_cannot_queue(tmp_path):
+def test_prefetch_is_off_by_default_for_a_live_camera_and_a_restorer_that_cannot_queue(tmp_path):
     clip = make_video(tmp_path / "clip.avi", 3)
     live = video.FrameGrabber(video.open_source(source=str(clip)), drop_stale=True)
     assert not video.RestorePipeline(live, FakeRestorer()).prefetch
@@ -122,3 +123,14 @@ def test_prefetch_is_off_for_a_live_camera_and_for_a_restorer_that_cannot_queue(
     assert not video.RestorePipeline(kept, FakeRestorer()).prefetch
     live.source.close()
     kept.source.close()
+
+
+def test_a_memory_source_hands_out_copies_paced_like_a_camera():
+    frames = [np.full((16, 24, 3), i, np.uint8) for i in range(3)]
+    src = video.MemorySource(frames, 5, rate=100.0)
+    t0 = time.perf_counter()
+    got = []
+    while (f := src.read()) is not None:
+        got.append(f)
+    assert [int(f[0, 0, 0]) for f in got] == [0, 1, 2, 0, 1] and got[0] is not frames[0]
+    assert time.perf_counter() - t0 >= 0.035 and src.fps == 100.0  # 5 frames at 100 FPS: 40 ms

@@ -264,6 +264,8 @@ def restore_video(job: Job, restorer: RestorerLike, side: bool, fourcc: str | No
         stopped_by = done.summary.stopped_by
         raise KeyboardInterrupt if stopped_by in (None, "Ctrl-C") else Terminated(stopped_by)
     done.raise_error()
+    if done.summary.error:  # capture failed part-way (the recording is gone)
+        raise SourceError(done.summary.error)
     if not counts:
         raise SourceError(f"cannot read video {job.src}: no frame decodes")
     frames = sum(counts.values())

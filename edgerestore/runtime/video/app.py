@@ -25,7 +25,8 @@ class VideoOptions(LoopOptions):
     `pace_fps` paces a file or folder like a camera (0: as fast as it decodes), `loop` restarts it at its end,
     `reconnect` the back-off of a live source, `resize` (width, height) on the capture thread. Inference:
     `max_frames` (0: to the end), `on_result` callbacks on the inference thread for every result in order
-    (keep them cheap: pictures and files belong to the outputs, `record` / `record_folder`)."""
+    (keep them cheap: pictures and files belong to the outputs, `record` / `record_folder`), `prefetch`
+    (two frames in flight; None: when every frame is kept and the restorer can queue frames)."""
 
     drop_stale: bool = True
     pace_fps: float = 0.0
@@ -34,6 +35,7 @@ class VideoOptions(LoopOptions):
     resize: tuple[int, int] | None = None
     max_frames: int = 0
     on_result: Sequence[Callable[[FrameResult], None]] = field(default_factory=tuple)
+    prefetch: bool | None = None
 
 
 @dataclass
@@ -63,6 +65,12 @@ def run(source: FrameSource, restorer: RestorerLike, options: VideoOptions | Non
         reconnect=options.reconnect,
         resize=options.resize,
     )
-    pipeline = RestorePipeline(grabber, restorer, max_frames=options.max_frames, on_result=options.on_result)
+    pipeline = RestorePipeline(
+        grabber,
+        restorer,
+        max_frames=options.max_frames,
+        on_result=options.on_result,
+        prefetch=options.prefetch,
+    )
     summary = run_loop(pipeline, options)
     return VideoRun(summary, pipeline.error)

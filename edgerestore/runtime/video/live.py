@@ -146,7 +146,12 @@ def _outputs(
         recorder = VideoRecorder(options.record, fps, fourcc=options.record_fourcc)
         sinks.append(lambda result, image: recorder.write(image))
     if options.record_folder is not None:
-        sinks.append(ImageFolder(options.record_folder))
+        try:
+            sinks.append(ImageFolder(options.record_folder))
+        except BaseException:
+            if recorder is not None:
+                recorder.abort()
+            raise
     side = options.record_view == "side-by-side"
 
     def compose(result: FrameResult) -> np.ndarray:
@@ -171,7 +176,8 @@ def _finish_outputs(
     interrupted: bool,
 ) -> Path | None:
     """Drain the outputs thread and finalise the recording (deleted instead when the run was interrupted or
-    failed and not `keep_partial`); a failure here ends the run with that error (`pipeline.error`)."""
+    failed — inference, an output, or capture — and not `keep_partial`); a failure here ends the run with
+    that error (`pipeline.error`)."""
     recorded = None
     try:
         if writer is not None:
@@ -181,7 +187,7 @@ def _finish_outputs(
             pipeline.error = exc
     if recorder is None:
         return None
-    if not keep_partial and (interrupted or pipeline.error is not None):
+    if not keep_partial and (interrupted or pipeline.error is not None or pipeline.grabber.error):
         recorder.abort()
         return None
     try:

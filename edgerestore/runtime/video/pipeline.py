@@ -142,11 +142,26 @@ def describe_restorer(restorer: RestorerLike) -> tuple[str, str]:
     return describe(restorer)
 
 
+def auto_prefetch(grabber: FrameGrabber, restorer: RestorerLike) -> bool:
+    """Whether `RestorePipeline` keeps two frames in flight by default: every frame is kept (a file, a
+    benchmark: a live camera's frame would wait a model time and be that much older), the restorer queues
+    frames with no deadline, and the model runs on a GPU (TensorRT), so preparing the next frame on the CPU
+    overlaps it. On ONNX Runtime the CPU work would compete with the model for the same cores: measured on 2
+    cores, no gain (README, *Benchmarks*)."""
+    return (
+        not grabber.drop_stale
+        and isinstance(restorer, PipelinedRestorerLike)
+        and restorer.deadline_ms is None
+        and describe(restorer)[0] == "tensorrt"
+    )
+
+
 class RestorePipeline:
     """Inference on its own thread: frames from a `FrameGrabber`, results to callbacks and to `latest()`.
 
     Controls (safe to call from the display thread): `restoring` (False passes frames through without the
     model), `force(condition or None)`, `set_paused`. `max_frames` stops after that many processed frames.
+    `prefetch`: two frames in flight (see `_run`; default `auto_prefetch`).
     """
 
     def __init__(
@@ -162,9 +177,8 @@ class RestorePipeline:
         prefetch: bool | None = None,
     ) -> None:
         self.grabber, self.restorer = grabber, restorer
-        if prefetch is None:  # every frame is kept (a file, a benchmark) and the restorer can queue frames
-            prefetch = not grabber.drop_stale and isinstance(restorer, PipelinedRestorerLike)
-            prefetch = prefetch and restorer.deadline_ms is None  # type: ignore[attr-defined]
+        if prefetch is None:
+            prefetch = auto_prefetch(grabber, restorer)
         self.prefetch = prefetch
         named = describe_restorer(restorer)
         self.backend = backend or named[0]

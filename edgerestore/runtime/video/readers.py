@@ -1,5 +1,6 @@
 """Frame readers: `FrameSource` and its kinds — `CaptureSource` (camera index or device, video file, stream
-URL, GStreamer pipeline through `cv2.VideoCapture`) and `ImageSequenceSource` (an image folder or glob) —
+URL, GStreamer pipeline through `cv2.VideoCapture`), `ImageSequenceSource` (an image folder or glob) and
+`MemorySource` (frames in memory, paced like a camera: benchmarks) —
 `open_source` for the CLI's `--device` / `--source` URIs, and whole-file helpers.
 
 Imports numpy and OpenCV only: never torch, never the training or export code.
@@ -11,6 +12,7 @@ import glob
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -205,6 +207,41 @@ class CaptureSource(FrameSource):
     @property
     def fps(self) -> float:
         return self._fps
+
+
+class MemorySource(FrameSource):
+    """Frames from memory, handed out like a camera's: copies of `frames` in turn, `count` in all, paced at
+    `rate` FPS in `read` (0: as fast as asked). For benchmarks and tests of the camera loop."""
+
+    live = False
+
+    def __init__(self, frames: Sequence[np.ndarray], count: int, rate: float = 0.0) -> None:
+        if not len(frames):
+            raise SourceError("a memory source needs at least one frame")
+        h, w = frames[0].shape[:2]
+        self.frames, self.count, self.rate = list(frames), int(count), float(rate)
+        self.name = f"memory camera {w}x{h}" + (f" at {rate:g} FPS" if rate else "")
+        self._i = 0
+        self._t0 = 0.0
+        self.open()  # open once made, like `open_source`'s sources
+
+    def open(self) -> None:
+        self._i, self._t0 = 0, time.perf_counter()
+
+    def read(self) -> np.ndarray | None:
+        if self._i >= self.count:
+            return None
+        if self.rate:
+            wait = self._t0 + self._i / self.rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        frame = self.frames[self._i % len(self.frames)].copy()  # a camera hands out a new buffer each frame
+        self._i += 1
+        return frame
+
+    @property
+    def fps(self) -> float:
+        return self.rate
 
 
 def natural_key(path: Path) -> list[Any]:
