@@ -43,8 +43,13 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_threshold
 from edgerestore.contract import (
+    FEATURES,
+    FRAME,
     GUIDED_EPS,
     MIN_SIDE,
+    PROBS,
+    RESTORED,
+    THUMBNAIL,
     guided_coefficients,
     pad_to,
     reduced_size,
@@ -490,7 +495,7 @@ class Restorer:
         for t in self.backend.graphs["router"].inputs:
             dims = tuple(t.shape)
             if (
-                t.name == "thumbnail"
+                t.name == THUMBNAIL
                 and len(dims) == 4
                 and all(isinstance(d, int) and d > 0 for d in dims[1:3])
             ):
@@ -507,11 +512,11 @@ class Restorer:
         if self.model_graph is not None:
             return None
         for t in self.backend.graphs["trunk"].outputs:
-            if t.name == "features" and isinstance(t.shape[1], int) and t.shape[1] > 0:
+            if t.name == FEATURES and isinstance(t.shape[1], int) and t.shape[1] > 0:
                 return int(t.shape[1])
         spec = (self.bundle.manifest.graphs.get("trunk") or {}).get("outputs") or []
         for t in spec:
-            if t.get("name") == "features" and isinstance(t["shape"][1], int):
+            if t.get("name") == FEATURES and isinstance(t["shape"][1], int):
                 return int(t["shape"][1])
         return None
 
@@ -598,10 +603,10 @@ class Restorer:
         be = self.backend
         if prep.thumbnail is None:  # prepared while a condition was forced
             prep.thumbnail = router_thumbnail(prep.bgr, self.thumbnail_size)[None]
-        be.bind_input("router", "thumbnail", prep.thumbnail)
-        be.run("router", {"probs": (1, len(CONDITIONS))})
+        be.bind_input("router", THUMBNAIL, prep.thumbnail)
+        be.run("router", {PROBS: (1, len(CONDITIONS))})
         be.synchronize()
-        probs = calibrated(np.array(be.read("router", "probs")[0], dtype=np.float32), self.temperature)
+        probs = calibrated(np.array(be.read("router", PROBS)[0], dtype=np.float32), self.temperature)
         probs = probs.astype(np.float32)
         winner = int(np.argmax(probs))
         vote = probs
@@ -695,15 +700,15 @@ class Restorer:
         be = self.backend
         hp, wp = padded.shape[1:3]
         if key == self.model_graph:
-            be.bind_input(key, "frame", padded)
-            be.run(key, {"restored": (1, hp, wp, 3)})
+            be.bind_input(key, FRAME, padded)
+            be.run(key, {RESTORED: (1, hp, wp, 3)})
         else:
-            be.bind_input("trunk", "frame", padded)
-            be.run("trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None)
-            be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
-            be.bind_input(key, "features", be.output("trunk", "features"))
-            be.run(key, {"restored": (1, hp, wp, 3)})
-        out = be.read(key, "restored")
+            be.bind_input("trunk", FRAME, padded)
+            be.run("trunk", {FEATURES: (1, self._features, hp // 2, wp // 2)} if self._features else None)
+            be.bind_input(key, FRAME, be.input("trunk", FRAME))  # no second upload
+            be.bind_input(key, FEATURES, be.output("trunk", FEATURES))
+            be.run(key, {RESTORED: (1, hp, wp, 3)})
+        out = be.read(key, RESTORED)
         be.synchronize()
         return out
 
