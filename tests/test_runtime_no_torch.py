@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     import edgerestore.runtime.trt  # importable without TensorRT or CUDA, and without torch
     import edgerestore.runtime.rosbag  # ROS 2 recordings
     import edgerestore.serving.bls, edgerestore.serving.repository, edgerestore.serving.loadtest  # Triton
-    from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle
+    from edgerestore.testing import PROTOTYPES, write_bundle
 
     with tempfile.TemporaryDirectory() as d:
         with restorer_module.Restorer.open(write_bundle(d), threads=1) as r:

@@ -12,7 +12,7 @@ import pytest
 
 from edgerestore.errors import UserError
 from edgerestore.runtime.restorer import Restorer
-from edgerestore.runtime.synthetic import CMUDRN_OFFSET, OFFSETS, PROTOTYPES, write_bundle
+from edgerestore.testing import CMUDRN_OFFSET, OFFSETS, PROTOTYPES, write_bundle
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_reduced_resolution_branch_runs_on_the_downscaled_frame_and_adds_its_cor
 
 
 def test_overhead_measures_a_reduced_branch_against_the_graphs_it_really_runs(tmp_path):
-    from edgerestore.runtime.overhead import dispatch_costs, trunk_and_branch_ms
+    from edgerestore.measure.overhead import dispatch_costs, trunk_and_branch_ms
 
     bundle = write_bundle(tmp_path / "b", depth=1, branch_scales={"haze": 0.25})
     frames = {c: solid(c, 240, 320) for c in PROTOTYPES}

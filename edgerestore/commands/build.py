@@ -100,7 +100,7 @@ def _fp32_reference(profile: str, export_root: Path, graphs: list[str]) -> Path 
 
 def _say_if_int8_pays(bundle_dir: Path, profile: str, export_root: Path) -> None:
     from edgerestore.engines.bundle import load_bundle
-    from edgerestore.roofline import speedup_vs_fp32
+    from edgerestore.measure.roofline import speedup_vs_fp32
 
     bundle = load_bundle(bundle_dir)
     reference = _fp32_reference(profile, export_root, bundle.graph_names)

@@ -1,6 +1,7 @@
 """Small ONNX graphs that follow the runtime's graph contract exactly, with behaviour a test can control.
 
-Used by the runtime's tests and by `benchmarks/runtime_overhead.py` when no exported model is at hand:
+The one home of the test fakes, used by the tests, the serving load test (`PROTOTYPES`) and
+`benchmarks/runtime_overhead.py` when no exported model is at hand:
 
 * `router`: `thumbnail` u8 [1,S,S,3] -> `probs` f32 [1,5]; the verdict is the condition whose prototype
   colour (`PROTOTYPES`, BGR) is nearest the thumbnail's mean colour (softmax of -distance^2 / temperature).

@@ -25,20 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from edgerestore.bench import (
-    BenchDevice,
-    StageStats,
-    bench_restorer,
-    interleaved,
-    open_backend,
-    plot_heatmap,
-    summarize,
-    time_graph,
-    weather_frames,
-    write_csv_atomic,
-)
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
+from edgerestore.measure.cases import bench_restorer, open_backend, time_graph, weather_frames
+from edgerestore.measure.device import BenchDevice
+from edgerestore.measure.plots import plot_heatmap
+from edgerestore.measure.report import write_csv_atomic
+from edgerestore.measure.stats import StageStats, interleaved, summarize
 
 WEIGHTS_DIR = Path("weights")
 
@@ -410,9 +403,9 @@ def compare_backends(
     turn, so a change of load on a shared machine hits all of them alike), wall-clock per call."""
     import torch
 
-    from edgerestore.bench import device_of
     from edgerestore.contract import variant_for
     from edgerestore.engines.build import resolve_backend
+    from edgerestore.measure.device import device_of
     from edgerestore.runtime.restorer import Restorer
 
     torch.set_num_threads(threads)
