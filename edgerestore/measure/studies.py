@@ -32,6 +32,7 @@ from edgerestore.measure.device import BenchDevice
 from edgerestore.measure.plots import plot_heatmap
 from edgerestore.measure.report import write_csv_atomic
 from edgerestore.measure.stats import StageStats, interleaved, summarize
+from edgerestore.progress import Progress, as_progress
 
 WEIGHTS_DIR = Path("weights")
 
@@ -70,7 +71,7 @@ def ensure_bundle(
     export_root: Path = Path("export"),
     engines_root: Path = Path("engines"),
     checkpoint: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     echo: Callable[[str], None] = print,
 ) -> Path:
     """`<engines_root>/<profile>-<backend>-<precision>/`, made by `edgerestore.pipeline.ensure_bundle`
@@ -187,14 +188,12 @@ def sweep_cmudrn(
     warmup: int = 2,
     threads: int | None = None,
     weights: str = "",
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> SweepResult:
     """Latency of one CMUDRN checkpoint over square image sizes × loop counts T: the model is exported at
     every T (same weights), built into one ONNX Runtime bundle and each `cmudrn_t<T>` graph timed through
     the runtime's backend (bind, run, read back; CMUDRN has stride 1, so no padding). Writes
     `<out>/sweep_<profile>.csv` and `.png` (heatmap of the graph's p50 ms)."""
-    from tqdm import tqdm
-
     from edgerestore.engines.build import build_bundle
     from edgerestore.export import export_model
 
@@ -218,7 +217,7 @@ def sweep_cmudrn(
             progress=False,
         ).bundle.path
         backend = open_backend(bundle, threads)
-        bar = tqdm(total=len(sizes) * len(loops), desc="sweep cmudrn", unit="cell", disable=not progress)
+        bar = as_progress(progress).bar(len(sizes) * len(loops), "sweep cmudrn", "cell")
         try:
             for j, t in enumerate(loops):
                 for i, s in enumerate(sizes):
@@ -248,12 +247,10 @@ def sweep_uffn(
     export_root: Path = Path("export"),
     engines_root: Path = Path("engines"),
     checkpoint: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> SweepResult:
     """UFFN latency over square image sizes × precision (ONNX Runtime bundles, built when missing), with
     the branch forced to `condition` so every cell runs the same graphs (router + trunk + one branch)."""
-    from tqdm import tqdm
-
     from edgerestore.runtime.restorer import Restorer
 
     if condition not in CONDITIONS[1:]:
@@ -275,7 +272,7 @@ def sweep_uffn(
         )
         for p in precisions
     }
-    bar = tqdm(total=len(sizes) * len(precisions), desc=f"sweep {profile}", unit="cell", disable=not progress)
+    bar = as_progress(progress).bar(len(sizes) * len(precisions), f"sweep {profile}", "cell")
     for j, p in enumerate(precisions):
         with Restorer.open(bundles[p], threads=threads) as r:
             for i, s in enumerate(sizes):
@@ -396,7 +393,7 @@ def compare_backends(
     export_root: Path = Path("export"),
     engines_root: Path = Path("engines"),
     checkpoint: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     echo: Callable[[str], None] = print,
 ) -> tuple[list[BackendRow], BenchDevice]:
     """Time one frame size on every available backend of `profile`, interleaved (one frame of each in
