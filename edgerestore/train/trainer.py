@@ -534,10 +534,13 @@ def router_accuracy(model: UFFN, thumbnails: Dataset, samples: int) -> tuple[flo
     return correct / max(1, samples), confusion
 
 
-def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message: str | None) -> dict:
+def _open_stage_checkpoint(
+    cfg: TrainConfig, flag: str, what: str, clean_message: str | None
+) -> tuple[dict, UFFN]:
     """Threads and seed for a stage (`--router-only`, `--branch-only`), then the UFFN checkpoint it trains
-    (`cfg.out`), refused in one line when missing or of another profile; `clean_message` (when given) is the
-    error for a missing --clean."""
+    (`cfg.out`), refused in one line when missing or of another profile, and the model its config (with the
+    run's `--set` values) builds, weights not loaded yet; `clean_message` (when given) is the error for a
+    missing --clean."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -548,7 +551,7 @@ def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message
     payload = zoo.read_payload(cfg.out)
     if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
         raise UserError(f"{cfg.out} holds {payload.get('profile')}; {flag} needs a UFFN {cfg.profile}")
-    return payload
+    return payload, zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
 
 
 def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple[int, float]:
@@ -691,15 +694,10 @@ def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """
     from edgerestore.data.router_thumbnails import RouterThumbnailDataset
 
-    payload = _open_stage_checkpoint(
-        cfg,
-        "--router-only",
-        "trains the router",
-        None
-        if cfg.router_from is not None
-        else "UFFN's router trains on synthetic weather: give --clean DIR",
+    clean = "UFFN's router trains on synthetic weather: give --clean DIR"
+    payload, model = _open_stage_checkpoint(
+        cfg, "--router-only", "trains the router", None if cfg.router_from is not None else clean
     )
-    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     router_keys = {k for k in model.state_dict() if k.startswith("router_net.")}
     saved = payload["model"]
     fresh_router = any(
@@ -904,15 +902,10 @@ def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) 
     schedule under ``branch_stages[name]`` in the checkpoint and resumes exactly; its log is
     ``<out>.<name>.log.jsonl``.
     """
-    payload = _open_stage_checkpoint(
-        cfg,
-        "--branch-only",
-        "fine-tunes a branch",
-        None
-        if cfg.branch_from is not None
-        else "--branch-only trains on synthetic weather: give --clean DIR",
+    clean = "--branch-only trains on synthetic weather: give --clean DIR"
+    payload, model = _open_stage_checkpoint(
+        cfg, "--branch-only", "fine-tunes a branch", None if cfg.branch_from is not None else clean
     )
-    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     if name not in model.branches:
         raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
     if cfg.branch_from is not None:
