@@ -15,7 +15,6 @@ Imports torch and the exporter inside the functions that need them (like `edgere
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -119,12 +118,12 @@ def variant_quality(export_dir: Path, variant: str | None) -> dict[str, Any]:
     the worst PSNR vs the float32 output, the largest loss vs ground truth, router agreement."""
     if variant is None:
         return {"summary": "reference (float32 graphs, parity with PyTorch checked at export)"}
-    from edgerestore.exportdir import PRECISION_JSON
+    from edgerestore.exportdir import PRECISION_JSON, ExportDir
 
     p = export_dir / variant / PRECISION_JSON
     if not p.is_file():
         return {"summary": f"no {p}"}
-    graphs = json.loads(p.read_text()).get("graphs") or {}
+    graphs = ExportDir(export_dir).precision_record(variant, "re-run the precision step").get("graphs") or {}
     used = {n: g.get("precision") for n, g in graphs.items()}
     vs_float = [g["psnr_vs_float"] for g in graphs.values() if g.get("psnr_vs_float") is not None]
     losses = [
