@@ -43,13 +43,13 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     bundle = args.bundle
     if bundle is None:
-        from edgerestore.measure.studies import ensure_bundle
+        from edgerestore.pipeline import ensure_bundle
 
         root = Path(tmp.name)
         bundle = ensure_bundle(
-            "uffn-tiny", "onnxruntime", "fp32", export_root=root / "export", engines_root=root / "engines",
-            progress=False, echo=lambda _: None,
-        )  # fmt: skip
+            "uffn-tiny", "fp32", "onnxruntime", export_root=root / "export", engines_root=root / "engines",
+            progress=False, echo=lambda _: None, untrained=True,
+        ).bundle  # fmt: skip
     size = parse_size(args.size)
     with Restorer.open(bundle, threads=args.threads) as r:
         device = device_of(r)

@@ -1,8 +1,8 @@
 """Evaluating a restorer on paired sets (PSNR/SSIM per condition) and real folders (router accuracy).
 
-A restorer is any callable ``restore(bgr_uint8) -> (bgr_uint8, condition | None, probs | None)``: the
-PyTorch checkpoint (`checkpoint_restorer`), an engine bundle through the runtime (`bundle_restorer`), or a
-fake in tests. `evaluate` scores it and `write_report` writes report.md, report.json and side-by-side
+A restorer is any callable ``restore(bgr_uint8) -> (bgr_uint8, condition | None, probs | None)``: a
+PyTorch checkpoint (`checkpoint_restorer`) or model (`model_restorer`, also the bench's PyTorch column), an
+engine bundle through the runtime (`bundle_restorer`), or a fake in tests. `evaluate` scores it and `write_report` writes report.md, report.json and side-by-side
 input | output | target images.
 
 Core code is numpy + OpenCV; torch and the runtime are imported only inside the restorer builders.
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -469,8 +470,8 @@ def dcp_restorer(frame: np.ndarray) -> tuple[np.ndarray, None, None]:
 def checkpoint_restorer(
     path: str | Path, device: str = "cpu", threads: int | None = None
 ) -> tuple[RestoreFn, str]:
-    """A restorer running a PyTorch checkpoint on whole frames (float32, inference mode; each branch at its
-    resolution, as the runtime runs it); and its name."""
+    """A restorer running a PyTorch checkpoint on whole frames (`model_restorer`, with the checkpoint's router
+    calibration); and its name."""
     import torch
 
     from edgerestore.models.zoo import load_checkpoint
@@ -478,20 +479,43 @@ def checkpoint_restorer(
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_checkpoint(path, map_location=device)
+    restore = model_restorer(model, meta.get("router_calibration"), device)
+    return restore, f"checkpoint {Path(path).name} ({meta.get('profile', '?')})"
+
+
+def model_restorer(
+    model: Any,
+    router_calibration: dict | None = None,
+    device: str = "cpu",
+    force: str | None = None,
+) -> RestoreFn:
+    """A PyTorch model as a frame restorer, the way the runtime runs its graphs: uint8 BGR in and out,
+    float32 in inference mode, each branch at its resolution (`UFFN.restore`), routed on the runtime's
+    thumbnail with the router's calibration (`{temperature, threshold}`; absent: T = 1, threshold 0), an
+    unsure or clean frame passed through untouched. `force` (a routed model only): that condition's branch
+    without routing, like the runtime's `force`."""
+    import torch
+
     model = model.to(device).eval()
     conditions = tuple(getattr(model, "conditions", CONDITIONS))
     routed = hasattr(model, "router")
-    calibration = meta.get("router_calibration") or {}
+    calibration = router_calibration or {}
     temperature, threshold = (
         float(calibration.get("temperature", 1.0)),
         float(calibration.get("threshold", 0)),
     )
+    if force is not None and force not in conditions:
+        raise UserError(f"force={force!r} is not a condition; expected one of {', '.join(conditions)}")
 
     def restore(frame: np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).to(device)
         x = x.unsqueeze(0).float().div_(255.0)
         with torch.inference_mode():
-            if routed:  # route on the thumbnail the runtime makes (uint8 area resize), not make_thumbnail's
+            if routed and force is not None:
+                if force == conditions[0]:
+                    return frame, force, None
+                restored, probs, predicted = model.restore(x, force), None, force
+            elif routed:  # route on the thumbnail the runtime makes (uint8 area resize), not make_thumbnail's
                 thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1)
                 thumb = torch.from_numpy(np.ascontiguousarray(thumb)).to(device)
                 logits = model.router(thumb.unsqueeze(0).float().div_(255.0))
@@ -505,7 +529,7 @@ def checkpoint_restorer(
         rgb = restored[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(rgb[:, :, ::-1]), predicted, probs
 
-    return restore, f"checkpoint {Path(path).name} ({meta.get('profile', '?')})"
+    return restore
 
 
 def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:

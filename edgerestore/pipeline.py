@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgerestore import assets
 from edgerestore.contract import VARIANTS, check_precision, variant_for
@@ -37,6 +38,28 @@ class PipelineResult:
 
 def default_checkpoint(profile: str) -> Path:
     return WEIGHTS_DIR / f"{profile}.pt"
+
+
+def load_model(
+    profile: str, checkpoint: str | Path | None = None, seed: int = 0
+) -> tuple[Any, dict[str, Any], str]:
+    """(PyTorch model in eval mode, the checkpoint's fields ({} for untrained weights), where its weights came
+    from). `checkpoint` defaults to `weights/<profile>.pt`; while that file does not exist the profile is built
+    with untrained weights (seed `seed`): for timing, whose results do not depend on the weights' values."""
+    import torch
+
+    from edgerestore.models import zoo
+
+    path = Path(checkpoint) if checkpoint else default_checkpoint(profile)
+    if path.is_file():
+        model, meta = zoo.load_checkpoint(path)
+        if meta["profile"] != profile and checkpoint is None:
+            raise UserError(f"{path} holds profile {meta['profile']}, not {profile}")
+        return model, meta, str(path)
+    if checkpoint:
+        raise UserError(f"checkpoint {path} not found")
+    torch.manual_seed(seed)
+    return zoo.build(profile).eval(), {}, f"untrained {profile} (seed {seed}; no {path} yet)"
 
 
 def export_checkpoint(
@@ -126,21 +149,34 @@ def ensure_bundle(
     progress: Progress | bool = True,
     echo=print,
     checkpoint_hint: str = " or pass --checkpoint",
+    engines_root: Path | None = None,
+    untrained: bool = False,
     **build_options,
 ) -> PipelineResult:
     """The bundle for (profile, precision, backend), running export / precision / build where stale.
     Starts from the package's shipped graphs where they fit (module docstring), so a runtime-only install
     builds without torch. `checkpoint_hint` ends the no-weights message (callers without a --checkpoint
-    option pass their own)."""
+    option pass their own). `out` defaults to `<engines_root>/<profile>-<backend>-<precision>/` (without
+    `engines_root`: where `edgerestore build` writes). `untrained` (the bench's timing): a profile with no
+    weights and no shipped graphs is exported once from untrained weights (seed 0, `load_model`), with a
+    note, instead of being refused."""
     from edgerestore.engines.build import build_bundle, resolve_backend
+    from edgerestore.engines.bundle import default_bundle_dir
 
     check_precision(precision)
     backend_name, trt_module = resolve_backend(backend, build_options.pop("trt_module", None))
     explicit = checkpoint is not None
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(profile)
     export_dir = Path(export_root) / profile
+    if out is None and engines_root is not None:
+        out = default_bundle_dir(profile, backend_name, precision, engines_root)
     ran: list[str] = []
     source, why = _source_graphs(profile, checkpoint, explicit, export_dir, force)
+    if source is None and why is None and untrained and not explicit:
+        if not ExportDir(export_dir).exists():
+            _export_untrained(profile, checkpoint, export_dir, progress, echo)
+            ran.append("export")
+        source = export_dir
     if source is None and why is None:
         shipped = ", ".join(assets.shipped_profiles()) or "none"
         raise UserError(
@@ -187,6 +223,23 @@ def ensure_bundle(
     if not result.skipped:
         ran.append("build")
     return PipelineResult(Path(result.bundle.path), ran, result.summary())
+
+
+def _export_untrained(
+    profile: str, checkpoint: Path, export_dir: Path, progress: Progress | bool, echo
+) -> None:
+    if _torch_missing():
+        raise UserError(
+            f"no weights for {profile} at {checkpoint} and no graphs shipped for it; exporting untrained "
+            "weights for timing needs PyTorch: pip install torch==2.13.0 'edgerestore[train]'"
+        )
+    from edgerestore.export import export_model
+
+    echo(
+        f"note: no {checkpoint} yet: exporting untrained {profile} (seed 0) for timing (weights do not change latency)"
+    )
+    model, _, _ = load_model(profile)
+    export_model(model, export_dir, profile, parity_sizes=[], progress=progress)
 
 
 def ship_graphs(

@@ -419,3 +419,60 @@ def test_bench_times_frames_from_an_input_uri(tmp_path, synthetic_bundle, capsys
     assert [int(f[24, 32, 0]) for _, f in pool] == [0, 50, 100]
     assert main([*args, "--input", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "c")]) == 2
     assert "unknown source" in capsys.readouterr().err
+
+
+def test_bench_models_and_bundles_come_from_the_pipeline_untrained_only_where_no_weights_exist(
+    tmp_path, monkeypatch
+):
+    """`pipeline.load_model` / `ensure_bundle(untrained=True)` are the bench's one source of models and
+    bundles: a profile with no checkpoint (and no shipped graphs) is exported once from seed-0 weights; a named
+    checkpoint that is missing is still an error."""
+    pytest.importorskip("torch")
+    from edgerestore import pipeline
+    from edgerestore.errors import UserError
+
+    monkeypatch.chdir(tmp_path)  # no weights/ here
+    model, meta, source = pipeline.load_model("uffn-tiny")
+    assert meta == {} and source.startswith("untrained uffn-tiny (seed 0") and not model.training
+    with pytest.raises(UserError, match="not found"):
+        pipeline.load_model("uffn-tiny", tmp_path / "missing.pt")
+    notes = []
+    common = {"export_root": tmp_path / "export", "engines_root": tmp_path / "engines", "progress": False}
+    result = pipeline.ensure_bundle(
+        "uffn-base", "fp32", "onnxruntime", echo=notes.append, untrained=True, **common
+    )
+    assert result.bundle == tmp_path / "engines" / "uffn-base-onnxruntime-fp32" and result.ran == [
+        "export",
+        "build",
+    ]
+    assert any("untrained uffn-base" in n for n in notes)
+    again = pipeline.ensure_bundle(
+        "uffn-base", "fp32", "onnxruntime", echo=notes.append, untrained=True, **common
+    )
+    assert again.ran == []  # exported once, then reused
+    with pytest.raises(UserError, match="no weights for uffn-base"):
+        pipeline.ensure_bundle("uffn-base", "fp32", "onnxruntime", echo=notes.append, **common)
+    with pytest.raises(UserError):
+        pipeline.ensure_bundle(
+            "uffn-base", "fp32", "onnxruntime", checkpoint=tmp_path / "missing.pt", untrained=True, **common
+        )
+
+
+def test_the_pytorch_column_runs_the_forced_branch_like_the_runtime():
+    """`evaluation.model_restorer(force=...)`: the branch alone at its resolution (`UFFN.restore`), no routing;
+    a forced clean frame passes through."""
+    torch = pytest.importorskip("torch")
+    from edgerestore.evaluation import model_restorer
+    from edgerestore.models import zoo
+
+    torch.manual_seed(0)
+    model = zoo.build("uffn-tiny").eval()
+    frame = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    image, condition, probs = model_restorer(model, force="snow")(frame)
+    x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+    with torch.inference_mode():
+        want = (
+            model.restore(x, "snow")[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        )
+    assert condition == "snow" and probs is None and np.array_equal(image, want[:, :, ::-1])
+    assert model_restorer(model, force="clean")(frame)[0] is frame

@@ -38,19 +38,20 @@ ROUNDS = 8
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("torch")
-    from edgerestore.measure.studies import ensure_bundle
+    from edgerestore.pipeline import ensure_bundle
 
     root = tmp_path_factory.mktemp("latency")
     return {
         p: ensure_bundle(
             PROFILE,
-            "onnxruntime",
             p,
+            "onnxruntime",
             export_root=root / "export",
             engines_root=root / "engines",
             progress=False,
             echo=lambda _: None,
-        )
+            untrained=True,
+        ).bundle
         for p in ("fp32", "int8")
     }
 

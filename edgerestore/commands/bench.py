@@ -202,7 +202,7 @@ def _bundles(args: argparse.Namespace) -> list[Path]:
 
         return [default_bundle_dir()]
     from edgerestore.contract import PRECISIONS
-    from edgerestore.measure.studies import ensure_bundle
+    from edgerestore.pipeline import ensure_bundle
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]
@@ -211,23 +211,25 @@ def _bundles(args: argparse.Namespace) -> list[Path]:
     return [
         ensure_bundle(
             args.profile,
-            args.backend,
             p,
+            args.backend,
             export_root=args.export_root,
             engines_root=args.engines_root,
             checkpoint=args.checkpoint,
-        )
+            untrained=True,
+        ).bundle
         for p in precisions
     ]
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from edgerestore.measure.studies import load_model, sweep_cmudrn, sweep_uffn
+    from edgerestore.measure.studies import sweep_cmudrn, sweep_uffn
+    from edgerestore.pipeline import load_model
 
     sizes = _int_list(args.sweep_sizes, "--sweep-sizes")
     for profile in [p.strip() for p in args.sweep_profiles.split(",") if p.strip()]:
         if profile.startswith("cmudrn"):
-            model, source, _ = load_model(profile, args.checkpoint if args.profile == profile else None)
+            model, _, source = load_model(profile, args.checkpoint if args.profile == profile else None)
             result = sweep_cmudrn(
                 model,
                 sizes,

@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -327,30 +326,6 @@ def bench_restorer(
     `CaseTimer` for `condition` and `pool`)."""
     timer = CaseTimer(restorer, size, condition=condition, seed=seed, pool=pool)
     return bench_cases([timer], frames=frames, warmup=warmup, rounds=rounds, progress=progress)[0]
-
-
-def open_backend(bundle_dir: str | Path, threads: int | None = None) -> Any:
-    """The runtime backend of a bundle with every graph loaded (for timing graphs one by one)."""
-    from edgerestore.engines.bundle import load_bundle
-
-    bundle = load_bundle(Path(bundle_dir))
-    m = bundle.manifest
-    if m.backend == "tensorrt":
-        from edgerestore.runtime.trt import TensorRTBackend
-
-        backend: Any = TensorRTBackend(trt_module=m.builder.get("name"))
-    else:
-        from edgerestore.runtime.ort import OnnxRuntimeBackend
-
-        backend = OnnxRuntimeBackend(threads=threads, session_options=m.session_options or None)
-    try:
-        for name in bundle.graph_names:
-            backend.load(name, bundle.graph_path(name))
-        backend.finalize()
-    except BaseException:
-        backend.close()
-        raise
-    return backend
 
 
 def time_graph(

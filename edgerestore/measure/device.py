@@ -103,11 +103,10 @@ def physical_cores() -> int:
 def ort_threads(restorer: Any) -> int | None:
     """The intra-op thread count the restorer's ONNX Runtime sessions run with: the configured one, or for
     ORT's default (0) the number ORT picks, one per physical core (`physical_cores`)."""
-    sessions = getattr(restorer.backend, "_sessions", None) or {}
-    for sess in sessions.values():
-        configured = int(sess.get_session_options().intra_op_num_threads)
-        return configured if configured > 0 else physical_cores()
-    return None
+    configured = restorer.threads
+    if configured is None:
+        return None
+    return configured if configured > 0 else physical_cores()
 
 
 def device_of(restorer: Any) -> BenchDevice:
