@@ -648,14 +648,28 @@ def _loop(
     return metrics
 
 
-def _stage_loader(cfg: TrainConfig, dataset: Dataset, start: int) -> DataLoader:
-    """A stage's batches from step `start` on (exact-resume sampling, one process)."""
+def _train_part(
+    cfg: TrainConfig,
+    model: UFFN,
+    part: nn.Module,
+    stage: _Stage,
+    dataset: Dataset,
+    opt,
+    sched,
+    resume: tuple[int, float],
+    progress: Progress | bool,
+) -> dict:
+    """`_loop` for a stage that trains one part (`part`) of a frozen UFFN on `dataset` (exact-resume
+    sampling, one process): the frozen parts stay in eval mode (BatchNorm statistics included)."""
     end = min(cfg.steps, cfg.stop_at or cfg.steps)
-    return DataLoader(
+    loader = DataLoader(
         dataset,
-        batch_sampler=StepSampler(len(dataset), cfg.batch_size, start, end, cfg.seed, 0, 1),
+        batch_sampler=StepSampler(len(dataset), cfg.batch_size, resume[0], end, cfg.seed, 0, 1),
         num_workers=cfg.workers,
     )
+    model.eval()
+    part.train()
+    return _loop(cfg, stage, loader, opt, sched, resume, progress)
 
 
 def _stage_save(
@@ -747,17 +761,9 @@ def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     train_set = RouterThumbnailDataset(
         size=size, seed=cfg.seed, images=images.train, real=images.real_train, streaks=images.streaks
     )
-    hooks = _Stage(
-        cfg.out.with_suffix(".router.log.jsonl"),
-        f"{cfg.profile} router",
-        step_loss,
-        evaluate,
-        _stage_save(cfg, model, payload, place, opt, sched),
-        ("ce", ".3f"),
-    )
-    model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the router trains
-    model.router_net.train()
-    metrics = _loop(cfg, hooks, _stage_loader(cfg, train_set, resume[0]), opt, sched, resume, progress)
+    save, log = _stage_save(cfg, model, payload, place, opt, sched), cfg.out.with_suffix(".router.log.jsonl")
+    hooks = _Stage(log, f"{cfg.profile} router", step_loss, evaluate, save, ("ce", ".3f"))
+    metrics = _train_part(cfg, model, model.router_net, hooks, train_set, opt, sched, resume, progress)
     stage = payload.get("router_stage") or {}
     if stage.get("step", 0) >= stage.get("steps", 1):  # finished: calibrate its confidence on validation
         payload["router_calibration"] = calibrate_router(model, val_set, max(cfg.val_samples, 500))
@@ -966,17 +972,9 @@ def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) 
         payload["config"] = model.config.to_dict()
         payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: record}
 
-    hooks = _Stage(
-        cfg.out.with_suffix(f".{name}.log.jsonl"),
-        f"{cfg.profile} {name} branch",
-        step_loss,
-        evaluate,
-        _stage_save(cfg, model, payload, place, opt, sched),
-        ("loss", ".4f"),
-    )
-    model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the branch trains
-    branch.train()
-    return _loop(cfg, hooks, _stage_loader(cfg, train_set, resume[0]), opt, sched, resume, progress)
+    save, log = _stage_save(cfg, model, payload, place, opt, sched), cfg.out.with_suffix(f".{name}.log.jsonl")
+    hooks = _Stage(log, f"{cfg.profile} {name} branch", step_loss, evaluate, save, ("loss", ".4f"))
+    return _train_part(cfg, model, branch, hooks, train_set, opt, sched, resume, progress)
 
 
 def _copy_branch(cfg: TrainConfig, name: str, payload: dict) -> dict:
