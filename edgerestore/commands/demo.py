@@ -33,6 +33,7 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
 from edgerestore.progress import Progress, as_progress
+from edgerestore.runtime.protocol import RestorerLike
 
 CLIP_VERSION = 2
 # Photos shipped inside scikit-image (no download), one per segment; outdoor scenes first.
@@ -303,7 +304,7 @@ def run_demo(
     *,
     clip: DemoClip | None = None,
     data_dir: Path | None = None,
-    restorer: Any = None,
+    restorer: RestorerLike | None = None,
     max_frames: int = 0,
     record: bool = True,
     output_codec: str | None = None,
@@ -314,7 +315,7 @@ def run_demo(
 ) -> DemoReport:
     """Run the demo clip (made if needed) through the camera pipeline headless, every frame, and write into
     `out_dir`: `demo_side_by_side.mp4` (raw | restored with the overlay), `demo_contact_sheet.png` and
-    `demo_latency.json`. `restorer` (anything with the `Restorer` call interface) overrides `bundle_dir`.
+    `demo_latency.json`. `restorer` (a `RestorerLike`: a `Restorer` or a stand-in) overrides `bundle_dir`.
     `input_uri` (a video file, image folder, camera or stream URI) replaces the clip: its segments are then
     the router's verdicts, with the most confident frame of each as the sample, and no router accuracy."""
     from edgerestore.imageio import write_image
@@ -375,15 +376,17 @@ def run_demo(
             if isinstance(source, video.ImageSequenceSource):
                 count = len(source.paths)
             total, fps, callback = count or None, source.fps or 25.0, collect_verdicts
-        grabber = video.FrameGrabber(source, drop_stale=False)
-        pipeline = video.RestorePipeline(grabber, restorer, max_frames=max_frames, on_result=[callback])
+        callbacks = [callback]
         bar = None
         if progress:
             from edgerestore.progress import progress_bar
 
             bar = progress_bar(max_frames or total, "demo", unit="frame")
-            pipeline.on_result.append(lambda r: bar.update(1))
-        options = video.LoopOptions(
+            callbacks.append(lambda r: bar.update(1))
+        options = video.VideoOptions(
+            drop_stale=False,
+            max_frames=max_frames,
+            on_result=callbacks,
             headless=True,
             record=out_dir / "demo_side_by_side.mp4" if record else None,
             record_view="side-by-side",
@@ -393,20 +396,21 @@ def run_demo(
             status_every=0.0,
         )
         try:
-            summary = video.run_loop(pipeline, options)
+            done = video.run(source, restorer, options)
         finally:
             if bar is not None:
                 bar.close()
+        summary = done.summary
         written = [summary.recording]
         try:
-            pipeline.raise_error()
+            done.raise_error()
         except BaseException:
             _discard(written)
             raise
         if summary.interrupted:
             raise KeyboardInterrupt
     finally:
-        if own and hasattr(restorer, "close"):
+        if own:
             restorer.close()
     if clip is None:
         segments = [by_verdict[c] for c in (*CONDITIONS, "?") if c in by_verdict]
@@ -511,7 +515,5 @@ def run(args: argparse.Namespace) -> int:
             input_uri=args.input,
         )
     finally:
-        close = getattr(restorer, "close", None)
-        if callable(close):
-            close()
+        restorer.close()
     return 0
