@@ -94,6 +94,10 @@ def precision_of(rung: str) -> str | None:
     return _RUNG_PRECISION.get(str(rung).lower())
 
 
+# ----------------------------------------------------------------------------------------------------------
+# frames: padding, the router's thumbnail, reduced-resolution branches
+
+
 def pad_to(frame: np.ndarray, stride: int, min_hw: tuple[int, int] = (1, 1)) -> np.ndarray:
     """Pad bottom/right by reflection so H, W are multiples of `stride` and at least `min_hw`."""
     h, w = frame.shape[:2]

@@ -11,7 +11,6 @@ Core code is numpy + OpenCV; torch and the runtime are imported only inside the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import time
@@ -29,7 +28,7 @@ from edgerestore.conditions import CONDITIONS, acts_on, calibrated
 from edgerestore.contract import router_thumbnail
 from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
-from edgerestore.files import write_text_atomic
+from edgerestore.files import sha256_file, write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, write_image
 from edgerestore.metrics import SSIM_WINDOW, score, wilson_interval
 from edgerestore.progress import Progress, as_progress
@@ -171,7 +170,7 @@ def _distinct_targets(sets: Sequence[PairedSet]) -> list[tuple[str, Path]]:
     out = []
     for s in sets:
         for pair in s.pairs:
-            digest = hashlib.sha256(Path(pair.target).read_bytes()).hexdigest()
+            digest = sha256_file(pair.target)
             if digest not in seen:
                 seen.add(digest)
                 out.append((f"{s.name}__{pair.name}", Path(pair.target)))

@@ -172,7 +172,7 @@ def ensure_bundle(
     ran: list[str] = []
     source, why = _source_graphs(profile, checkpoint, explicit, export_dir, force)
     if source is None and why is None and untrained and not explicit:
-        if not (export_dir / "model.json").is_file():
+        if not ExportDir(export_dir).exists():
             _export_untrained(profile, checkpoint, export_dir, progress, echo)
             ran.append("export")
         source = export_dir
@@ -225,7 +225,9 @@ def ensure_bundle(
     return PipelineResult(Path(result.bundle.path), ran, result.summary())
 
 
-def _export_untrained(profile: str, checkpoint: Path, export_dir: Path, progress: bool, echo) -> None:
+def _export_untrained(
+    profile: str, checkpoint: Path, export_dir: Path, progress: Progress | bool, echo
+) -> None:
     if _torch_missing():
         raise UserError(
             f"no weights for {profile} at {checkpoint} and no graphs shipped for it; exporting untrained "

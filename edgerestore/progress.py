@@ -58,17 +58,24 @@ class _PlainBar:
 
 
 def progress_bar(
-    total: int | None, desc: str, unit: str = "it", disable: bool = False, initial: int = 0
+    total: int | None,
+    desc: str,
+    unit: str = "it",
+    disable: bool = False,
+    initial: int = 0,
+    leave: bool = True,
 ) -> Any:
     """A progress bar with `update(n)`, `set_postfix_str(s)`, `set_description(s)`, `write(message)` (a line
-    above the bar, on stderr) and `close()`, starting at `initial`."""
+    above the bar, on stderr) and `close()`, starting at `initial`; `leave=False` clears it when closed."""
     try:
         from tqdm import tqdm
     except ImportError:
         bar = _PlainBar(total, desc, unit, disable)
         bar.n = initial
         return bar
-    return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=disable, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit=unit, initial=initial, disable=disable, leave=leave, dynamic_ncols=True
+    )
 
 
 class Progress:
@@ -84,8 +91,10 @@ class Progress:
     def __repr__(self) -> str:
         return f"Progress({self.enabled})"
 
-    def bar(self, total: int | None, desc: str, unit: str = "it", initial: int = 0) -> Any:
-        return progress_bar(total, desc, unit, disable=not self.enabled, initial=initial)
+    def bar(
+        self, total: int | None, desc: str, unit: str = "it", initial: int = 0, leave: bool = True
+    ) -> Any:
+        return progress_bar(total, desc, unit, disable=not self.enabled, initial=initial, leave=leave)
 
     def each(self, items: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> Iterator[T]:
         """Iterate `items` (a sequence gives its own total) with a bar."""

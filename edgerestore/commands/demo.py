@@ -379,9 +379,7 @@ def run_demo(
         callbacks = [callback]
         bar = None
         if progress:
-            from edgerestore.progress import progress_bar
-
-            bar = progress_bar(max_frames or total, "demo", unit="frame")
+            bar = as_progress(progress).bar(max_frames or total, "demo", "frame")
             callbacks.append(lambda r: bar.update(1))
         options = video.VideoOptions(
             drop_stale=False,

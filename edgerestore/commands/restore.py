@@ -28,7 +28,7 @@ from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, re
 from edgerestore.commands._io import add_output_arguments
 from edgerestore.errors import UserError, first_line, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
-from edgerestore.progress import progress_bar
+from edgerestore.progress import Progress
 from edgerestore.runtime.protocol import RestorerLike
 
 
@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bundle: {restorer_label(restorer)}", flush=True)
     reports: list[FileReport] = []
     total = sum(1 if j.kind == "image" else max(_video_frames(j.src), 1) for j in jobs)
-    bar = progress_bar(total, "restoring", unit="frame", disable=args.quiet)
+    bar = Progress(not args.quiet).bar(total, "restoring", "frame")
     stopped: KeyboardInterrupt | None = None
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:

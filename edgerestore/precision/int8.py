@@ -1,4 +1,5 @@
 """INT8: activation ranges from calibration frames and explicit Q/DQ graphs in the form each backend runs.
+
 * Ranges: ONNX Runtime's calibrators (`minmax`, `percentile`, `entropy`) on the float32 graph's
   activations; branch graphs are fed the float32 trunk's features.
 * Q/DQ forms (`onnxruntime.quantization.quantize_static`, QuantFormat.QDQ, per-channel weights):

@@ -43,9 +43,13 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_threshold
 from edgerestore.contract import (
+    FEATURES,
     FRAME,
     GUIDED_EPS,
     MIN_SIDE,
+    PROBS,
+    RESTORED,
+    THUMBNAIL,
     guided_coefficients,
     pad_to,
     reduced_size,
@@ -475,7 +479,7 @@ class Restorer:
         for t in self.backend.graphs["router"].inputs:
             dims = tuple(t.shape)
             if (
-                t.name == "thumbnail"
+                t.name == THUMBNAIL
                 and len(dims) == 4
                 and all(isinstance(d, int) and d > 0 for d in dims[1:3])
             ):
@@ -492,11 +496,11 @@ class Restorer:
         if self.model_graph is not None:
             return None
         for t in self.backend.graphs["trunk"].outputs:
-            if t.name == "features" and isinstance(t.shape[1], int) and t.shape[1] > 0:
+            if t.name == FEATURES and isinstance(t.shape[1], int) and t.shape[1] > 0:
                 return int(t.shape[1])
         spec = (self.bundle.manifest.graphs.get("trunk") or {}).get("outputs") or []
         for t in spec:
-            if t.get("name") == "features" and isinstance(t["shape"][1], int):
+            if t.get("name") == FEATURES and isinstance(t["shape"][1], int):
                 return int(t["shape"][1])
         return None
 
@@ -524,7 +528,7 @@ class Restorer:
     def trunk_outputs(self, height: int, width: int) -> dict[str, tuple[int, ...]] | None:
         """The output shapes the trunk runs with on a padded height x width frame (None: the backend takes
         them from the graph)."""
-        return {"features": (1, self._features, height // 2, width // 2)} if self._features else None
+        return {FEATURES: (1, self._features, height // 2, width // 2)} if self._features else None
 
     def close(self) -> None:
         """Finish the frames already queued, then release the backend. Calls after (or during) `close()`
@@ -609,11 +613,11 @@ class Restorer:
         be = self.backend
         if prep.thumbnail is None:  # prepared while a condition was forced
             prep.thumbnail = router_thumbnail(prep.bgr, self.thumbnail_size)[None]
-        be.bind_input("router", "thumbnail", prep.thumbnail)
-        be.run("router", {"probs": (1, len(CONDITIONS))})
+        be.bind_input("router", THUMBNAIL, prep.thumbnail)
+        be.run("router", {PROBS: (1, len(CONDITIONS))})
         self._upload_ahead(prep)
         be.synchronize()
-        probs = calibrated(np.array(be.read("router", "probs")[0], dtype=np.float32), self.temperature)
+        probs = calibrated(np.array(be.read("router", PROBS)[0], dtype=np.float32), self.temperature)
         probs = probs.astype(np.float32)
         winner = int(np.argmax(probs))
         vote = probs
@@ -722,17 +726,17 @@ class Restorer:
         be = self.backend
         hp, wp = padded.shape[1:3]
         if key == self.model_graph:
-            be.bind_input(key, "frame", padded)
-            be.run(key, {"restored": (1, hp, wp, 3)})
+            be.bind_input(key, FRAME, padded)
+            be.run(key, {RESTORED: (1, hp, wp, 3)})
         else:
             if self._uploaded is not padded:  # not already queued behind the router (_upload_ahead)
                 be.bind_input("trunk", FRAME, padded)
             self._uploaded = None
             be.run("trunk", self.trunk_outputs(hp, wp))
-            be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
-            be.bind_input(key, "features", be.output("trunk", "features"))
-            be.run(key, {"restored": (1, hp, wp, 3)})
-        out = be.read(key, "restored")
+            be.bind_input(key, FRAME, be.input("trunk", FRAME))  # no second upload
+            be.bind_input(key, FEATURES, be.output("trunk", FEATURES))
+            be.run(key, {RESTORED: (1, hp, wp, 3)})
+        out = be.read(key, RESTORED)
         be.synchronize()
         return out
 

@@ -462,50 +462,35 @@ def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
         persistent_workers=False,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    session = _Session(
-        cfg.out.with_suffix(".log.jsonl"), cfg.steps, start, cfg.profile, progress and rank == 0
-    )
-    t0 = time.time()
-    step = start
-    metrics: dict = {}
-    try:
-        with session:
-            for batch in loader:
-                out = step_module(batch)
-                loss, parts = compute_loss(model, out, batch, step / max(1, cfg.steps), cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                if rank == 0:
-                    if session.bar is not None:
-                        session.bar.update(1)
-                        session.bar.set_postfix(
-                            loss=f"{parts['loss']:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}"
-                        )
-                    if step % 20 == 0 or step == cfg.steps:
-                        session.log({"step": step, "time": round(time.time() - t0 + wall_before, 1), **parts})
-                    if step % cfg.val_every == 0 or step == cfg.steps:
-                        metrics = validate(model, val_set, cfg.val_samples)
-                        history.append({"step": step, "val": metrics})
-                        session.log(history[-1])
-                        session.say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                stop = session.agree_to_stop(world)
-                if rank == 0 and (
-                    step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop
-                ):
-                    _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
-                if stop:
-                    break
-    finally:
+
+    def step_loss(batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        return compute_loss(model, step_module(batch), batch, step / max(1, cfg.steps), cfg)
+
+    def evaluate(step: int) -> tuple[dict, str]:
+        metrics = validate(model, val_set, cfg.val_samples)  # back in training mode after it
+        history.append({"step": step, "val": metrics})
+        return metrics, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+
+    def save(step: int, wall: float, metrics: dict) -> None:
+        _save(cfg, model, opt, sched, step, wall, history)
+
+    def finish() -> None:
         if world > 1:
             if sys.exc_info()[0] is None:  # an error on this rank must not wait for the others
                 dist.barrier()
             dist.destroy_process_group()
-    if session.stop and step < end:
-        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
-    return metrics
+
+    joint = _Stage(
+        cfg.out.with_suffix(".log.jsonl"),
+        cfg.profile,
+        step_loss,
+        evaluate,
+        save,
+        ("loss", ".4f"),
+        finish,
+        separate_val_records=True,
+    )
+    return _loop(cfg, joint, loader, opt, sched, (start, wall_before), progress, rank, world)
 
 
 def check_same_config(cfg: TrainConfig, model: nn.Module, payload: dict) -> None:
@@ -549,10 +534,13 @@ def router_accuracy(model: UFFN, thumbnails: Dataset, samples: int) -> tuple[flo
     return correct / max(1, samples), confusion
 
 
-def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message: str | None) -> dict:
+def _open_stage_checkpoint(
+    cfg: TrainConfig, flag: str, what: str, clean_message: str | None
+) -> tuple[dict, UFFN]:
     """Threads and seed for a stage (`--router-only`, `--branch-only`), then the UFFN checkpoint it trains
-    (`cfg.out`), refused in one line when missing or of another profile; `clean_message` (when given) is the
-    error for a missing --clean."""
+    (`cfg.out`), refused in one line when missing or of another profile, and the model its config (with the
+    run's `--set` values) builds, weights not loaded yet; `clean_message` (when given) is the error for a
+    missing --clean."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -563,7 +551,7 @@ def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message
     payload = zoo.read_payload(cfg.out)
     if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
         raise UserError(f"{cfg.out} holds {payload.get('profile')}; {flag} needs a UFFN {cfg.profile}")
-    return payload
+    return payload, zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
 
 
 def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple[int, float]:
@@ -578,38 +566,118 @@ def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple
     return start, float(stage.get("wall_seconds", 0.0))
 
 
-def _run_stage(
+@dataclass
+class _Stage:
+    """What a training stage — the joint run, the router stage, a branch stage — brings to the one loop
+    (`_loop`): its JSON-lines `log` and progress-bar `desc`; `step_loss(batch, step)` → (loss, the values
+    logged every 20 steps), `shown` naming the one on the progress bar and its format; `evaluate(step)` →
+    (validation metrics, the line printed), leaving the trained part in training mode; `save(step, wall
+    seconds, metrics)` writes the checkpoint; `finish()` runs when the loop ends, however it ends (the joint
+    run's DDP teardown). The joint run's log keeps its loss records (one at the last step too) apart from its
+    validation records (`separate_val_records`); a stage's log merges the two."""
+
+    log: Path
+    desc: str
+    step_loss: Callable[[dict, int], tuple[torch.Tensor, dict]]
+    evaluate: Callable[[int], tuple[dict, str]]
+    save: Callable[[int, float, dict], None]
+    shown: tuple[str, str]
+    finish: Callable[[], None] = lambda: None
+    separate_val_records: bool = False
+
+
+def _loop(
+    cfg: TrainConfig,
+    stage: _Stage,
+    loader: DataLoader,
+    opt,
+    sched,
+    resume: tuple[int, float],
+    progress: Progress | bool,
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
+    """The one training loop: steps from `resume` (start step, wall seconds so far) to `cfg.steps` (or
+    `cfg.stop_at`) over `loader` (exact-resume sampling), progress bar, JSON-lines log, validation every
+    `cfg.val_every` steps and checkpoints every `cfg.checkpoint_every` (rank 0 alone under DDP, where the
+    ranks agree on stopping every step). A stop by signal checkpoints, then raises `TrainingInterrupted`.
+    Returns the last validation metrics."""
+    start, wall_before = resume
+    end = min(cfg.steps, cfg.stop_at or cfg.steps)
+    session = _Session(stage.log, cfg.steps, start, stage.desc, progress and rank == 0)
+    t0, step, metrics = time.time(), start, {}
+    try:
+        with session:
+            for batch in loader:
+                loss, values = stage.step_loss(batch, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if rank == 0:
+                    if session.bar is not None:
+                        key, fmt = stage.shown
+                        session.bar.update(1)
+                        session.bar.set_postfix(
+                            {key: format(values[key], fmt), "lr": f"{sched.get_last_lr()[0]:.1e}"}
+                        )
+                    entry: dict = {}
+                    if step % 20 == 0 or (stage.separate_val_records and step == cfg.steps):
+                        entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **values}
+                    if step % cfg.val_every == 0 or step == cfg.steps:
+                        if stage.separate_val_records and entry:
+                            session.log(entry)
+                            entry = {}
+                        metrics, line = stage.evaluate(step)
+                        entry = {**entry, "step": step, "val": metrics}
+                        session.say(f"step {step}: {line}")
+                    if entry:
+                        session.log(entry)
+                stop = session.agree_to_stop(world)
+                if rank == 0 and (
+                    step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop
+                ):
+                    stage.save(step, wall_before + time.time() - t0, metrics)
+                if stop:
+                    break
+    finally:
+        stage.finish()
+    if session.stop and step < end:
+        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
+    return metrics
+
+
+def _train_part(
     cfg: TrainConfig,
     model: UFFN,
-    trained: nn.Module,
-    payload: dict,
-    place: Callable[[dict], None],
+    part: nn.Module,
+    stage: _Stage,
     dataset: Dataset,
     opt,
     sched,
     resume: tuple[int, float],
-    log: Path,
-    desc: str,
     progress: Progress | bool,
-    step_loss: Callable[[dict], tuple[torch.Tensor, dict]],
-    evaluate: Callable[[], tuple[dict, str]],
-    shown: tuple[str, str],
 ) -> dict:
-    """The loop of a stage that trains one part (`trained`) of a frozen UFFN: exact-resume sampling, progress
-    bar, JSON-lines log, validation every `cfg.val_every` steps and atomic checkpoints of the whole payload.
-
-    `step_loss(batch)` gives (loss, the values logged every 20 steps); `evaluate()` gives (metrics, a line to
-    print); `place(record)` puts the stage's record (step, optimizer, schedule, command, config, metrics) into
-    `payload`; `shown` is (key of the logged values, format) for the progress bar.
-    """
-    start, wall_before = resume
+    """`_loop` for a stage that trains one part (`part`) of a frozen UFFN on `dataset` (exact-resume
+    sampling, one process): the frozen parts stay in eval mode (BatchNorm statistics included)."""
+    end = min(cfg.steps, cfg.stop_at or cfg.steps)
     loader = DataLoader(
         dataset,
-        batch_sampler=StepSampler(
-            len(dataset), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
-        ),
+        batch_sampler=StepSampler(len(dataset), cfg.batch_size, resume[0], end, cfg.seed, 0, 1),
         num_workers=cfg.workers,
     )
+    model.eval()
+    part.train()
+    return _loop(cfg, stage, loader, opt, sched, resume, progress)
+
+
+def _stage_save(
+    cfg: TrainConfig, model: UFFN, payload: dict, place: Callable[[dict], None], opt, sched
+) -> Callable[[int, float, dict], None]:
+    """The checkpoint of a stage that trains one part of a frozen UFFN: the whole `payload` with today's
+    weights, and the stage's record (step, optimizer, schedule, command, config, metrics) put in it by
+    `place`, written atomically."""
 
     def save(step: int, wall: float, metrics: dict) -> None:
         payload["model"] = model.state_dict()
@@ -627,40 +695,7 @@ def _run_stage(
         )
         zoo.save_payload(cfg.out, payload)
 
-    t0, step, metrics = time.time(), start, {}
-    with _Session(log, cfg.steps, start, desc, progress) as session:
-        model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the part trains
-        trained.train()
-        for batch in loader:
-            loss, values = step_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if session.bar is not None:
-                key, fmt = shown
-                session.bar.update(1)
-                session.bar.set_postfix(
-                    {key: format(values[key], fmt), "lr": f"{sched.get_last_lr()[0]:.1e}"}
-                )
-            entry: dict = {}
-            if step % 20 == 0:
-                entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **values}
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                metrics, line = evaluate()
-                trained.train()
-                entry = {**entry, "step": step, "val": metrics}
-                session.say(f"step {step}: {line}")
-            if entry:
-                session.log(entry)
-            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
-                save(step, wall_before + time.time() - t0, metrics)
-            if session.stop:
-                break
-    if session.stop and step < min(cfg.steps, cfg.stop_at or cfg.steps):
-        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
-    return metrics
+    return save
 
 
 def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
@@ -673,15 +708,10 @@ def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """
     from edgerestore.data.router_thumbnails import RouterThumbnailDataset
 
-    payload = _open_stage_checkpoint(
-        cfg,
-        "--router-only",
-        "trains the router",
-        None
-        if cfg.router_from is not None
-        else "UFFN's router trains on synthetic weather: give --clean DIR",
+    clean = "UFFN's router trains on synthetic weather: give --clean DIR"
+    payload, model = _open_stage_checkpoint(
+        cfg, "--router-only", "trains the router", None if cfg.router_from is not None else clean
     )
-    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     router_keys = {k for k in model.state_dict() if k.startswith("router_net.")}
     saved = payload["model"]
     fresh_router = any(
@@ -710,12 +740,13 @@ def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
         size=size, seed=cfg.seed + 10_000, images=images.val, real=images.real_val, streaks=images.streaks
     )
 
-    def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
+    def step_loss(batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         loss = nn.functional.cross_entropy(model.router(batch["thumbnail"]), batch["condition"])
         return loss, {"ce": loss.item()}
 
-    def evaluate() -> tuple[dict, str]:
+    def evaluate(step: int) -> tuple[dict, str]:
         acc, confusion = router_accuracy(model, val_set, cfg.val_samples)
+        model.router_net.train()
         return {
             "router_acc": acc,
             "confusion": confusion,
@@ -727,25 +758,12 @@ def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
         # the confidence calibration belongs to these router weights: a new router step invalidates it
         payload.pop("router_calibration", None)
 
-    metrics = _run_stage(
-        cfg,
-        model,
-        model.router_net,
-        payload,
-        place,
-        RouterThumbnailDataset(
-            size=size, seed=cfg.seed, images=images.train, real=images.real_train, streaks=images.streaks
-        ),
-        opt,
-        sched,
-        resume,
-        cfg.out.with_suffix(".router.log.jsonl"),
-        f"{cfg.profile} router",
-        progress,
-        step_loss,
-        evaluate,
-        ("ce", ".3f"),
+    train_set = RouterThumbnailDataset(
+        size=size, seed=cfg.seed, images=images.train, real=images.real_train, streaks=images.streaks
     )
+    save, log = _stage_save(cfg, model, payload, place, opt, sched), cfg.out.with_suffix(".router.log.jsonl")
+    hooks = _Stage(log, f"{cfg.profile} router", step_loss, evaluate, save, ("ce", ".3f"))
+    metrics = _train_part(cfg, model, model.router_net, hooks, train_set, opt, sched, resume, progress)
     stage = payload.get("router_stage") or {}
     if stage.get("step", 0) >= stage.get("steps", 1):  # finished: calibrate its confidence on validation
         payload["router_calibration"] = calibrate_router(model, val_set, max(cfg.val_samples, 500))
@@ -890,15 +908,10 @@ def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) 
     schedule under ``branch_stages[name]`` in the checkpoint and resumes exactly; its log is
     ``<out>.<name>.log.jsonl``.
     """
-    payload = _open_stage_checkpoint(
-        cfg,
-        "--branch-only",
-        "fine-tunes a branch",
-        None
-        if cfg.branch_from is not None
-        else "--branch-only trains on synthetic weather: give --clean DIR",
+    clean = "--branch-only trains on synthetic weather: give --clean DIR"
+    payload, model = _open_stage_checkpoint(
+        cfg, "--branch-only", "fine-tunes a branch", None if cfg.branch_from is not None else clean
     )
-    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     if name not in model.branches:
         raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
     if cfg.branch_from is not None:
@@ -944,13 +957,14 @@ def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) 
     resume = _resume_stage(cfg, stage, opt, sched, f"the {name} branch")
     train_set, val_set = _branch_datasets(cfg, name)
 
-    def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
+    def step_loss(batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         # the composition the runtime runs, at the branch's resolution; only the branch has gradients
         loss, parts = restoration_loss(model.restore(batch["input"], name), batch["target"], cfg.loss)
         return loss, {"loss": loss.item(), **parts}
 
-    def evaluate() -> tuple[dict, str]:
+    def evaluate(step: int) -> tuple[dict, str]:
         metrics = branch_psnr(model, name, val_set, cfg.val_samples)
+        branch.train()
         return metrics, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
     def place(record: dict) -> None:
@@ -958,23 +972,9 @@ def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) 
         payload["config"] = model.config.to_dict()
         payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: record}
 
-    return _run_stage(
-        cfg,
-        model,
-        branch,
-        payload,
-        place,
-        train_set,
-        opt,
-        sched,
-        resume,
-        cfg.out.with_suffix(f".{name}.log.jsonl"),
-        f"{cfg.profile} {name} branch",
-        progress,
-        step_loss,
-        evaluate,
-        ("loss", ".4f"),
-    )
+    save, log = _stage_save(cfg, model, payload, place, opt, sched), cfg.out.with_suffix(f".{name}.log.jsonl")
+    hooks = _Stage(log, f"{cfg.profile} {name} branch", step_loss, evaluate, save, ("loss", ".4f"))
+    return _train_part(cfg, model, branch, hooks, train_set, opt, sched, resume, progress)
 
 
 def _copy_branch(cfg: TrainConfig, name: str, payload: dict) -> dict:
