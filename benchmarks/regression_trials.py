@@ -89,13 +89,14 @@ def verdict_of(code: int, output: str) -> str:
 
 
 def total_ratios(output: str) -> str:
-    """`total` per case from the check's table (ratio [interval] verdict), and its machine-load line."""
+    """The judged `total` (or `cpu`) per case from the check's table (ratio [interval] verdict), and its
+    machine-load line."""
     parts = []
     for line in output.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 8 and cells[1] == "total":
+        if len(cells) == 8 and cells[1] in ("total", "cpu"):
             size = cells[0].split("/")[3] if cells[0].count("/") >= 3 else cells[0]
-            parts.append(f"{size} x{cells[5]} {cells[6]} {cells[7]}")
+            parts.append(f"{size} {cells[1]} x{cells[5]} {cells[6]} {cells[7]}")
     load = re.search(r"machine load .*: baseline ([\d.]+), this run ([\d.]+)", output)
     if load:
         parts.append(f"runnable others {load.group(2)} (baseline {load.group(1)})")
