@@ -5,14 +5,20 @@
     python benchmarks/regression_trials.py --runs 20 -- --profile uffn-tiny --precision int8 --sizes 360p,720p
 
 Runs the README's commands as a user would, each as its own `edgerestore bench` process: first
-`edgerestore bench ARGS --save-baseline B.json` (unless `--baseline` names one), then `--runs` unchanged runs
-of `edgerestore bench ARGS --compare B.json` and `--runs` runs of the same command with one busy CPU hog
-(`python -c 'while 1: pass'`) started just before it and killed after it, alternating (unchanged, hogged,
-unchanged, ...) so that a drift of the machine's load lands on both kinds alike. Each run's verdict is the
-check's own (its exit status: 1 = regressed; its stdout: inconclusive / unchanged). Prints one line per run
-(verdict, the `total` ratios and intervals, the 1-minute load average, the run's wall time) and the counts:
-false alarms = unchanged runs called regressed, catches = hogged runs called regressed. `--json` writes
-every line. Goal: 0 false alarms in 20 and 20 catches in 20, each run well under a minute.
+`edgerestore bench ARGS --save-baseline B.json` (unless `--baseline` names one), then `--runs` rounds of
+`edgerestore bench ARGS --compare B.json` of each kind, alternating (unchanged, hog, slow, unchanged, ...) so
+that a drift of the machine's load lands on every kind alike:
+
+* `unchanged`: the same command, nothing changed;
+* `hog`: one busy CPU hog (`python -c 'while 1: pass'`) started just before the check and killed after it;
+* `slow`: the code made `--slowdown` (1.3) times slower: every graph run is followed by CPU work of
+  (slowdown - 1) x the CPU time the run took (`OnnxRuntimeBackend.run` wrapped in the check's process only).
+
+Each run's verdict is the check's own (its exit status: 1 = regressed; else its summary line), with ARGS'
+`--judge`; beside it, `compare` on the run's bench.json gives the verdict of each judge (wall, cpu), so one
+experiment measures both. Prints one line per run and the counts: a false alarm is an unchanged run called
+regressed, a catch a hog or slow run called regressed. `--json` writes every line. Goal (issue 25): 0 false
+alarms in 20, every slowdown caught, each run well under a minute.
 """
 
 from __future__ import annotations
@@ -31,14 +37,43 @@ from pathlib import Path
 DEFAULT_ARGS = ["--profile", "uffn-tiny", "--precision", "int8", "--sizes", "360p,720p"]
 
 
-def bench(args: list[str], out: Path) -> tuple[int, str, float]:
+SLOW = """
+import sys, time
+from edgerestore.runtime import ort
+_run, _factor = ort.OnnxRuntimeBackend.run, float(sys.argv.pop(1))
+def run(self, graph, out_shapes=None):
+    c0 = time.process_time()
+    _run(self, graph, out_shapes)
+    end = time.process_time() + (time.process_time() - c0) * (_factor - 1.0)
+    while time.process_time() < end:
+        pass
+ort.OnnxRuntimeBackend.run = run
+from edgerestore.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def bench(args: list[str], out: Path, slowdown: float | None = None) -> tuple[int, str, float]:
+    cli = ["-m", "edgerestore.cli"] if slowdown is None else ["-c", SLOW, str(slowdown)]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "edgerestore.cli", "bench", *args, "--out", str(out), "--no-plot"],
-        capture_output=True,
-        text=True,
+        [sys.executable, *cli, "bench", *args, "--out", str(out), "--no-plot"], capture_output=True, text=True
     )
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - t0
+
+
+def judged(out: Path, baseline: Path, args: list[str]) -> dict[str, str]:
+    """The verdict of each judge on the run's bench.json (the check's own compare, its other options)."""
+    from edgerestore.measure.regression import JUDGES, compare
+    from edgerestore.measure.stats import parse_tolerance
+
+    def opt(name: str, default: str) -> str:
+        return args[args.index(name) + 1] if name in args else default
+
+    current = json.loads((out / "bench.json").read_text())
+    base = json.loads(baseline.read_text())
+    tolerance, stat = parse_tolerance(opt("--tolerance", "10%")), opt("--stat", "p50")
+    return {j: compare(current, base, tolerance, stat, judge=j).verdict for j in JUDGES}
 
 
 def verdict_of(code: int, output: str) -> str:
@@ -54,13 +89,14 @@ def verdict_of(code: int, output: str) -> str:
 
 
 def total_ratios(output: str) -> str:
-    """`total` per case from the check's table (ratio [interval] verdict), and its machine-load line."""
+    """The judged `total` (or `cpu`) per case from the check's table (ratio [interval] verdict), and its
+    machine-load line."""
     parts = []
     for line in output.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 8 and cells[1] == "total":
+        if len(cells) == 8 and cells[1] in ("total", "cpu"):
             size = cells[0].split("/")[3] if cells[0].count("/") >= 3 else cells[0]
-            parts.append(f"{size} x{cells[5]} {cells[6]} {cells[7]}")
+            parts.append(f"{size} {cells[1]} x{cells[5]} {cells[6]} {cells[7]}")
     load = re.search(r"machine load .*: baseline ([\d.]+), this run ([\d.]+)", output)
     if load:
         parts.append(f"runnable others {load.group(2)} (baseline {load.group(1)})")
@@ -69,64 +105,83 @@ def total_ratios(output: str) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=20, help="unchanged runs, and as many hogged runs (20)")
+    ap.add_argument("--runs", type=int, default=20, help="runs of each kind (20)")
+    ap.add_argument("--kinds", default="unchanged,hog,slow", help="which kinds, in turn (unchanged,hog,slow)")
+    ap.add_argument("--slowdown", type=float, default=1.3, help="the slow kind's factor (1.3)")
     ap.add_argument("--baseline", type=Path, help="a saved baseline (default: save one first)")
     ap.add_argument("--json", type=Path, help="write every run's line here")
     ap.add_argument("bench_args", nargs="*", help=f"after --: the bench arguments ({' '.join(DEFAULT_ARGS)})")
     a = ap.parse_args()
     args = a.bench_args or DEFAULT_ARGS
+    kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+    if not set(kinds) <= {"unchanged", "hog", "slow"}:
+        raise SystemExit(f"--kinds {a.kinds}: expected unchanged, hog and/or slow")
     tmp = Path(tempfile.mkdtemp(prefix="edgerestore-trials-"))
     baseline = a.baseline or tmp / "baseline.json"
     load0 = os.getloadavg()
     print(f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
+    print(f"check: edgerestore bench {' '.join(args)} --compare {baseline}", flush=True)
     if a.baseline is None:
         code, output, wall = bench([*args, "--save-baseline", str(baseline)], tmp / "baseline")
         if code != 0:
             raise SystemExit(f"saving the baseline failed (exit {code}):\n{output[-3000:]}")
         print(f"baseline saved in {wall:.0f} s: {baseline}", flush=True)
     records: list[dict] = []
-    counts = {"unchanged": Counter(), "hog": Counter()}
+    counts: dict[str, Counter] = {k: Counter() for k in kinds}
+    by_judge: dict[str, dict[str, Counter]] = {}
     for i in range(a.runs):
-        for kind in ("unchanged", "hog"):
+        for kind in kinds:
+            out = tmp / f"{kind}{i}"
             hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"]) if kind == "hog" else None
             try:
-                code, output, wall = bench([*args, "--compare", str(baseline)], tmp / f"{kind}{i}")
+                code, output, wall = bench(
+                    [*args, "--compare", str(baseline)], out, a.slowdown if kind == "slow" else None
+                )
             finally:
                 if hog is not None:
                     hog.kill()
                     hog.wait()
             verdict = verdict_of(code, output)
+            judges = judged(out, baseline, args)
             counts[kind][verdict] += 1
+            for j, v in judges.items():
+                by_judge.setdefault(j, {k: Counter() for k in kinds})[kind][v] += 1
             load = os.getloadavg()[0]
-            rec = {"kind": kind, "run": i + 1, "verdict": verdict, "wall_s": round(wall, 1), "load1": load}
-            rec["total"] = total_ratios(output)
+            rec = {"kind": kind, "run": i + 1, "verdict": verdict, "judges": judges, "wall_s": round(wall, 1)}
+            rec |= {"load1": load, "total": total_ratios(output)}
             records.append(rec)
+            others = " ".join(f"{j}={v}" for j, v in judges.items())
             print(
-                f"{kind:9} {i + 1:2}: {verdict:12} {wall:4.0f} s  load {load:5.2f}  {rec['total']}",
+                f"{kind:9} {i + 1:2}: {verdict:12} ({others}) {wall:3.0f} s  load {load:5.2f}  {rec['total']}",
                 flush=True,
             )
     load1 = os.getloadavg()
-    false_alarms, caught = counts["unchanged"]["regressed"], counts["hog"]["regressed"]
     walls = [r["wall_s"] for r in records]
+    false_alarms = counts.get("unchanged", Counter())["regressed"]
+    caught = {k: counts[k]["regressed"] for k in kinds if k != "unchanged"}
     summary = {
-        "bench_args": args,
+        "check": ["edgerestore", "bench", *args, "--compare", str(baseline)],
         "runs": a.runs,
-        "unchanged": dict(counts["unchanged"]),
-        "hog": dict(counts["hog"]),
+        "verdicts": {k: dict(v) for k, v in counts.items()},
+        "by_judge": {j: {k: dict(v) for k, v in d.items()} for j, d in by_judge.items()},
         "false_alarms": false_alarms,
         "caught": caught,
         "load_before": load0,
         "load_after": load1,
         "wall_s": [min(walls), max(walls)],
     }
-    print(f"\nunchanged runs: {dict(counts['unchanged'])}; hogged runs: {dict(counts['hog'])}")
+    print()
+    for j, d in by_judge.items():
+        print(f"judge {j}: " + "; ".join(f"{k} {dict(v)}" for k, v in d.items()))
     print(
-        f"false alarms {false_alarms}/{a.runs}, caught {caught}/{a.runs}; runs took {min(walls):.0f}-"
-        f"{max(walls):.0f} s; load average before {load0[0]:.2f}, after {load1[0]:.2f}"
+        f"the check: false alarms {false_alarms}/{a.runs}, caught "
+        + ", ".join(f"{k} {n}/{a.runs}" for k, n in caught.items())
+        + f"; runs took {min(walls):.0f}-{max(walls):.0f} s; load average before {load0[0]:.2f}, "
+        f"after {load1[0]:.2f}"
     )
     if a.json:
         a.json.write_text(json.dumps({"summary": summary, "runs": records}, indent=1))
-    return 0 if false_alarms == 0 and caught == a.runs else 1
+    return 0 if false_alarms == 0 and all(n == a.runs for n in caught.values()) else 1
 
 
 if __name__ == "__main__":

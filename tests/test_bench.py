@@ -162,6 +162,32 @@ def test_a_slowdown_while_the_machine_was_much_busier_is_inconclusive_not_regres
     assert compare(now, base, max_extra_load=10).verdict == REGRESSED
 
 
+def test_judging_cpu_time_ignores_a_busier_machine_and_catches_more_work():
+    """--judge cpu: the wall-clock stages doubled by other processes' load are not judged, the CPU time per
+    frame is; 30 % more work is regressed even on a saturated machine (no load guard), the same work is
+    unchanged. A GPU run, or a baseline without CPU time, is a one-line refusal."""
+    base = _payload(spread=0.05, seed=0, cpu=40.0)
+    busy = _payload(factor=2.0, spread=0.4, seed=7)  # every wall stage x2 and spread by the load
+    more_work = _payload(factor=2.0, spread=0.4, seed=7)
+    busy["cases"][0]["rounds"]["cpu"] = _rounds(40.0, 10, 0.05, seed=8)  # the same work
+    more_work["cases"][0]["rounds"]["cpu"] = _rounds(52.0, 10, 0.05, seed=8)  # 30 % more work
+    for payload in (base, busy, more_work):
+        payload["device"] |= {"kind": "cpu", "cores": 2}
+        payload["cases"][0]["load"] = [1.0 if payload is base else 12.0] * 10
+    assert compare(busy, base).verdict != UNCHANGED  # wall-clock: the load shows
+    result = compare(busy, base, judge="cpu")
+    assert result.verdict == UNCHANGED and [c.stage for c in result.checks] == ["cpu"]
+    assert compare(more_work, base, judge="cpu").verdict == REGRESSED
+    gpu = _payload(cpu=40.0)
+    gpu["device"]["kind"] = "gpu"
+    with pytest.raises(UserError, match="--judge cpu compares the process's CPU work"):
+        compare(gpu, _payload(cpu=40.0), judge="cpu")
+    with pytest.raises(UserError, match="holds no CPU time per frame"):
+        compare(busy, _payload(), judge="cpu")
+    with pytest.raises(UserError, match="unknown judge"):
+        compare(busy, base, judge="energy")
+
+
 def test_runnable_others_reads_the_machine_load():
     busy = runnable_others()
     assert busy is None or busy >= 0
@@ -342,6 +368,31 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and "None" not in err
         assert not (out / "bench.json").exists()
+
+    # --judge cpu: the CPU time per frame was recorded; against the baseline's own it is judged alone, and
+    # 20x less CPU in the baseline is a regression; a baseline without it is refused before timing
+    assert len(stored["cases"][0]["rounds"]["cpu"]) == 4 and report["cases"][0]["stages"]["cpu"]["n"] == 8
+    (base / f"{key}.json").write_text(json.dumps(stored))
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "e"), "--compare", str(base), "--judge", "cpu"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "| cpu |" in out and "| total |" in out  # the table shows both; compare judged only cpu
+    judged = out.split("compare (")[1]
+    assert "| cpu |" in judged and "| total |" not in judged
+    (base / f"{key}.json").write_text(json.dumps(fast))
+    assert (
+        main(
+            [*common, "--out", str(tmp_path / "f"), "--compare", str(base), "--judge", "cpu", "--min-ms", "0"]
+        )
+        == 1
+    )
+    del fast["cases"][0]["rounds"]["cpu"]
+    (base / f"{key}.json").write_text(json.dumps(fast))
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "g"), "--compare", str(base), "--judge", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds no CPU time per frame" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "g" / "bench.json").exists()
 
     # --save-baseline into a folder that does not exist yet: <folder>/<device-key>.json
     assert main([*common, "--out", str(tmp_path / "d"), "--save-baseline", f"{tmp_path}/newdir/"]) == 0

@@ -130,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "inconclusive, not regressed (default: the core count + 1)",
     )
     base.add_argument(
+        "--judge",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what --compare judges: the wall-clock stages (wall, the default: latency on a dedicated device) "
+        "or the process's CPU time per frame (cpu: the work, which other processes on a shared machine do "
+        "not change; ONNX Runtime only)",
+    )
+    base.add_argument(
         "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
     )
     base.add_argument(
@@ -305,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.measure.regression import (
         baseline_destination,
         check_device,
+        check_judge,
         check_shared_cases,
         compare,
         resolve_baseline,
@@ -384,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
                 baseline = validate_report(load_json(base_path, "baseline"), f"baseline {base_path}")
             check_device(baseline, device.key)
             check_shared_cases(baseline, [t.id for t in timers])
+            check_judge(baseline, device.kind, args.judge)
         if args.save_baseline is not None:
             check_writable(baseline_destination(args.save_baseline, device.key), "--save-baseline")
         timing = "cuda_events" if restorers[0].backend.name == "tensorrt" else "perf_counter"
@@ -452,6 +462,7 @@ def run(args: argparse.Namespace) -> int:
             min_ms=args.min_ms,
             confidence=args.confidence,
             max_extra_load=args.max_extra_load,
+            judge=args.judge,
         )
         print("\n" + "\n".join(result.lines()))
         if result.verdict == REGRESSED:

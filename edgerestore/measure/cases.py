@@ -29,8 +29,11 @@ from edgerestore.progress import Progress, as_progress
 
 #: Stages shown in tables and compared against baselines, in pipeline order.
 REPORT_STAGES: tuple[str, ...] = ("router", "trunk", "branch", "copies", "total")
-#: Every stage the runtime reports (`edgerestore.runtime.restorer.STAGES`).
-ALL_STAGES: tuple[str, ...] = ("pre", "router", "trunk", "branch", "copies", "post", "total")
+#: The process's CPU time during a frame (every thread: `time.process_time`), recorded beside the stages. The
+#: work a frame costs, which other processes on a shared machine do not change (they change the wall time).
+CPU_STAGE = "cpu"
+#: Every stage the runtime reports (`edgerestore.runtime.restorer.STAGES`), and the CPU time.
+ALL_STAGES: tuple[str, ...] = ("pre", "router", "trunk", "branch", "copies", "post", "total", CPU_STAGE)
 SIZE_ALIASES: dict[str, tuple[int, int]] = {
     "240p": (240, 426),
     "360p": (360, 640),
@@ -187,8 +190,9 @@ class CaseTimer:
     `condition` forces that branch (every frame runs router-free trunk + that branch; "clean" runs nothing
     but the pass-through); None lets the router choose on synthetic weather frames, one per condition in
     turn. A stage's statistics cover the frames on which it ran (the runtime reports 0 for a stage that did
-    not run, e.g. trunk and branch on a frame judged clean); `total` covers every frame. `pool`: the
-    (condition, frame) list to cycle through instead of making one at `size`."""
+    not run, e.g. trunk and branch on a frame judged clean); `total` and `cpu` (the process's CPU time during
+    the frame) cover every frame. `pool`: the (condition, frame) list to cycle through instead of making one at
+    `size`."""
 
     def __init__(
         self,
@@ -231,16 +235,18 @@ class CaseTimer:
                     load.append(busy)
                 frame = self.pool[self._i % len(self.pool)][1]
                 self._i += 1
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 result = self.restorer(frame)
                 elapsed = (time.perf_counter() - t0) * 1e3
+                cpu = (time.process_time() - c0) * 1e3
                 if bar is not None:
                     bar.update(1)
                 if not timed:
                     continue
                 self._wall.append(elapsed)
                 self._seen[result.condition] += 1
-                for s in ALL_STAGES:
+                round_[CPU_STAGE].append(cpu)
+                for s in ALL_STAGES[:-1]:
                     v = float(result.timings.get(s, 0.0))
                     if v > 0.0 or s == "total":
                         round_[s].append(v)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgerestore.errors import UserError
-from edgerestore.measure.cases import REPORT_STAGES
+from edgerestore.measure.cases import CPU_STAGE, REPORT_STAGES
 from edgerestore.measure.report import check_format
 from edgerestore.measure.stats import (
     INCONCLUSIVE,
@@ -62,6 +62,10 @@ def resolve_baseline(arg: str | Path, device_key: str) -> Path:
             )
         return found
     return p
+
+
+#: What `compare` judges: the wall-clock stages (`REPORT_STAGES`), or the process's CPU time per frame.
+JUDGES: tuple[str, ...] = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,22 @@ def check_shared_cases(baseline: Mapping[str, Any], planned: Sequence[str]) -> N
         )
 
 
+def check_judge(baseline: Mapping[str, Any], device_kind: str | None, judge: str) -> None:
+    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind), and only
+    against a baseline that recorded it. One-line `UserError`s, before any timing."""
+    if judge not in JUDGES:
+        raise UserError(f"unknown judge {judge!r}; expected {' or '.join(JUDGES)}")
+    if judge != "cpu":
+        return
+    if device_kind != "cpu":
+        raise UserError(
+            "--judge cpu compares the process's CPU work, which says nothing of a GPU's; judge the wall-clock "
+            "stages on a GPU (leave out --judge)"
+        )
+    if not any(CPU_STAGE in (c.get("rounds") or {}) for c in baseline["cases"]):
+        raise _bad("the baseline", "holds no CPU time per frame (recorded by an older edgerestore)")
+
+
 def compare(
     current: Mapping[str, Any],
     baseline: Mapping[str, Any],
@@ -266,6 +286,7 @@ def compare(
     confidence: float = 0.95,
     resamples: int = 4000,
     max_extra_load: float | None = None,
+    judge: str = "wall",
 ) -> Comparison:
     """Compare two bench JSON payloads case by case (same id) and stage by stage.
 
@@ -277,7 +298,12 @@ def compare(
     and this run's median exceeds the baseline's by more than `max_extra_load` tasks (default: the device's
     core count + 1, so one busy process beside the run is still a slowdown to catch — it reads as about two
     runnable tasks, itself and the intra-op worker it keeps waiting — while a machine saturated by others is
-    not), a regressed stage is reported inconclusive instead. Raises `DeviceMismatch` when the two
+    not), a regressed stage is reported inconclusive instead.
+
+    `judge="cpu"` judges the process's CPU time per frame (`cases.CPU_STAGE`) instead of the wall-clock
+    stages: the work a frame costs, which other processes on a shared machine leave alone (they change how
+    long the work waits, not how much there is), so no machine-load guard applies; ONNX Runtime only (a
+    TensorRT frame's work is on the GPU). Raises `DeviceMismatch` when the two
     were recorded under different device keys, and `UserError` when they share no case or hold malformed
     values."""
     current = validate_report(current, "this run")
@@ -288,13 +314,16 @@ def compare(
         raise UserError(f"confidence {confidence!r} must be in [0.5, 1)")
     key_now = current["device"]["key"]
     check_device(baseline, key_now)
+    check_judge(baseline, current["device"].get("kind"), judge)
+    if judge == "cpu":
+        stages, max_extra_load = (CPU_STAGE,), None
     base_cases = {c["id"]: c for c in baseline["cases"]}
     cur_cases = {c["id"]: c for c in current["cases"]}
     check_shared_cases(baseline, list(cur_cases))
     base_load, now_load = (_median_load(baseline), _median_load(current))
-    if max_extra_load is None:
+    if max_extra_load is None and judge == "wall":
         max_extra_load = float(current["device"].get("cores") or 1) + 1.0
-    busier = None not in (base_load, now_load) and now_load - base_load > max_extra_load
+    busier = None not in (base_load, now_load, max_extra_load) and now_load - base_load > max_extra_load
     checks = []
     for cid in [k for k in cur_cases if k in base_cases]:
         for s in stages:

@@ -16,7 +16,7 @@ from typing import Any
 
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
-from edgerestore.measure.cases import REPORT_STAGES, CaseResult
+from edgerestore.measure.cases import CPU_STAGE, REPORT_STAGES, CaseResult
 from edgerestore.measure.device import BenchDevice
 
 FORMAT = "edgerestore-bench/1"
@@ -63,8 +63,9 @@ class BenchReport:
         return cases_table(self.cases)
 
 
-def cases_table(cases: Sequence[CaseResult], stages: Sequence[str] = REPORT_STAGES) -> str:
-    """A markdown table: one row per case and stage (mean, p50, p90, p99, max in ms, FPS on `total`)."""
+def cases_table(cases: Sequence[CaseResult], stages: Sequence[str] = (*REPORT_STAGES, CPU_STAGE)) -> str:
+    """A markdown table: one row per case and stage (mean, p50, p90, p99, max in ms, FPS on `total`); the
+    CPU time row only where it was recorded."""
     lines = [
         "| case | stage | frames | mean ms | p50 | p90 | p99 | max | FPS |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -72,6 +73,8 @@ def cases_table(cases: Sequence[CaseResult], stages: Sequence[str] = REPORT_STAG
     for c in cases:
         for s in stages:
             st = c.stages.get(s)
+            if st is None and s == CPU_STAGE:
+                continue
             if st is None:
                 lines.append(f"| {c.id} | {s} | 0 | — | — | — | — | — | |")
                 continue
