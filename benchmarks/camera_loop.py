@@ -20,8 +20,8 @@ import argparse
 import statistics
 import sys
 
-from edgerestore.bench import weather_frames
 from edgerestore.conditions import CONDITIONS
+from edgerestore.measure.cases import weather_frames
 from edgerestore.runtime import video
 from edgerestore.runtime.restorer import Restorer
 

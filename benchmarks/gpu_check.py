@@ -82,7 +82,7 @@ def parity(trt_bundle: Path, ref_bundle: Path, frames: list[tuple[str, np.ndarra
 
 
 def latency(bundle: Path, size: tuple[int, int], frames: int, backend: str) -> tuple[float, float]:
-    from edgerestore.bench import bench_restorer
+    from edgerestore.measure.cases import bench_restorer
     from edgerestore.runtime.restorer import Restorer
 
     with Restorer.open(bundle, backend=backend, cuda_graphs=backend == "tensorrt") as r:
@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-check: skipped, {why}")
         return 0
 
-    from edgerestore.bench import parse_size, weather_frames
     from edgerestore.engines.build import build_bundle
     from edgerestore.engines.bundle import cuda_device_info
+    from edgerestore.measure.cases import parse_size, weather_frames
 
     size, bench_size, hi = parse_size(args.size), parse_size(args.bench_size), parse_size(args.max)
     profile = {"min": [64, 64], "opt": list(bench_size), "max": list(hi)}

@@ -33,27 +33,31 @@ def main() -> int:
     ap.add_argument("--dump", type=Path, help="write every run's report (baseline, unchanged, hog) as JSON")
     args = ap.parse_args()
 
-    from edgerestore import bench
+    from edgerestore.measure.cases import CaseTimer, bench_cases, parse_size
+    from edgerestore.measure.device import device_of
+    from edgerestore.measure.regression import compare
+    from edgerestore.measure.report import BenchReport, write_json_atomic
+    from edgerestore.measure.stats import REGRESSED
     from edgerestore.runtime.restorer import Restorer
 
     tmp = tempfile.TemporaryDirectory()
     bundle = args.bundle
     if bundle is None:
-        from edgerestore.bench_studies import ensure_bundle
+        from edgerestore.pipeline import ensure_bundle
 
         root = Path(tmp.name)
         bundle = ensure_bundle(
-            "uffn-tiny", "onnxruntime", "fp32", export_root=root / "export", engines_root=root / "engines",
-            progress=False, echo=lambda _: None,
-        )  # fmt: skip
-    size = bench.parse_size(args.size)
+            "uffn-tiny", "fp32", "onnxruntime", export_root=root / "export", engines_root=root / "engines",
+            progress=False, echo=lambda _: None, untrained=True,
+        ).bundle  # fmt: skip
+    size = parse_size(args.size)
     with Restorer.open(bundle, threads=args.threads) as r:
-        device = bench.device_of(r)
+        device = device_of(r)
 
         def run() -> dict:
-            timer = bench.CaseTimer(r, size, condition=args.condition)
-            cases = bench.bench_cases([timer], frames=args.frames, warmup=3, rounds=args.rounds)
-            return bench.BenchReport(device, cases, "perf_counter").to_dict(samples=False)
+            timer = CaseTimer(r, size, condition=args.condition)
+            cases = bench_cases([timer], frames=args.frames, warmup=3, rounds=args.rounds)
+            return BenchReport(device, cases, "perf_counter").to_dict(samples=False)
 
         baseline = run()
         dumped: dict = {"baseline": baseline, "unchanged": [], "hog": []}
@@ -66,7 +70,7 @@ def main() -> int:
                 for i in range(args.runs):
                     report = run()
                     dumped[kind].append(report)
-                    result = bench.compare(report, baseline, tolerance=args.tolerance, stat=args.stat)
+                    result = compare(report, baseline, tolerance=args.tolerance, stat=args.stat)
                     total = next(c for c in result.checks if c.stage == "total")
                     verdicts[kind][result.verdict] += 1
                     print(
@@ -80,14 +84,14 @@ def main() -> int:
                     hog.kill()
                     hog.wait()
     if args.dump:
-        bench.write_json_atomic(args.dump, dumped)
+        write_json_atomic(args.dump, dumped)
     print(
         f"\ndevice {device.key}, {args.size} {args.condition}, {args.frames} frames in {args.rounds} rounds"
     )
     for kind, counts in verdicts.items():
         print(f"{kind}: " + ", ".join(f"{v} {n}" for v, n in sorted(counts.items())))
-    false_alarms = verdicts["unchanged"][bench.REGRESSED]
-    missed = args.runs - verdicts["hog"][bench.REGRESSED]
+    false_alarms = verdicts["unchanged"][REGRESSED]
+    missed = args.runs - verdicts["hog"][REGRESSED]
     print(f"false alarms {false_alarms}/{args.runs}, missed slowdowns {missed}/{args.runs}")
     return 0 if false_alarms == 0 and missed == 0 else 1
 

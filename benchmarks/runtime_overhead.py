@@ -1,6 +1,6 @@
 """Routing overhead and memory soak of the runtime on ONNX Runtime (CPU), in one run.
 
-    python benchmarks/runtime_overhead.py                        # synthetic graphs (edgerestore.runtime.synthetic)
+    python benchmarks/runtime_overhead.py                        # synthetic graphs (edgerestore.testing)
     python benchmarks/runtime_overhead.py --export export/uffn-tiny   # real graphs from `edgerestore export`
     python benchmarks/runtime_overhead.py --bundle engines/uffn-tiny-onnxruntime-fp32
 
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
 
-    from edgerestore.runtime.overhead import dispatch_costs, soak
+    from edgerestore.measure.overhead import dispatch_costs, soak
     from edgerestore.runtime.restorer import Restorer
-    from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle
+    from edgerestore.testing import PROTOTYPES, write_bundle
 
     tmp = tempfile.TemporaryDirectory()
     rng = np.random.default_rng(0)

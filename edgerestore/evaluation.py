@@ -1,8 +1,8 @@
 """Evaluating a restorer on paired sets (PSNR/SSIM per condition) and real folders (router accuracy).
 
-A restorer is any callable ``restore(bgr_uint8) -> (bgr_uint8, condition | None, probs | None)``: the
-PyTorch checkpoint (`checkpoint_restorer`), an engine bundle through the runtime (`bundle_restorer`), or a
-fake in tests. `evaluate` scores it and `write_report` writes report.md, report.json and side-by-side
+A restorer is any callable ``restore(bgr_uint8) -> (bgr_uint8, condition | None, probs | None)``: a
+PyTorch checkpoint (`checkpoint_restorer`) or model (`model_restorer`, also the bench's PyTorch column), an
+engine bundle through the runtime (`bundle_restorer`), or a fake in tests. `evaluate` scores it and `write_report` writes report.md, report.json and side-by-side
 input | output | target images.
 
 Core code is numpy + OpenCV; torch and the runtime are imported only inside the restorer builders.
@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -31,6 +32,7 @@ from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, write_image
 from edgerestore.metrics import SSIM_WINDOW, score, wilson_interval
+from edgerestore.progress import Progress, as_progress
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
 
@@ -143,16 +145,6 @@ def _db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="img", dynamic_ncols=True)
-
-
 def _real_sets(real: str | Path) -> list[tuple[str, Path, list[Path]]]:
     root = Path(real)
     if not root.is_dir():
@@ -196,7 +188,7 @@ def evaluate(
     crop_border: int = 0,
     max_images: int | None = None,
     description: str = "restorer",
-    progress: bool = True,
+    progress: Progress | bool = True,
     clean_targets: bool = True,
 ) -> EvalReport:
     """Run `restore` over every pair of `sets` and every image of the `real` folders and score it.
@@ -221,7 +213,7 @@ def evaluate(
         n = len(job.pairs) if kind == "paired" else len(job[2])
         return n if max_images is None else min(n, max_images)
 
-    bar = _progress(sum(count(k, j) for k, j in jobs), progress)
+    bar = as_progress(progress).bar(sum(count(k, j) for k, j in jobs), "", "img")
     confusion = np.zeros((len(CONDITIONS), len(CONDITIONS)), dtype=np.int64)
     reports: list[SetReport] = []
     samples_dir = Path(out_dir) / "samples" if out_dir is not None else None
@@ -244,11 +236,10 @@ def evaluate(
                 name, layout = f"real/{root.name}", "folder per condition"
                 items = [(f.stem, f, None) for f in files]
             items = items[:max_images] if max_images is not None else items
-            if bar is not None:
-                if kind == "clean":
-                    bar.total += len(items)
-                    bar.refresh()
-                bar.set_description(name)
+            if kind == "clean":
+                bar.total += len(items)
+                bar.refresh()
+            bar.set_description(name)
             results: list[ImageResult] = []
             for i, (image_name, input_path, target_path) in enumerate(items):
                 degraded = read_image(input_path)
@@ -291,8 +282,7 @@ def evaluate(
                 results.append(result)
                 if samples_dir is not None and i < samples_per_set:
                     written.append(_save_sample(samples_dir, name, result, degraded, output, target))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             routed = [r for r in results if r.predicted is not None and r.expected is not None]
             reports.append(
                 SetReport(
@@ -320,8 +310,7 @@ def evaluate(
                 folder.rmdir()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return EvalReport(restorer=description, sets=reports, confusion=confusion.tolist())
 
 
@@ -482,8 +471,8 @@ def dcp_restorer(frame: np.ndarray) -> tuple[np.ndarray, None, None]:
 def checkpoint_restorer(
     path: str | Path, device: str = "cpu", threads: int | None = None
 ) -> tuple[RestoreFn, str]:
-    """A restorer running a PyTorch checkpoint on whole frames (float32, inference mode; each branch at its
-    resolution, as the runtime runs it); and its name."""
+    """A restorer running a PyTorch checkpoint on whole frames (`model_restorer`, with the checkpoint's router
+    calibration); and its name."""
     import torch
 
     from edgerestore.models.zoo import load_checkpoint
@@ -491,20 +480,43 @@ def checkpoint_restorer(
     if threads:
         torch.set_num_threads(threads)
     model, meta = load_checkpoint(path, map_location=device)
+    restore = model_restorer(model, meta.get("router_calibration"), device)
+    return restore, f"checkpoint {Path(path).name} ({meta.get('profile', '?')})"
+
+
+def model_restorer(
+    model: Any,
+    router_calibration: dict | None = None,
+    device: str = "cpu",
+    force: str | None = None,
+) -> RestoreFn:
+    """A PyTorch model as a frame restorer, the way the runtime runs its graphs: uint8 BGR in and out,
+    float32 in inference mode, each branch at its resolution (`UFFN.restore`), routed on the runtime's
+    thumbnail with the router's calibration (`{temperature, threshold}`; absent: T = 1, threshold 0), an
+    unsure or clean frame passed through untouched. `force` (a routed model only): that condition's branch
+    without routing, like the runtime's `force`."""
+    import torch
+
     model = model.to(device).eval()
     conditions = tuple(getattr(model, "conditions", CONDITIONS))
     routed = hasattr(model, "router")
-    calibration = meta.get("router_calibration") or {}
+    calibration = router_calibration or {}
     temperature, threshold = (
         float(calibration.get("temperature", 1.0)),
         float(calibration.get("threshold", 0)),
     )
+    if force is not None and force not in conditions:
+        raise UserError(f"force={force!r} is not a condition; expected one of {', '.join(conditions)}")
 
     def restore(frame: np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).to(device)
         x = x.unsqueeze(0).float().div_(255.0)
         with torch.inference_mode():
-            if routed:  # route on the thumbnail the runtime makes (uint8 area resize), not make_thumbnail's
+            if routed and force is not None:
+                if force == conditions[0]:
+                    return frame, force, None
+                restored, probs, predicted = model.restore(x, force), None, force
+            elif routed:  # route on the thumbnail the runtime makes (uint8 area resize), not make_thumbnail's
                 thumb = router_thumbnail(frame, model.thumbnail_size)[:, :, ::-1].transpose(2, 0, 1)
                 thumb = torch.from_numpy(np.ascontiguousarray(thumb)).to(device)
                 logits = model.router(thumb.unsqueeze(0).float().div_(255.0))
@@ -518,7 +530,7 @@ def checkpoint_restorer(
         rgb = restored[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         return np.ascontiguousarray(rgb[:, :, ::-1]), predicted, probs
 
-    return restore, f"checkpoint {Path(path).name} ({meta.get('profile', '?')})"
+    return restore
 
 
 def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:

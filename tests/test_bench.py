@@ -10,30 +10,51 @@ import json
 import numpy as np
 import pytest
 
-from edgerestore import bench
 from edgerestore.errors import UserError
+from edgerestore.measure.cases import CaseResult, CaseTimer, bench_cases, parse_size, parse_sizes
+from edgerestore.measure.device import BenchDevice, runnable_others
+from edgerestore.measure.pipeline import measure_pipeline
+from edgerestore.measure.regression import (
+    DEFAULT_BASELINE_DIR,
+    DeviceMismatch,
+    baseline_destination,
+    check_shared_cases,
+    compare,
+    resolve_baseline,
+    validate_report,
+)
+from edgerestore.measure.report import FORMAT
+from edgerestore.measure.stats import (
+    INCONCLUSIVE,
+    REGRESSED,
+    UNCHANGED,
+    parse_tolerance,
+    ratio_of_medians,
+    round_sizes,
+    summarize,
+)
 
 
 def test_percentiles_of_known_samples_follow_linear_interpolation():
-    s = bench.summarize(list(range(1, 101)))  # 1..100
+    s = summarize(list(range(1, 101)))  # 1..100
     assert (s.n, s.mean, s.p50, s.p90, s.p99, s.max) == (100, 50.5, 50.5, pytest.approx(90.1), 99.01, 100)
     assert s.fps == pytest.approx(1000 / 50.5)
-    odd = bench.summarize([30.0, 10.0, 20.0])
+    odd = summarize([30.0, 10.0, 20.0])
     assert (odd.p50, odd.p90, odd.max) == (20.0, pytest.approx(28.0), 30.0)
-    assert bench.summarize([7.0]).p99 == 7.0
+    assert summarize([7.0]).p99 == 7.0
     with pytest.raises(ValueError):
-        bench.summarize([])
+        summarize([])
 
 
 def test_sizes_and_tolerances_parse_the_documented_forms():
-    assert bench.parse_sizes("360p,720p,1080p, 97x131") == [(360, 640), (720, 1280), (1080, 1920), (97, 131)]
-    assert bench.parse_tolerance("10%") == pytest.approx(0.10)
-    assert bench.parse_tolerance("0.2") == pytest.approx(0.2)
+    assert parse_sizes("360p,720p,1080p, 97x131") == [(360, 640), (720, 1280), (1080, 1920), (97, 131)]
+    assert parse_tolerance("10%") == pytest.approx(0.10)
+    assert parse_tolerance("0.2") == pytest.approx(0.2)
     for bad in ("12p", "0x5", "tall"):
         with pytest.raises(UserError):
-            bench.parse_size(bad)
+            parse_size(bad)
     with pytest.raises(UserError):
-        bench.parse_tolerance("ten")
+        parse_tolerance("ten")
 
 
 KEY = "amd-epyc-2c-onnxruntime-1.22.0"
@@ -58,7 +79,7 @@ def _payload(
 ) -> dict:  # fmt: skip
     stages = {**STAGES, **stage_ms}
     return {
-        "format": bench.FORMAT,
+        "format": FORMAT,
         "device": {"key": key, "threads": threads},
         "cases": [
             {
@@ -76,22 +97,22 @@ def test_ratio_of_medians_interval_is_seeded_and_covers_the_true_ratio():
     rng = np.random.default_rng(1)
     base = list(10 + rng.random(12))
     now = [x * 1.5 for x in base]
-    est = bench.ratio_of_medians(base, now)
-    assert est == bench.ratio_of_medians(base, now)  # deterministic: the same samples, the same interval
+    est = ratio_of_medians(base, now)
+    assert est == ratio_of_medians(base, now)  # deterministic: the same samples, the same interval
     assert est.ratio == pytest.approx(1.5) and est.low <= 1.5 <= est.high
-    assert est.verdict(0.10) == bench.REGRESSED
-    assert bench.ratio_of_medians(base, base).verdict(0.10) == bench.UNCHANGED
-    wide = bench.ratio_of_medians([10, 10, 10, 30], [11, 11, 13, 30])
-    assert wide.verdict(0.10) == bench.INCONCLUSIVE  # too few, too spread rounds to decide either way
-    narrow = bench.ratio_of_medians(base, now, confidence=0.5)
+    assert est.verdict(0.10) == REGRESSED
+    assert ratio_of_medians(base, base).verdict(0.10) == UNCHANGED
+    wide = ratio_of_medians([10, 10, 10, 30], [11, 11, 13, 30])
+    assert wide.verdict(0.10) == INCONCLUSIVE  # too few, too spread rounds to decide either way
+    narrow = ratio_of_medians(base, now, confidence=0.5)
     assert est.low <= narrow.low <= narrow.high <= est.high
 
 
 def test_comparator_flags_a_planted_30_percent_regression_among_noisy_rounds_and_names_the_stage():
     base = _payload(spread=0.15, seed=0)
     now = _payload(spread=0.15, seed=100, branch=39.0, total=61.0)  # branch x1.3, total x1.17
-    result = bench.compare(now, base, tolerance=0.10)
-    assert result.verdict == bench.REGRESSED and not result.ok
+    result = compare(now, base, tolerance=0.10)
+    assert result.verdict == REGRESSED and not result.ok
     assert "branch" in {c.stage for c in result.regressions}
     assert {"router", "trunk"}.isdisjoint(c.stage for c in result.regressions)
     assert any("branch" in line and "regressed" in line for line in result.lines())
@@ -101,30 +122,30 @@ def test_comparator_flags_a_planted_30_percent_regression_among_noisy_rounds_and
 def test_noisy_unchanged_runs_are_never_a_regression():
     """Twenty pairs of unchanged runs, each round slowed by up to 25 % of load at random: no false alarm."""
     verdicts = [
-        bench.compare(_payload(spread=0.25, seed=s), _payload(spread=0.25, seed=1000 + s)).verdict
+        compare(_payload(spread=0.25, seed=s), _payload(spread=0.25, seed=1000 + s)).verdict
         for s in range(20)
     ]
-    assert bench.REGRESSED not in verdicts
+    assert REGRESSED not in verdicts
     quiet = [
-        bench.compare(_payload(spread=0.05, seed=s), _payload(spread=0.05, seed=1000 + s)).verdict
+        compare(_payload(spread=0.05, seed=s), _payload(spread=0.05, seed=1000 + s)).verdict
         for s in range(20)
     ]
-    assert quiet == [bench.UNCHANGED] * 20  # with little noise the interval is narrow enough to say so
+    assert quiet == [UNCHANGED] * 20  # with little noise the interval is narrow enough to say so
 
 
 def test_a_1_3x_slowdown_is_caught_every_time_despite_the_noise():
     verdicts = [
-        bench.compare(_payload(factor=1.3, spread=0.10, seed=s), _payload(spread=0.10, seed=1000 + s)).verdict
+        compare(_payload(factor=1.3, spread=0.10, seed=s), _payload(spread=0.10, seed=1000 + s)).verdict
         for s in range(20)
     ]
-    assert verdicts == [bench.REGRESSED] * 20
+    assert verdicts == [REGRESSED] * 20
 
 
 def test_too_few_noisy_rounds_are_inconclusive_not_a_verdict():
-    result = bench.compare(
+    result = compare(
         _payload(factor=1.12, spread=0.4, rounds=3, seed=1), _payload(spread=0.4, rounds=3, seed=2)
     )
-    assert result.verdict == bench.INCONCLUSIVE and result.ok
+    assert result.verdict == INCONCLUSIVE and result.ok
     assert "run more --rounds" in result.summary()
 
 
@@ -133,52 +154,52 @@ def test_a_slowdown_while_the_machine_was_much_busier_is_inconclusive_not_regres
     base["device"]["cores"] = now["device"]["cores"] = 2
     base["cases"][0]["load"] = [0.5] * 10
     now["cases"][0]["load"] = [1.5] * 10  # one busy process more: a slowdown to catch
-    assert bench.compare(now, base).verdict == bench.REGRESSED
+    assert compare(now, base).verdict == REGRESSED
     now["cases"][0]["load"] = [9.0] * 10  # a machine saturated by others: not the code's to judge
-    result = bench.compare(now, base)
-    assert result.verdict == bench.INCONCLUSIVE and result.machine_busier
+    result = compare(now, base)
+    assert result.verdict == INCONCLUSIVE and result.machine_busier
     assert "the machine ran 9.0 other runnable tasks during this run against 0.5" in result.summary()
-    assert bench.compare(now, base, max_extra_load=10).verdict == bench.REGRESSED
+    assert compare(now, base, max_extra_load=10).verdict == REGRESSED
 
 
 def test_runnable_others_reads_the_machine_load():
-    busy = bench.runnable_others()
+    busy = runnable_others()
     assert busy is None or busy >= 0
 
 
 def test_comparator_passes_a_2_percent_slow_down_and_ignores_microsecond_stages():
     base = _payload(copies=0.01)
     now = _payload(branch=30.6, total=53.0, copies=0.03)  # copies tripled, but below min_ms
-    result = bench.compare(now, base, tolerance=0.10)
-    assert result.verdict == bench.UNCHANGED
+    result = compare(now, base, tolerance=0.10)
+    assert result.verdict == UNCHANGED
     assert "copies" not in {c.stage for c in result.checks}
     assert {c.stage for c in result.checks} == {"router", "trunk", "branch", "total"}
 
 
 def test_fewer_threads_than_the_baseline_is_a_regression_not_another_device():
-    result = bench.compare(_payload(threads=1), _payload(threads=2))
-    assert result.verdict == bench.REGRESSED
+    result = compare(_payload(threads=1), _payload(threads=2))
+    assert result.verdict == REGRESSED
     assert result.summary().startswith("regressed beyond 10%: intra-op threads 2 -> 1")
-    assert bench.compare(_payload(threads=4), _payload(threads=2)).verdict == bench.UNCHANGED
+    assert compare(_payload(threads=4), _payload(threads=2)).verdict == UNCHANGED
 
 
 def test_device_key_mismatch_refuses_to_compare(tmp_path):
     jetson = _payload(key="orin-sm87-8c-tensorrt-10.3.0")
-    with pytest.raises(bench.DeviceMismatch, match="not comparable"):
-        bench.compare(_payload(), jetson)
+    with pytest.raises(DeviceMismatch, match="not comparable"):
+        compare(_payload(), jetson)
     (tmp_path / "orin-sm87-8c-tensorrt-10.3.0.json").write_text(json.dumps(jetson))
-    with pytest.raises(bench.DeviceMismatch, match="no baseline for this device"):
-        bench.resolve_baseline(tmp_path, KEY)
-    assert bench.resolve_baseline(tmp_path, "orin-sm87-8c-tensorrt-10.3.0").name.startswith("orin")
+    with pytest.raises(DeviceMismatch, match="no baseline for this device"):
+        resolve_baseline(tmp_path, KEY)
+    assert resolve_baseline(tmp_path, "orin-sm87-8c-tensorrt-10.3.0").name.startswith("orin")
 
 
 def test_comparator_refuses_runs_without_a_common_case():
     other = _payload()
     other["cases"][0]["id"] = "uffn-tiny/onnxruntime/fp32/720x1280/routed"
     with pytest.raises(UserError, match="no case in common"):
-        bench.compare(_payload(), other)
+        compare(_payload(), other)
     with pytest.raises(UserError, match="no case in common"):
-        bench.check_shared_cases(other, [CASE])
+        check_shared_cases(other, [CASE])
 
 
 @pytest.mark.parametrize(
@@ -197,57 +218,55 @@ def test_malformed_baselines_are_one_line_errors(damage, message):
     bad = _payload()
     damage(bad)
     with pytest.raises(UserError, match=message) as info:
-        bench.validate_report(bad, "baseline b.json")
+        validate_report(bad, "baseline b.json")
     assert "\n" not in str(info.value) and str(info.value).startswith("baseline b.json")
 
 
 def test_save_baseline_destination_treats_new_folders_as_folders(tmp_path):
-    assert bench.baseline_destination("", KEY) == bench.DEFAULT_BASELINE_DIR / f"{KEY}.json"
-    assert bench.baseline_destination(f"{tmp_path}/newdir/", KEY) == tmp_path / "newdir" / f"{KEY}.json"
-    assert bench.baseline_destination(str(tmp_path / "newdir"), KEY) == tmp_path / "newdir" / f"{KEY}.json"
-    assert bench.baseline_destination(str(tmp_path / "mine.json"), KEY) == tmp_path / "mine.json"
+    assert baseline_destination("", KEY) == DEFAULT_BASELINE_DIR / f"{KEY}.json"
+    assert baseline_destination(f"{tmp_path}/newdir/", KEY) == tmp_path / "newdir" / f"{KEY}.json"
+    assert baseline_destination(str(tmp_path / "newdir"), KEY) == tmp_path / "newdir" / f"{KEY}.json"
+    assert baseline_destination(str(tmp_path / "mine.json"), KEY) == tmp_path / "mine.json"
 
 
 def test_device_key_separates_hardware_runtime_and_version_but_not_threads():
-    a = bench.BenchDevice(
-        "cpu", "Intel(R) Xeon(R) Platinum 8272CL CPU @ 2.60GHz", 2, "onnxruntime", "1.22.0", 2
-    )
+    a = BenchDevice("cpu", "Intel(R) Xeon(R) Platinum 8272CL CPU @ 2.60GHz", 2, "onnxruntime", "1.22.0", 2)
     assert a.key == "intel-xeon-platinum-8272cl-2c-onnxruntime-1.22.0"
-    assert bench.BenchDevice("cpu", a.name, 2, "onnxruntime", "1.22.0", 1).key == a.key
+    assert BenchDevice("cpu", a.name, 2, "onnxruntime", "1.22.0", 1).key == a.key
     keys = {
         a.key,
-        bench.BenchDevice("cpu", a.name, 4, "onnxruntime", "1.22.0", 2).key,
-        bench.BenchDevice("cpu", a.name, 2, "onnxruntime", "1.23.0", 2).key,
-        bench.BenchDevice("gpu", "Orin", 8, "tensorrt", "10.3.0", None, "8.7").key,
+        BenchDevice("cpu", a.name, 4, "onnxruntime", "1.22.0", 2).key,
+        BenchDevice("cpu", a.name, 2, "onnxruntime", "1.23.0", 2).key,
+        BenchDevice("gpu", "Orin", 8, "tensorrt", "10.3.0", None, "8.7").key,
     }
     assert len(keys) == 4
-    assert bench.BenchDevice.from_dict(a.to_dict()) == a
+    assert BenchDevice.from_dict(a.to_dict()) == a
 
 
 def test_rounds_split_the_frames_and_are_interleaved_across_cases(synthetic_bundle):
     from edgerestore.runtime.restorer import Restorer
 
-    assert bench.round_sizes(10, 3) == [4, 3, 3]
+    assert round_sizes(10, 3) == [4, 3, 3]
     with pytest.raises(UserError, match="--rounds 5 must be between 1 and --frames"):
-        bench.round_sizes(4, 5)
+        round_sizes(4, 5)
     order = []
     with Restorer.open(synthetic_bundle, threads=1) as r:
-        timers = [bench.CaseTimer(r, size, condition="rain") for size in [(32, 48), (48, 64)]]
+        timers = [CaseTimer(r, size, condition="rain") for size in [(32, 48), (48, 64)]]
         for t in timers:
             original = t.round
             t.round = lambda n, bar=None, t=t, original=original: (order.append(t.size), original(n, bar))
-        cases = bench.bench_cases(timers, frames=6, warmup=1, rounds=3)
+        cases = bench_cases(timers, frames=6, warmup=1, rounds=3)
     assert order == [(32, 48), (48, 64)] * 3
     for c in cases:
         assert c.frames == 6 and [len(r) for r in c.rounds["total"]] == [2, 2, 2]
         assert c.samples["total"] == [x for r in c.rounds["total"] for x in r]
-        back = bench.CaseResult.from_dict(c.to_dict()).rounds["total"]
+        back = CaseResult.from_dict(c.to_dict()).rounds["total"]
         assert np.allclose(back, c.rounds["total"], atol=1e-4)
 
 
 @pytest.fixture
 def synthetic_bundle(tmp_path):
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     return write_bundle(tmp_path / "bundle", thumbnail_size=32, features=4)
 
@@ -333,7 +352,7 @@ def test_pipeline_measurement_reports_throughput_and_capture_to_display(syntheti
     from edgerestore.runtime.restorer import Restorer
 
     with Restorer.open(synthetic_bundle, threads=1) as r:
-        pb = bench.measure_pipeline(r, (48, 64), frames=12, warmup=1, condition="haze", camera_fps=200)
+        pb = measure_pipeline(r, (48, 64), frames=12, warmup=1, condition="haze", camera_fps=200)
     d = pb.to_dict()
     assert pb.model_ms.n == 12 and pb.capture_to_display_ms.n >= 1
     assert pb.throughput_fps > 0 and np.isfinite(d["overhead"]) and d["latency_ratio"] > 0
@@ -342,7 +361,7 @@ def test_pipeline_measurement_reports_throughput_and_capture_to_display(syntheti
 
 def test_sweep_writes_a_heatmap_png_and_a_csv_at_tiny_sizes(tmp_path):
     torch = pytest.importorskip("torch")
-    from edgerestore.bench_studies import sweep_cmudrn
+    from edgerestore.measure.studies import sweep_cmudrn
     from edgerestore.models import zoo
 
     torch.manual_seed(0)
@@ -378,20 +397,19 @@ def test_bench_times_frames_from_an_input_uri(tmp_path, synthetic_bundle, capsys
     import cv2
     import numpy as np
 
-    from edgerestore import bench as bench_module
     from edgerestore.cli import main
 
     (tmp_path / "frames").mkdir()
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"frames/{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
     pools = []
-    real = bench_module.CaseTimer.__init__
+    real = CaseTimer.__init__
 
     def spy(self, *args, **kwargs):
         pools.append(kwargs.get("pool"))
         real(self, *args, **kwargs)
 
-    monkeypatch.setattr(bench_module.CaseTimer, "__init__", spy)
+    monkeypatch.setattr(CaseTimer, "__init__", spy)
     args = ["bench", "--bundle", str(synthetic_bundle), "--sizes", "48x64", "--frames", "4", "--warmup", "0"]
     assert (
         main([*args, "--input", f"file://{tmp_path}/frames", "--out", str(tmp_path / "b"), "--no-plot"]) == 0
@@ -401,3 +419,60 @@ def test_bench_times_frames_from_an_input_uri(tmp_path, synthetic_bundle, capsys
     assert [int(f[24, 32, 0]) for _, f in pool] == [0, 50, 100]
     assert main([*args, "--input", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "c")]) == 2
     assert "unknown source" in capsys.readouterr().err
+
+
+def test_bench_models_and_bundles_come_from_the_pipeline_untrained_only_where_no_weights_exist(
+    tmp_path, monkeypatch
+):
+    """`pipeline.load_model` / `ensure_bundle(untrained=True)` are the bench's one source of models and
+    bundles: a profile with no checkpoint (and no shipped graphs) is exported once from seed-0 weights; a named
+    checkpoint that is missing is still an error."""
+    pytest.importorskip("torch")
+    from edgerestore import pipeline
+    from edgerestore.errors import UserError
+
+    monkeypatch.chdir(tmp_path)  # no weights/ here
+    model, meta, source = pipeline.load_model("uffn-tiny")
+    assert meta == {} and source.startswith("untrained uffn-tiny (seed 0") and not model.training
+    with pytest.raises(UserError, match="not found"):
+        pipeline.load_model("uffn-tiny", tmp_path / "missing.pt")
+    notes = []
+    common = {"export_root": tmp_path / "export", "engines_root": tmp_path / "engines", "progress": False}
+    result = pipeline.ensure_bundle(
+        "uffn-base", "fp32", "onnxruntime", echo=notes.append, untrained=True, **common
+    )
+    assert result.bundle == tmp_path / "engines" / "uffn-base-onnxruntime-fp32" and result.ran == [
+        "export",
+        "build",
+    ]
+    assert any("untrained uffn-base" in n for n in notes)
+    again = pipeline.ensure_bundle(
+        "uffn-base", "fp32", "onnxruntime", echo=notes.append, untrained=True, **common
+    )
+    assert again.ran == []  # exported once, then reused
+    with pytest.raises(UserError, match="no weights for uffn-base"):
+        pipeline.ensure_bundle("uffn-base", "fp32", "onnxruntime", echo=notes.append, **common)
+    with pytest.raises(UserError):
+        pipeline.ensure_bundle(
+            "uffn-base", "fp32", "onnxruntime", checkpoint=tmp_path / "missing.pt", untrained=True, **common
+        )
+
+
+def test_the_pytorch_column_runs_the_forced_branch_like_the_runtime():
+    """`evaluation.model_restorer(force=...)`: the branch alone at its resolution (`UFFN.restore`), no routing;
+    a forced clean frame passes through."""
+    torch = pytest.importorskip("torch")
+    from edgerestore.evaluation import model_restorer
+    from edgerestore.models import zoo
+
+    torch.manual_seed(0)
+    model = zoo.build("uffn-tiny").eval()
+    frame = np.random.default_rng(0).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    image, condition, probs = model_restorer(model, force="snow")(frame)
+    x = torch.from_numpy(np.ascontiguousarray(frame[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+    with torch.inference_mode():
+        want = (
+            model.restore(x, "snow")[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        )
+    assert condition == "snow" and probs is None and np.array_equal(image, want[:, :, ::-1])
+    assert model_restorer(model, force="clean")(frame)[0] is frame

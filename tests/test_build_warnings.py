@@ -40,7 +40,7 @@ def test_fp16_on_onnxruntime_warns_in_one_line_and_fp32_does_not(tmp_path, capsy
     [(1.05, "INT8 does not pay on this CPU: 1.05x"), (0.9, "slower than"), (1.6, "1.60x faster than fp32")],
 )
 def test_int8_build_says_whether_it_pays_against_fp32(tmp_path, capsys, monkeypatch, speedup, said):
-    import edgerestore.roofline as roofline
+    import edgerestore.measure.roofline as roofline
 
     timed = []
 
@@ -60,8 +60,8 @@ def test_int8_build_says_whether_it_pays_against_fp32(tmp_path, capsys, monkeypa
 
 
 def test_the_int8_check_times_a_bundle_against_float32_graphs(tmp_path):
-    from edgerestore.roofline import speedup_vs_fp32
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.measure.roofline import speedup_vs_fp32
+    from edgerestore.testing import write_bundle
 
     bundle = write_bundle(tmp_path / "bundle", thumbnail_size=32, features=4)
     ratio, what = speedup_vs_fp32(bundle, bundle, (32, 48), rounds=2, warmup=0)  # itself: ~1, any machine

@@ -130,7 +130,7 @@ def test_a_routed_restorer_on_sets_of_unknown_condition_is_not_called_blind(data
 
 def test_a_blind_bundle_names_no_condition(data, tmp_path):
     from edgerestore.evaluation import bundle_restorer
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     restore, _ = bundle_restorer(write_bundle(tmp_path / "cmudrn", family="cmudrn"))
     report = evaluate(restore, find_sets(data / "dev"), real=[data / "real"], progress=False)
@@ -337,7 +337,7 @@ def test_restorer_user_errors_name_the_image(data):
 def test_a_bundle_is_evaluated_on_images_beyond_its_max_shape(tmp_path):
     """A photograph larger than the bundle's max shape runs in tiles; the evaluation does not abort."""
     from edgerestore.evaluation import bundle_restorer
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     root = tmp_path / "dev" / "big_rain"
     (root / "input").mkdir(parents=True)

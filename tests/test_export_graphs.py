@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 
 from edgerestore.contract import pad_to  # noqa: E402
 from edgerestore.errors import UserError  # noqa: E402
-from edgerestore.graphs import file_sha256, load_onnx, ort_session  # noqa: E402
+from edgerestore.files import sha256_file  # noqa: E402
+from edgerestore.graphs import load_onnx, ort_session  # noqa: E402
 
 TINY = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
 
@@ -121,7 +122,7 @@ def test_graph_io_follows_the_contract(uffn_export, cmudrn_export):
     ]
     for name, info in g.items():
         path = result.out_dir / info["file"]
-        assert path.name == f"{name}.onnx" and info["sha256"] == file_sha256(path)
+        assert path.name == f"{name}.onnx" and info["sha256"] == sha256_file(path)
         model = onnx.load(str(path))
         assert model.opset_import[0].version == 18
         onnx.checker.check_model(model, full_check=True)

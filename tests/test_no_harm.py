@@ -22,7 +22,7 @@ from edgerestore.data.real_sets import (
 from edgerestore.engines.bundle import Manifest
 from edgerestore.errors import UserError
 from edgerestore.runtime.restorer import Restorer
-from edgerestore.runtime.synthetic import OFFSETS, PROTOTYPES, write_bundle
+from edgerestore.testing import OFFSETS, PROTOTYPES, write_bundle
 
 
 # ------------------------------------------------------------------------------------------ calibration rule

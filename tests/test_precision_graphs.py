@@ -12,10 +12,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 torch = pytest.importorskip("torch")
 
-from edgerestore.calibration import frames_from_folder, quantize_graph, split_holdout  # noqa: E402
 from edgerestore.errors import UserError  # noqa: E402
 from edgerestore.graphs import ort_session  # noqa: E402
-from edgerestore.precision import Budgets, Frame, convert_fp16, fp16_unsafe_nodes, make_fp16  # noqa: E402
+from edgerestore.precision import (  # noqa: E402
+    Budgets,
+    Frame,
+    convert_fp16,
+    fp16_unsafe_nodes,
+    frames_from_folder,
+    make_fp16,
+    quantize_graph,
+    split_holdout,
+)
 
 TINY = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
 
@@ -206,7 +214,7 @@ def test_guard_accepts_fp16_and_falls_back_under_an_impossible_budget(export_dir
 
 
 def test_int8_trt_ladder_passes_through_fp16_before_fp32(export_dir):
-    from edgerestore.calibration import make_int8
+    from edgerestore.precision import make_int8
 
     frames = _frames(4, 3)
     calib, held = split_holdout(frames, 2)
@@ -222,7 +230,7 @@ def test_int8_trt_ladder_passes_through_fp16_before_fp32(export_dir):
         info["graphs"]["trunk"]["precision"] == "fp16"
         and "fell back from int8_trt to fp16" in info["graphs"]["trunk"]["note"]
     )
-    from edgerestore.calibration import trt_quantizer
+    from edgerestore.precision import trt_quantizer
 
     assert info["settings"]["quantizer"].startswith(
         "modelopt" if trt_quantizer("minmax") == "modelopt" else "onnxruntime"
@@ -298,7 +306,7 @@ def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(exp
 def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(export_dir):
     """ModelOpt's ONNX quantizer (when installed) writes the TensorRT INT8 form: Q/DQ in TensorRT's
     placement, float16 elsewhere, features in float16; ONNX Runtime runs it and TensorRT-RTX builds it."""
-    from edgerestore.calibration import quantize_graph_modelopt, trt_quantizer
+    from edgerestore.precision import quantize_graph_modelopt, trt_quantizer
 
     if trt_quantizer("minmax") != "modelopt":
         pytest.skip("nvidia-modelopt is not installed (pip install 'edgerestore[int8-trt]')")

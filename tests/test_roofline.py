@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgerestore.roofline import eval_dim, graph_cost
+from edgerestore.measure.graph_cost import eval_dim, graph_cost
 
 
 def _init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
@@ -124,7 +124,7 @@ def test_symbolic_dims_evaluate_and_junk_is_refused():
 
 def test_bench_roofline_writes_a_table_json_and_plot(tmp_path, capsys):
     from edgerestore.cli import main
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     bundle = write_bundle(tmp_path / "bundle", thumbnail_size=32, features=4)
     out = tmp_path / "out"
@@ -148,7 +148,7 @@ def test_bench_roofline_writes_a_table_json_and_plot(tmp_path, capsys):
 
 def test_bench_profile_nodes_lists_the_slowest_nodes_per_graph(tmp_path, capsys):
     from edgerestore.cli import main
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     bundle = write_bundle(tmp_path / "bundle", thumbnail_size=32, features=4)
     out = tmp_path / "out"

@@ -20,7 +20,7 @@ from mcap_ros2.writer import Writer  # noqa: E402
 from edgerestore.cli import main  # noqa: E402
 from edgerestore.runtime import rosbag  # noqa: E402
 from edgerestore.runtime.restorer import Restorer  # noqa: E402
-from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle  # noqa: E402
+from edgerestore.testing import PROTOTYPES, write_bundle  # noqa: E402
 
 # per frame: the scene colour of the raw (rgb8) camera and of the compressed (png) one
 FRONT = ["clean", "clean", "rain", "rain", "rain", "rain", "haze"]

@@ -9,7 +9,7 @@ import pytest
 from edgerestore.contract import MIN_SIDE
 from edgerestore.errors import UserError
 from edgerestore.runtime.restorer import Restorer, normalise_frame
-from edgerestore.runtime.synthetic import OFFSETS, PROTOTYPES, write_bundle
+from edgerestore.testing import OFFSETS, PROTOTYPES, write_bundle
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     import edgerestore.runtime.rosbag  # ROS 2 recordings
     import edgerestore.runtime.video, edgerestore.runtime.protocol  # the camera loop and its façade
     import edgerestore.serving.bls, edgerestore.serving.repository, edgerestore.serving.loadtest  # Triton
-    from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle
+    from edgerestore.testing import PROTOTYPES, write_bundle
 
     with tempfile.TemporaryDirectory() as d:
         with restorer_module.Restorer.open(write_bundle(d), threads=1) as r:

@@ -9,7 +9,7 @@ import pytest
 from edgerestore.errors import BundleError, UserError
 from edgerestore.runtime.ort import OnnxRuntimeBackend, make_session_options
 from edgerestore.runtime.restorer import Restorer
-from edgerestore.runtime.synthetic import write_bundle
+from edgerestore.testing import write_bundle
 
 
 def test_session_options_come_from_the_manifest_and_threads_override():

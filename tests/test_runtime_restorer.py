@@ -12,7 +12,7 @@ import pytest
 
 from edgerestore.errors import UserError
 from edgerestore.runtime.restorer import Restorer
-from edgerestore.runtime.synthetic import CMUDRN_OFFSET, OFFSETS, PROTOTYPES, write_bundle
+from edgerestore.testing import CMUDRN_OFFSET, OFFSETS, PROTOTYPES, write_bundle
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_reduced_resolution_branch_runs_on_the_downscaled_frame_and_adds_its_cor
 
 
 def test_overhead_measures_a_reduced_branch_against_the_graphs_it_really_runs(tmp_path):
-    from edgerestore.runtime.overhead import dispatch_costs, trunk_and_branch_ms
+    from edgerestore.measure.overhead import dispatch_costs, trunk_and_branch_ms
 
     bundle = write_bundle(tmp_path / "b", depth=1, branch_scales={"haze": 0.25})
     frames = {c: solid(c, 240, 320) for c in PROTOTYPES}
@@ -256,6 +256,34 @@ def test_overhead_measures_a_reduced_branch_against_the_graphs_it_really_runs(tm
     )
     assert set(report.routed) == {f"branch_{c}" for c in OFFSETS} and report.clean_how == "router says clean"
     assert all(v > 0 for v in report.routed_ratio.values())
+
+
+def test_measuring_reads_the_restorer_through_its_public_accessors(tmp_path):
+    """What edgerestore.measure needs of a Restorer (threads, the padded frame, a reduced branch's frame, the
+    trunk's output shapes) is public and is what the restorer itself runs."""
+    import cv2
+
+    bundle = write_bundle(tmp_path / "b", features=4, branch_scales={"haze": 0.25})
+    frame = textured(np.random.default_rng(0), 97, 128)
+    with Restorer.open(bundle, threads=1) as r:
+        assert r.threads == 1
+        padded = r.padded_frame(frame)
+        assert padded.shape == (1, 98, 128, 3) and np.array_equal(padded[0, :97], frame)
+        assert r.reduced_frame(frame, "rain") is None  # full resolution
+        # a quarter of each side (contract.reduced_size), area-averaged
+        small = r.reduced_frame(frame, "haze")
+        assert np.array_equal(small, cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA))
+        assert r.trunk_outputs(98, 128) == {"features": (1, 4, 49, 64)}
+        shapes = []
+        bind = r.backend.bind_input
+        r.backend.bind_input = lambda g, t, v: (shapes.append((g, t, tuple(v.shape))), bind(g, t, v))[1]
+        r.force = "haze"
+        r(frame)
+        assert ("trunk", "frame", r.padded_frame(small).shape) in shapes  # what the accessors describe runs
+    with Restorer.open(bundle) as default:
+        assert default.threads == 0  # ONNX Runtime's default (one per physical core), not a guess
+    with Restorer.open(write_bundle(tmp_path / "c", family="cmudrn")) as blind:
+        assert blind.trunk_outputs(16, 16) is None
 
 
 def test_forced_frames_skip_the_thumbnail_and_a_late_unforce_still_routes(restorer):

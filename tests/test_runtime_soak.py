@@ -7,7 +7,7 @@ import numpy as np
 
 from edgerestore.runtime.restorer import Restorer
 from edgerestore.runtime.soak import SoakResult, soak
-from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle
+from edgerestore.testing import PROTOTYPES, write_bundle
 
 
 def test_a_short_soak_from_four_threads_keeps_memory_flat(tmp_path):

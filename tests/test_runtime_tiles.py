@@ -13,7 +13,7 @@ import pytest
 
 from edgerestore.errors import UserError
 from edgerestore.runtime.restorer import Restorer, tile_grid
-from edgerestore.runtime.synthetic import OFFSETS, PROTOTYPES, write_bundle
+from edgerestore.testing import OFFSETS, PROTOTYPES, write_bundle
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -16,7 +16,6 @@ import pytest
 from edgerestore.engines.bundle import sha256_file
 from edgerestore.errors import BundleError, UserError
 from edgerestore.runtime.restorer import Restorer
-from edgerestore.runtime.synthetic import PROTOTYPES, write_bundle
 from edgerestore.runtime.trt import (
     ALIGNMENT,
     Allocation,
@@ -30,6 +29,7 @@ from edgerestore.runtime.trt import (
     shared_scratch_bytes,
     tensor_nbytes,
 )
+from edgerestore.testing import PROTOTYPES, write_bundle
 
 # ---------------------------------------------------------------------------------------------------------
 # plain-Python policy

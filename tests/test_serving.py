@@ -21,8 +21,8 @@ import pytest
 from edgerestore.cli import main
 from edgerestore.engines.bundle import Manifest
 from edgerestore.errors import UserError
-from edgerestore.runtime.synthetic import write_bundle
 from edgerestore.serving.repository import plan_repository
+from edgerestore.testing import write_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKS = Path(__file__).parent / "serving_checks.py"
@@ -215,8 +215,8 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 180.0) -> No
 @pytest.mark.slow
 def test_edgerestore_serve_answers_http_and_metrics_and_stops_by_itself(tmp_path, bundle):
     from edgerestore.runtime.restorer import Restorer
-    from edgerestore.runtime.synthetic import PROTOTYPES
     from edgerestore.serving.server import free_ports
+    from edgerestore.testing import PROTOTYPES
 
     http, grpc, metrics = free_ports()
     cmd = [SERVING_PYTHON, "-m", "edgerestore.cli", "serve", "--bundle", str(bundle), "--port", str(http)]

@@ -182,7 +182,7 @@ def test_per_file_errors_name_the_file(tmp_path):
 
 
 def _synthetic_bundle(root: Path, family: str = "uffn") -> Path:
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     return write_bundle(root / f"bundle-{family}", family=family)
 
@@ -298,7 +298,7 @@ def test_the_default_bundle_is_one_fp32_bundle_found_the_same_from_any_folder(tm
     """No --bundle: <engines root>/uffn-tiny-onnxruntime-fp32, whatever ./engines holds; the run says which."""
     from edgerestore.cli import main
     from edgerestore.commands._bundle import default_bundle_path
-    from edgerestore.runtime.synthetic import write_bundle
+    from edgerestore.testing import write_bundle
 
     engines = tmp_path / "shared_engines"
     monkeypatch.setenv("EDGERESTORE_ENGINES", str(engines))

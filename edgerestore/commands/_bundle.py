@@ -1,5 +1,5 @@
-"""The `--bundle` / `--backend` / `--threads` / `--force` options shared by `camera`, `restore` and `demo`,
-and opening a `Restorer` from them. Imports no torch; the runtime is imported inside `open_restorer`."""
+"""The `--bundle` / `--backend` / `--threads` / `--force` options shared by `camera`, `restore` and `demo`
+(and `--precision`, shared by `build` and `demo`), and opening a `Restorer` from them. Imports no torch; the runtime is imported inside `open_restorer`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgerestore.conditions import CONDITIONS, check_threshold
+from edgerestore.contract import PRECISIONS
 from edgerestore.errors import UserError
 from edgerestore.runtime.protocol import RestorerLike
 
@@ -19,6 +20,11 @@ DEFAULT_BACKEND = "onnxruntime"
 #: The one default bundle of every command (`build`, `demo`, `restore`, `camera`, `eval --bundle`-less runs):
 #: float32 ONNX Runtime (INT8 is not faster than float32 on AVX2 CPUs; see the README's Performance).
 DEFAULT_PRECISION = "fp32"
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """`--precision`, one of `edgerestore.contract.PRECISIONS` (default `DEFAULT_PRECISION`)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help=help)
 
 
 def default_bundle_path() -> Path:

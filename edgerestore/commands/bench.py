@@ -201,32 +201,35 @@ def _bundles(args: argparse.Namespace) -> list[Path]:
         from edgerestore.commands._bundle import default_bundle_dir
 
         return [default_bundle_dir()]
-    from edgerestore.bench_studies import ensure_bundle
+    from edgerestore.contract import PRECISIONS
+    from edgerestore.pipeline import ensure_bundle
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
-        raise UserError(f"--precision {args.precision!r}: expected fp32, fp16, int8 or a list of them")
+        raise UserError(f"--precision {args.precision!r}: expected {', '.join(PRECISIONS)} or a list of them")
     return [
         ensure_bundle(
             args.profile,
-            args.backend,
             p,
+            args.backend,
             export_root=args.export_root,
             engines_root=args.engines_root,
             checkpoint=args.checkpoint,
-        )
+            untrained=True,
+        ).bundle
         for p in precisions
     ]
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from edgerestore.bench_studies import load_model, sweep_cmudrn, sweep_uffn
+    from edgerestore.measure.studies import sweep_cmudrn, sweep_uffn
+    from edgerestore.pipeline import load_model
 
     sizes = _int_list(args.sweep_sizes, "--sweep-sizes")
     for profile in [p.strip() for p in args.sweep_profiles.split(",") if p.strip()]:
         if profile.startswith("cmudrn"):
-            model, source, _ = load_model(profile, args.checkpoint if args.profile == profile else None)
+            model, _, source = load_model(profile, args.checkpoint if args.profile == profile else None)
             result = sweep_cmudrn(
                 model,
                 sizes,
@@ -262,9 +265,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _run_compare_backends(args: argparse.Namespace) -> int:
-    from edgerestore.bench import parse_sizes, write_json_atomic
-    from edgerestore.bench_studies import backends_table, compare_backends
     from edgerestore.errors import UserError
+    from edgerestore.measure.cases import parse_sizes
+    from edgerestore.measure.report import write_json_atomic
+    from edgerestore.measure.studies import backends_table, compare_backends
 
     if not args.profile:
         raise UserError("--compare-backends needs --profile NAME (e.g. uffn-tiny)")
@@ -292,9 +296,22 @@ def _run_compare_backends(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgerestore import bench
     from edgerestore.errors import UserError
     from edgerestore.files import check_writable
+    from edgerestore.measure.cases import CaseTimer, bench_cases, cover_resize, parse_sizes
+    from edgerestore.measure.device import device_of
+    from edgerestore.measure.pipeline import measure_pipeline
+    from edgerestore.measure.plots import plot_latency
+    from edgerestore.measure.regression import (
+        baseline_destination,
+        check_device,
+        check_shared_cases,
+        compare,
+        resolve_baseline,
+        validate_report,
+    )
+    from edgerestore.measure.report import BenchReport, load_json, write_json_atomic
+    from edgerestore.measure.stats import INCONCLUSIVE, REGRESSED, parse_tolerance, round_sizes
 
     if args.frames < 1 or args.warmup < 0:
         raise UserError("--frames must be >= 1 and --warmup >= 0")
@@ -308,11 +325,11 @@ def run(args: argparse.Namespace) -> int:
     if args.profile_nodes and not args.roofline:
         raise UserError("--profile-nodes goes with --roofline")
     if args.roofline:
-        from edgerestore.roofline import run_roofline
+        from edgerestore.measure.roofline import run_roofline
 
         return run_roofline(
             _bundles(args),
-            bench.parse_sizes(args.sizes),
+            parse_sizes(args.sizes),
             args.out,
             rounds=args.frames,
             warmup=args.warmup,
@@ -320,18 +337,18 @@ def run(args: argparse.Namespace) -> int:
             plot=not args.no_plot,
             profile=args.profile_nodes,
         )
-    tolerance = bench.parse_tolerance(args.tolerance)
-    sizes = bench.parse_sizes(args.sizes)
+    tolerance = parse_tolerance(args.tolerance)
+    sizes = parse_sizes(args.sizes)
     if args.rounds is None:
         args.rounds = min(10, args.frames)
-    bench.round_sizes(args.frames, args.rounds)  # --rounds within 1..--frames, before anything opens
+    round_sizes(args.frames, args.rounds)  # --rounds within 1..--frames, before anything opens
     if not 0.5 <= args.confidence < 1.0:
         raise UserError(f"--confidence {args.confidence:g} must be in [0.5, 1)")
     baseline = base_path = None
     if args.compare:  # a malformed baseline is refused before any bundle is opened, not after timing
         if Path(args.compare).is_file():
             base_path = Path(args.compare)
-            baseline = bench.validate_report(bench.load_json(base_path, "baseline"), f"baseline {base_path}")
+            baseline = validate_report(load_json(base_path, "baseline"), f"baseline {base_path}")
         elif not Path(args.compare).is_dir():
             raise UserError(f"--compare {args.compare}: no such baseline file or folder")
 
@@ -344,7 +361,7 @@ def run(args: argparse.Namespace) -> int:
         timers, restorers, device = [], [], None
         for bundle in _bundles(args):
             restorer = stack.enter_context(Restorer.open(bundle, threads=args.threads))
-            dev = bench.device_of(restorer)
+            dev = device_of(restorer)
             if device is not None and dev.key != device.key:
                 raise UserError(
                     f"bundles run on different devices ({device.key} vs {dev.key}); bench them separately"
@@ -352,29 +369,25 @@ def run(args: argparse.Namespace) -> int:
             device = dev
             restorers.append(restorer)
             timers += [
-                bench.CaseTimer(
+                CaseTimer(
                     restorer,
                     size,
                     condition=args.condition,
-                    pool=None if real is None else [("input", bench.cover_resize(f, size)) for f in real],
+                    pool=None if real is None else [("input", cover_resize(f, size)) for f in real],
                 )
                 for size in sizes
             ]
         assert device is not None
         if args.compare:  # foreign, malformed or disjoint baselines are refused before any timing
             if baseline is None:
-                base_path = bench.resolve_baseline(args.compare, device.key)
-                baseline = bench.validate_report(
-                    bench.load_json(base_path, "baseline"), f"baseline {base_path}"
-                )
-            bench.check_device(baseline, device.key)
-            bench.check_shared_cases(baseline, [t.id for t in timers])
+                base_path = resolve_baseline(args.compare, device.key)
+                baseline = validate_report(load_json(base_path, "baseline"), f"baseline {base_path}")
+            check_device(baseline, device.key)
+            check_shared_cases(baseline, [t.id for t in timers])
         if args.save_baseline is not None:
-            check_writable(bench.baseline_destination(args.save_baseline, device.key), "--save-baseline")
+            check_writable(baseline_destination(args.save_baseline, device.key), "--save-baseline")
         timing = "cuda_events" if restorers[0].backend.name == "tensorrt" else "perf_counter"
-        cases = bench.bench_cases(
-            timers, frames=args.frames, warmup=args.warmup, rounds=args.rounds, progress=True
-        )
+        cases = bench_cases(timers, frames=args.frames, warmup=args.warmup, rounds=args.rounds, progress=True)
         pipelines = []
         for case, timer in zip(cases, timers):
             if case.family == "uffn" and args.condition is None and "trunk" not in case.stages:
@@ -384,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             if args.pipeline:
-                pb = bench.measure_pipeline(
+                pb = measure_pipeline(
                     timer.restorer,
                     timer.size,
                     frames=args.frames,
@@ -394,7 +407,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 print("\n".join(pb.lines(args.min_fps)))
                 pipelines.append({"case": case.id, **pb.to_dict()})
-    report = bench.BenchReport(
+    report = BenchReport(
         device=device,
         cases=cases,
         timing_source=timing,
@@ -413,7 +426,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.table())
     payload = report.to_dict()
-    json_path = bench.write_json_atomic(args.out / "bench.json", payload)
+    json_path = write_json_atomic(args.out / "bench.json", payload)
     print(f"wrote {json_path}")
     if not args.no_plot:
         import importlib.util
@@ -424,14 +437,14 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         else:
-            png = bench.plot_latency(cases, args.out / "bench_latency.png", title=device.key)
+            png = plot_latency(cases, args.out / "bench_latency.png", title=device.key)
             print(f"wrote {png}")
     if args.save_baseline is not None:
-        path = bench.baseline_destination(args.save_baseline, device.key)
-        bench.write_json_atomic(path, report.to_dict(samples=False))
+        path = baseline_destination(args.save_baseline, device.key)
+        write_json_atomic(path, report.to_dict(samples=False))
         print(f"baseline for {device.key} stored in {path}")
     if baseline is not None:
-        result = bench.compare(
+        result = compare(
             payload,
             baseline,
             tolerance,
@@ -441,11 +454,11 @@ def run(args: argparse.Namespace) -> int:
             max_extra_load=args.max_extra_load,
         )
         print("\n" + "\n".join(result.lines()))
-        if result.verdict == bench.REGRESSED:
+        if result.verdict == REGRESSED:
             print(
                 f"edgerestore bench: latency regression vs {base_path}: {result.summary()}", file=sys.stderr
             )
             return 1
-        if result.verdict == bench.INCONCLUSIVE:
+        if result.verdict == INCONCLUSIVE:
             print(f"edgerestore bench: vs {base_path}: {result.summary()}", file=sys.stderr)
     return 0

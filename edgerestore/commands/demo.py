@@ -23,6 +23,7 @@ import numpy as np
 
 from edgerestore.commands._bundle import (
     add_bundle_arguments,
+    add_precision_argument,
     default_bundle_path,
     open_restorer,
     restorer_label,
@@ -31,6 +32,7 @@ from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
+from edgerestore.progress import Progress, as_progress
 from edgerestore.runtime.protocol import RestorerLike
 
 CLIP_VERSION = 2
@@ -143,13 +145,11 @@ def make_demo_clip(
     conditions: tuple[str, ...] = CONDITIONS,
     seed: int = 0,
     refresh: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> DemoClip:
     """Generate the demo clip once and cache it under `data_dir/demo/` (an MJPG .avi plus a .json with the
     per-frame conditions); later calls with the same parameters load the cache."""
     import cv2
-
-    from edgerestore.commands._output import progress_bar
 
     try:
         from edgerestore.data import degrade
@@ -186,9 +186,7 @@ def make_demo_clip(
     if not writer.isOpened():
         raise UserError(f"cannot write {tmp}: this OpenCV build has no MJPG encoder")
     writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
-    bar = progress_bar(
-        len(conditions) * frames_per_segment, "making the demo clip", unit="frame", disable=not progress
-    )
+    bar = as_progress(progress).bar(len(conditions) * frames_per_segment, "making the demo clip", "frame")
     try:
         for s, condition in enumerate(conditions):
             scene = scenes[s % len(scenes)][1]
@@ -312,7 +310,7 @@ def run_demo(
     output_codec: str | None = None,
     input_uri: str | None = None,
     echo: Callable[[str], None] = print,
-    progress: bool = True,
+    progress: Progress | bool = True,
     **restorer_options: Any,
 ) -> DemoReport:
     """Run the demo clip (made if needed) through the camera pipeline headless, every frame, and write into
@@ -381,7 +379,7 @@ def run_demo(
         callbacks = [callback]
         bar = None
         if progress:
-            from edgerestore.commands._output import progress_bar
+            from edgerestore.progress import progress_bar
 
             bar = progress_bar(max_frames or total, "demo", unit="frame")
             callbacks.append(lambda r: bar.update(1))
@@ -466,11 +464,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stream URI); the sheet then shows the most confident frame of each condition the router chose",
     )
     parser.add_argument("--profile", default="uffn-tiny", help="model built when no --bundle is given")
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "fp16", "int8"),
-        default="fp32",
-        help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
+    add_precision_argument(
+        parser,
+        "precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )
     add_output_arguments(parser, window=False)
     add_bundle_arguments(

@@ -26,9 +26,9 @@ from typing import Any
 from edgerestore.commands import restore_mcap
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._io import add_output_arguments
-from edgerestore.commands._output import progress_bar
 from edgerestore.errors import UserError, first_line, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
+from edgerestore.progress import progress_bar
 from edgerestore.runtime.protocol import RestorerLike
 
 

@@ -68,8 +68,8 @@ def _outputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from edgerestore.commands._bundle import open_restorer
-    from edgerestore.commands._output import progress_bar
     from edgerestore.files import check_writable, write_text_atomic
+    from edgerestore.progress import progress_bar
     from edgerestore.runtime import rosbag
 
     for option, value in (("--side-by-side", args.side_by_side), ("--output-codec", args.output_codec)):

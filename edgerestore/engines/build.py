@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerestore.contract import check_precision, precision_of, tensor_specs, variant_for
 from edgerestore.engines.bundle import (
     BACKENDS,
     GRAPH_SUFFIX,
     INSUFFICIENT_DRIVER,
-    PRECISIONS,
     TRT_MODULES,
     Bundle,
     GraphEntry,
@@ -38,26 +37,19 @@ from edgerestore.engines.bundle import (
     cuda_device_status,
     default_bundle_dir,
     load_bundle,
-    sha256_file,
     write_bundle,
 )
 from edgerestore.engines.bundle import (
     engines_root as eb_engines_root,
 )
 from edgerestore.errors import BundleError, UserError
+from edgerestore.exportdir import PRECISION_JSON, ExportDir
+from edgerestore.files import sha256_file
+from edgerestore.progress import Progress, as_progress
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
 DEFAULT_WORKSPACE = 1 << 30
-_PRECISION_ALIASES = {
-    "float32": "fp32",
-    "float16": "fp16",
-    "fp32": "fp32",
-    "fp16": "fp16",
-    "int8": "int8",
-    "int8_trt": "int8",  # precision.json names the Q/DQ form; the manifest records the precision
-    "int8_ort": "int8",
-}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -103,16 +95,6 @@ def resolve_backend(backend: str, trt_module: str | None = None) -> tuple[str, s
             )
         return "tensorrt", module
     return "onnxruntime", None
-
-
-def source_subdir(backend: str, precision: str) -> str | None:
-    """Which variant directory under `export/<profile>/` feeds a build: None (the float32 graphs), `fp16`,
-    `int8_trt` (symmetric Q/DQ for TensorRT) or `int8_ort` (ONNX Runtime's CPU Q/DQ form)."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        return "fp16"
-    return "int8_trt" if backend == "tensorrt" else "int8_ort"
 
 
 def normalise_shape_profile(profile: Mapping[str, Sequence[int]] | None, stride: int) -> dict[str, list[int]]:
@@ -207,50 +189,24 @@ class _Source:
     accuracy: dict[str, Any]
 
 
-def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"{what}: {path} not found; {fix}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{what}: {path} unreadable ({str(exc).splitlines()[0]}); {fix}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{what}: {path} is not a JSON object; {fix}")
-    return data
-
-
 def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str, Any], list[_Source]]:
-    from edgerestore.graphs import FORMAT as ONNX_FORMAT  # one definition; onnx loads only when building
-
-    fix_export = f"run: edgerestore export --profile {onnx_dir.name}"
-    model = _read_json(onnx_dir / "model.json", "no exported model", fix_export)
-    if model.get("format") != ONNX_FORMAT:
-        raise UserError(
-            f"{onnx_dir / 'model.json'} has format {model.get('format')!r}, expected {ONNX_FORMAT}; {fix_export}"
-        )
-    graphs = model.get("graphs") or {}
-    if not graphs:
-        raise UserError(f"{onnx_dir / 'model.json'} lists no graphs; {fix_export}")
-    sub = source_subdir(backend, precision)
+    export = ExportDir(onnx_dir).verify()
+    model = export.meta
+    sub = variant_for(backend, precision)
     per_graph: dict[str, Any] = {}
     if sub is not None:
         fix = f"run: edgerestore build --profile {model.get('profile', onnx_dir.name)} --precision {precision} (it converts first)"
-        info = _read_json(onnx_dir / sub / "precision.json", f"no {sub} graphs", fix)
-        per_graph = info.get("graphs") or {}
+        per_graph = export.precision_record(sub, fix).get("graphs") or {}
     sources = []
-    for name, entry in graphs.items():
-        base = onnx_dir / entry["file"]
-        if not base.is_file():
-            raise UserError(f"{base} missing (listed in model.json); {fix_export}")
-        if entry.get("sha256") and sha256_file(base) != entry["sha256"]:
-            raise UserError(f"{base} changed after export (sha256 differs from model.json); {fix_export}")
+    for name, entry in export.graphs.items():
+        base = export.graph_path(name)
         acc = dict(per_graph.get(name) or {})
-        used = _PRECISION_ALIASES.get(str(acc.pop("precision", precision or "fp32")).lower())
+        used = precision_of(acc.pop("precision", precision))  # precision.json names the rung
         if used is None:
-            raise UserError(f"{onnx_dir / sub / 'precision.json'}: unknown precision for {name}")  # type: ignore[operator]
+            raise UserError(f"{export.variant_dir(sub) / PRECISION_JSON}: unknown precision for {name}")  # type: ignore[arg-type]
         for key in ("file", "sha256"):
             acc.pop(key, None)
-        path = base if sub is None else onnx_dir / sub / entry["file"]
+        path = base if sub is None else export.variant_dir(sub) / entry["file"]
         if not path.is_file():
             if used != "fp32":
                 raise UserError(
@@ -261,24 +217,6 @@ def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str
             acc.setdefault("fallback", f"fell back to {used}")
         sources.append(_Source(name, path, used, acc))
     return model, sources
-
-
-def _tensor_specs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    import onnx
-    from onnx import helper
-
-    model = onnx.load(str(path), load_external_data=False)
-
-    def spec(v: Any) -> dict[str, Any]:
-        dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in v.type.tensor_type.shape.dim]
-        return {
-            "name": v.name,
-            "dtype": helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-            "shape": dims,
-        }
-
-    inits = {i.name for i in model.graph.initializer}
-    return [spec(v) for v in model.graph.input if v.name not in inits], [spec(v) for v in model.graph.output]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -332,36 +270,6 @@ def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle
     return bundle if same else None
 
 
-class _Progress:
-    """tqdm over the graphs when installed (the build side may run on an edge device without it), else a
-    line per graph on stderr; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, desc: str) -> None:
-        self.bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, unit="graph", file=sys.stderr)
-            except ImportError:
-                print(f"{desc}: {total} graphs", file=sys.stderr)
-
-    def start(self, name: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(name)
-        elif self.enabled:
-            print(f"  building {name} ...", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def build_bundle(
     onnx_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -371,7 +279,7 @@ def build_bundle(
     workspace: int | None = DEFAULT_WORKSPACE,
     timing_cache: str | Path | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
     *,
     trt_module: str | None = None,
     trt_targets: Sequence[str] | None = None,
@@ -390,9 +298,10 @@ def build_bundle(
     tensorrt if importable, else tensorrt_rtx); `trt_targets`: TensorRT-RTX compute capabilities ("8.6",
     "current"); `threads`: ONNX Runtime intra-op threads recorded for the runtime. `on_graph` is called
     after each graph. Raises UserError (BundleError, BuildError) with one line on any problem."""
+    import onnx
+
     onnx_dir = Path(onnx_dir)
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     backend, module = resolve_backend(backend, trt_module)
     model, sources = _read_export(onnx_dir, backend, precision)
     profile = str(model.get("profile") or onnx_dir.name)
@@ -473,11 +382,11 @@ def build_bundle(
     files: dict[str, Path] = {}
     suffix = GRAPH_SUFFIX[backend]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(len(sources), progress, f"{out_dir.name}")
+    bar = as_progress(progress).bar(len(sources), out_dir.name, "graph")
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage:
         try:
             for src in sources:
-                bar.start(src.name)
+                bar.set_postfix_str(src.name)
                 dst = Path(stage) / f"{src.name}{suffix}"
                 if backend == "tensorrt":
                     built = trt_builder.build(src.path, rule)
@@ -485,7 +394,7 @@ def build_bundle(
                     seconds = built.seconds
                 else:
                     seconds = ort_builder.optimize(src.path, dst).seconds
-                inputs, outputs = _tensor_specs(src.path)
+                inputs, outputs = tensor_specs(onnx.load(str(src.path), load_external_data=False))
                 manifest.graphs[src.name] = GraphEntry(
                     file=dst.name,
                     precision=src.precision,
@@ -500,7 +409,7 @@ def build_bundle(
                 reports.append(report)
                 if on_graph is not None:
                     on_graph(report)
-                bar.done()
+                bar.update(1)
         finally:
             bar.close()
         if backend == "tensorrt":

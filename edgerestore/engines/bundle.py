@@ -14,7 +14,6 @@ backend modules are imported inside the functions that check them).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib
 import json
 import os
@@ -26,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerestore.contract import PRECISIONS
 from edgerestore.errors import BundleError, UserError
+from edgerestore.files import sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 TRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_rtx")
 GRAPH_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
 DEFAULT_ROOT = Path("engines")
@@ -276,14 +276,6 @@ def rebuild_command(
     if force:
         parts.append("--force")
     return " ".join(parts)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ class Backend(ABC):
         """Release sessions, contexts and buffers. Idempotent."""
         self._closed = True
 
+    @property
+    def intra_op_threads(self) -> int | None:
+        """The intra-op thread count this backend's CPU sessions are configured with (0: the runtime's
+        default), or None where the backend has no such setting."""
+        return None
+
     # -- the interface ----------------------------------------------------------------------------------
     @abstractmethod
     def load(self, name: str, path: Path) -> GraphInfo:

@@ -151,6 +151,11 @@ class OnnxRuntimeBackend(Backend):
         self._ort_outputs: dict[str, dict[str, Any]] = {}
         self.allocations = 0
 
+    @property
+    def intra_op_threads(self) -> int:
+        """The sessions' configured intra-op threads (0: ONNX Runtime's default, one per physical core)."""
+        return int(self._so.intra_op_num_threads)
+
     def load(self, name: str, path: Path) -> GraphInfo:
         path = Path(path)
         try:

@@ -515,6 +515,32 @@ class Restorer:
                 return int(t["shape"][1])
         return None
 
+    # -- what measuring needs (edgerestore.measure) ------------------------------------------------------
+    @property
+    def threads(self) -> int | None:
+        """The intra-op thread count the backend is configured with (0: ONNX Runtime's default), or None
+        for a backend without one (TensorRT)."""
+        return self.backend.intra_op_threads
+
+    def padded_frame(self, frame: np.ndarray) -> np.ndarray:
+        """`frame` (uint8 BGR HxWx3) as the graphs take it: [1, H', W', 3], reflect-padded to the stride and
+        the bundle's min shape."""
+        return pad_to(frame, self.stride, self.min_hw)[None]
+
+    def reduced_frame(self, frame: np.ndarray, condition: str) -> np.ndarray | None:
+        """The area-downscaled copy of `frame` that `condition`'s branch runs on when the manifest's
+        `branch_scales` reduce it, or None when that branch runs at full resolution."""
+        h, w = frame.shape[:2]
+        size = reduced_size(h, w, self.branch_scales.get(condition, 1.0))
+        if size == (h, w):
+            return None
+        return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+
+    def trunk_outputs(self, height: int, width: int) -> dict[str, tuple[int, ...]] | None:
+        """The output shapes the trunk runs with on a padded height x width frame (None: the backend takes
+        them from the graph)."""
+        return {"features": (1, self._features, height // 2, width // 2)} if self._features else None
+
     def close(self) -> None:
         """Finish the frames already queued, then release the backend. Calls after (or during) `close()`
         from any thread raise `UserError`; closing twice is harmless."""
@@ -568,7 +594,7 @@ class Restorer:
         t0 = time.perf_counter()
         bgr, fmt = normalise_frame(frame, self.color)
         # a frame too large to run whole is cut into tiles later, without a padded full-size copy
-        padded = pad_to(bgr, self.stride, self.min_hw)[None] if self._fits(*bgr.shape[:2]) else None
+        padded = self.padded_frame(bgr) if self._fits(*bgr.shape[:2]) else None
         thumb = None
         if self.model_graph is None and self.force is None:  # a forced frame skips the router (see _route)
             thumb = router_thumbnail(bgr, self.thumbnail_size)[None]
@@ -647,13 +673,12 @@ class Restorer:
                     result.timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
                     return self._count(prep, result)
                 branch_key = f"branch_{condition}"
-                size = reduced_size(h, w, self.branch_scales.get(condition, 1.0))
-                if size == (h, w):
+                t_small = time.perf_counter()
+                small = self.reduced_frame(prep.bgr, condition)
+                if small is None:
                     restored = self._run_frame(branch_key, prep.bgr, prep.padded, flags)
                     t_post = time.perf_counter()
                 else:
-                    t_small = time.perf_counter()
-                    small = cv2.resize(prep.bgr, (size[1], size[0]), interpolation=cv2.INTER_AREA)
                     flags.add("reduced")
                     reduce_ms = (time.perf_counter() - t_small) * 1e3
                     restored_small = self._run_frame(branch_key, small, None, flags)
@@ -699,7 +724,7 @@ class Restorer:
             be.run(key, {"restored": (1, hp, wp, 3)})
         else:
             be.bind_input("trunk", "frame", padded)
-            be.run("trunk", {"features": (1, self._features, hp // 2, wp // 2)} if self._features else None)
+            be.run("trunk", self.trunk_outputs(hp, wp))
             be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
             be.bind_input(key, "features", be.output("trunk", "features"))
             be.run(key, {"restored": (1, hp, wp, 3)})
@@ -715,7 +740,7 @@ class Restorer:
         "tiled") whose cores are stitched: memory is bounded by `tile_pixels`, not by the frame."""
         h, w = image.shape[:2]
         if padded is None and self._fits(h, w):
-            padded = pad_to(image, self.stride, self.min_hw)[None]
+            padded = self.padded_frame(image)
         if padded is not None:
             return np.array(self._graphs(key, padded)[0, :h, :w], copy=True)
         flags.add("tiled")

@@ -29,13 +29,13 @@ from edgerestore.errors import UserError
 
 def mixed_frames(count: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> list[np.ndarray]:
     """`count` uint8 BGR frames cycling through the conditions: a textured scene tinted towards the synthetic
-    router's colour for the condition (`runtime.synthetic.PROTOTYPES`), with that condition's synthetic
+    router's colour for the condition (`edgerestore.testing.PROTOTYPES`), with that condition's synthetic
     weather on it (`data.degrade`), so trained and synthetic routers both see a mix."""
     import cv2
 
     from edgerestore.conditions import CONDITIONS
     from edgerestore.data.degrade import degrade
-    from edgerestore.runtime.synthetic import PROTOTYPES
+    from edgerestore.testing import PROTOTYPES
 
     rng = np.random.default_rng(seed)
     h, w = size

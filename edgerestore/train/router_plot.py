@@ -9,9 +9,9 @@ from pathlib import Path
 
 def plot_router_tradeoff(calibration: dict, path: str | Path, title: str = "") -> Path:
     """Write the trade-off of `calibration` (`trainer.calibrate_router`'s record) as a PNG at `path`."""
-    from edgerestore.bench import _pyplot, save_figure
+    from edgerestore.measure.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     curve = calibration["curve"]
     taus = curve["threshold"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -27,8 +27,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
+from edgerestore.progress import Progress, as_progress
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
@@ -54,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     stop_at: int | None = None  # stop (with a checkpoint) at this step without changing the LR schedule
     router_from: Path | None = None  # --router-only: take the trained router of this checkpoint instead
+    branch_from: Path | None = None  # --branch-only: take that branch of this checkpoint (trained on a copy)
     workers: int = 1
     threads: int = 0
     overrides: dict = field(default_factory=dict)
@@ -87,6 +90,7 @@ class TrainConfig:
         d["real"] = {c: [str(p) for p in v] for c, v in self.real.items()}
         d["paired"] = [str(p) for p in self.paired]
         d["router_from"] = str(self.router_from) if self.router_from else None
+        d["branch_from"] = str(self.branch_from) if self.branch_from else None
         d["rain_streaks"] = str(self.rain_streaks) if self.rain_streaks else None
         return d
 
@@ -349,9 +353,11 @@ class _Session:
     """A training loop's surroundings: a progress bar (or None), a stop flag set by SIGTERM / Ctrl-C (the loop
     checkpoints and exits cleanly) and a JSON-lines log; restores the signal handlers on exit."""
 
-    def __init__(self, log_path: Path, total: int, initial: int, desc: str, progress: bool) -> None:
+    def __init__(
+        self, log_path: Path, total: int, initial: int, desc: str, progress: Progress | bool
+    ) -> None:
         self.log_path, self.stop, self.signal = log_path, False, 0
-        self._args, self._progress = dict(total=total, initial=initial, desc=desc), progress
+        self._args, self._progress = dict(total=total, initial=initial, desc=desc), as_progress(progress)
         self.bar = None
 
     def _on_term(self, signum, frame) -> None:
@@ -371,9 +377,7 @@ class _Session:
     def __enter__(self) -> _Session:
         self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
         if self._progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(**self._args, unit="step", dynamic_ncols=True)
+            self.bar = self._progress.bar(**self._args, unit="step")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -391,7 +395,7 @@ class _Session:
             self.bar.write(line)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train (or resume, when cfg.out exists) and return the last validation metrics."""
     rank, world = _distributed()
     if cfg.threads:
@@ -586,7 +590,7 @@ def _run_stage(
     resume: tuple[int, float],
     log: Path,
     desc: str,
-    progress: bool,
+    progress: Progress | bool,
     step_loss: Callable[[dict], tuple[torch.Tensor, dict]],
     evaluate: Callable[[], tuple[dict, str]],
     shown: tuple[str, str],
@@ -659,7 +663,7 @@ def _run_stage(
     return metrics
 
 
-def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
+def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train only the path router of the UFFN checkpoint `cfg.out` on whole-frame thumbnails; the rest is frozen.
 
     The router is a separate graph that reads a thumbnail, so it can learn on its own, with a larger batch
@@ -877,7 +881,7 @@ def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
     return train_set, val_set
 
 
-def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
+def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) -> dict:
     """Fine-tune one condition's branch of the UFFN checkpoint `cfg.out` on that condition's synthetic pairs;
     router, trunk and the other branches are frozen (bit for bit), so their evaluations still hold.
 
@@ -890,11 +894,15 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         cfg,
         "--branch-only",
         "fine-tunes a branch",
-        "--branch-only trains on synthetic weather: give --clean DIR",
+        None
+        if cfg.branch_from is not None
+        else "--branch-only trains on synthetic weather: give --clean DIR",
     )
     model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     if name not in model.branches:
         raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
+    if cfg.branch_from is not None:
+        return _copy_branch(cfg, name, payload)
     saved = payload.get("config", {}).get("branch_decoders") or {}
     was = {b: saved.get(b, DEFAULT_DECODER) for b in model.branches}  # the checkpoint's decoders
     changed = sorted(b for b in model.branches if was[b] != model.branch_decoder(b))
@@ -967,6 +975,47 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         evaluate,
         ("loss", ".4f"),
     )
+
+
+def _copy_branch(cfg: TrainConfig, name: str, payload: dict) -> dict:
+    """Put branch `name` of checkpoint `cfg.branch_from` into `cfg.out`: its weights, its resolution and
+    decoder, and its stage record. A branch reads only the frame and the trunk's features, so a branch
+    fine-tuned on a copy of `cfg.out` (several branch stages at once on copies) equals the same stage run
+    on `cfg.out` itself — provided the router-independent rest it was trained against, the trunk, is the
+    same bit for bit, which is checked."""
+    other = zoo.read_payload(cfg.branch_from)
+    if other.get("profile") != cfg.profile or other.get("family") != "uffn":
+        raise UserError(f"--branch-from {cfg.branch_from} holds {other.get('profile')}, not {cfg.profile}")
+    trunk = [k for k in payload["model"] if k.startswith(("encoder.", "experts."))]
+    differs = [
+        k for k in trunk if k not in other["model"] or not torch.equal(other["model"][k], payload["model"][k])
+    ]
+    if differs:
+        raise UserError(
+            f"--branch-from {cfg.branch_from}: its trunk differs from {cfg.out}'s (at {differs[0]}); "
+            "its branch was trained on other features"
+        )
+    prefix = f"branches.{name}."
+    for key in [k for k in payload["model"] if k.startswith(prefix)]:
+        del payload["model"][key]
+    payload["model"].update({k: v for k, v in other["model"].items() if k.startswith(prefix)})
+    config, theirs = dict(payload.get("config") or {}), other.get("config") or {}
+    for key in ("branch_scales", "branch_decoders"):
+        mine = dict(config.get(key) or {})
+        mine.pop(name, None)
+        if name in (theirs.get(key) or {}):
+            mine[name] = theirs[key][name]
+        config[key] = mine
+    model = zoo.build(cfg.profile, **config)
+    model.load_state_dict(payload["model"])  # the merged checkpoint builds and loads as one model
+    payload["config"] = model.config.to_dict()
+    stage = (other.get("branch_stages") or {}).get(name) or {}
+    stage = {k: v for k, v in stage.items() if k not in ("optimizer", "scheduler")}
+    stage.update(copied_from=str(cfg.branch_from), copied_sha256=sha256_file(cfg.branch_from))
+    payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: stage}
+    zoo.save_payload(cfg.out, payload)
+    print(f"{name} branch of {cfg.out} copied from {cfg.branch_from}", file=sys.stderr)
+    return {k: v for k, v in stage.items() if k.startswith(("psnr/", "input_psnr/"))}
 
 
 def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:

@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
-from edgerestore.contract import pad_to, reduced_size, router_thumbnail
+from edgerestore.contract import router_thumbnail
 from edgerestore.runtime.restorer import Restorer
 
 #: a call to time, or (an untimed setup run just before it, the call)
@@ -65,9 +64,7 @@ def stage_calls(restorer: Restorer, frame: np.ndarray) -> dict[str, Timed]:
     def trunk(padded: np.ndarray) -> None:
         hp, wp = padded.shape[1:3]
         be.bind_input("trunk", "frame", padded)
-        be.run(
-            "trunk", {"features": (1, restorer._features, hp // 2, wp // 2)} if restorer._features else None
-        )
+        be.run("trunk", restorer.trunk_outputs(hp, wp))
         be.synchronize()
 
     def branch(g: str, padded: np.ndarray) -> None:
@@ -77,15 +74,14 @@ def stage_calls(restorer: Restorer, frame: np.ndarray) -> dict[str, Timed]:
         be.synchronize()
         be.read(g, "restored")
 
-    full = pad_to(frame, restorer.stride, restorer.min_hw)[None]
+    full = restorer.padded_frame(frame)
     calls: dict[str, Timed] = {"router": router, "trunk": lambda: trunk(full)}
     for c in RESTORED_CONDITIONS:
         g = f"branch_{c}"
-        size = reduced_size(*frame.shape[:2], restorer.branch_scales.get(c, 1.0))
+        small = restorer.reduced_frame(frame, c)
         padded = full
-        if size != frame.shape[:2]:  # a reduced-resolution branch: trunk and branch on the downscaled frame
-            small = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            padded = pad_to(small, restorer.stride, restorer.min_hw)[None]
+        if small is not None:  # a reduced-resolution branch: trunk and branch on the downscaled frame
+            padded = restorer.padded_frame(small)
             calls[f"trunk@{g}"] = lambda p=padded: trunk(p)
         calls[g] = (lambda p=padded: trunk(p), lambda g=g, p=padded: branch(g, p))
     return calls

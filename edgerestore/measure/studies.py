@@ -1,8 +1,9 @@
 """Benchmarks that start from a model rather than a bundle: building what a bench needs, the sweeps, and the
 backend comparison.
 
-* `ensure_bundle`: `engines/<profile>-<backend>-<precision>/` through `edgerestore.pipeline.ensure_bundle`
-  from `weights/<profile>.pt` (or, before a checkpoint exists, from untrained weights, seed 0).
+* Bundles come from `edgerestore.pipeline.ensure_bundle` (`untrained=True`: before a checkpoint exists, a
+  profile is timed as exported from untrained weights, seed 0), models from `edgerestore.pipeline.load_model`,
+  the PyTorch column runs `edgerestore.evaluation.model_restorer`.
 * `sweep_cmudrn`: the CMUDRN paper's latency study — image size × loop count T — one checkpoint exported at
   every T (`CMUDRN.with_loops`), timed with ONNX Runtime; heatmap PNG + CSV.
 * `sweep_uffn`: UFFN latency over image size × precision (fp32 / fp16 / int8 bundles); heatmap PNG + CSV.
@@ -25,97 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from edgerestore.bench import (
-    BenchDevice,
-    StageStats,
-    bench_restorer,
-    interleaved,
-    open_backend,
-    plot_heatmap,
-    summarize,
-    time_graph,
-    weather_frames,
-    write_csv_atomic,
-)
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
-
-WEIGHTS_DIR = Path("weights")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Building what a bench needs
-# ---------------------------------------------------------------------------------------------------------
-
-
-def load_model(
-    profile: str, checkpoint: str | Path | None = None, seed: int = 0
-) -> tuple[Any, str, str | None]:
-    """(model in eval mode, where its weights came from, checkpoint sha256 or None). `checkpoint` defaults
-    to `weights/<profile>.pt`; without one the profile is built with untrained weights (seed `seed`)."""
-    import torch
-
-    from edgerestore.models import zoo
-
-    path = Path(checkpoint) if checkpoint else WEIGHTS_DIR / f"{profile}.pt"
-    if path.is_file():
-        model, meta = zoo.load_checkpoint(path)
-        if meta["profile"] != profile and checkpoint is None:
-            raise UserError(f"{path} holds profile {meta['profile']}, not {profile}")
-        return model, str(path), meta["sha256"]
-    if checkpoint:
-        raise UserError(f"checkpoint {path} not found")
-    torch.manual_seed(seed)
-    return zoo.build(profile).eval(), f"untrained {profile} (seed {seed}; no {path} yet)", None
-
-
-def ensure_bundle(
-    profile: str,
-    backend: str = "onnxruntime",
-    precision: str = "fp32",
-    *,
-    export_root: Path = Path("export"),
-    engines_root: Path = Path("engines"),
-    checkpoint: str | Path | None = None,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
-) -> Path:
-    """`<engines_root>/<profile>-<backend>-<precision>/`, made by `edgerestore.pipeline.ensure_bundle`
-    (export → precision → build, each redone only when stale) from the checkpoint (default
-    `weights/<profile>.pt`). Before any checkpoint exists, the profile's untrained weights (seed 0) are
-    exported once instead, with a note: latency does not depend on the weights' values."""
-    from edgerestore import pipeline
-    from edgerestore.engines.build import build_bundle, resolve_backend, source_subdir
-    from edgerestore.engines.bundle import default_bundle_dir
-
-    backend, _ = resolve_backend(backend)
-    out = default_bundle_dir(profile, backend, precision, engines_root)
-    ckpt = Path(checkpoint) if checkpoint else pipeline.default_checkpoint(profile)
-    if ckpt.is_file() or checkpoint:
-        return pipeline.ensure_bundle(
-            profile,
-            precision,
-            backend,
-            checkpoint=ckpt,
-            export_root=export_root,
-            out=out,
-            progress=progress,
-            echo=echo,
-        ).bundle
-    export_dir = Path(export_root) / profile
-    if not (export_dir / "model.json").is_file():
-        from edgerestore.export import export_model
-
-        echo(
-            f"note: no {ckpt} yet: exporting untrained {profile} (seed 0) for timing (weights do not change latency)"
-        )
-        model, _, _ = load_model(profile)
-        export_model(model, export_dir, profile, parity_sizes=[], progress=progress)
-    variant = source_subdir(backend, precision)
-    if variant is not None and pipeline.precision_is_stale(export_dir, variant):
-        pipeline.make_precision(export_dir, variant, None, progress)
-    result = build_bundle(export_dir, out, backend=backend, precision=precision, progress=progress)
-    return Path(result.bundle.path)
+from edgerestore.measure.cases import bench_restorer, time_graph, weather_frames
+from edgerestore.measure.device import BenchDevice
+from edgerestore.measure.plots import plot_heatmap
+from edgerestore.measure.report import write_csv_atomic
+from edgerestore.measure.stats import StageStats, interleaved, summarize
 
 
 def variant_quality(export_dir: Path, variant: str | None) -> dict[str, Any]:
@@ -123,7 +40,7 @@ def variant_quality(export_dir: Path, variant: str | None) -> dict[str, Any]:
     the worst PSNR vs the float32 output, the largest loss vs ground truth, router agreement."""
     if variant is None:
         return {"summary": "reference (float32 graphs, parity with PyTorch checked at export)"}
-    from edgerestore.graphs import PRECISION_JSON
+    from edgerestore.exportdir import PRECISION_JSON
 
     p = export_dir / variant / PRECISION_JSON
     if not p.is_file():
@@ -202,6 +119,7 @@ def sweep_cmudrn(
 
     from edgerestore.engines.build import build_bundle
     from edgerestore.export import export_model
+    from edgerestore.runtime.restorer import Restorer
 
     if getattr(model, "family", None) != "cmudrn":
         raise UserError("sweep_cmudrn needs a CMUDRN model")
@@ -222,19 +140,21 @@ def sweep_cmudrn(
             shape_profile={"min": [1, 1], "opt": [hi, hi], "max": [hi, hi]},
             progress=False,
         ).bundle.path
-        backend = open_backend(bundle, threads)
         bar = tqdm(total=len(sizes) * len(loops), desc="sweep cmudrn", unit="cell", disable=not progress)
-        try:
-            for j, t in enumerate(loops):
-                for i, s in enumerate(sizes):
-                    frames_s = [f[None] for _, f in pools[s]]
-                    graph, total = time_graph(backend, f"cmudrn_t{t}", frames_s, frames=frames, warmup=warmup)
-                    grid[i, j] = graph.p50
-                    records.append(_record("cmudrn", profile, s, "loops", t, graph, total))
-                    bar.update(1)
-        finally:
-            bar.close()
-            backend.close()
+        # one Restorer holds every cmudrn_t<T> graph; each is timed on its backend alone
+        with Restorer.open(bundle, threads=threads, loops=loops[0]) as restorer:
+            try:
+                for j, t in enumerate(loops):
+                    for i, s in enumerate(sizes):
+                        frames_s = [f[None] for _, f in pools[s]]
+                        graph, total = time_graph(
+                            restorer.backend, f"cmudrn_t{t}", frames_s, frames=frames, warmup=warmup
+                        )
+                        grid[i, j] = graph.p50
+                        records.append(_record("cmudrn", profile, s, "loops", t, graph, total))
+                        bar.update(1)
+            finally:
+                bar.close()
     return _write_sweep(
         SweepResult("cmudrn", profile, sizes, loops, "loop count T", grid, records, weights=weights), out_dir
     )
@@ -259,6 +179,7 @@ def sweep_uffn(
     the branch forced to `condition` so every cell runs the same graphs (router + trunk + one branch)."""
     from tqdm import tqdm
 
+    from edgerestore import pipeline
     from edgerestore.runtime.restorer import Restorer
 
     if condition not in CONDITIONS[1:]:
@@ -269,15 +190,16 @@ def sweep_uffn(
     records = []
     pools = _square_pools(sizes, (condition,))
     bundles = {
-        p: ensure_bundle(
+        p: pipeline.ensure_bundle(
             profile,
-            "onnxruntime",
             p,
+            "onnxruntime",
             export_root=export_root,
             engines_root=engines_root,
             checkpoint=checkpoint,
             progress=progress,
-        )
+            untrained=True,
+        ).bundle
         for p in precisions
     }
     bar = tqdm(total=len(sizes) * len(precisions), desc=f"sweep {profile}", unit="cell", disable=not progress)
@@ -359,32 +281,12 @@ class BackendRow:
         }
 
 
-def _eager_call(model: Any, frame: np.ndarray, condition: str | None) -> Callable[[], float]:
-    """A frame through the PyTorch model as an application would run it: uint8 BGR in, uint8 BGR out."""
-    import torch
-
-    label = (
-        None if condition is None or model.family != "uffn" else torch.tensor([CONDITIONS.index(condition)])
-    )
+def _timed(fn: Callable[[], object]) -> Callable[[], float]:
+    """`fn` as a call that returns its wall-clock time in ms."""
 
     def call() -> float:
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(frame[..., ::-1])).permute(2, 0, 1)[None].float() / 255
-            if model.family == "uffn":
-                y = model(x, condition=label)[0]
-            else:
-                y = model(x).restored
-            (y.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).flip(-1).numpy()
-        return (time.perf_counter() - t0) * 1e3
-
-    return call
-
-
-def _restorer_call(restorer: Any, frame: np.ndarray) -> Callable[[], float]:
-    def call() -> float:
-        t0 = time.perf_counter()
-        restorer(frame)
+        fn()
         return (time.perf_counter() - t0) * 1e3
 
     return call
@@ -408,41 +310,46 @@ def compare_backends(
     turn, so a change of load on a shared machine hits all of them alike), wall-clock per call."""
     import torch
 
-    from edgerestore.bench import device_of
+    from edgerestore import pipeline
+    from edgerestore.contract import variant_for
     from edgerestore.engines.build import resolve_backend
+    from edgerestore.evaluation import model_restorer
+    from edgerestore.measure.device import device_of
     from edgerestore.runtime.restorer import Restorer
 
     torch.set_num_threads(threads)
     export_dir = Path(export_root) / profile
-    model, source, _ = load_model(profile, checkpoint)
-    kinds: list[tuple[str, str, str | None]] = [
-        ("onnxruntime", "fp32", None),
-        ("onnxruntime", "int8", "int8_ort"),
-    ]
+    model, meta, source = pipeline.load_model(profile, checkpoint)
+    eager = model_restorer(
+        model, meta.get("router_calibration"), force=condition if model.family == "uffn" else None
+    )
+    kinds = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     if resolve_backend("auto")[0] == "tensorrt":
-        kinds += [("tensorrt", "fp16", "fp16"), ("tensorrt", "int8", "int8_trt")]
+        kinds += [("tensorrt", "fp16"), ("tensorrt", "int8")]
     else:
         echo("no CUDA GPU with TensorRT here: TensorRT rows skipped")
     frame = weather_frames(size, (condition or "rain",))[0][1]
     restorers = {}
-    calls: dict[str, Callable[[], float]] = {"pytorch/fp32": _eager_call(model, frame, condition)}
+    calls: dict[str, Callable[[], float]] = {"pytorch/fp32": _timed(lambda: eager(frame))}
     quality = {"pytorch/fp32": {"summary": f"the model itself ({source})"}}
     device = None
     try:
-        for backend, precision, variant in kinds:
-            bundle = ensure_bundle(
+        for backend, precision in kinds:
+            variant = variant_for(backend, precision)
+            bundle = pipeline.ensure_bundle(
                 profile,
-                backend,
                 precision,
+                backend,
                 export_root=export_root,
                 engines_root=engines_root,
                 checkpoint=checkpoint,
                 progress=progress,
                 echo=echo,
-            )
+                untrained=True,
+            ).bundle
             r = Restorer.open(bundle, threads=threads if backend == "onnxruntime" else None, force=condition)
             restorers[f"{backend}/{precision}"] = (r, bundle)
-            calls[f"{backend}/{precision}"] = _restorer_call(r, frame)
+            calls[f"{backend}/{precision}"] = _timed(lambda r=r: r(frame))
             quality[f"{backend}/{precision}"] = variant_quality(export_dir, variant)
             if backend == "onnxruntime" and device is None:
                 device = device_of(r)
