@@ -93,9 +93,8 @@ def test_the_offscreen_display_shows_each_new_result_once_in_order(tmp_path):
 
 
 def test_the_prefetching_pipeline_gives_what_frame_by_frame_calls_give(tmp_path):
-    from edgerestore.testing import write_bundle
-
     from edgerestore.runtime.restorer import Restorer
+    from edgerestore.testing import write_bundle
 
     bundle = write_bundle(tmp_path / "bundle", thumbnail_size=32, features=4)
     clip = make_video(tmp_path / "clip.avi", 14)
