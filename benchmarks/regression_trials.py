@@ -106,6 +106,20 @@ def total_ratios(output: str) -> str:
     return "; ".join(parts)
 
 
+def rejudge(folder: Path, args: list[str]) -> int:
+    """Counts of each judge's verdicts over the runs saved in `folder` (as `main` leaves them)."""
+    counts: dict[str, dict[str, Counter]] = {}
+    for run in sorted(folder.glob("*/bench.json")):
+        kind = run.parent.name.rstrip("0123456789")
+        if kind == "baseline":
+            continue
+        for j, v in judged(run.parent, folder / "baseline.json", args).items():
+            counts.setdefault(j, {}).setdefault(kind, Counter())[v] += 1
+    for j, d in counts.items():
+        print(f"judge {j}: " + "; ".join(f"{k} {dict(v)}" for k, v in sorted(d.items())))
+    return 0
+
+
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped experiment still kills its hog
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,9 +128,18 @@ def main() -> int:
     ap.add_argument("--slowdown", type=float, default=1.3, help="the slow kind's factor (1.3)")
     ap.add_argument("--baseline", type=Path, help="a saved baseline (default: save one first)")
     ap.add_argument("--json", type=Path, help="write every run's line here")
+    ap.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="DIR",
+        help="judge an earlier experiment's saved runs (DIR/baseline.json, DIR/<kind><i>/bench.json) again with "
+        "this compare and print the counts; times nothing",
+    )
     ap.add_argument("bench_args", nargs="*", help=f"after --: the bench arguments ({' '.join(DEFAULT_ARGS)})")
     a = ap.parse_args()
     args = a.bench_args or DEFAULT_ARGS
+    if a.rejudge:
+        return rejudge(a.rejudge, args)
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
     if not set(kinds) <= {"unchanged", "hog", "slow"}:
         raise SystemExit(f"--kinds {a.kinds}: expected unchanged, hog and/or slow")
