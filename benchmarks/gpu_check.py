@@ -3,7 +3,8 @@
 On a machine with an NVIDIA GPU and TensorRT (or TensorRT-RTX) this
 
 1. builds TensorRT bundles at fp32, fp16 and int8 through the project's builder (strongly typed networks,
-   the shape profile rule, the timing cache), and an ONNX Runtime fp32 bundle as the reference;
+   the shape profile rule, the timing cache, the accuracy guard re-run with the built engines: one line per
+   fp16/int8 build under the table says what measured it), and an ONNX Runtime fp32 bundle as the reference;
 2. checks each TensorRT bundle against the ONNX Runtime fp32 bundle on `--frames` synthetic weather frames
    per condition (router agreement, PSNR of the restored frame vs ONNX Runtime's), once with CUDA graphs
    off and again with them on (outputs must be identical);
@@ -42,7 +43,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def gpu_status() -> tuple[str | None, str | None]:
     """(TensorRT module, None) when the check can run, else (None, why not)."""
     from edgerestore.engines.build import default_trt_module
-    from edgerestore.engines.bundle import cuda_device_status
+    from edgerestore.runtime.nvidia import cuda_device_status
 
     device, why = cuda_device_status()
     if device is None:
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from edgerestore.engines.build import build_bundle
-    from edgerestore.engines.bundle import cuda_device_info
     from edgerestore.measure.cases import parse_size, weather_frames
+    from edgerestore.runtime.nvidia import cuda_device_info
 
     size, bench_size, hi = parse_size(args.size), parse_size(args.bench_size), parse_size(args.max)
     profile = {"min": [64, 64], "opt": list(bench_size), "max": list(hi)}
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     device = cuda_device_info()
     budgets = Budgets()  # the accuracy guard's budgets, now against the engines themselves
     floor = {"fp32": 40.0, "fp16": budgets.fp16_min_psnr_db, "int8": budgets.int8_min_psnr_db}
-    rows, failures = [], 0
+    rows, failures, measured = [], 0, []
     with tempfile.TemporaryDirectory(prefix="edgerestore-gpu-check-") as tmp:
         root = Path(tmp)
         export = args.export or synthetic_export(root / "export")
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 continue
             seconds = time.perf_counter() - start
+            if built.accuracy:  # the build's own accuracy guard: with its engines, or the CPU's numbers
+                measured.append(f"{precision}: {built.accuracy}")
             p = parity(built.bundle.path, ref.path, frames, args.backend)
             p50, fps = latency(built.bundle.path, bench_size, args.bench_frames, args.backend)
             ok = (
@@ -207,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     print(" | ".join(head))
     for row in rows:
         print(" | ".join(row))
+    for line in measured:
+        print(line)
     print(f"gpu tests: {tests}")
     return 1 if failures else 0
 

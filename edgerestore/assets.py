@@ -14,20 +14,21 @@ install (no PyTorch) can build bundles:
 `make shipped-graphs` (= `edgerestore export --ship`, needs torch) regenerates the graphs from
 `weights/*.pt`; a test fails when a checkpoint changed after its graphs were shipped.
 
-Imports only the standard library.
+Imports only the standard library (and `edgerestore.files`, `edgerestore.exportdir`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from edgerestore.exportdir import MODEL_JSON
+from edgerestore.files import sha256_file
+
 SHIPPED_ROOT = Path(__file__).resolve().parent / "shipped"
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "edgerestore-shipped/1"
-VARIANTS: tuple[str, ...] = ("fp16", "int8_trt", "int8_ort")
 
 
 def calibration_dir() -> Path:
@@ -46,7 +47,7 @@ def read_index(root: Path = SHIPPED_ROOT) -> dict[str, Any]:
 
 def shipped_profiles(root: Path = SHIPPED_ROOT) -> list[str]:
     """Profiles whose graphs the package carries."""
-    return sorted(p for p in read_index(root).get("profiles", {}) if (root / p / "model.json").is_file())
+    return sorted(p for p in read_index(root).get("profiles", {}) if (root / p / MODEL_JSON).is_file())
 
 
 def shipped_export(profile: str, root: Path = SHIPPED_ROOT) -> Path | None:
@@ -60,20 +61,12 @@ def shipped_checkpoint_sha256(profile: str, root: Path = SHIPPED_ROOT) -> str | 
     return None if entry is None else entry.get("checkpoint_sha256")
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def damaged_files(profile: str, root: Path = SHIPPED_ROOT) -> list[str]:
     """Files of the shipped `profile` that are missing or whose sha256 differs from the index (empty: intact)."""
     entry = read_index(root).get("profiles", {}).get(profile) or {}
     bad = []
     for rel, info in (entry.get("files") or {}).items():
         path = root / profile / rel
-        if not path.is_file() or file_sha256(path) != info.get("sha256"):
+        if not path.is_file() or sha256_file(path) != info.get("sha256"):
             bad.append(f"{profile}/{rel}")
     return bad

@@ -1,15 +1,101 @@
-"""The graph contract shared by training, export, calibration, evaluation and the runtime: what a frame must
-be (`MIN_SIDE`), how it is padded to a graph's stride (`pad_to`), the router's input (`router_thumbnail`) and
-the size a reduced-resolution branch runs at (`reduced_size`). One definition each, no torch (numpy +
-OpenCV), so the model is trained, checked and run on exactly the same inputs (DESIGN.md, *Contracts*)."""
+"""The graph contract shared by training, export, precision, the builders and the runtime: what a frame must
+be (`MIN_SIDE`), how it is padded to a graph's stride (`pad_to`), the router's input (`router_thumbnail`),
+the size a reduced-resolution branch runs at (`reduced_size`, `guided_coefficients`), the graphs' tensor
+names and how a graph's tensors are described (`tensor_specs`), and the precision vocabulary: what
+`--precision` and a manifest say (`PRECISIONS`), the variant folders beside the float32 graphs (`VARIANTS`,
+`variant_for`), their fallback ladders (`LADDERS`) and what each rung is called in a manifest
+(`precision_of`). One definition each, no torch (numpy + OpenCV; onnx inside `tensor_specs`), so the model
+is trained, checked, built and run on exactly the same inputs (DESIGN.md, *Contracts*)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
 
+from edgerestore.errors import UserError
+
 #: No side of a frame the runtime accepts is smaller than this (in pixels).
 MIN_SIDE = 16
+
+# ----------------------------------------------------------------------------------------------------------
+# tensors (DESIGN.md, *ONNX graphs*)
+
+#: The router's input (uint8 [1,S,S,3]) and output (float32 [1,5], softmax inside).
+THUMBNAIL, PROBS = "thumbnail", "probs"
+#: A frame in (uint8 [1,H,W,3]), the trunk's features (float [1,F,H/2,W/2]), a restored frame out.
+FRAME, FEATURES, RESTORED = "frame", "features", "restored"
+
+
+def tensor_specs(model: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """([{name, dtype, shape}] of an ONNX graph's inputs (initializers left out), the same of its outputs):
+    dtype as numpy names it (`uint8`, `float32`, `float16`), dynamic dims as their names. The form of
+    model.json's and a manifest's `inputs` / `outputs`."""
+    from onnx import helper
+
+    def spec(value: Any) -> dict[str, Any]:
+        tensor = value.type.tensor_type
+        return {
+            "name": value.name,
+            "dtype": helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+            "shape": [d.dim_param if d.dim_param else int(d.dim_value) for d in tensor.shape.dim],
+        }
+
+    inits = {i.name for i in model.graph.initializer}
+    return [spec(v) for v in model.graph.input if v.name not in inits], [spec(v) for v in model.graph.output]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# precision (DESIGN.md, *Precision lives in the ONNX graph*)
+
+#: What `--precision` asks for and what a bundle's manifest records, per bundle and per graph.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: The precision variants written beside the float32 graphs (`export/<profile>/<variant>/`): float16, and
+#: INT8 in two Q/DQ forms — symmetric for TensorRT, ONNX Runtime's CPU form.
+VARIANTS: tuple[str, ...] = ("fp16", "int8_trt", "int8_ort")
+#: The rungs a graph of each variant falls back along when it misses its accuracy budget ("fp32": the
+#: exported graph itself).
+LADDERS: dict[str, tuple[str, ...]] = {
+    "fp16": ("fp16", "fp32"),
+    "int8_trt": ("int8_trt", "fp16", "fp32"),
+    "int8_ort": ("int8_ort", "fp32"),
+}
+#: The precision a manifest records for each rung (and for the older spellings precision.json may hold).
+_RUNG_PRECISION = {
+    **{p: p for p in PRECISIONS},
+    "int8_trt": "int8",
+    "int8_ort": "int8",
+    "float32": "fp32",
+    "float16": "fp16",
+}
+
+
+def check_precision(precision: str) -> str:
+    """`precision` when it is one of `PRECISIONS`; else a one-line `UserError` naming them."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def variant_for(backend: str, precision: str) -> str | None:
+    """Which variant folder feeds a `backend` bundle of `precision` (one of `PRECISIONS`, see
+    `check_precision`): None for fp32 (the exported graphs themselves), `fp16`, or for int8 `int8_trt` on
+    TensorRT and `int8_ort` on ONNX Runtime."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return "fp16"
+    return "int8_trt" if backend == "tensorrt" else "int8_ort"
+
+
+def precision_of(rung: str) -> str | None:
+    """The manifest's precision for a ladder rung (`int8_trt` → `int8`), or None for an unknown name."""
+    return _RUNG_PRECISION.get(str(rung).lower())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# frames: padding, the router's thumbnail, reduced-resolution branches
 
 
 def pad_to(frame: np.ndarray, stride: int, min_hw: tuple[int, int] = (1, 1)) -> np.ndarray:

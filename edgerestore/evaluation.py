@@ -11,7 +11,6 @@ Core code is numpy + OpenCV; torch and the runtime are imported only inside the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import time
@@ -29,9 +28,10 @@ from edgerestore.conditions import CONDITIONS, acts_on, calibrated
 from edgerestore.contract import router_thumbnail
 from edgerestore.data.pairs import PairedSet, guess_condition
 from edgerestore.errors import UserError
-from edgerestore.files import write_text_atomic
+from edgerestore.files import sha256_file, write_text_atomic
 from edgerestore.imageio import is_image_file, read_image, write_image
 from edgerestore.metrics import SSIM_WINDOW, score, wilson_interval
+from edgerestore.progress import Progress, as_progress
 
 RestoreFn = Callable[[np.ndarray], tuple[np.ndarray, "str | None", "np.ndarray | None"]]
 
@@ -144,16 +144,6 @@ def _db(value: float) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}"
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="img", dynamic_ncols=True)
-
-
 def _real_sets(real: str | Path) -> list[tuple[str, Path, list[Path]]]:
     root = Path(real)
     if not root.is_dir():
@@ -180,7 +170,7 @@ def _distinct_targets(sets: Sequence[PairedSet]) -> list[tuple[str, Path]]:
     out = []
     for s in sets:
         for pair in s.pairs:
-            digest = hashlib.sha256(Path(pair.target).read_bytes()).hexdigest()
+            digest = sha256_file(pair.target)
             if digest not in seen:
                 seen.add(digest)
                 out.append((f"{s.name}__{pair.name}", Path(pair.target)))
@@ -197,7 +187,7 @@ def evaluate(
     crop_border: int = 0,
     max_images: int | None = None,
     description: str = "restorer",
-    progress: bool = True,
+    progress: Progress | bool = True,
     clean_targets: bool = True,
 ) -> EvalReport:
     """Run `restore` over every pair of `sets` and every image of the `real` folders and score it.
@@ -222,7 +212,7 @@ def evaluate(
         n = len(job.pairs) if kind == "paired" else len(job[2])
         return n if max_images is None else min(n, max_images)
 
-    bar = _progress(sum(count(k, j) for k, j in jobs), progress)
+    bar = as_progress(progress).bar(sum(count(k, j) for k, j in jobs), "", "img")
     confusion = np.zeros((len(CONDITIONS), len(CONDITIONS)), dtype=np.int64)
     reports: list[SetReport] = []
     samples_dir = Path(out_dir) / "samples" if out_dir is not None else None
@@ -245,11 +235,10 @@ def evaluate(
                 name, layout = f"real/{root.name}", "folder per condition"
                 items = [(f.stem, f, None) for f in files]
             items = items[:max_images] if max_images is not None else items
-            if bar is not None:
-                if kind == "clean":
-                    bar.total += len(items)
-                    bar.refresh()
-                bar.set_description(name)
+            if kind == "clean":
+                bar.total += len(items)
+                bar.refresh()
+            bar.set_description(name)
             results: list[ImageResult] = []
             for i, (image_name, input_path, target_path) in enumerate(items):
                 degraded = read_image(input_path)
@@ -292,8 +281,7 @@ def evaluate(
                 results.append(result)
                 if samples_dir is not None and i < samples_per_set:
                     written.append(_save_sample(samples_dir, name, result, degraded, output, target))
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             routed = [r for r in results if r.predicted is not None and r.expected is not None]
             reports.append(
                 SetReport(
@@ -321,8 +309,7 @@ def evaluate(
                 folder.rmdir()
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return EvalReport(restorer=description, sets=reports, confusion=confusion.tolist())
 
 
@@ -551,11 +538,9 @@ def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:
     from edgerestore.runtime.restorer import Restorer
 
     restorer = Restorer.open(bundle)
-    reset = getattr(restorer, "reset", None)
 
     def restore(frame: np.ndarray):
-        if reset is not None:
-            reset()
+        restorer.reset()
         result = restorer(frame)
         # a blind bundle's "blind" is no condition: no router accuracy, no routed clean targets; an unsure
         # frame passed through still counts under the router's own verdict

@@ -1,10 +1,9 @@
 """PyTorch → ONNX: one graph per part of a model, simplified, checked and compared against PyTorch.
 
 UFFN → `router.onnx`, `trunk.onnx`, `branch_<condition>.onnx`; CMUDRN → `cmudrn_t<T>.onnx` per loop count,
-plus `model.json` (DESIGN.md, "ONNX graphs"). Each part is wrapped so that the graph itself takes and
-returns uint8 NHWC BGR frames: cast, /255, BGR→RGB and NHWC→NCHW at the start; clamp to [0, 1], ×255,
-round, RGB→BGR, NCHW→NHWC and the uint8 cast at the end (the router returns softmax `probs`). A
-`float_output` variant stops before the ×255 (clamped float32 NHWC BGR) for the parity check.
+plus `model.json` (DESIGN.md, "ONNX graphs"). Each part is wrapped (`edgerestore.export_wrappers`) so that
+the graph itself takes and returns uint8 NHWC BGR frames; a `float_output` variant stops before the ×255
+(clamped float32 NHWC BGR) for the parity check. Tensor names are the contract's (`edgerestore.contract`).
 
 Exporter choice (torch 2.13). The TorchScript exporter (`dynamo=False`) is used by default:
 
@@ -22,7 +21,8 @@ replaces each ShareSepConv in a copy of the model by the identical depthwise con
 already expanded to the known channel count, so the graph holds a plain Conv and no Expand. `dynamo=True`
 stays available (`exporter="dynamo"`) as the exporter PyTorch maintains going forward.
 
-Imports torch (inside the functions that need it where possible); knows nothing of the runtime.
+The wrapped parts are `edgerestore.export_wrappers`' modules. Imports torch inside the functions that need it
+(so this module imports without it); knows nothing of the runtime.
 """
 
 from __future__ import annotations
@@ -38,18 +38,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgerestore.contract import pad_to
+from edgerestore.contract import FEATURES, FRAME, PROBS, RESTORED, THUMBNAIL, pad_to, tensor_specs
 from edgerestore.errors import UserError
-from edgerestore.graphs import (
-    FORMAT,
-    MODEL_JSON,
-    file_sha256,
-    ort_session,
-    save_onnx,
-    set_dim_names,
-    tensor_specs,
-    write_json,
-)
+from edgerestore.exportdir import FORMAT, ExportDir
+from edgerestore.files import sha256_file
+from edgerestore.graphs import ort_session, save_onnx, set_dim_names
+from edgerestore.progress import Progress, as_progress
 
 DEFAULT_OPSET = 18  # TensorRT 10.x / TensorRT-RTX parsers, ORT quantization and onnxsim all handle 18
 EXPORTERS = ("torchscript", "dynamo")
@@ -88,82 +82,13 @@ class ExportResult:
     seconds: float
 
 
-# ----------------------------------------------------------------------------------------------------------
-# wrappers: uint8 NHWC BGR in and out, everything else inside the graph
-
-
-def _modules():
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    def frame_to_rgb(frame: torch.Tensor) -> torch.Tensor:
-        """uint8 [N,H,W,3] BGR → float32 [N,3,H,W] RGB in [0, 1]."""
-        return (frame.to(torch.float32) / 255.0).permute(0, 3, 1, 2).flip(1)
-
-    def rgb_to_frame(x: torch.Tensor, float_output: bool) -> torch.Tensor:
-        """float32 [N,3,H,W] RGB → uint8 [N,H,W,3] BGR (or the clamped float before ×255 when debugging)."""
-        y = x.clamp(0.0, 1.0).flip(1).permute(0, 2, 3, 1)
-        if float_output:
-            return y
-        return torch.round(y * 255.0).to(torch.uint8)
-
-    class DepthwiseShareSepConv(nn.Module):
-        """ShareSepConv with its shared kernel expanded once to a fixed channel count (same arithmetic)."""
-
-        def __init__(self, kernel: torch.Tensor, channels: int) -> None:
-            super().__init__()
-            k = kernel.shape[-1]
-            self.padding = k // 2
-            self.register_buffer("weight", kernel.detach().expand(channels, 1, k, k).clone())
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return F.conv2d(x, self.weight, None, 1, self.padding, 1, self.weight.shape[0])
-
-    class RouterGraph(nn.Module):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, thumbnail: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.model.router(frame_to_rgb(thumbnail)), dim=1)
-
-    class TrunkGraph(nn.Module):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, frame: torch.Tensor) -> torch.Tensor:
-            return self.model.trunk(frame_to_rgb(frame))
-
-    class BranchGraph(nn.Module):
-        def __init__(self, model: nn.Module, name: str, float_output: bool) -> None:
-            super().__init__()
-            self.branch = model.branch(name)
-            self.float_output = float_output
-
-        def forward(self, frame: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-            return rgb_to_frame(self.branch(frame_to_rgb(frame), features), self.float_output)
-
-    class CMUDRNGraph(nn.Module):
-        def __init__(self, model: nn.Module, float_output: bool) -> None:
-            super().__init__()
-            self.model = model
-            self.float_output = float_output
-
-        def forward(self, frame: torch.Tensor) -> torch.Tensor:
-            return rgb_to_frame(self.model(frame_to_rgb(frame)).restored, self.float_output)
-
-    return DepthwiseShareSepConv, RouterGraph, TrunkGraph, BranchGraph, CMUDRNGraph
-
-
 def fold_for_export(model):
     """An eval-mode copy of the model with every ShareSepConv replaced by its fixed-channel depthwise conv."""
     from torch import nn
 
+    from edgerestore.export_wrappers import DepthwiseShareSepConv
     from edgerestore.models.blocks import ShareSepConv
 
-    DepthwiseShareSepConv = _modules()[0]
     model = copy.deepcopy(model).eval()
     for parent in model.modules():
         children = list(parent.named_children())
@@ -265,7 +190,7 @@ def _record(name: str, path: Path, model: onnx.ModelProto) -> GraphRecord:
     for node in model.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     return GraphRecord(
-        name, path.name, file_sha256(path), inputs, outputs, len(model.graph.node), path.stat().st_size, ops
+        name, path.name, sha256_file(path), inputs, outputs, len(model.graph.node), path.stat().st_size, ops
     )
 
 
@@ -277,11 +202,10 @@ def graph_specs(model, loops: list[int] | None = None, float_output: bool = Fals
     """[(graph name, wrapped module, example inputs, input names, output names, dim names, stride)]."""
     import torch
 
+    from edgerestore.export_wrappers import BranchGraph, CMUDRNGraph, RouterGraph, TrunkGraph
     from edgerestore.models.uffn import UFFN
 
-    _, RouterGraph, TrunkGraph, BranchGraph, CMUDRNGraph = _modules()
     folded = fold_for_export(model)
-    out_name = "restored"
     hw = {1: "height", 2: "width"}
     if isinstance(model, UFFN):
         s, h, w = model.thumbnail_size, 4 * model.stride, 6 * model.stride  # small, non-square example
@@ -290,14 +214,14 @@ def graph_specs(model, loops: list[int] | None = None, float_output: bool = Fals
         feats = torch.randn(1, model.feature_channels, h // model.stride, w // model.stride)
         half = {2: "height/2", 3: "width/2"}
         specs = [
-            ("router", RouterGraph(folded), (thumb,), ["thumbnail"], ["probs"], {}, model.stride),
+            ("router", RouterGraph(folded), (thumb,), [THUMBNAIL], [PROBS], {}, model.stride),
             (
                 "trunk",
                 TrunkGraph(folded),
                 (frame,),
-                ["frame"],
-                ["features"],
-                {"frame": hw, "features": half},
+                [FRAME],
+                [FEATURES],
+                {FRAME: hw, FEATURES: half},
                 model.stride,
             ),
         ]
@@ -307,9 +231,9 @@ def graph_specs(model, loops: list[int] | None = None, float_output: bool = Fals
                     f"branch_{condition}",
                     BranchGraph(folded, condition, float_output),
                     (frame, feats),
-                    ["frame", "features"],
-                    [out_name],
-                    {"frame": hw, "features": half, out_name: hw},
+                    [FRAME, FEATURES],
+                    [RESTORED],
+                    {FRAME: hw, FEATURES: half, RESTORED: hw},
                     model.stride,
                 )
             )
@@ -322,9 +246,9 @@ def graph_specs(model, loops: list[int] | None = None, float_output: bool = Fals
                 f"cmudrn_t{t}",
                 CMUDRNGraph(folded.with_loops(t).eval(), float_output),
                 (frame,),
-                ["frame"],
-                [out_name],
-                {"frame": hw, out_name: hw},
+                [FRAME],
+                [RESTORED],
+                {FRAME: hw, RESTORED: hw},
                 1,
             )
         )
@@ -340,7 +264,7 @@ def export_model(
     loops: list[int] | None = None,
     exporter: str = "torchscript",
     parity_sizes: list[tuple[int, int]] | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     router_calibration: dict | None = None,
 ) -> ExportResult:
     """Export every graph of a model into `out_dir` (= export/<profile>/), write model.json, check parity.
@@ -351,8 +275,6 @@ def export_model(
     `parity_sizes` ([(H, W)], odd sizes welcome; the UFFN graphs get them reflect-padded to the stride)
     defaults to three sizes; an empty list skips the check. A parity failure raises `UserError`.
     """
-    from tqdm import tqdm
-
     from edgerestore.models.uffn import UFFN
 
     if not 17 <= opset <= 20:
@@ -363,8 +285,8 @@ def export_model(
     model = model.eval()
     records: list[GraphRecord] = []
     specs = graph_specs(model, loops)
-    for name, module, inputs, in_names, out_names, dims, stride in tqdm(
-        specs, desc="export", unit="graph", disable=not progress
+    for name, module, inputs, in_names, out_names, dims, stride in as_progress(progress).each(
+        specs, "export", "graph"
     ):
         graph = export_module(module, inputs, in_names, out_names, dims, opset, exporter, stride)
         path = save_onnx(graph, out_dir / f"{name}.onnx")
@@ -410,8 +332,8 @@ def export_model(
             f"exported {worst.graph} differs from PyTorch at {worst.size[0]}x{worst.size[1]}: max abs error "
             f"{worst.max_abs_error:.2e} (limit {PARITY_TOLERANCE:.0e}); graphs left in {out_dir}, model.json not written"
         )
-    write_json(out_dir / MODEL_JSON, meta)
-    return ExportResult(out_dir, out_dir / MODEL_JSON, records, parity, time.perf_counter() - start)
+    model_json = ExportDir(out_dir).write_meta(meta)
+    return ExportResult(out_dir, model_json, records, parity, time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -468,7 +390,7 @@ def check_parity(
             if isinstance(model, UFFN):
                 s = model.thumbnail_size
                 thumb = frames(s, s)
-                probs = sessions_u8["router"].run(None, {"thumbnail": thumb[None]})[0]
+                probs = sessions_u8["router"].run(None, {THUMBNAIL: thumb[None]})[0]
                 ref = torch.softmax(model.router(to_tensor(thumb)), dim=1).numpy()
                 err = float(np.abs(probs - ref).max())
                 results.append(ParityResult("router", (s, s), err, None, err <= PARITY_TOLERANCE))
@@ -476,14 +398,14 @@ def check_parity(
                     frame = pad_to(frames(h, w), model.stride)
                     x = to_tensor(frame)
                     feats_ref = model.trunk(x)
-                    feats = sessions_u8["trunk"].run(None, {"frame": frame[None]})[0]
+                    feats = sessions_u8["trunk"].run(None, {FRAME: frame[None]})[0]
                     scale = max(1.0, float(feats_ref.abs().max()))
                     err = float(np.abs(feats - feats_ref.numpy()).max()) / scale
                     results.append(ParityResult("trunk", (h, w), err, None, err <= PARITY_TOLERANCE))
                     for condition in model.conditions[1:]:
                         name = f"branch_{condition}"
                         ref_img = _nhwc_bgr_float(model.branch(condition)(x, feats_ref))
-                        feeds = {"frame": frame[None], "features": feats_ref.numpy()}
+                        feeds = {FRAME: frame[None], FEATURES: feats_ref.numpy()}
                         results.append(
                             _image_parity(name, (h, w), ref_img, sessions_f[name], sessions_u8[name], feeds)
                         )
@@ -501,7 +423,7 @@ def check_parity(
                                 ref_img,
                                 sessions_f[name],
                                 sessions_u8[name],
-                                {"frame": frame[None]},
+                                {FRAME: frame[None]},
                             )
                         )
     return results
@@ -536,28 +458,3 @@ def result_table(result: ExportResult) -> str:
 
 def parity_json(result: ExportResult) -> list[dict]:
     return [asdict(p) for p in result.parity]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# TensorRT acceptance (the operator check)
-
-
-@dataclass
-class TensorRTCheck:
-    graph: str
-    file: str
-    seconds: float
-
-
-def check_tensorrt(
-    paths: list[Path],
-    trt_module: str = "tensorrt_rtx",
-    shape_profile: dict | None = None,
-) -> list[TensorRTCheck]:
-    """Parse and build every graph with TensorRT (strongly typed; on a CPU with TensorRT-RTX) through
-    `edgerestore.engines.tensorrt`; a parser rejection raises `TensorRTBuildError` naming the failing nodes."""
-    from edgerestore.engines.tensorrt import TensorRTBuilder, frame_profile
-
-    profile = frame_profile(shape_profile or {"min": [64, 64], "opt": [360, 640], "max": [720, 1280]})
-    builder = TensorRTBuilder(trt_module, device=None if trt_module == "tensorrt_rtx" else "auto")
-    return [TensorRTCheck(p.stem, str(p), builder.build(p, profile).seconds) for p in paths]

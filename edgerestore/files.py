@@ -1,4 +1,5 @@
-"""Atomic file writes: write beside the destination, then rename, so readers never see half a file.
+"""Atomic file writes (write beside the destination, then rename, so readers never see half a file) and
+`sha256_file`, the one file hash every record uses (checkpoints, graphs, bundles, shipped files).
 
 Files get the usual permissions (umask), unlike `tempfile.mkstemp`'s 0600. No heavy imports. A path that
 cannot be written is a one-line `UserError` naming it, never a traceback.
@@ -7,6 +8,7 @@ cannot be written is a one-line `UserError` naming it, never a traceback.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -127,3 +129,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file, read in `chunk`-byte blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

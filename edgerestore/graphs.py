@@ -1,54 +1,26 @@
-"""ONNX graph files and the export directory's `model.json`: reading, writing and describing them.
+"""ONNX graph files: loading (checked), saving, naming dynamic axes, and the reference ONNX Runtime session.
 
 Shared by export (which writes the graphs), precision/calibration (which convert them) and the engine
-builders (which read them). Loading a missing or corrupt file gives a one-line `UserError`; writing goes
-through a temporary file and a rename so that no half-written graph or JSON is ever left behind.
+builders (which read them); the export directory's records are `edgerestore.exportdir`'s. Loading a
+missing or corrupt file gives a one-line `UserError`; writing goes through a temporary file and a rename
+so that no half-written graph is ever left behind.
 
 Imports onnx and numpy only (never torch, never the runtime).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Any
 
 import onnx
 
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
 
-FORMAT = "edgerestore-onnx/1"
-MODEL_JSON = "model.json"
-PRECISION_JSON = "precision.json"
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8_trt", "int8_ort")
-
-_DTYPE_NAMES = {
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT64: "int64",
-}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write a graph atomically (all weights inside the file: these models are far below 2 GB)."""
     return write_bytes_atomic(Path(path), model.SerializeToString())
-
-
-def write_json(path: str | Path, payload: Any) -> Path:
-    return write_bytes_atomic(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
@@ -73,27 +45,16 @@ def load_onnx(path: str | Path, check: bool = True) -> onnx.ModelProto:
     return model
 
 
-def _dims(value: onnx.ValueInfoProto) -> list[int | str]:
-    dims: list[int | str] = []
-    for d in value.type.tensor_type.shape.dim:
-        dims.append(d.dim_param if d.dim_param else int(d.dim_value))
-    return dims
-
-
-def tensor_specs(model: onnx.ModelProto) -> tuple[list[dict], list[dict]]:
-    """([{name, dtype, shape}] of the inputs, same of the outputs); dynamic dims as their names."""
-
-    def spec(v: onnx.ValueInfoProto) -> dict:
-        elem = v.type.tensor_type.elem_type
-        return {
-            "name": v.name,
-            "dtype": _DTYPE_NAMES.get(elem, onnx.TensorProto.DataType.Name(elem).lower()),
-            "shape": _dims(v),
-        }
-
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [spec(v) for v in model.graph.input if v.name not in inits]
-    return inputs, [spec(v) for v in model.graph.output]
+def rename_tensor(
+    graph: onnx.GraphProto, old: str, new: str, inputs: bool = True, outputs: bool = True
+) -> None:
+    """Rename tensor `old` to `new` where nodes read it (`inputs`) and where they write it (`outputs`)."""
+    for node in graph.node:
+        for names, on in ((node.input, inputs), (node.output, outputs)):
+            if on:
+                for i, n in enumerate(names):
+                    if n == old:
+                        names[i] = new
 
 
 def set_dim_names(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> None:
@@ -102,35 +63,6 @@ def set_dim_names(model: onnx.ModelProto, names: dict[str, dict[int, str]]) -> N
         for axis, name in names.get(value.name, {}).items():
             dim = value.type.tensor_type.shape.dim[axis]
             dim.dim_param = name
-
-
-def read_model_json(export_dir: str | Path) -> dict:
-    """The export directory's model.json, with one-line errors for a missing or foreign file."""
-    path = Path(export_dir) / MODEL_JSON
-    if not path.is_file():
-        raise UserError(
-            f"{path} not found; run `edgerestore export` first (it writes the graphs and {MODEL_JSON})"
-        )
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"{path} is not readable JSON ({type(exc).__name__}); re-run `edgerestore export`"
-        ) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(
-            f"{path} is not an edgerestore export (format is not {FORMAT!r}); re-run `edgerestore export`"
-        )
-    return meta
-
-
-def graph_path(export_dir: str | Path, meta: dict, name: str) -> Path:
-    try:
-        return Path(export_dir) / meta["graphs"][name]["file"]
-    except KeyError:
-        raise UserError(
-            f"model.json in {export_dir} has no graph {name!r}; graphs: {', '.join(meta.get('graphs', {}))}"
-        ) from None
 
 
 def ort_session(path: str | Path | bytes, threads: int = 2, fuse_qdq: bool = True):

@@ -14,13 +14,16 @@ Imports torch only when a stage that needs it (export) actually runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgerestore import assets
+from edgerestore.contract import VARIANTS, check_precision, variant_for
 from edgerestore.errors import UserError
+from edgerestore.exportdir import MODEL_JSON, PRECISION_JSON, ExportDir, write_json
+from edgerestore.files import sha256_file
+from edgerestore.progress import Progress
 
 WEIGHTS_DIR = Path("weights")
 EXPORT_ROOT = Path("export")
@@ -59,51 +62,9 @@ def load_model(
     return zoo.build(profile).eval(), {}, f"untrained {profile} (seed {seed}; no {path} yet)"
 
 
-def _sha256(path: Path) -> str:
-    from edgerestore.graphs import file_sha256
-
-    return file_sha256(path)
-
-
-def export_is_stale(export_dir: Path, checkpoint: Path, profile: str | None = None) -> str | None:
-    """Why `export_dir` must be re-exported from `checkpoint` (as `profile`, when given), or None when it
-    is up to date."""
-    from edgerestore.precision import load_export
-
-    if not (export_dir / "model.json").is_file():
-        return "no exported graphs"
-    try:
-        _, meta = load_export(export_dir)
-    except UserError as exc:
-        return str(exc)
-    if profile is not None and meta.get("profile") != profile:
-        return f"{export_dir} holds {meta.get('profile')} graphs, not {profile}"
-    if meta.get("checkpoint_sha256") != _sha256(checkpoint):
-        return f"{checkpoint} changed since the last export"
-    return None
-
-
-def precision_is_stale(export_dir: Path, variant: str) -> str | None:
-    """Why `export_dir/variant` must be regenerated, or None when every graph was made from today's graphs."""
-    record = export_dir / variant / "precision.json"
-    if not record.is_file():
-        return f"no {variant} graphs"
-    try:
-        payload = json.loads(record.read_text())
-        meta = json.loads((export_dir / "model.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return f"{record} is unreadable"
-    graphs = payload.get("graphs", {})
-    for name, info in meta["graphs"].items():
-        entry = graphs.get(name)
-        if entry is None or entry.get("source_sha256") != info.get("sha256"):
-            return f"{variant}/{name} was made from other float32 graphs"
-        if not (export_dir / variant / info["file"]).is_file():
-            return f"{variant}/{info['file']} is missing"
-    return None
-
-
-def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True, profile: str | None = None):
+def export_checkpoint(
+    checkpoint: Path, export_dir: Path, progress: Progress | bool = True, profile: str | None = None
+):
     """Export `checkpoint` into `export_dir`; `UserError` (nothing written) if it holds another `profile`."""
     from edgerestore.export import export_model
     from edgerestore.models import zoo
@@ -124,12 +85,12 @@ def export_checkpoint(checkpoint: Path, export_dir: Path, progress: bool = True,
     )
 
 
-def make_precision(export_dir: Path, variant: str, calib: str | Path | None, progress: bool = True):
-    from edgerestore.calibration import load_frames, make_int8, split_holdout
-    from edgerestore.precision import make_fp16
+def make_precision(
+    export_dir: Path, variant: str, calib: str | Path | None, progress: Progress | bool = True
+):
+    from edgerestore.precision import guard_split, load_frames, make_fp16, make_int8
 
-    frames = load_frames(calib, option="--calib")
-    calib_frames, held = split_holdout(frames, max(2, len(frames) // 4))
+    calib_frames, held = guard_split(load_frames(calib, option="--calib"))
     if variant == "fp16":
         return make_fp16(export_dir, held, calib_frames=calib_frames, progress=progress)
     return make_int8(export_dir, variant, calib_frames, held, progress=progress)
@@ -162,10 +123,14 @@ def _source_graphs(
             return shipped, None
         _check_profile_name(profile)
         return None, None  # the caller reports the missing weights
-    why = "--force" if force else export_is_stale(export_dir, checkpoint, profile)
+    why = "--force" if force else ExportDir(export_dir).stale(checkpoint, profile)
     if why is None:
         return export_dir, None
-    if shipped is not None and not force and assets.shipped_checkpoint_sha256(profile) == _sha256(checkpoint):
+    if (
+        shipped is not None
+        and not force
+        and assets.shipped_checkpoint_sha256(profile) == sha256_file(checkpoint)
+    ):
         return shipped, None
     return None, why
 
@@ -180,7 +145,7 @@ def ensure_bundle(
     out: Path | None = None,
     calib: str | Path | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
     echo=print,
     checkpoint_hint: str = " or pass --checkpoint",
     engines_root: Path | None = None,
@@ -194,11 +159,10 @@ def ensure_bundle(
     `engines_root`: where `edgerestore build` writes). `untrained` (the bench's timing): a profile with no
     weights and no shipped graphs is exported once from untrained weights (seed 0, `load_model`), with a
     note, instead of being refused."""
-    from edgerestore.engines.build import build_bundle, resolve_backend, source_subdir
-    from edgerestore.engines.bundle import PRECISIONS, default_bundle_dir
+    from edgerestore.engines.build import build_bundle, resolve_backend
+    from edgerestore.engines.bundle import default_bundle_dir
 
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     backend_name, trt_module = resolve_backend(backend, build_options.pop("trt_module", None))
     explicit = checkpoint is not None
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(profile)
@@ -208,7 +172,7 @@ def ensure_bundle(
     ran: list[str] = []
     source, why = _source_graphs(profile, checkpoint, explicit, export_dir, force)
     if source is None and why is None and untrained and not explicit:
-        if not (export_dir / "model.json").is_file():
+        if not ExportDir(export_dir).exists():
             _export_untrained(profile, checkpoint, export_dir, progress, echo)
             ran.append("export")
         source = export_dir
@@ -232,12 +196,12 @@ def ensure_bundle(
         source = export_dir
     elif source != export_dir:
         echo(f"graphs: the {profile} graphs shipped with edgerestore ({source})")
-    variant = source_subdir(backend_name, precision)
+    variant = variant_for(backend_name, precision)
     if variant is not None:
-        why = "--force" if force else ("export changed" if ran else precision_is_stale(source, variant))
+        why = "--force" if force else ("export changed" if ran else ExportDir(source).variant_stale(variant))
         if why:
             if source != export_dir:  # shipped graphs are read-only: convert a copy
-                _copy_graphs(source, export_dir)
+                ExportDir(source).copy_graphs(export_dir)
                 source = export_dir
             echo(
                 f"precision: {why}; making {export_dir}/{variant}/ "
@@ -253,6 +217,7 @@ def ensure_bundle(
         force=force or bool(ran),
         progress=progress,
         trt_module=trt_module,
+        calib=calib,
         **build_options,
     )
     if not result.skipped:
@@ -260,7 +225,9 @@ def ensure_bundle(
     return PipelineResult(Path(result.bundle.path), ran, result.summary())
 
 
-def _export_untrained(profile: str, checkpoint: Path, export_dir: Path, progress: bool, echo) -> None:
+def _export_untrained(
+    profile: str, checkpoint: Path, export_dir: Path, progress: Progress | bool, echo
+) -> None:
     if _torch_missing():
         raise UserError(
             f"no weights for {profile} at {checkpoint} and no graphs shipped for it; exporting untrained "
@@ -275,21 +242,11 @@ def _export_untrained(profile: str, checkpoint: Path, export_dir: Path, progress
     export_model(model, export_dir, profile, parity_sizes=[], progress=progress)
 
 
-def _copy_graphs(src: Path, dst: Path) -> None:
-    """The float32 graphs and model.json of `src` into `dst` (replacing what is there)."""
-    import shutil
-
-    from edgerestore.graphs import MODEL_JSON
-
-    meta = json.loads((src / MODEL_JSON).read_text())
-    dst.mkdir(parents=True, exist_ok=True)
-    for info in meta["graphs"].values():
-        shutil.copy2(src / info["file"], dst / info["file"])
-    shutil.copy2(src / MODEL_JSON, dst / MODEL_JSON)
-
-
 def ship_graphs(
-    weights_dir: Path = WEIGHTS_DIR, root: Path = assets.SHIPPED_ROOT, progress: bool = True, echo=print
+    weights_dir: Path = WEIGHTS_DIR,
+    root: Path = assets.SHIPPED_ROOT,
+    progress: Progress | bool = True,
+    echo=print,
 ) -> dict:
     """Export every `weights_dir/*.pt`, make its fp16 / int8_trt / int8_ort variants from the default
     calibration frames, and put them in `root/<profile>/` with `root/index.json` (sha256 and size of every
@@ -299,21 +256,19 @@ def ship_graphs(
     import shutil
     import tempfile
 
-    from edgerestore.graphs import MODEL_JSON, PRECISION_JSON
-
     checkpoints = sorted(Path(weights_dir).glob("*.pt"))
     if not checkpoints:
         raise UserError(f"no checkpoints (*.pt) in {weights_dir}")
     calib = assets.calibration_dir()
     calibration = {
-        str(p.relative_to(calib)): assets.file_sha256(p)
+        str(p.relative_to(calib)): sha256_file(p)
         for p in sorted(calib.rglob("*"))
         if p.is_file() and p.suffix.lower() in (".jpg", ".png")
     }
     shipped = assets.read_index(root)
     index: dict = {"format": assets.INDEX_FORMAT, "profiles": {}, "calibration": calibration}
     for checkpoint in checkpoints:
-        sha = assets.file_sha256(checkpoint)
+        sha = sha256_file(checkpoint)
         kept = [
             (name, entry)
             for name, entry in shipped.get("profiles", {}).items()
@@ -330,13 +285,13 @@ def ship_graphs(
         with tempfile.TemporaryDirectory(prefix="edgerestore-ship-") as tmp:
             result = export_checkpoint(checkpoint, Path(tmp) / "export", progress)
             export_dir = Path(result.model_json).parent
-            meta = json.loads((export_dir / MODEL_JSON).read_text())
+            meta = ExportDir(export_dir).meta
             profile = meta["profile"]
-            echo(f"{profile}: exported {checkpoint}; making {', '.join(assets.VARIANTS)}")
-            for variant in assets.VARIANTS:
+            echo(f"{profile}: exported {checkpoint}; making {', '.join(VARIANTS)}")
+            for variant in VARIANTS:
                 make_precision(export_dir, variant, None, progress)
             files = [MODEL_JSON] + [info["file"] for info in meta["graphs"].values()]
-            for variant in assets.VARIANTS:
+            for variant in VARIANTS:
                 files.append(f"{variant}/{PRECISION_JSON}")
                 files += [
                     f"{variant}/{info['file']}"
@@ -359,7 +314,7 @@ def ship_graphs(
             "checkpoint_sha256": meta["checkpoint_sha256"],
             "files": {
                 rel: {
-                    "sha256": assets.file_sha256(root / profile / rel),
+                    "sha256": sha256_file(root / profile / rel),
                     "size": (root / profile / rel).stat().st_size,
                 }
                 for rel in files
@@ -368,7 +323,5 @@ def ship_graphs(
     for folder in root.iterdir():
         if folder.is_dir() and (folder / MODEL_JSON).is_file() and folder.name not in index["profiles"]:
             shutil.rmtree(folder)
-    from edgerestore.graphs import write_json
-
     write_json(root / assets.INDEX_NAME, index)
     return index

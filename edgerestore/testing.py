@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.contract import tensor_specs
+from edgerestore.files import sha256_file
 
 OPSET = 17
 #: Mean BGR colour that makes the router choose each condition.
@@ -225,17 +227,6 @@ def write_graphs(
     return paths
 
 
-def _tensor_specs(model) -> tuple[list[dict], list[dict]]:
-    from onnx import helper
-
-    def spec(v) -> dict:
-        dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in v.type.tensor_type.shape.dim]
-        dtype = helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
-        return {"name": v.name, "dtype": dtype, "shape": dims}
-
-    return [spec(v) for v in model.graph.input], [spec(v) for v in model.graph.output]
-
-
 def write_bundle(
     out_dir: Path,
     family: str = "uffn",
@@ -262,8 +253,8 @@ def write_bundle(
         paths = write_graphs(Path(tmp), family, thumbnail_size, features, depth, loops)
         graphs = {}
         for name, path in paths.items():
-            inputs, outputs = _tensor_specs(onnx.load(path))
-            digest = eb.sha256_file(path)
+            inputs, outputs = tensor_specs(onnx.load(path))
+            digest = sha256_file(path)
             graphs[name] = eb.GraphEntry(path.name, "fp32", digest, digest, inputs, outputs, {})
         try:
             import onnxruntime

@@ -8,7 +8,6 @@ Q/DQ variants by onnxruntime.quantization on random calibration frames).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
-from edgerestore.graphs import FORMAT
+from edgerestore.exportdir import FORMAT
+from edgerestore.files import sha256_file
 
 OPSET = 17
 FEATURES = 4
@@ -144,10 +144,6 @@ def branch_graph(rng: np.random.Generator, unsupported_op: bool = False) -> onnx
     return _model(nodes, [_frame_in(), feats], [out], inits, "branch")
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _spec(v: onnx.ValueInfoProto) -> dict:
     dims = [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
     return {
@@ -252,7 +248,7 @@ def write_export_dir(
         onnx.save(model, path)
         meta[name] = {
             "file": path.name,
-            "sha256": _sha(path),
+            "sha256": sha256_file(path),
             "inputs": [_spec(v) for v in model.graph.input],
             "outputs": [_spec(v) for v in model.graph.output],
         }

@@ -410,6 +410,7 @@ def test_pipeline_measurement_reports_throughput_and_capture_to_display(syntheti
     d = pb.to_dict()
     assert pb.model_ms.n == 12 and pb.capture_to_display_ms.n >= 1
     assert pb.throughput_fps > 0 and np.isfinite(d["overhead"]) and d["latency_ratio"] > 0
+    assert 0 < d["model_busy"] <= 1.1  # one frame in flight on ONNX Runtime: about 1 at most
     assert pb.capture_to_display_ms.mean >= pb.model_ms_paced.p50 * 0.5  # capture precedes display
 
 

@@ -16,12 +16,9 @@ from edgerestore.engines import build as build_mod
 from edgerestore.engines.build import build_bundle, normalise_shape_profile, resolve_backend
 from edgerestore.engines.bundle import (
     FORMAT_VERSION,
-    DeviceInfo,
     GraphEntry,
     Manifest,
     bundle_dir_name,
-    cuda_device_info,
-    cuda_device_status,
     default_bundle_dir,
     load_bundle,
     normalise_compute_capability,
@@ -30,6 +27,7 @@ from edgerestore.engines.bundle import (
     write_bundle,
 )
 from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.nvidia import DeviceInfo, cuda_device_info, cuda_device_status
 
 PROFILE = {"min": [16, 16], "opt": [64, 64], "max": [256, 256]}
 REBUILD = "rebuild with: edgerestore build --profile tiny-test --backend onnxruntime --precision fp32 --force"
@@ -113,7 +111,7 @@ def test_onnxruntime_int8_bundle_uses_the_ort_qdq_graphs_and_records_accuracy(ex
     )
     m = result.bundle.manifest
     src = export_dir / "int8_ort" / "trunk.onnx"
-    from edgerestore.engines.bundle import sha256_file
+    from edgerestore.files import sha256_file
 
     assert m.graphs["trunk"].source_onnx_sha256 == sha256_file(src)
     assert all(g.precision == "int8" for g in m.graphs.values())
@@ -177,8 +175,8 @@ def test_build_refuses_a_checkpoint_of_another_profile_and_names_unknown_profile
 ):
     pytest.importorskip("torch")
     from edgerestore.cli import main
+    from edgerestore.exportdir import ExportDir
     from edgerestore.models import zoo
-    from edgerestore.pipeline import export_is_stale
 
     monkeypatch.chdir(tmp_path)
     ckpt = zoo.save_checkpoint(tmp_path / "c.pt", zoo.build("cmudrn-t3", width=4), "cmudrn-t3")
@@ -194,7 +192,7 @@ def test_build_refuses_a_checkpoint_of_another_profile_and_names_unknown_profile
     assert not (tmp_path / "exp").exists() and not (tmp_path / "b").exists()
     # an export folder already holding another profile's graphs is stale, so the check above runs again
     assert (
-        export_is_stale(export_dir, ckpt, "uffn-tiny")
+        ExportDir(export_dir).stale(ckpt, "uffn-tiny")
         == f"{export_dir} holds tiny-test graphs, not uffn-tiny"
     )
 

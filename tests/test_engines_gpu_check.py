@@ -32,3 +32,6 @@ def test_its_steps_dry_run_on_a_cpu_and_print_one_table(gpu_check, capsys):
     assert lines[1].startswith("precision | build s | router | PSNR vs ORT fp32")
     assert [line.split(" | ")[0] for line in lines[2:5]] == ["fp32", "fp16", "int8"]
     assert all(line.endswith("| ok") for line in lines[2:5]) and lines[-1] == "gpu tests: skipped"
+    # each fp16/int8 build says what measured its accuracy guard (ONNX Runtime bundles: the CPU's numbers)
+    assert [line.split(": ")[0] for line in lines[5:7]] == ["fp16", "int8"]
+    assert all(": accuracy: measured by onnxruntime " in line for line in lines[5:7])

@@ -16,8 +16,9 @@ import pytest
 from engine_graphs import branch_graph, write_export_dir
 
 from edgerestore.engines.build import build_bundle
-from edgerestore.engines.bundle import DeviceInfo, cuda_device_info, load_bundle, sha256_file
+from edgerestore.engines.bundle import load_bundle, sha256_file
 from edgerestore.errors import BundleError, UserError
+from edgerestore.runtime.nvidia import DeviceInfo, cuda_device_info
 
 trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx is not installed (pip install tensorrt-rtx)")
 
@@ -86,6 +87,39 @@ def test_rtx_bundle_builds_on_cpu_with_dynamic_profile_and_right_manifest(export
     }
     assert [r.name for r in result.graphs] == ["router", "trunk", "branch_rain"]
     assert all(r.seconds > 0 for r in result.graphs)
+    if precision == "fp32":  # no converted graph, nothing guarded
+        assert result.accuracy == "" and all("measured_by" not in e.accuracy for e in m.graphs.values())
+    elif cuda_device_info() is None:  # the engines cannot run here: the precision step's CPU numbers, named
+        (by,) = {e.accuracy["measured_by"] for e in m.graphs.values()}
+        assert by.startswith("onnxruntime ") and by.endswith("on the CPU (precision step)")
+        assert result.accuracy.endswith(
+            "not with the engines: no GPU here to run tensorrt_rtx engines (built on a CPU)"
+        )
+
+
+def test_a_gpu_without_a_usable_cuda_runtime_keeps_the_cpu_measurement(export_dir, tmp_path, monkeypatch):
+    """The builder saw a GPU but the runtime cannot open it (cuda-python missing, an old driver): the build
+    still succeeds, on the precision step's numbers, and says why the engines were not measured."""
+    from edgerestore.engines.build import BuildSettings
+    from edgerestore.engines.tensorrt import TensorRTBundleBuilder
+    from edgerestore.runtime import trt as runtime_trt
+
+    builder = TensorRTBundleBuilder(
+        BuildSettings(shape_profile=PROFILE, engines_root=tmp_path, trt_module="tensorrt_rtx")
+    )
+    builder.builder.device = DeviceInfo(0, "NVIDIA RTX A4000", "8.6")
+
+    def no_cuda(device: int = 0):
+        raise UserError("no NVIDIA driver on this machine; use the onnxruntime backend on this machine")
+
+    monkeypatch.setattr(runtime_trt, "CudaRuntime", no_cuda)
+    backend, why = builder.measuring_backend()
+    assert backend is None and why.startswith("no NVIDIA driver on this machine")
+    builder.builder.device = DeviceInfo(0, "NVIDIA H100", "9.0")  # not among RTX's default targets
+    backend, why = builder.measuring_backend()
+    assert backend is None and why == (
+        "these tensorrt_rtx engines target compute capability 8.0, 8.6, 8.9, 12.0, 12.1, not this GPU's 9.0"
+    )
 
 
 def test_profile_covers_frame_and_derived_features():

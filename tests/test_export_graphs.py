@@ -13,7 +13,8 @@ torch = pytest.importorskip("torch")
 
 from edgerestore.contract import pad_to  # noqa: E402
 from edgerestore.errors import UserError  # noqa: E402
-from edgerestore.graphs import file_sha256, load_onnx, ort_session  # noqa: E402
+from edgerestore.files import sha256_file  # noqa: E402
+from edgerestore.graphs import load_onnx, ort_session  # noqa: E402
 
 TINY = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
 
@@ -121,7 +122,7 @@ def test_graph_io_follows_the_contract(uffn_export, cmudrn_export):
     ]
     for name, info in g.items():
         path = result.out_dir / info["file"]
-        assert path.name == f"{name}.onnx" and info["sha256"] == file_sha256(path)
+        assert path.name == f"{name}.onnx" and info["sha256"] == sha256_file(path)
         model = onnx.load(str(path))
         assert model.opset_import[0].version == 18
         onnx.checker.check_model(model, full_check=True)
@@ -261,22 +262,21 @@ def _plant_unsupported_op(src: Path, dst: Path) -> str:
 
 def test_operator_check_names_a_planted_unsupported_node(uffn_export, tmp_path):
     pytest.importorskip("tensorrt_rtx")
-    from edgerestore.engines.tensorrt import TensorRTBuildError
-    from edgerestore.export import check_tensorrt
+    from edgerestore.engines.tensorrt import TensorRTBuildError, check_graphs
 
     planted = tmp_path / "trunk.onnx"
     name = _plant_unsupported_op(uffn_export[1].out_dir / "trunk.onnx", planted)
     with pytest.raises(TensorRTBuildError) as exc:
-        check_tensorrt([planted])
+        check_graphs([planted])
     assert name in str(exc.value)
 
 
 def test_tensorrt_rtx_parses_and_builds_the_float32_graphs(uffn_export, cmudrn_export):
     pytest.importorskip("tensorrt_rtx")
-    from edgerestore.export import check_tensorrt
+    from edgerestore.engines.tensorrt import check_graphs
 
     paths = sorted(uffn_export[1].out_dir.glob("*.onnx")) + [cmudrn_export[1].out_dir / "cmudrn_t1.onnx"]
-    checks = check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})
+    checks = check_graphs(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})
     assert [c.graph for c in checks] == [p.stem for p in paths]
 
 

@@ -109,7 +109,7 @@ def test_info_without_torch_says_why_the_zoo_table_is_missing(tmp_path):
 
 
 def test_default_calibration_frames_are_package_data():
-    from edgerestore.calibration import default_calibration_set, load_frames
+    from edgerestore.precision import default_calibration_set, load_frames
 
     folder = default_calibration_set()
     assert folder.is_relative_to(Path(__import__("edgerestore").__file__).parent)
@@ -118,14 +118,14 @@ def test_default_calibration_frames_are_package_data():
 
 
 def test_missing_default_set_names_the_commands_own_option(monkeypatch, tmp_path):
-    from edgerestore import calibration
     from edgerestore.errors import UserError
+    from edgerestore.precision import frames
 
-    monkeypatch.setattr(calibration, "DEFAULT_SET", tmp_path)  # an install without the frames
+    monkeypatch.setattr(frames, "DEFAULT_SET", tmp_path)  # an install without the frames
     with pytest.raises(UserError, match="give --calib DIR"):
-        calibration.load_frames(None, option="--calib")
+        frames.load_frames(None, option="--calib")
     with pytest.raises(UserError, match="give --frames DIR"):
-        calibration.load_frames(None)
+        frames.load_frames(None)
 
 
 @pytest.mark.slow

@@ -50,18 +50,18 @@ def test_partial_files_of_killed_writers_are_removed_by_the_next_write(tmp_path)
 def test_sigterm_during_calibrate_leaves_no_temporary_folder(tmp_path, export_dir, monkeypatch, capsys):
     import shutil
 
-    from edgerestore import precision
+    from edgerestore.precision import fp16
 
     export = tmp_path / "uffn"
     shutil.copytree(export_dir, export)
-    original = precision.guard
+    original = fp16.guard
 
     def guard_then_sigterm(*args, **kwargs):
         assert list(export.glob("edgerestore-fp16-*")), "the temporary folder should exist here"
         os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(precision, "guard", guard_then_sigterm)
+    monkeypatch.setattr(fp16, "guard", guard_then_sigterm)
     code = main(["calibrate", "--export", str(export), "--precision", "fp16", "--frames", "synthetic:6"])
     assert code == 143 and capsys.readouterr().err.strip().endswith("terminated (SIGTERM)")
     assert not list(export.glob("edgerestore-*")) and not (export / "fp16").exists()

@@ -12,10 +12,18 @@ from onnx import TensorProto, helper, numpy_helper
 
 torch = pytest.importorskip("torch")
 
-from edgerestore.calibration import frames_from_folder, quantize_graph, split_holdout  # noqa: E402
 from edgerestore.errors import UserError  # noqa: E402
 from edgerestore.graphs import ort_session  # noqa: E402
-from edgerestore.precision import Budgets, Frame, convert_fp16, fp16_unsafe_nodes, make_fp16  # noqa: E402
+from edgerestore.precision import (  # noqa: E402
+    Budgets,
+    Frame,
+    convert_fp16,
+    fp16_unsafe_nodes,
+    frames_from_folder,
+    make_fp16,
+    quantize_graph,
+    split_holdout,
+)
 
 TINY = dict(width=8, experts=2, expert_dilations=(1, 2), router_width=8, thumbnail_size=32)
 
@@ -206,7 +214,7 @@ def test_guard_accepts_fp16_and_falls_back_under_an_impossible_budget(export_dir
 
 
 def test_int8_trt_ladder_passes_through_fp16_before_fp32(export_dir):
-    from edgerestore.calibration import make_int8
+    from edgerestore.precision import make_int8
 
     frames = _frames(4, 3)
     calib, held = split_holdout(frames, 2)
@@ -222,7 +230,7 @@ def test_int8_trt_ladder_passes_through_fp16_before_fp32(export_dir):
         info["graphs"]["trunk"]["precision"] == "fp16"
         and "fell back from int8_trt to fp16" in info["graphs"]["trunk"]["note"]
     )
-    from edgerestore.calibration import trt_quantizer
+    from edgerestore.precision import trt_quantizer
 
     assert info["settings"]["quantizer"].startswith(
         "modelopt" if trt_quantizer("minmax") == "modelopt" else "onnxruntime"
@@ -267,8 +275,7 @@ def test_calibrate_command_reports_a_corrupt_graph_in_one_line(export_dir, tmp_p
 
 def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(export_dir):
     pytest.importorskip("tensorrt_rtx")
-    from edgerestore.engines.tensorrt import TensorRTBuildError
-    from edgerestore.export import check_tensorrt
+    from edgerestore.engines.tensorrt import TensorRTBuildError, check_graphs
 
     frames = _frames(3, 5)
     trunk_feeds = [{"frame": f.image[None]} for f in frames]
@@ -286,19 +293,19 @@ def test_tensorrt_rtx_builds_fp16_and_int8_trt_graphs_with_a_dynamic_profile(exp
             path = out / f"{name}_{tag}.onnx"
             onnx.save(model, str(path))
             paths.append(path)
-    checks = check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})
+    checks = check_graphs(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})
     assert len(checks) == 4
     # and the ONNX Runtime form is refused, naming a node (uint8 activations / int32 biases)
     ort_form = out / "branch_rain_int8_ort.onnx"
     onnx.save(quantize_graph(export_dir / "branch_rain.onnx", branch_feeds, "int8_ort"), str(ort_form))
     with pytest.raises(TensorRTBuildError, match="node"):
-        check_tensorrt([ort_form])
+        check_graphs([ort_form])
 
 
 def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(export_dir):
     """ModelOpt's ONNX quantizer (when installed) writes the TensorRT INT8 form: Q/DQ in TensorRT's
     placement, float16 elsewhere, features in float16; ONNX Runtime runs it and TensorRT-RTX builds it."""
-    from edgerestore.calibration import quantize_graph_modelopt, trt_quantizer
+    from edgerestore.precision import quantize_graph_modelopt, trt_quantizer
 
     if trt_quantizer("minmax") != "modelopt":
         pytest.skip("nvidia-modelopt is not installed (pip install 'edgerestore[int8-trt]')")
@@ -322,15 +329,14 @@ def test_int8_trt_by_modelopt_is_float16_around_qdq_and_builds_strongly_typed(ex
     want = ort_session(export_dir / "branch_rain.onnx").run(None, {**x, "features": feats[0]})[0].astype(int)
     assert got.shape == want.shape and np.abs(got - want).mean() < 3.0
     if importlib.util.find_spec("tensorrt_rtx") is not None:
-        from edgerestore.export import check_tensorrt
+        from edgerestore.engines.tensorrt import check_graphs
 
         paths = []
         for name, model in (("trunk", trunk), ("branch_rain", branch)):
             paths.append(export_dir / f"mo_{name}.onnx")
             onnx.save(model, str(paths[-1]))
         assert (
-            len(check_tensorrt(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]}))
-            == 2
+            len(check_graphs(paths, shape_profile={"min": [32, 32], "opt": [64, 96], "max": [360, 640]})) == 2
         )
 
 

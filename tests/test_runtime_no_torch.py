@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent(
     import edgerestore.runtime.restorer as restorer_module
     import edgerestore.runtime.trt  # importable without TensorRT or CUDA, and without torch
     import edgerestore.runtime.rosbag  # ROS 2 recordings
+    import edgerestore.runtime.video, edgerestore.runtime.protocol  # the camera loop and its façade
     import edgerestore.serving.bls, edgerestore.serving.repository, edgerestore.serving.loadtest  # Triton
     from edgerestore.testing import PROTOTYPES, write_bundle
 

@@ -164,6 +164,7 @@ class FakeCuda:
         self.launches = 0
         self.syncs = 0
         self.clock = 0.0
+        self.calls: list[tuple] = []  # ("htod", dst) / ("dtoh", src) / ("sync",) in the order they were made
 
     def device_key(self) -> str:
         return "sm86-fake-rtx-3090"
@@ -208,7 +209,7 @@ class FakeCuda:
         else:
             self.pending.append(op)
 
-    def memcpy_htod_async(self, dst, src, nbytes, stream):
+    def _copy(self, dst, src, nbytes, stream):
         assert stream == 7
 
         def op():
@@ -217,7 +218,13 @@ class FakeCuda:
 
         self.enqueue(op)
 
-    memcpy_dtoh_async = memcpy_htod_async
+    def memcpy_htod_async(self, dst, src, nbytes, stream):
+        self.calls.append(("htod", dst))
+        self._copy(dst, src, nbytes, stream)
+
+    def memcpy_dtoh_async(self, dst, src, nbytes, stream):
+        self.calls.append(("dtoh", src))
+        self._copy(dst, src, nbytes, stream)
 
     def stream_create(self):
         return 7
@@ -225,6 +232,7 @@ class FakeCuda:
     def stream_synchronize(self, stream):
         self._no_capture("cudaStreamSynchronize")
         self.syncs += 1
+        self.calls.append(("sync",))
         self._drain()
 
     def stream_destroy(self, stream):
@@ -606,6 +614,58 @@ def test_features_stay_on_device_and_all_contexts_share_one_scratch(bundle_dir):
         assert size == shared_scratch_bytes(g.engine.device_memory_size_v2 for g in be._g.values())
 
 
+def _frame(condition: str, hw=(40, 48)) -> np.ndarray:
+    frame = np.empty((*hw, 3), np.uint8)
+    frame[:] = PROTOTYPES[condition]
+    return frame
+
+
+def test_the_trunk_upload_is_queued_before_waiting_for_the_router(bundle_dir):
+    restorer, cuda = open_fake(bundle_dir)
+    be = restorer.backend
+    with restorer:
+        cuda.calls.clear()
+        assert restorer(_frame("rain")).condition == "rain"
+        trunk_frame = be.device_buffers.blocks[("trunk", "frame")].ptr
+        uploads = [i for i, c in enumerate(cuda.calls) if c == ("htod", trunk_frame)]
+        assert len(uploads) == 1  # uploaded once, for the trunk and the branch
+        assert uploads[0] < cuda.calls.index(("sync",))  # before the first wait: the router's verdict
+        # after a clean verdict the next frame's upload waits for its own verdict (none for a clean frame)
+        restorer(_frame("clean"))
+        cuda.calls.clear()
+        assert restorer(_frame("clean")).condition == "clean"
+        assert ("htod", trunk_frame) not in cuda.calls
+        # a reduced-resolution branch uploads its own downscaled frame: nothing is queued after one
+        restorer.branch_scales = {"haze": 0.5}
+        restorer(_frame("haze", (64, 96)))
+        cuda.calls.clear()
+        restored = restorer(_frame("rain"))
+        assert restored.condition == "rain" and cuda.calls.index(("sync",)) < cuda.calls.index(
+            ("htod", trunk_frame)
+        )
+
+
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_frames_uploaded_ahead_restore_as_on_onnxruntime(bundle_dir, rng, cuda_graphs):
+    """Uploads queued behind the router (or not, after clean and reduced-branch verdicts) change no pixel."""
+    conditions = ["rain", "rain", "clean", "haze", "snow", "clean", "rain", "haze", "raindrop", "rain"]
+    inputs = []
+    for c in conditions:
+        f = _frame(c, (40, 48))
+        f[::4] = rng.integers(0, 200, size=f[::4].shape, dtype=np.uint8)
+        inputs.append(f)
+    with Restorer.open(bundle_dir, threads=1) as ref:
+        ref.branch_scales = {"haze": 0.5}
+        expected = [ref(f) for f in inputs]
+    restorer, _ = open_fake(bundle_dir, cuda_graphs=cuda_graphs)
+    with restorer:
+        restorer.branch_scales = {"haze": 0.5}
+        got = [restorer(f) for f in inputs]
+    assert [g.condition for g in got] == [e.condition for e in expected] == conditions
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g.image, e.image)
+
+
 def test_buffers_are_sized_to_the_profile_max_once_and_never_grow(bundle_dir):
     restorer, cuda = open_fake(bundle_dir, force="rain")
     with restorer:
@@ -619,6 +679,23 @@ def test_buffers_are_sized_to_the_profile_max_once_and_never_grow(bundle_dir):
         assert be.device_buffers.blocks[("trunk", "frame")].nbytes >= 256 * 256 * 3
         tall = restorer(np.full((300, 64, 3), 90, np.uint8))  # beyond the max shape: tiles within it
         assert "tiled" in tall.flags and tall.image.shape == (300, 64, 3)
+
+
+def test_every_output_buffer_is_allocated_in_finalize(bundle_dir, rng):
+    restorer, cuda = open_fake(bundle_dir)
+    be = restorer.backend
+    outputs = {(name, t.name) for name, info in be.graphs.items() for t in info.outputs}
+    assert outputs <= set(be.device_buffers.blocks)  # before any frame
+    before = be.device_buffers.allocations
+    with restorer:
+        for f in frames(rng):  # every condition, so every branch runs
+            restorer(f)
+        # only the inputs fed from the host came later: the router's thumbnail and the trunk's frame
+        assert set(be.device_buffers.blocks) - outputs - {"__scratch__"} == {
+            ("router", "thumbnail"),
+            ("trunk", "frame"),
+        }
+        assert be.device_buffers.allocations - before == 2
 
 
 def test_engine_that_cannot_be_deserialized_is_a_bundle_error(tmp_path):
@@ -795,7 +872,7 @@ def test_fp16_graphs_give_half_outputs_read_as_float16(tmp_path, rng):
 
 
 def _gpu_reason() -> str | None:
-    from edgerestore.engines.bundle import cuda_device_status
+    from edgerestore.runtime.nvidia import cuda_device_status
 
     device, why = cuda_device_status()
     if device is None:
@@ -817,7 +894,7 @@ def test_real_tensorrt_engines_match_onnxruntime(bundle_dir, tmp_path, rng, cuda
     run by the backend on the GPU, against ONNX Runtime on the same float32 graphs."""
     from edgerestore.engines.bundle import load_bundle
     from edgerestore.engines.tensorrt import TensorRTBuilder, frame_profile
-    from edgerestore.runtime.trt import import_tensorrt
+    from edgerestore.runtime.nvidia import import_tensorrt
 
     trt = import_tensorrt(None)
     bundle = load_bundle(bundle_dir)
@@ -868,6 +945,9 @@ def _fake_cudart(monkeypatch, *, count_err="cudaSuccess", end_err="cudaSuccess",
         cudaError_t=err,
         cudaStreamCaptureStatus=status,
         cudaGetDeviceCount=call("count", err[count_err], 1),
+        cudaGetDeviceProperties=call(
+            "properties", err.cudaSuccess, types.SimpleNamespace(name=b"Orin\x00", major=8, minor=7)
+        ),
         cudaDriverGetVersion=call("driver", err.cudaSuccess, 12060),
         cudaRuntimeGetVersion=call("runtime", err.cudaSuccess, 13000),
         cudaSetDevice=call("set", err.cudaSuccess),
@@ -921,3 +1001,152 @@ def test_cuda_runtime_abort_after_a_capture_that_already_ended(monkeypatch):
     cuda.capture_abort(7)
     assert calls == ["is_capturing", "clear"]
     assert cuda.capture_end(7) == "exec" and calls[-3:] == ["end", "instantiate", "graph_destroy"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the accuracy guard with the built engines (build_bundle on a machine whose GPU runs them)
+# ---------------------------------------------------------------------------------------------------------
+
+
+class FakeEngineBuilder:
+    """`build_bundle`'s TensorRT builder on a machine with a GPU, for the fake TensorRT: an 'engine' is the
+    ONNX graph it was built from (the fake runs it). `sabotage`: graphs whose converted (fp16/int8) engine
+    computes something else, as a TensorRT kernel whose accuracy ONNX Runtime on a CPU did not predict."""
+
+    suffix = ".engine"
+
+    def __init__(self, export_dir: Path, sabotage=(), gpu=True, max_hw=(368, 640), features=4) -> None:
+        self.export_dir, self.sabotage, self.gpu, self.max_hw = export_dir, set(sabotage), gpu, max_hw
+        self.features = features
+        self.built: list[Path] = []
+
+    def builder_record(self):
+        return {"name": "tensorrt", "version": "10.3.0", "strongly_typed": True}
+
+    def device_record(self):
+        return {"gpu_name": "Fake RTX", "compute_capability": "8.6", "tensorrt_version": "10.3.0"}
+
+    def session_options(self):
+        return {}
+
+    def write_graph(self, src: Path, dst: Path) -> float:
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(src))
+        if src.parent != self.export_dir and src.stem in self.sabotage:
+            for i, init in enumerate(model.graph.initializer):
+                if init.name == "wt":
+                    w = numpy_helper.to_array(init)
+                    model.graph.initializer[i].CopyFrom(
+                        numpy_helper.from_array((w * 40).astype(w.dtype), "wt")
+                    )
+        onnx.save(model, str(dst))
+        self.built.append(src)
+        return 0.01
+
+    def finish(self) -> None:
+        pass
+
+    def measuring_backend(self):
+        if not self.gpu:
+            return None, "no GPU here to run tensorrt engines"
+        cuda = FakeCuda()
+        trt = make_fake_trt(cuda, max_hw=self.max_hw, features=self.features)
+        return TensorRTBackend(trt, cuda=cuda, shared_scratch=lambda g: False), "tensorrt 10.3.0 on Fake RTX"
+
+
+def _build_with(monkeypatch, tmp_path, builder, precision="fp16"):
+    from edgerestore.engines import build as build_mod
+
+    monkeypatch.setattr(build_mod, "make_builder", lambda backend, settings: builder)
+    monkeypatch.setattr(build_mod, "resolve_backend", lambda backend, module=None: ("tensorrt", "tensorrt"))
+    result = build_mod.build_bundle(
+        builder.export_dir,
+        tmp_path / "bundle",
+        backend="tensorrt",
+        precision=precision,
+        shape_profile={"min": [16, 16], "opt": [64, 96], "max": [368, 640]},
+        progress=False,
+        calib="synthetic:12",
+    )
+    return result, json.loads((result.bundle.path / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def guard_export(tmp_path_factory):
+    from engine_graphs import write_export_dir
+
+    return write_export_dir(
+        tmp_path_factory.mktemp("export"), conditions=("rain", "snow"), variants=("fp16",)
+    )
+
+
+def test_a_build_on_a_gpu_measures_the_built_engines_and_falls_back_where_they_miss(
+    guard_export, tmp_path, monkeypatch
+):
+    builder = FakeEngineBuilder(guard_export, sabotage={"branch_rain"})
+    result, manifest = _build_with(monkeypatch, tmp_path, builder)
+    graphs = manifest["graphs"]
+    by = "tensorrt 10.3.0 on Fake RTX"
+    assert {g["accuracy"]["measured_by"] for g in graphs.values()} == {by}
+    # ONNX Runtime on the CPU accepted the fp16 rain branch (precision.json); its engine misses the budget
+    rain = graphs["branch_rain"]
+    assert rain["precision"] == "fp32" and rain["accuracy"]["fallback"] == "fell back to fp32 on the device"
+    fp16_try = rain["accuracy"]["tried"][0]
+    assert fp16_try["precision"] == "fp16" and fp16_try["psnr_vs_float"] < 40
+    assert guard_export / "branch_rain.onnx" in builder.built  # its engine rebuilt from the float32 graph
+    assert {n: graphs[n]["precision"] for n in ("router", "trunk", "branch_snow")} == dict.fromkeys(
+        ("router", "trunk", "branch_snow"), "fp16"
+    )
+    assert graphs["branch_snow"]["accuracy"]["psnr_vs_float"] >= 40
+    assert (
+        result.accuracy
+        == f"accuracy: measured with the built engines by {by}; fell back on the device: branch_rain → fp32"
+    )
+    assert result.accuracy in result.summary()
+    engine = result.bundle.path / rain["file"]
+    assert engine.read_bytes() == (tmp_path / "bundle" / rain["file"]).read_bytes()
+    import onnx
+
+    assert {i.data_type for i in onnx.load(str(engine)).graph.initializer} == {onnx.TensorProto.FLOAT}
+
+
+def test_a_branch_that_falls_back_takes_the_trunks_float16_features_through_one_cast(tmp_path, monkeypatch):
+    """fp16 graphs carry `features` in float16; the float32 graph a branch falls back to on the device takes
+    float32, so its engine is built from the graph with one Cast at its input (the runtime refuses a
+    device tensor of another type)."""
+    import onnx
+    from engine_graphs import write_export_dir
+
+    from edgerestore.precision import carry_in_float16
+
+    export = write_export_dir(tmp_path / "export", conditions=("rain", "snow"), variants=("fp16",))
+    for name in ("trunk", "branch_rain", "branch_snow"):
+        path = export / "fp16" / f"{name}.onnx"
+        onnx.save(carry_in_float16(onnx.load(str(path))), str(path))
+    half = onnx.TensorProto.FLOAT16
+    assert onnx.load(str(export / "fp16" / "trunk.onnx")).graph.output[0].type.tensor_type.elem_type == half
+    builder = FakeEngineBuilder(export, sabotage={"branch_rain"})
+    result, manifest = _build_with(monkeypatch, tmp_path, builder)
+    rain = manifest["graphs"]["branch_rain"]
+    assert rain["precision"] == "fp32" and manifest["graphs"]["trunk"]["precision"] == "fp16"
+    features = next(i for i in rain["inputs"] if i["name"] == "features")
+    assert features["dtype"] == "float16"  # what the fp16 trunk hands over
+    engine = onnx.load(str(result.bundle.path / rain["file"]))
+    casts = [n for n in engine.graph.node if n.op_type == "Cast" and "features" in n.input]
+    assert len(casts) == 1 and engine.graph.input[1].type.tensor_type.elem_type == half
+    assert result.accuracy.endswith("fell back on the device: branch_rain → fp32")
+
+
+def test_a_build_without_a_gpu_keeps_the_cpu_measurement_and_says_so(guard_export, tmp_path, monkeypatch):
+    builder = FakeEngineBuilder(guard_export, sabotage={"branch_rain"}, gpu=False)
+    result, manifest = _build_with(monkeypatch, tmp_path, builder)
+    graphs = manifest["graphs"]
+    assert {g["precision"] for g in graphs.values()} == {"fp16"}
+    (by,) = {g["accuracy"]["measured_by"] for g in graphs.values()}
+    assert by.startswith("onnxruntime ") and by.endswith(" on the CPU (precision step)")
+    assert (
+        result.accuracy
+        == f"accuracy: measured by {by}; not with the engines: no GPU here to run tensorrt engines"
+    )

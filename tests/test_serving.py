@@ -5,7 +5,6 @@ in-process Restorer. Every server listens on 127.0.0.1 and stops by itself; the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import pytest
 from edgerestore.cli import main
 from edgerestore.engines.bundle import Manifest
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 from edgerestore.serving.repository import plan_repository
 from edgerestore.testing import write_bundle
 
@@ -93,7 +93,7 @@ def test_export_triton_repository_matches_the_bundle_manifest(tmp_path, bundle, 
             ]
             assert config[key] == want, (graph, key)
         model_file = repo / f"edgerestore_{graph}" / "1" / "model.onnx"
-        assert hashlib.sha256(model_file.read_bytes()).hexdigest() == entry["sha256"]
+        assert sha256_file(model_file) == entry["sha256"]
     bls_text = (repo / "edgerestore" / "config.pbtxt").read_text()
     bls = _parse_config(bls_text)
     assert bls["backend"] == "python" and bls["max_batch_size"] > 1 and "dynamic_batching" in bls_text

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 from edgerestore import assets
+from edgerestore.contract import VARIANTS
+from edgerestore.files import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 # Blocks `import torch` in a child process, as on a runtime-only install.
@@ -46,7 +48,7 @@ def test_the_shipped_graphs_were_exported_from_todays_checkpoint(checkpoint):
     index = assets.read_index()
     entry = index["profiles"].get(checkpoint.stem)
     assert entry is not None, f"{checkpoint.name} has no shipped graphs: run `make shipped-graphs`"
-    assert entry["checkpoint_sha256"] == assets.file_sha256(checkpoint), (
+    assert entry["checkpoint_sha256"] == sha256_file(checkpoint), (
         f"{checkpoint.name} changed after its graphs were shipped: run `make shipped-graphs`"
     )
     meta = json.loads((assets.SHIPPED_ROOT / checkpoint.stem / "model.json").read_text())
@@ -71,10 +73,10 @@ def test_every_shipped_file_is_intact_and_package_data():
             "files not in index.json are not checked; re-run make shipped-graphs"
         )
         variants = {rel.split("/")[0] for rel in entry["files"] if "/" in rel}
-        assert variants == set(assets.VARIANTS)
+        assert variants == set(VARIANTS)
     calib = assets.calibration_dir()
     assert index["calibration"] == {
-        str(p.relative_to(calib)): assets.file_sha256(p)
+        str(p.relative_to(calib)): sha256_file(p)
         for p in sorted(calib.rglob("*"))
         if p.is_file() and p.suffix == ".jpg"
     }
@@ -140,7 +142,7 @@ def test_a_named_checkpoint_that_does_not_exist_is_not_replaced_by_the_shipped_g
 
 
 def test_the_default_calibration_frames_are_package_data():
-    from edgerestore.calibration import DEFAULT_SET, load_frames
+    from edgerestore.precision import DEFAULT_SET, load_frames
 
     assert DEFAULT_SET == assets.calibration_dir() and DEFAULT_SET.is_relative_to(ROOT / "edgerestore")
     frames = load_frames(None)

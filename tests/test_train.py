@@ -349,3 +349,45 @@ def test_validation_runs_without_autograd():
     }
     metrics = validate(model, [item, item], samples=2)
     assert modes == [True, True] and set(metrics) == {"psnr/rain", "input_psnr/rain", "router_acc"}
+
+
+def test_branch_from_merges_branches_fine_tuned_on_copies(tmp_path, clean_dir):
+    """Two branch stages run at once on copies of one checkpoint and merged with --branch-from equal the
+    two stages run one after the other: each branch, its resolution/decoder and stage record come over, the
+    rest stays bit for bit; a branch trained against another trunk is refused."""
+    from edgerestore.errors import UserError
+    from edgerestore.train.trainer import train_branch
+
+    zoo.save_checkpoint(tmp_path / "base.pt", UFFN(UFFNConfig(**TINY_DICT)), "uffn-tiny")
+    for name in ("rain.pt", "haze.pt", "other.pt"):
+        (tmp_path / name).write_bytes((tmp_path / "base.pt").read_bytes())
+    rain = _cfg(tmp_path, clean_dir, 2, "rain.pt")
+    rain.overrides = {**rain.overrides, "branch_decoders": {"rain": "subpixel"}}
+    train_branch(rain, "rain", progress=False)
+    haze = _cfg(tmp_path, clean_dir, 2, "haze.pt")
+    haze.overrides = {**haze.overrides, "branch_scales": {"haze": 0.5}}
+    train_branch(haze, "haze", progress=False)
+    before = zoo.load_checkpoint(tmp_path / "base.pt")[0].state_dict()
+
+    for name, source in (("rain", "rain.pt"), ("haze", "haze.pt")):
+        cfg = _cfg(tmp_path, None, 2, "base.pt")
+        cfg.overrides, cfg.branch_from = {}, tmp_path / source
+        train_branch(cfg, name, progress=False)
+    merged, meta = zoo.load_checkpoint(tmp_path / "base.pt")
+    assert merged.branch_decoder("rain") == "subpixel" and merged.branch_scale("haze") == 0.5
+    assert merged.branch_decoder("haze") != "subpixel" and merged.branch_scale("rain") == 1.0
+    trained = {n: zoo.load_checkpoint(tmp_path / f"{n}.pt")[0].state_dict() for n in ("rain", "haze")}
+    for key, value in merged.state_dict().items():
+        name = key.split(".")[1] if key.startswith("branches.") else None
+        expected = trained[name][key] if name in trained else before[key]
+        assert torch.equal(value, expected), key
+    for name in ("rain", "haze"):
+        stage = meta["branch_stages"][name]
+        assert stage["step"] == 2 and stage["copied_from"].endswith(f"{name}.pt")
+        assert "optimizer" not in stage and len(stage["copied_sha256"]) == 64
+
+    train(_cfg(tmp_path, clean_dir, 2, "other.pt"), progress=False)  # a main-stage run changes the trunk
+    cfg = _cfg(tmp_path, None, 2, "base.pt")
+    cfg.overrides, cfg.branch_from = {}, tmp_path / "other.pt"
+    with pytest.raises(UserError, match="its trunk differs"):
+        train_branch(cfg, "snow", progress=False)

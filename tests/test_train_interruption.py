@@ -159,6 +159,7 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(
     [
         (["--branch-only", ""], "--branch-only needs a condition name"),
         (["--router-from", "x.pt"], "add --router-only"),
+        (["--branch-from", "x.pt"], "add --branch-only NAME"),
     ],
 )
 def test_stage_options_that_used_to_be_ignored_are_refused(tmp_path, clean_dir, capsys, extra, message):

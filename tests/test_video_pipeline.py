@@ -339,7 +339,7 @@ class _SilentlyFailingWriter:
 
 
 def test_a_recording_that_lost_frames_silently_is_an_error_and_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(video.cv2, "VideoWriter", _SilentlyFailingWriter)
+    monkeypatch.setattr(cv2, "VideoWriter", _SilentlyFailingWriter)
     rec = video.VideoRecorder(tmp_path / "rec.mp4", 10, fourcc="mp4v")
     for i in range(8):
         rec.write(np.full((48, 64, 3), i * 30, np.uint8))

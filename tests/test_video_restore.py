@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from video_fakes import make_video  # noqa: E402
+from video_fakes import FakeRestorer, make_video  # noqa: E402
 
 FAKES = str(Path(__file__).parent / "video_fakes.py")
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,18 +328,17 @@ def test_engines_root_is_the_checkout_folder_whatever_the_current_folder(tmp_pat
     assert here == ROOT / "engines"  # the tests run from a source checkout
 
 
-class _FailsOn:
+class _FailsOn(FakeRestorer):
     """A restorer that raises `exc` on frames of width `width` and brightens the others."""
 
     def __init__(self, width: int, exc: BaseException) -> None:
-        self.width, self.exc, self.force = width, exc, None
+        super().__init__()
+        self.width, self.exc = width, exc
 
     def __call__(self, frame):
-        from video_fakes import FakeResult
-
         if frame.shape[1] == self.width:
             raise self.exc
-        return FakeResult(cv2.add(frame, np.full_like(frame, 40)), "rain", 0.9, True, {"total": 1.0})
+        return super().__call__(frame)
 
 
 def _with_restorer(monkeypatch, restorer) -> None:

@@ -36,7 +36,8 @@ class FakeRestorer:
     def __init__(self, latency_ms: float = 0.0, condition: str = "rain", confidence: float = 0.9) -> None:
         self.latency_ms, self.condition, self.confidence = latency_ms, condition, confidence
         self.force: str | None = None
-        self.bundle = SimpleNamespace(manifest=SimpleNamespace(backend="fakeruntime", precision="fp32"))
+        manifest = SimpleNamespace(profile="fake", family="uffn", backend="fakeruntime", precision="fp32")
+        self.bundle = SimpleNamespace(path=Path("fake-bundle"), manifest=manifest)
         self.calls = 0
         self.resets = 0
         self.closed = False

@@ -1,20 +1,30 @@
-"""The `--bundle` / `--backend` / `--threads` / `--force` options shared by `camera`, `restore` and `demo`,
-and opening a `Restorer` from them. Imports no torch; the runtime is imported inside `open_restorer`."""
+"""The `--bundle` / `--backend` / `--threads` / `--force` options shared by `camera`, `restore` and `demo`
+(and `--precision`, shared by `build` and `demo`), and opening a `Restorer` from them. Imports no torch; the runtime is imported inside `open_restorer`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgerestore.conditions import CONDITIONS, check_threshold
+from edgerestore.contract import PRECISIONS
 from edgerestore.errors import UserError
+from edgerestore.runtime.protocol import RestorerLike
+
+if TYPE_CHECKING:
+    from edgerestore.runtime.restorer import Restorer
 
 DEFAULT_PROFILE = "uffn-tiny"
 DEFAULT_BACKEND = "onnxruntime"
 #: The one default bundle of every command (`build`, `demo`, `restore`, `camera`, `eval --bundle`-less runs):
 #: float32 ONNX Runtime (INT8 is not faster than float32 on AVX2 CPUs; see the README's Performance).
 DEFAULT_PRECISION = "fp32"
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """`--precision`, one of `edgerestore.contract.PRECISIONS` (default `DEFAULT_PRECISION`)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION, help=help)
 
 
 def default_bundle_path() -> Path:
@@ -60,13 +70,11 @@ def default_bundle_dir() -> Path:
     return result.bundle
 
 
-def restorer_label(restorer: Any) -> str:
+def restorer_label(restorer: RestorerLike) -> str:
     """`<bundle path> (<profile> <backend> <precision>)`, printed by every command that restores."""
-    bundle = getattr(restorer, "bundle", None)
-    manifest = getattr(bundle, "manifest", None)
-    path = getattr(bundle, "path", None)
-    what = " ".join(str(getattr(manifest, k, None) or "?") for k in ("profile", "backend", "precision"))
-    return f"{path or type(restorer).__name__} ({what})"
+    m = restorer.bundle.manifest
+    what = " ".join(str(v or "?") for v in (m.profile, m.backend, m.precision))
+    return f"{restorer.bundle.path} ({what})"
 
 
 def add_bundle_arguments(
@@ -104,7 +112,7 @@ def add_bundle_arguments(
         )
 
 
-def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> Any:
+def open_restorer(args: argparse.Namespace, *, video: bool, **options: Any) -> Restorer:
     """`Restorer.open` with the parsed options (`--bundle` resolved to the default when absent)."""
     bundle = Path(args.bundle) if args.bundle is not None else default_bundle_dir()
     if not bundle.is_dir():

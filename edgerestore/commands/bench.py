@@ -209,12 +209,13 @@ def _bundles(args: argparse.Namespace) -> list[Path]:
         from edgerestore.commands._bundle import default_bundle_dir
 
         return [default_bundle_dir()]
+    from edgerestore.contract import PRECISIONS
     from edgerestore.pipeline import ensure_bundle
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
-        raise UserError(f"--precision {args.precision!r}: expected fp32, fp16, int8 or a list of them")
+        raise UserError(f"--precision {args.precision!r}: expected {', '.join(PRECISIONS)} or a list of them")
     return [
         ensure_bundle(
             args.profile,

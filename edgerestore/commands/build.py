@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgerestore.commands._bundle import add_precision_argument
+
 #: float16 on a CPU: ONNX Runtime has few fp16 CPU kernels and casts around the rest (measured ≈1.4x slower
 #: than float32 per routed uffn-tiny frame on a 2-core AVX2 + FMA CPU; issue 21).
 FP16_ON_CPU_WARNING = (
@@ -30,7 +32,7 @@ def _hw(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", default="uffn-tiny", help="zoo profile (default: uffn-tiny)")
     parser.add_argument("--checkpoint", type=Path, help="weights (default: weights/<profile>.pt)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    add_precision_argument(parser)
     parser.add_argument(
         "--backend",
         choices=("auto", "tensorrt", "onnxruntime"),

@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
     import math
     import signal
 
-    from edgerestore.calibration import make_default_set
+    from edgerestore.contract import VARIANTS
     from edgerestore.errors import UserError, raise_terminated
+    from edgerestore.exportdir import ExportDir
     from edgerestore.files import check_writable
-    from edgerestore.precision import load_export
+    from edgerestore.precision import make_default_set
 
     if args.make_set is not None:
         written = make_default_set(args.make_set, count=args.limit or 20, seed=args.seed)
@@ -71,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if args.export is None:
         raise UserError("give --export export/<profile>/ (or --make-set DIR)")
     wanted = [p.strip() for p in args.precision.split(",") if p.strip()]
-    unknown = [p for p in wanted if p not in ("fp16", "int8_trt", "int8_ort")]
+    unknown = [p for p in wanted if p not in VARIANTS]
     if unknown or not wanted:
-        raise UserError(f"--precision {args.precision!r}: expected a list of fp16, int8_trt, int8_ort")
+        raise UserError(f"--precision {args.precision!r}: expected a list of {', '.join(VARIANTS)}")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit} must be >= 1 (leave it out for every frame)")
     if args.holdout < 0:
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{option} {value} must be a finite number of dB >= 0")
     if not 0.0 <= args.router_agreement <= 1.0:
         raise UserError(f"--router-agreement {args.router_agreement} must be between 0 and 1")
-    load_export(args.export)  # missing/corrupt graphs are reported before any frame is read
+    ExportDir(args.export).verify(load=True)  # missing/corrupt graphs are reported before any frame is read
     check_writable(args.export, "--export", folder=True)  # the variants are written beside the graphs
 
     # SIGTERM unwinds like Ctrl-C (every `with` cleans up), so no temporary folder is left in the export
@@ -101,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace, wanted: list[str]) -> int:
-    from edgerestore.calibration import load_frames, make_int8, split_holdout
-    from edgerestore.precision import Budgets, make_fp16
+    from edgerestore.precision import Budgets, load_frames, make_fp16, make_int8, split_holdout
 
     budgets = Budgets(args.gt_loss_db, args.fp16_min_psnr, args.int8_min_psnr, args.router_agreement)
     frames = load_frames(args.frames, args.limit, args.long_side, args.seed)

@@ -14,7 +14,6 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._io import add_input_arguments, add_output_arguments
@@ -123,22 +122,6 @@ def _outputs(uris: list[str], headless: bool) -> Outputs:
     return out
 
 
-def _frame_writer(folder: Path, pipeline: Any, view: str, overlay: bool) -> Any:
-    """A pipeline callback writing each result as `folder/NNNNNN.png` (numbered in output order)."""
-    from edgerestore.imageio import write_image
-    from edgerestore.runtime import video
-
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def write(result: Any) -> None:
-        image = video.compose_view(result, side=view == "side-by-side")
-        if overlay:
-            image = video.draw_overlay(image, pipeline.live_stats(), help_line=False)
-        write_image(folder / f"{result.sequence:06d}.png", image)
-
-    return write
-
-
 def _configure_logging(quiet: bool) -> None:
     logger = logging.getLogger("edgerestore")
     if not logger.handlers:
@@ -205,47 +188,41 @@ def run(args: argparse.Namespace) -> int:
             pace = args.rate
         else:
             pace = source.fps or (10.0 if isinstance(source, video.ImageSequenceSource) else 0.0)
-        grabber = video.FrameGrabber(
-            source,
-            drop_stale=not args.no_drop,
-            pace_fps=pace,
-            loop=args.loop,
-            reconnect=video.ReconnectPolicy(
-                initial_delay=args.reconnect_delay, max_attempts=args.reconnect_attempts
-            ),
-            resize=args.size,
-        )
         restorer = open_restorer(args, video=True, deadline_ms=args.deadline_ms)
         print(f"bundle: {restorer_label(restorer)}", flush=True)
     except BaseException:
         source.close()
         raise
+    options = video.VideoOptions(
+        drop_stale=not args.no_drop,
+        pace_fps=pace,
+        loop=args.loop,
+        reconnect=video.ReconnectPolicy(
+            initial_delay=args.reconnect_delay, max_attempts=args.reconnect_attempts
+        ),
+        resize=args.size,
+        max_frames=args.max_frames,
+        headless=headless,
+        side_by_side=args.side_by_side,
+        record=record,
+        record_folder=outputs.folder,
+        record_view=args.record_view,
+        record_overlay=args.record_overlay,
+        record_fourcc=args.output_codec,
+        status_every=0.0 if args.quiet else 1.0,
+        echo=lambda line: print(line, flush=True),
+    )
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        pipeline = video.RestorePipeline(grabber, restorer, max_frames=args.max_frames)
-        if outputs.folder is not None:
-            writer = _frame_writer(outputs.folder, pipeline, args.record_view, args.record_overlay)
-            pipeline.on_result.append(writer)
-        options = video.LoopOptions(
-            headless=headless,
-            side_by_side=args.side_by_side,
-            record=record,
-            record_view=args.record_view,
-            record_overlay=args.record_overlay,
-            record_fourcc=args.output_codec,
-            status_every=0.0 if args.quiet else 1.0,
-            echo=lambda line: print(line, flush=True),
-        )
-        summary = video.run_loop(pipeline, options)
+        done = video.run(source, restorer, options)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        close = getattr(restorer, "close", None)
-        if callable(close):
-            close()
+        restorer.close()
+    summary = done.summary
     print(summary.format(), flush=True)
     if args.summary_json is not None:
         write_text_atomic(args.summary_json, json.dumps(summary.as_dict(), indent=2) + "\n")
-    pipeline.raise_error()
+    done.raise_error()
     if summary.interrupted:
         return 143 if summary.stopped_by == "SIGTERM" else 130
     return 1 if summary.error else 0

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgerestore.commands._bundle import (
     add_bundle_arguments,
+    add_precision_argument,
     default_bundle_path,
     open_restorer,
     restorer_label,
@@ -31,6 +32,8 @@ from edgerestore.commands._io import add_output_arguments
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.files import check_writable, write_text_atomic
+from edgerestore.progress import Progress, as_progress
+from edgerestore.runtime.protocol import RestorerLike
 
 CLIP_VERSION = 2
 # Photos shipped inside scikit-image (no download), one per segment; outdoor scenes first.
@@ -142,13 +145,11 @@ def make_demo_clip(
     conditions: tuple[str, ...] = CONDITIONS,
     seed: int = 0,
     refresh: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> DemoClip:
     """Generate the demo clip once and cache it under `data_dir/demo/` (an MJPG .avi plus a .json with the
     per-frame conditions); later calls with the same parameters load the cache."""
     import cv2
-
-    from edgerestore.commands._output import progress_bar
 
     try:
         from edgerestore.data import degrade
@@ -185,9 +186,7 @@ def make_demo_clip(
     if not writer.isOpened():
         raise UserError(f"cannot write {tmp}: this OpenCV build has no MJPG encoder")
     writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
-    bar = progress_bar(
-        len(conditions) * frames_per_segment, "making the demo clip", unit="frame", disable=not progress
-    )
+    bar = as_progress(progress).bar(len(conditions) * frames_per_segment, "making the demo clip", "frame")
     try:
         for s, condition in enumerate(conditions):
             scene = scenes[s % len(scenes)][1]
@@ -305,18 +304,18 @@ def run_demo(
     *,
     clip: DemoClip | None = None,
     data_dir: Path | None = None,
-    restorer: Any = None,
+    restorer: RestorerLike | None = None,
     max_frames: int = 0,
     record: bool = True,
     output_codec: str | None = None,
     input_uri: str | None = None,
     echo: Callable[[str], None] = print,
-    progress: bool = True,
+    progress: Progress | bool = True,
     **restorer_options: Any,
 ) -> DemoReport:
     """Run the demo clip (made if needed) through the camera pipeline headless, every frame, and write into
     `out_dir`: `demo_side_by_side.mp4` (raw | restored with the overlay), `demo_contact_sheet.png` and
-    `demo_latency.json`. `restorer` (anything with the `Restorer` call interface) overrides `bundle_dir`.
+    `demo_latency.json`. `restorer` (a `RestorerLike`: a `Restorer` or a stand-in) overrides `bundle_dir`.
     `input_uri` (a video file, image folder, camera or stream URI) replaces the clip: its segments are then
     the router's verdicts, with the most confident frame of each as the sample, and no router accuracy."""
     from edgerestore.imageio import write_image
@@ -377,15 +376,15 @@ def run_demo(
             if isinstance(source, video.ImageSequenceSource):
                 count = len(source.paths)
             total, fps, callback = count or None, source.fps or 25.0, collect_verdicts
-        grabber = video.FrameGrabber(source, drop_stale=False)
-        pipeline = video.RestorePipeline(grabber, restorer, max_frames=max_frames, on_result=[callback])
+        callbacks = [callback]
         bar = None
         if progress:
-            from edgerestore.commands._output import progress_bar
-
-            bar = progress_bar(max_frames or total, "demo", unit="frame")
-            pipeline.on_result.append(lambda r: bar.update(1))
-        options = video.LoopOptions(
+            bar = as_progress(progress).bar(max_frames or total, "demo", "frame")
+            callbacks.append(lambda r: bar.update(1))
+        options = video.VideoOptions(
+            drop_stale=False,
+            max_frames=max_frames,
+            on_result=callbacks,
             headless=True,
             record=out_dir / "demo_side_by_side.mp4" if record else None,
             record_view="side-by-side",
@@ -395,20 +394,21 @@ def run_demo(
             status_every=0.0,
         )
         try:
-            summary = video.run_loop(pipeline, options)
+            done = video.run(source, restorer, options)
         finally:
             if bar is not None:
                 bar.close()
+        summary = done.summary
         written = [summary.recording]
         try:
-            pipeline.raise_error()
+            done.raise_error()
         except BaseException:
             _discard(written)
             raise
         if summary.interrupted:
             raise KeyboardInterrupt
     finally:
-        if own and hasattr(restorer, "close"):
+        if own:
             restorer.close()
     if clip is None:
         segments = [by_verdict[c] for c in (*CONDITIONS, "?") if c in by_verdict]
@@ -462,11 +462,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "stream URI); the sheet then shows the most confident frame of each condition the router chose",
     )
     parser.add_argument("--profile", default="uffn-tiny", help="model built when no --bundle is given")
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "fp16", "int8"),
-        default="fp32",
-        help="precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
+    add_precision_argument(
+        parser,
+        "precision built when no --bundle is given (default fp32: INT8 is not yet faster on AVX2 CPUs)",
     )
     add_output_arguments(parser, window=False)
     add_bundle_arguments(
@@ -515,7 +513,5 @@ def run(args: argparse.Namespace) -> int:
             input_uri=args.input,
         )
     finally:
-        close = getattr(restorer, "close", None)
-        if callable(close):
-            close()
+        restorer.close()
     return 0

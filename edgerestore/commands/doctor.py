@@ -8,7 +8,6 @@ Imports no torch (it only looks for it).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib
 import importlib.util
 import platform
@@ -33,19 +32,6 @@ def _version(module: str) -> str | None:
         return str(getattr(importlib.import_module(module), "__version__", "installed"))
     except Exception as exc:  # installed but broken (a missing shared library)
         return f"broken ({str(exc).splitlines()[0][:80]})"
-
-
-def _cuda_driver() -> str | None:
-    """The CUDA driver version from libcuda itself (no cuda-python needed), or None without a driver."""
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        version = ctypes.c_int(0)
-        if lib.cuDriverGetVersion(ctypes.byref(version)) == 0:
-            return f"{version.value // 1000}.{version.value % 1000 // 10}"
-    return None
 
 
 def _jetson() -> str | None:
@@ -91,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
     print("device")
-    from edgerestore.engines.bundle import cuda_device_info
+    from edgerestore.runtime.nvidia import cuda_device_info, driver_version
 
-    driver = _cuda_driver()
+    driver = driver_version()
     gpu = cuda_device_info()
     print(f"  CUDA driver   {driver or 'none (no NVIDIA driver)'}")
     if gpu is not None:

@@ -26,9 +26,10 @@ from typing import Any
 from edgerestore.commands import restore_mcap
 from edgerestore.commands._bundle import add_bundle_arguments, open_restorer, restorer_label
 from edgerestore.commands._io import add_output_arguments
-from edgerestore.commands._output import progress_bar
 from edgerestore.errors import UserError, first_line, raise_terminated
 from edgerestore.files import check_writable, write_text_atomic
+from edgerestore.progress import Progress
+from edgerestore.runtime.protocol import RestorerLike
 
 
 @dataclass
@@ -118,7 +119,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
     """Files to restore and their outputs; `UserError` for a missing input, an output that would overwrite an
     input, or two inputs that map to the same output."""
     from edgerestore.imageio import IMAGE_EXTENSIONS
-    from edgerestore.runtime.video import VIDEO_EXTENSIONS, _natural_key
+    from edgerestore.runtime.video import VIDEO_EXTENSIONS, natural_key
 
     def kind_of(path: Path) -> str | None:
         suffix = path.suffix.lower()
@@ -137,7 +138,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
             skipped_links += [p for p in item.rglob("*") if p.is_symlink() and not p.exists()]
             files = sorted(
                 (p for p in item.rglob("*") if p.is_file() and not p.name.startswith(".") and outside_out(p)),
-                key=_natural_key,
+                key=natural_key,
             )
             jobs += [Job(p, out / p.relative_to(item), k) for p in files if (k := kind_of(p))]
         elif item.is_file():
@@ -150,7 +151,7 @@ def collect_jobs(inputs: list[Path], out: Path) -> list[Job]:
         elif any(ch in text for ch in "*?["):
             import glob
 
-            files = sorted((Path(p) for p in glob.glob(text, recursive=True)), key=_natural_key)
+            files = sorted((Path(p) for p in glob.glob(text, recursive=True)), key=natural_key)
             matched = [
                 Job(p, out / p.name, k) for p in files if p.is_file() and outside_out(p) and (k := kind_of(p))
             ]
@@ -191,7 +192,7 @@ def _finite(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
-def restore_image(job: Job, restorer: Any, side: bool) -> FileReport:
+def restore_image(job: Job, restorer: RestorerLike, side: bool) -> FileReport:
     from edgerestore.imageio import check_storable, read_image_as_stored, write_image
 
     # restored with the input's bit depth and channels (alpha kept), upright (EXIF orientation applied)
@@ -199,8 +200,7 @@ def restore_image(job: Job, restorer: Any, side: bool) -> FileReport:
     if not side:
         # before the work: refuse what the output format would convert
         check_storable(job.dst, raw, "the output keeps the input's name, so save the input as {fits}")
-    if hasattr(restorer, "reset"):
-        restorer.reset()
+    restorer.reset()
     t0 = time.perf_counter()
     result = restorer(raw)
     ms = (time.perf_counter() - t0) * 1000.0
@@ -218,51 +218,58 @@ def restore_image(job: Job, restorer: Any, side: bool) -> FileReport:
     )
 
 
-def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: Any) -> FileReport:
+def restore_video(job: Job, restorer: RestorerLike, side: bool, fourcc: str | None, bar: Any) -> FileReport:
+    """Every frame of a video through the camera pipeline (`edgerestore.runtime.video.run`: decoding,
+    the model and encoding each on a thread of their own), recorded to the output; a failure or Ctrl-C
+    leaves no file."""
     from edgerestore.errors import SourceError
-    from edgerestore.runtime.video import FOURCCS, CaptureSource, VideoRecorder
+    from edgerestore.runtime import video
 
-    dst = job.dst if job.dst.suffix.lower() in FOURCCS else job.dst.with_suffix(".mp4")
+    dst = job.dst if job.dst.suffix.lower() in video.FOURCCS else job.dst.with_suffix(".mp4")
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write {dst}: {exc.strerror or exc}") from None
-    source = CaptureSource(str(job.src), kind="file")
+    source = video.CaptureSource(str(job.src), kind="file")
     source.open()
-    if hasattr(restorer, "reset"):
-        restorer.reset()
+    restorer.reset()
     counts: Counter[str] = Counter()
     confidences: list[float] = []
-    any_restored = False
+    restored: list[bool] = []
     total_ms = 0.0
-    try:
-        recorder = VideoRecorder(dst, source.fps or 25.0, fourcc=fourcc)
-    except BaseException:
-        source.close()
-        raise
-    written: Path | None = None
-    try:
-        while (raw := source.read()) is not None:
-            t0 = time.perf_counter()
-            result = restorer(raw)
-            total_ms += (time.perf_counter() - t0) * 1000.0
-            counts[result.condition] += 1
-            if (c := _finite(result.confidence)) is not None:
-                confidences.append(c)
-            any_restored |= bool(result.restored)
-            recorder.write(_result_view(raw, result, side))
-            bar.update(1)
-        if not counts:
-            raise SourceError(f"cannot read video {job.src}: no frame decodes")
-    except BaseException:
-        recorder.abort()
-        raise
-    finally:
-        source.close()
-        if not recorder.aborted:
-            written = recorder.close()
+
+    def count(result: video.FrameResult) -> None:
+        nonlocal total_ms
+        total_ms += result.latency_ms
+        counts[result.condition or "?"] += 1
+        if (c := _finite(result.confidence)) is not None:
+            confidences.append(c)
+        restored.append(result.restored)
+        bar.update(1)
+
+    options = video.VideoOptions(
+        drop_stale=False,
+        on_result=[count],
+        record=dst,
+        record_fps=source.fps or 25.0,
+        record_fourcc=fourcc,
+        record_compose=lambda r: _result_view(r.frame.image, r, side),
+        keep_partial=False,
+        status_every=0.0,
+    )
+    done = video.run(source, restorer, options)
+    if done.summary.interrupted:  # Ctrl-C or SIGTERM: the recording is gone; the run stops here
+        from edgerestore.errors import Terminated
+
+        stopped_by = done.summary.stopped_by
+        raise KeyboardInterrupt if stopped_by in (None, "Ctrl-C") else Terminated(stopped_by)
+    done.raise_error()
+    if done.summary.error:  # capture failed part-way (the recording is gone)
+        raise SourceError(done.summary.error)
+    if not counts:
+        raise SourceError(f"cannot read video {job.src}: no frame decodes")
     frames = sum(counts.values())
-    if (lost := source.lost_frames) > 0:
+    if (lost := done.summary.lost_frames) > 0:
         bar.write(
             f"edgerestore restore: warning: {job.src}: {lost} of {frames + lost} frames do not decode and "
             "were skipped (the file is damaged)",
@@ -270,11 +277,11 @@ def restore_video(job: Job, restorer: Any, side: bool, fourcc: str | None, bar: 
         )
     return FileReport(
         input=str(job.src),
-        output=str(written) if written else None,
+        output=done.summary.recording,
         kind="video",
         condition=counts.most_common(1)[0][0],
         confidence=round(sum(confidences) / len(confidences), 4) if confidences else None,
-        restored=any_restored,
+        restored=any(restored),
         frames=frames,
         conditions=dict(counts),
         ms_per_frame=round(total_ms / frames, 3),
@@ -326,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"bundle: {restorer_label(restorer)}", flush=True)
     reports: list[FileReport] = []
     total = sum(1 if j.kind == "image" else max(_video_frames(j.src), 1) for j in jobs)
-    bar = progress_bar(total, "restoring", unit="frame", disable=args.quiet)
+    bar = Progress(not args.quiet).bar(total, "restoring", "frame")
     stopped: KeyboardInterrupt | None = None
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
@@ -350,9 +357,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         bar.close()
-        close = getattr(restorer, "close", None)
-        if callable(close):
-            close()
+        restorer.close()
     if stopped is not None:
         write_report(report_path, reports)
         print(

@@ -68,8 +68,8 @@ def _outputs(inputs: list[Path], out: Path) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from edgerestore.commands._bundle import open_restorer
-    from edgerestore.commands._output import progress_bar
     from edgerestore.files import check_writable, write_text_atomic
+    from edgerestore.progress import Progress
     from edgerestore.runtime import rosbag
 
     for option, value in (("--side-by-side", args.side_by_side), ("--output-codec", args.output_codec)):
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             restorers[topic] = open_restorer(args, video=True)
         return restorers[topic]
 
-    bar = progress_bar(sum(plans) or None, "restoring", unit="frame", disable=args.quiet)
+    bar = Progress(not args.quiet).bar(sum(plans) or None, "restoring", "frame")
     reports = []
     try:
         for src, dst in pairs:

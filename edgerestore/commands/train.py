@@ -90,6 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CONDITION",
         help="fine-tune only this condition's branch of the UFFN checkpoint --out (the rest frozen), e.g. haze",
     )
+    parser.add_argument(
+        "--branch-from",
+        type=Path,
+        help="with --branch-only: take that branch of this UFFN checkpoint (fine-tuned on a copy of --out) instead",
+    )
     parser.add_argument("--ship", type=Path, help="when done, write the small shipped weights file here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -143,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(
             "--router-from takes the router of another checkpoint in a --router-only run; add --router-only"
         )
+    if args.branch_from is not None and not args.branch_only:
+        raise UserError(
+            "--branch-from takes a branch of another checkpoint in a --branch-only run; add --branch-only NAME"
+        )
     if (args.router_only or args.branch_only) and world > 1:
         stage = "--router-only" if args.router_only else "--branch-only"
         raise UserError(f"{stage} trains one part on one process; run it without torchrun")
@@ -172,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         stop_at=args.stop_at,
         router_from=args.router_from,
+        branch_from=args.branch_from,
         workers=args.workers,
         threads=args.threads,
         overrides=_parse_overrides(args.overrides),

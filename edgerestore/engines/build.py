@@ -7,57 +7,49 @@ atomically (see `bundle.write_bundle`), with per-graph progress and a summary ta
 
 Backend "auto": TensorRT when a CUDA GPU and a TensorRT module are present, else ONNX Runtime. TensorRT
 module: `tensorrt` if importable, else `tensorrt_rtx` (which also builds on a CPU-only machine; `tensorrt`
-needs the GPU). A bundle that is already up to date (same sources, settings and builder) is kept unless
-`force`. The CLI verb `edgerestore build` (which also re-runs export/precision when stale) calls this.
+needs the GPU). Each backend is a builder/runner pair: its builder (`BUILDERS`: `engines/onnxruntime.py`,
+`engines/tensorrt.py`, a `GraphBuilder` made by the module's `bundle_builder`) and the runtime's backend of
+the same name (`runtime/ort.py`, `runtime/trt.py`); `build_bundle` drives any builder the same way. A
+bundle that is already up to date (same sources, settings and builder) is kept unless `force`. The CLI
+verb `edgerestore build` (which also re-runs export/precision when stale) calls this.
 
 Must not import torch. Imports onnx, and the chosen backend's module, inside functions.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from edgerestore.contract import check_precision, precision_of, tensor_specs, variant_for
 from edgerestore.engines.bundle import (
     BACKENDS,
-    GRAPH_SUFFIX,
-    INSUFFICIENT_DRIVER,
-    PRECISIONS,
-    TRT_MODULES,
     Bundle,
     GraphEntry,
     Manifest,
-    cuda_device_info,
-    cuda_device_status,
     default_bundle_dir,
     load_bundle,
-    sha256_file,
     write_bundle,
 )
 from edgerestore.engines.bundle import (
     engines_root as eb_engines_root,
 )
 from edgerestore.errors import BundleError, UserError
+from edgerestore.exportdir import PRECISION_JSON, ExportDir
+from edgerestore.files import sha256_file
+from edgerestore.progress import Progress, as_progress
+from edgerestore.runtime.nvidia import INSUFFICIENT_DRIVER, TRT_MODULES, cuda_device_info, cuda_device_status
 
 #: Frame [H, W] profile when none is given: up to 1080p (1088 = 1080 padded to 16), 720p optimum.
 DEFAULT_SHAPE_PROFILE: dict[str, tuple[int, int]] = {"min": (64, 64), "opt": (720, 1280), "max": (1088, 1920)}
 DEFAULT_WORKSPACE = 1 << 30
-_PRECISION_ALIASES = {
-    "float32": "fp32",
-    "float16": "fp16",
-    "fp32": "fp32",
-    "fp16": "fp16",
-    "int8": "int8",
-    "int8_trt": "int8",  # precision.json names the Q/DQ form; the manifest records the precision
-    "int8_ort": "int8",
-}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,16 +97,6 @@ def resolve_backend(backend: str, trt_module: str | None = None) -> tuple[str, s
     return "onnxruntime", None
 
 
-def source_subdir(backend: str, precision: str) -> str | None:
-    """Which variant directory under `export/<profile>/` feeds a build: None (the float32 graphs), `fp16`,
-    `int8_trt` (symmetric Q/DQ for TensorRT) or `int8_ort` (ONNX Runtime's CPU Q/DQ form)."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        return "fp16"
-    return "int8_trt" if backend == "tensorrt" else "int8_ort"
-
-
 def normalise_shape_profile(profile: Mapping[str, Sequence[int]] | None, stride: int) -> dict[str, list[int]]:
     """Validate a frame profile {min, opt, max} of [H, W]: positive, min <= opt <= max, multiples of the
     model's stride (the runtime pads frames to it)."""
@@ -129,6 +111,63 @@ def normalise_shape_profile(profile: Mapping[str, Sequence[int]] | None, stride:
     if not all(prof["min"][i] <= prof["opt"][i] <= prof["max"][i] for i in (0, 1)):
         raise UserError(f"shape profile needs min <= opt <= max per side, got {prof}")
     return prof
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The backends' builders
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildSettings:
+    """What a backend's builder is made from: `build_bundle`'s options, each used by the backends it names
+    (`trt_*`, `workspace`, `timing_cache`, `optimization_level`: TensorRT; `threads`: ONNX Runtime)."""
+
+    shape_profile: dict[str, list[int]]
+    engines_root: Path
+    trt_module: str | None = None
+    workspace: int | None = DEFAULT_WORKSPACE
+    timing_cache: Path | None = None
+    trt_targets: Sequence[str] | None = None
+    optimization_level: int | None = None
+    threads: int = 0
+
+
+class GraphBuilder(Protocol):
+    """One backend's builder, as `build_bundle` drives it: graph by graph into files ending in `suffix`,
+    `finish()` after the last one; its records go into the manifest."""
+
+    suffix: str
+
+    def builder_record(self) -> dict[str, Any]: ...
+
+    def device_record(self) -> dict[str, Any]: ...
+
+    def session_options(self) -> dict[str, Any]: ...
+
+    def write_graph(self, src: Path, dst: Path) -> float: ...
+
+    def finish(self) -> None: ...
+
+    def measuring_backend(self) -> tuple[Any, str]:
+        """(a runtime backend that runs this builder's engines here, what it is), or (None, why there is
+        none): the device guard (`engines.guard`) measures the built engines with it."""
+        ...
+
+
+#: backend -> the module whose `bundle_builder(settings)` makes its `GraphBuilder` (imported only to build
+#: for it; its runner is the runtime's backend of the same name).
+BUILDERS: dict[str, str] = {
+    "onnxruntime": "edgerestore.engines.onnxruntime",
+    "tensorrt": "edgerestore.engines.tensorrt",
+}
+
+
+def make_builder(backend: str, settings: BuildSettings) -> GraphBuilder:
+    """The `GraphBuilder` of `backend` (a name in `BUILDERS`)."""
+    if backend not in BUILDERS:
+        raise UserError(f"unknown backend {backend!r}; expected {', '.join(BUILDERS)}")
+    return importlib.import_module(BUILDERS[backend]).bundle_builder(settings)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -147,12 +186,14 @@ class GraphReport:
 
 @dataclass
 class BuildResult:
-    """`skipped`: the bundle was already up to date and was kept."""
+    """`skipped`: the bundle was already up to date and was kept. `accuracy`: what measured the graphs'
+    accuracy (the device guard's line; empty for float32 bundles)."""
 
     bundle: Bundle
     graphs: list[GraphReport]
     seconds: float
     skipped: bool = False
+    accuracy: str = ""
 
     def summary(self) -> str:
         return format_summary(self)
@@ -160,8 +201,8 @@ class BuildResult:
 
 def _accuracy_text(acc: Mapping[str, Any]) -> str:
     parts = []
-    for key, label in (("psnr_vs_fp32", "vs fp32"), ("psnr_vs_gt", "vs GT")):
-        value = acc.get(key)
+    for key, label in (("psnr_vs_float", "vs fp32"), ("psnr_vs_gt", "vs GT")):
+        value = acc.get(key, acc.get("psnr_vs_fp32")) if key == "psnr_vs_float" else acc.get(key)
         if isinstance(value, int | float):
             parts.append(f"{value:.1f} dB {label}")
     if isinstance(acc.get("router_agreement"), int | float):
@@ -190,6 +231,8 @@ def format_summary(result: BuildResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     target = f"{m.builder.get('name')} {m.builder.get('version')}"
     status = "up to date, kept" if result.skipped else f"built in {result.seconds:.1f} s"
+    if result.accuracy:
+        lines.append(result.accuracy)
     lines.append(f"{result.bundle.path}: {m.backend} ({target}), {m.precision}, {status}")
     return "\n".join(lines)
 
@@ -207,50 +250,24 @@ class _Source:
     accuracy: dict[str, Any]
 
 
-def _read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"{what}: {path} not found; {fix}")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{what}: {path} unreadable ({str(exc).splitlines()[0]}); {fix}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{what}: {path} is not a JSON object; {fix}")
-    return data
-
-
 def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str, Any], list[_Source]]:
-    from edgerestore.graphs import FORMAT as ONNX_FORMAT  # one definition; onnx loads only when building
-
-    fix_export = f"run: edgerestore export --profile {onnx_dir.name}"
-    model = _read_json(onnx_dir / "model.json", "no exported model", fix_export)
-    if model.get("format") != ONNX_FORMAT:
-        raise UserError(
-            f"{onnx_dir / 'model.json'} has format {model.get('format')!r}, expected {ONNX_FORMAT}; {fix_export}"
-        )
-    graphs = model.get("graphs") or {}
-    if not graphs:
-        raise UserError(f"{onnx_dir / 'model.json'} lists no graphs; {fix_export}")
-    sub = source_subdir(backend, precision)
+    export = ExportDir(onnx_dir).verify()
+    model = export.meta
+    sub = variant_for(backend, precision)
     per_graph: dict[str, Any] = {}
     if sub is not None:
         fix = f"run: edgerestore build --profile {model.get('profile', onnx_dir.name)} --precision {precision} (it converts first)"
-        info = _read_json(onnx_dir / sub / "precision.json", f"no {sub} graphs", fix)
-        per_graph = info.get("graphs") or {}
+        per_graph = export.precision_record(sub, fix).get("graphs") or {}
     sources = []
-    for name, entry in graphs.items():
-        base = onnx_dir / entry["file"]
-        if not base.is_file():
-            raise UserError(f"{base} missing (listed in model.json); {fix_export}")
-        if entry.get("sha256") and sha256_file(base) != entry["sha256"]:
-            raise UserError(f"{base} changed after export (sha256 differs from model.json); {fix_export}")
+    for name, entry in export.graphs.items():
+        base = export.graph_path(name)
         acc = dict(per_graph.get(name) or {})
-        used = _PRECISION_ALIASES.get(str(acc.pop("precision", precision or "fp32")).lower())
+        used = precision_of(acc.pop("precision", precision))  # precision.json names the rung
         if used is None:
-            raise UserError(f"{onnx_dir / sub / 'precision.json'}: unknown precision for {name}")  # type: ignore[operator]
+            raise UserError(f"{export.variant_dir(sub) / PRECISION_JSON}: unknown precision for {name}")  # type: ignore[arg-type]
         for key in ("file", "sha256"):
             acc.pop(key, None)
-        path = base if sub is None else onnx_dir / sub / entry["file"]
+        path = base if sub is None else export.variant_dir(sub) / entry["file"]
         if not path.is_file():
             if used != "fp32":
                 raise UserError(
@@ -261,24 +278,6 @@ def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str
             acc.setdefault("fallback", f"fell back to {used}")
         sources.append(_Source(name, path, used, acc))
     return model, sources
-
-
-def _tensor_specs(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    import onnx
-    from onnx import helper
-
-    model = onnx.load(str(path), load_external_data=False)
-
-    def spec(v: Any) -> dict[str, Any]:
-        dims = [d.dim_param if d.dim_param else int(d.dim_value) for d in v.type.tensor_type.shape.dim]
-        return {
-            "name": v.name,
-            "dtype": helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-            "shape": dims,
-        }
-
-    inits = {i.name for i in model.graph.initializer}
-    return [spec(v) for v in model.graph.input if v.name not in inits], [spec(v) for v in model.graph.output]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -332,36 +331,6 @@ def _up_to_date(out_dir: Path, want: Manifest, sources: list[_Source]) -> Bundle
     return bundle if same else None
 
 
-class _Progress:
-    """tqdm over the graphs when installed (the build side may run on an edge device without it), else a
-    line per graph on stderr; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, desc: str) -> None:
-        self.bar = None
-        self.enabled = enabled
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, desc=desc, unit="graph", file=sys.stderr)
-            except ImportError:
-                print(f"{desc}: {total} graphs", file=sys.stderr)
-
-    def start(self, name: str) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix_str(name)
-        elif self.enabled:
-            print(f"  building {name} ...", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def build_bundle(
     onnx_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -371,7 +340,7 @@ def build_bundle(
     workspace: int | None = DEFAULT_WORKSPACE,
     timing_cache: str | Path | None = None,
     force: bool = False,
-    progress: bool = True,
+    progress: Progress | bool = True,
     *,
     trt_module: str | None = None,
     trt_targets: Sequence[str] | None = None,
@@ -379,20 +348,27 @@ def build_bundle(
     threads: int = 0,
     engines_root: str | Path | None = None,
     on_graph: Callable[[GraphReport], None] | None = None,
+    calib: str | Path | None = None,
+    device_guard: bool = True,
 ) -> BuildResult:
     """Build `engines/<profile>-<backend>-<precision>/` (or `out_dir`) from `onnx_dir` (= `export/<profile>`).
 
     `backend`: auto | tensorrt | onnxruntime; `precision`: fp32 | fp16 | int8 (the graphs carry it; the
     builder only parses and builds); `shape_profile`: frame {min, opt, max} as [H, W] (default up to
     1088x1920); `workspace`: TensorRT workspace pool bytes; `timing_cache`: TensorRT timing cache file,
-    shared across graphs and written back (default `engines/.timing-<module>-<version>.cache`; unused by
-    TensorRT-RTX); `force`: rebuild even when up to date. `trt_module`: tensorrt | tensorrt_rtx (default:
+    shared across graphs and written back (default `engines/.timing-<module>-<version>-<gpu>.cache`; unused
+    by TensorRT-RTX); `force`: rebuild even when up to date. `trt_module`: tensorrt | tensorrt_rtx (default:
     tensorrt if importable, else tensorrt_rtx); `trt_targets`: TensorRT-RTX compute capabilities ("8.6",
     "current"); `threads`: ONNX Runtime intra-op threads recorded for the runtime. `on_graph` is called
-    after each graph. Raises UserError (BundleError, BuildError) with one line on any problem."""
+    after each graph. `device_guard`: an fp16/int8 build whose engines can run here (TensorRT with its GPU)
+    runs the accuracy guard again with them on the held-back frames of `calib` (the precision step's
+    frames; default: the shipped calibration set) and falls a graph over its budget back to float32
+    (`engines.guard`); each graph's accuracy says what measured it. Raises UserError (BundleError,
+    BuildError) with one line on any problem."""
+    import onnx
+
     onnx_dir = Path(onnx_dir)
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     backend, module = resolve_backend(backend, trt_module)
     model, sources = _read_export(onnx_dir, backend, precision)
     profile = str(model.get("profile") or onnx_dir.name)
@@ -403,45 +379,17 @@ def build_bundle(
         if out_dir is not None
         else default_bundle_dir(profile, backend, precision, engines_root or eb_engines_root())
     )
-    engines_root = Path(out_dir).parent if engines_root is None else engines_root
-
-    if backend == "tensorrt":
-        from edgerestore.engines.tensorrt import (
-            TensorRTBuilder,
-            frame_profile,
-            import_trt,
-            is_rtx,
-            timing_cache_name,
-        )
-
-        trt = import_trt(module)
-        if timing_cache is None and not is_rtx(trt):  # per TensorRT version and GPU: caches do not transfer
-            timing_cache = Path(engines_root) / timing_cache_name(trt, cuda_device_info())
-        trt_builder = TensorRTBuilder(
-            trt,
-            workspace=workspace,
-            timing_cache=timing_cache,
-            targets=trt_targets,
-            optimization_level=optimization_level,
-        )
-        builder_record: dict[str, Any] = {
-            "name": trt_builder.name,
-            "version": trt_builder.version,
-            "workspace": workspace,
-            "optimization_level": optimization_level,
-            "strongly_typed": True,
-        }
-        device_record = trt_builder.device_record()
-        session_options: dict[str, Any] = {}
-        rule = frame_profile(prof)
-    else:
-        from edgerestore.engines.onnxruntime import OnnxRuntimeBuilder
-
-        ort_builder = OnnxRuntimeBuilder(threads=threads)
-        builder_record = ort_builder.builder_record()
-        device_record = ort_builder.device_record()
-        session_options = ort_builder.session_options()
-
+    settings = BuildSettings(
+        shape_profile=prof,
+        engines_root=Path(Path(out_dir).parent if engines_root is None else engines_root),
+        trt_module=module,
+        workspace=workspace,
+        timing_cache=Path(timing_cache) if timing_cache is not None else None,
+        trt_targets=trt_targets,
+        optimization_level=optimization_level,
+        threads=threads,
+    )
+    builder = make_builder(backend, settings)
     manifest = Manifest(
         family=str(model.get("family")),
         profile=profile,
@@ -452,9 +400,9 @@ def build_bundle(
         precision=precision,
         graphs={},
         shape_profile=prof,
-        builder=builder_record,
-        device=device_record,
-        session_options=session_options,
+        builder=builder.builder_record(),
+        device=builder.device_record(),
+        session_options=builder.session_options(),
         branch_scales=dict(model.get("branch_scales") or {}),
         router_calibration=dict(model.get("router_calibration") or {}),
     )
@@ -471,21 +419,15 @@ def build_bundle(
     start = time.perf_counter()
     reports: list[GraphReport] = []
     files: dict[str, Path] = {}
-    suffix = GRAPH_SUFFIX[backend]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(len(sources), progress, f"{out_dir.name}")
+    bar = as_progress(progress).bar(len(sources), out_dir.name, "graph")
     with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.stage.", dir=out_dir.parent) as stage:
         try:
             for src in sources:
-                bar.start(src.name)
-                dst = Path(stage) / f"{src.name}{suffix}"
-                if backend == "tensorrt":
-                    built = trt_builder.build(src.path, rule)
-                    dst.write_bytes(built.engine)
-                    seconds = built.seconds
-                else:
-                    seconds = ort_builder.optimize(src.path, dst).seconds
-                inputs, outputs = _tensor_specs(src.path)
+                bar.set_postfix_str(src.name)
+                dst = Path(stage) / f"{src.name}{builder.suffix}"
+                seconds = builder.write_graph(src.path, dst)
+                inputs, outputs = tensor_specs(onnx.load(str(src.path), load_external_data=False))
                 manifest.graphs[src.name] = GraphEntry(
                     file=dst.name,
                     precision=src.precision,
@@ -500,10 +442,27 @@ def build_bundle(
                 reports.append(report)
                 if on_graph is not None:
                     on_graph(report)
-                bar.done()
+                bar.update(1)
         finally:
             bar.close()
-        if backend == "tensorrt":
-            trt_builder.save_timing_cache()
+        accuracy = ""
+        if precision != "fp32":
+            from edgerestore.engines.guard import guard_bundle
+
+            accuracy = guard_bundle(
+                builder,
+                manifest,
+                reports,
+                files,
+                sources,
+                onnx_dir=onnx_dir,
+                model=model,
+                variant=str(variant_for(backend, precision)),
+                folder=Path(stage) / "device-guard",
+                calib=calib,
+                device_guard=device_guard,
+                progress=progress,
+            )
+        builder.finish()
         bundle = write_bundle(out_dir, manifest, files, force=True)
-    return BuildResult(bundle, reports, time.perf_counter() - start)
+    return BuildResult(bundle, reports, time.perf_counter() - start, accuracy=accuracy)

@@ -14,7 +14,6 @@ backend modules are imported inside the functions that check them).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib
 import json
 import os
@@ -26,14 +25,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgerestore.contract import PRECISIONS
 from edgerestore.errors import BundleError, UserError
+from edgerestore.files import sha256_file
+from edgerestore.runtime.nvidia import (
+    TRT_MODULES,
+    DeviceInfo,
+    cuda_device_info,
+    import_tensorrt,
+    unsupported_tensorrt,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 BACKENDS: tuple[str, ...] = ("onnxruntime", "tensorrt")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-TRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_rtx")
-GRAPH_SUFFIX: dict[str, str] = {"onnxruntime": ".onnx", "tensorrt": ".engine"}
 DEFAULT_ROOT = Path("engines")
 #: Environment variable naming the folder of default bundles (see `engines_root`).
 ENGINES_ENV = "EDGERESTORE_ENGINES"
@@ -278,141 +283,9 @@ def rebuild_command(
     return " ".join(parts)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Device
+# Device targets (the machine's GPU and TensorRT: `edgerestore.runtime.nvidia`)
 # ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceInfo:
-    """The CUDA device engines would run on. `compute_capability`: "major.minor"."""
-
-    index: int
-    name: str
-    compute_capability: str
-    driver_version: int | None = None
-
-    @property
-    def sm(self) -> int:
-        major, minor = self.compute_capability.split(".")
-        return int(major) * 10 + int(minor)
-
-
-#: The oldest TensorRT the engines code supports: 10.1 (strongly typed networks, `set_device_memory(ptr,
-#: size)`, explicit-batch-only parsing). JetPack 6.1+ ships 10.3; TensorRT 8.6 (JetPack 5) and 10.0 do not work.
-MIN_TENSORRT: tuple[int, int] = (10, 1)
-
-
-def unsupported_tensorrt(module: str, version: str) -> str | None:
-    """Why TensorRT `version` of `module` cannot be used, or None. TensorRT-RTX: every release."""
-    if module != "tensorrt":
-        return None
-    m = re.match(r"(\d+)\.(\d+)", str(version))
-    if m is None:
-        return f"cannot read the TensorRT version {version!r}"
-    if (int(m.group(1)), int(m.group(2))) < MIN_TENSORRT:
-        floor = ".".join(map(str, MIN_TENSORRT))
-        return (
-            f"TensorRT {version} is too old: edgerestore needs TensorRT >= {floor} (JetPack 6.1+ ships 10.3; "
-            "pip install 'tensorrt>=10.1' elsewhere)"
-        )
-    return None
-
-
-def require_supported_tensorrt(trt: Any) -> None:
-    """UserError (one line) when the TensorRT module `trt` is older than `MIN_TENSORRT`."""
-    name = str(getattr(trt, "__name__", "tensorrt")).split(".")[0]
-    problem = unsupported_tensorrt(name, str(getattr(trt, "__version__", "unknown")))
-    if problem:
-        raise UserError(problem)
-
-
-#: The CUDA runtime error of a cuda-python whose CUDA major version is newer than the driver's.
-INSUFFICIENT_DRIVER = "cudaErrorInsufficientDriver"
-
-
-def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:  # cuda-python < 12.6
-        from cuda import cudart  # type: ignore[no-redef]
-    return cudart
-
-
-def driver_problem(error: Any, driver: int | None = None, runtime: int | None = None) -> str:
-    """One line for a failed CUDA call. `driver`/`runtime`: cudaDriverGetVersion / cudaRuntimeGetVersion
-    (1000 * major + 10 * minor; driver 0 = no NVIDIA driver at all). A driver older than cuda-python's CUDA
-    runtime gets its fix: cuda-python 13 needs a CUDA 13 driver (>= 580); JetPack 6 and other CUDA 12
-    drivers need cuda-python 12."""
-    name = str(getattr(error, "name", error))
-    if name in (INSUFFICIENT_DRIVER, "35") and driver == 0:
-        return "no NVIDIA driver on this machine"
-    if name in (INSUFFICIENT_DRIVER, "35"):
-        have = f"CUDA {driver // 1000}.{driver % 1000 // 10} driver" if driver else "the NVIDIA driver"
-        need = f" (CUDA {runtime // 1000}.{runtime % 1000 // 10})" if runtime else ""
-        return (
-            f"{INSUFFICIENT_DRIVER}: {have} is older than the CUDA runtime of the installed cuda-python{need}; "
-            "on JetPack 6 or another CUDA 12 driver install 'edgerestore[gpu]' (cuda-python < 13; "
-            "TensorRT-RTX: 'edgerestore[tensorrt-rtx-cu12]'), or update the driver (>= 580 for CUDA 13)"
-        )
-    return f"no usable CUDA device ({name})"
-
-
-def cuda_versions(cudart: Any) -> tuple[int | None, int | None]:
-    """(driver, runtime) CUDA versions from cuda-python's runtime module, None where a call fails."""
-    out = []
-    for call in (cudart.cudaDriverGetVersion, cudart.cudaRuntimeGetVersion):
-        try:
-            err, v = call()
-            out.append(int(v) if int(err) == 0 else None)
-        except Exception:
-            out.append(None)
-    return out[0], out[1]
-
-
-def cuda_device_status(device: int = 0) -> tuple[DeviceInfo | None, str | None]:
-    """(device, None) for CUDA device `device`, or (None, why not): cuda-python missing, no GPU, or a driver
-    too old for cuda-python's runtime (`driver_problem`). Never raises."""
-    try:
-        cudart = _cudart()
-    except ImportError:
-        return None, "cuda-python is not installed (pip install 'edgerestore[gpu]')"
-    try:
-        err, count = cudart.cudaGetDeviceCount()
-        if int(err) != 0:
-            return None, driver_problem(err, *cuda_versions(cudart))
-        if not count or device >= count:
-            return None, f"no CUDA device {device} ({count or 0} found)"
-        err, prop = cudart.cudaGetDeviceProperties(device)
-        if int(err) != 0:
-            return None, driver_problem(err, *cuda_versions(cudart))
-        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        err, driver = cudart.cudaDriverGetVersion()
-        return DeviceInfo(
-            index=device,
-            name=name.strip("\x00").strip(),
-            compute_capability=f"{prop.major}.{prop.minor}",
-            driver_version=int(driver) if int(err) == 0 else None,
-        ), None
-    except Exception as exc:  # no libcuda, a broken install: no usable device
-        return (
-            None,
-            f"no usable CUDA device ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-        )
-
-
-def cuda_device_info(device: int = 0) -> DeviceInfo | None:
-    """Name and compute capability of CUDA device `device` through cuda-python's runtime bindings, or None
-    when cuda-python, the driver or the GPU is absent (`cuda_device_status` says why)."""
-    return cuda_device_status(device)[0]
 
 
 #: Compute capabilities TensorRT-RTX runs on, and those its default (no targets set) build covers: Turing
@@ -603,15 +476,18 @@ def _require_module(name: str, fail: Any) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError:
-        pip = {"tensorrt_rtx": "tensorrt-rtx"}.get(name, name)
-        raise fail(f"Python module {name} is not installed (pip install {pip})", force=False) from None
+        raise fail(f"Python module {name} is not installed (pip install {name})", force=False) from None
 
 
 def _check_tensorrt(manifest: Manifest, device: DeviceInfo | None | str, fail: Any) -> None:
     module_name = str(manifest.builder.get("name") or "tensorrt")
     if module_name not in TRT_MODULES:
         raise fail(f"unknown TensorRT builder {module_name!r} in {MANIFEST_NAME}")
-    trt = _require_module(module_name, fail)
+    try:  # the one TensorRT import; its version is judged below, in this bundle's terms
+        trt = import_tensorrt(module_name, check_version=False)
+    except UserError:
+        pip = {"tensorrt_rtx": "tensorrt-rtx"}.get(module_name, module_name)
+        raise fail(f"Python module {module_name} is not installed (pip install {pip})", force=False) from None
     built = manifest.device.get("tensorrt_version") or manifest.builder.get("version")
     installed = getattr(trt, "__version__", "unknown")
     problem = unsupported_tensorrt(module_name, installed)

@@ -22,10 +22,13 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgerestore.engines.bundle import BuildError
 from edgerestore.errors import UserError
+
+if TYPE_CHECKING:
+    from edgerestore.engines.build import BuildSettings
 
 SAVED_OPTIMIZATION_LEVEL = "ORT_ENABLE_EXTENDED"
 RUNTIME_OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
@@ -85,6 +88,19 @@ class OnnxRuntimeBuilder:
             raise BuildError(f"onnxruntime {self.version} wrote no optimised model for {onnx_path.name}")
         return OptimizedGraph(out_path, time.perf_counter() - start)
 
+    suffix = ".onnx"
+
+    def write_graph(self, src: Path, dst: Path) -> float:
+        """`optimize` for `build_bundle`: the seconds it took."""
+        return self.optimize(src, dst).seconds
+
+    def finish(self) -> None:
+        """Nothing to save after the last graph (TensorRT saves its timing cache)."""
+
+    def measuring_backend(self) -> tuple[None, str]:
+        """None: the precision step measured these graphs with ONNX Runtime on a CPU, where they run."""
+        return None, ""
+
     def session_options(self) -> dict[str, Any]:
         """The manifest's `session_options`: what the runtime creates its sessions with."""
         return {
@@ -104,3 +120,8 @@ class OnnxRuntimeBuilder:
 
     def device_record(self) -> dict[str, Any]:
         return {"cpu": cpu_name(), "machine": platform.machine(), "onnxruntime_version": self.version}
+
+
+def bundle_builder(settings: BuildSettings) -> OnnxRuntimeBuilder:
+    """The ONNX Runtime builder of `edgerestore.engines.build.build_bundle`."""
+    return OnnxRuntimeBuilder(threads=settings.threads)

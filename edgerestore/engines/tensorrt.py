@@ -23,25 +23,32 @@ Must not import torch. Imports the TensorRT module only when a builder is create
 
 from __future__ import annotations
 
-import importlib
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgerestore.engines.bundle import (
-    TRT_MODULES,
+    RTX_DEFAULT_TARGETS,
     BuildError,
-    DeviceInfo,
-    cuda_device_status,
     normalise_compute_capability,
-    require_supported_tensorrt,
+    rtx_target_supports,
 )
 from edgerestore.errors import UserError
 from edgerestore.files import write_bytes_atomic
+from edgerestore.runtime.nvidia import (
+    DeviceInfo,
+    cuda_device_info,
+    cuda_device_status,
+    import_tensorrt,
+    is_rtx,
+    module_name,
+)
+
+if TYPE_CHECKING:
+    from edgerestore.engines.build import BuildSettings
 
 Shape = tuple[int, ...]
 ProfileFn = Callable[[str, Shape], tuple[Shape, Shape, Shape]]
@@ -54,40 +61,10 @@ class TensorRTBuildError(BuildError):
     """The ONNX parser or the TensorRT builder refused a graph; the message names the failing nodes."""
 
 
-def import_trt(module: str | ModuleType | None = None) -> ModuleType:
-    """The TensorRT module: a module object, `"tensorrt"`, `"tensorrt_rtx"`, or None (`tensorrt` if
-    importable, else `tensorrt_rtx`)."""
-    if isinstance(module, ModuleType):
-        return module
-    if module is not None and module not in TRT_MODULES:
-        raise UserError(f"unknown TensorRT module {module!r}; expected one of {', '.join(TRT_MODULES)}")
-    names = [module] if module else list(TRT_MODULES)
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise UserError(
-        f"TensorRT is not installed (tried {', '.join(names)}): install 'edgerestore[tensorrt]' (JetPack ships "
-        "it) or 'edgerestore[tensorrt-rtx]', or build with --backend onnxruntime"
-    )
-
-
-def module_name(trt: ModuleType) -> str:
-    return trt.__name__.split(".")[0]
-
-
-def is_rtx(trt: ModuleType) -> bool:
-    return module_name(trt) == "tensorrt_rtx"
-
-
 def timing_cache_name(trt: ModuleType, device: DeviceInfo | None) -> str:
     """File name of the timing cache for `trt` on `device`: per TensorRT version and per GPU model (tactic
     timings of an AGX Orin do not hold on an Orin Nano, both compute capability 8.7)."""
-    gpu = ""
-    if device is not None:
-        slug = re.sub(r"[^a-z0-9]+", "-", device.name.lower()).strip("-")
-        gpu = f"-sm{device.sm}-{slug}"
+    gpu = f"-{device.key}" if device is not None else ""
     return f".timing-{module_name(trt)}-{getattr(trt, '__version__', 'unknown')}{gpu}.cache"
 
 
@@ -126,10 +103,11 @@ class BuiltEngine:
 class TensorRTBuilder:
     """Builds engines from ONNX files with one TensorRT module, sharing a timing cache across graphs.
 
-    `trt_module`: see `import_trt`. `workspace`: bytes for the WORKSPACE memory pool (None: TensorRT's
-    default, the device's memory). `timing_cache`: a file loaded if present and written back by
-    `save_timing_cache()` (ignored by TensorRT-RTX). `targets`: TensorRT-RTX compute capabilities as
-    "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (8.0, 8.6, 8.9, 12.x); "12" and "8.6.0" are normalised to "12.0" and "8.6".
+    `trt_module`: see `edgerestore.runtime.nvidia.import_tensorrt`. `workspace`: bytes for the WORKSPACE
+    memory pool (None: TensorRT's default, the device's memory). `timing_cache`: a file loaded if present
+    and written back by `save_timing_cache()` (ignored by TensorRT-RTX). `targets`: TensorRT-RTX compute
+    capabilities as "8.6", "12.0" ... or ["current"] (the GPU present); None = RTX default (8.0, 8.6, 8.9,
+    12.x); "12" and "8.6.0" are normalised to "12.0" and "8.6".
     `optimization_level`: builder optimisation level 0-5 (None: TensorRT's default, 3)."""
 
     def __init__(
@@ -142,11 +120,10 @@ class TensorRTBuilder:
         optimization_level: int | None = None,
         device: DeviceInfo | None | str = "auto",
     ) -> None:
-        self.trt = import_trt(trt_module)
+        self.trt = import_tensorrt(trt_module)  # refuses TensorRT < 10.1 in one line
         self.name = module_name(self.trt)
         self.version = str(getattr(self.trt, "__version__", "unknown"))
         self.rtx = is_rtx(self.trt)
-        require_supported_tensorrt(self.trt)
         why = None
         if isinstance(device, str):
             device, why = cuda_device_status()
@@ -323,3 +300,102 @@ class TensorRTBuilder:
             )
             record["built_on_cpu"] = dev is None
         return record
+
+
+# ---------------------------------------------------------------------------------------------------------
+# build_bundle's TensorRT side, and the operator check of exported graphs
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TensorRTBundleBuilder:
+    """The TensorRT builder of `edgerestore.engines.build.build_bundle` (`bundle_builder`): one engine per
+    graph under the bundle's frame profile, the timing cache shared across them (default
+    `<engines root>/.timing-<module>-<version>-<gpu>.cache`: timings do not transfer between TensorRT
+    versions or GPU models; none for TensorRT-RTX), and the manifest's builder and device records."""
+
+    suffix = ".engine"
+
+    def __init__(self, settings: BuildSettings) -> None:
+        trt = import_tensorrt(settings.trt_module)
+        timing_cache = settings.timing_cache
+        if timing_cache is None and not is_rtx(trt):
+            timing_cache = Path(settings.engines_root) / timing_cache_name(trt, cuda_device_info())
+        self.settings = settings
+        self.builder = TensorRTBuilder(
+            trt,
+            workspace=settings.workspace,
+            timing_cache=timing_cache,
+            targets=settings.trt_targets,
+            optimization_level=settings.optimization_level,
+        )
+        self.rule = frame_profile(settings.shape_profile)
+
+    def builder_record(self) -> dict[str, Any]:
+        return {
+            "name": self.builder.name,
+            "version": self.builder.version,
+            "workspace": self.settings.workspace,
+            "optimization_level": self.settings.optimization_level,
+            "strongly_typed": True,
+        }
+
+    def device_record(self) -> dict[str, Any]:
+        return self.builder.device_record()
+
+    def session_options(self) -> dict[str, Any]:
+        return {}
+
+    def write_graph(self, src: Path, dst: Path) -> float:
+        """Build `src`'s engine into `dst`; the build's seconds."""
+        built = self.builder.build(src, self.rule)
+        dst.write_bytes(built.engine)
+        return built.seconds
+
+    def finish(self) -> None:
+        self.builder.save_timing_cache()
+
+    def measuring_backend(self) -> tuple[Any, str]:
+        """The runtime's TensorRT backend on the GPU these engines are built for, for the device guard; (None,
+        why) on a machine without one (a TensorRT-RTX build on a CPU, no cuda-python)."""
+        b = self.builder
+        if b.device is None:
+            return None, f"no GPU here to run {b.name} engines (built on a CPU)"
+        targets = self.device_record().get("target_compute_capabilities")
+        if b.rtx and not rtx_target_supports(targets, b.device.compute_capability):
+            return None, (
+                f"these {b.name} engines target compute capability {', '.join(targets or RTX_DEFAULT_TARGETS)}, "
+                f"not this GPU's {b.device.compute_capability}"
+            )
+        from edgerestore.runtime.trt import TensorRTBackend
+
+        try:  # its own scratch per context: engines are loaded one by one as the guard needs them
+            backend = TensorRTBackend(
+                b.trt, device=b.device.index, shared_scratch=lambda g: False, runtime_cache=None
+            )
+        except UserError as exc:
+            return None, str(exc)
+        return backend, f"{b.name} {b.version} on {b.device.name}"
+
+
+def bundle_builder(settings: BuildSettings) -> TensorRTBundleBuilder:
+    return TensorRTBundleBuilder(settings)
+
+
+@dataclass
+class TensorRTCheck:
+    graph: str
+    file: str
+    seconds: float
+
+
+def check_graphs(
+    paths: Sequence[Path],
+    trt_module: str = "tensorrt_rtx",
+    shape_profile: Mapping[str, Sequence[int]] | None = None,
+) -> list[TensorRTCheck]:
+    """Parse and build every graph with TensorRT (strongly typed; on a CPU with TensorRT-RTX), the check that
+    exported and converted graphs are ones TensorRT accepts; a parser rejection raises `TensorRTBuildError`
+    naming the failing nodes."""
+    profile = frame_profile(shape_profile or {"min": [64, 64], "opt": [360, 640], "max": [720, 1280]})
+    builder = TensorRTBuilder(trt_module, device=None if trt_module == "tensorrt_rtx" else "auto")
+    return [TensorRTCheck(Path(p).stem, str(p), builder.build(p, profile).seconds) for p in paths]

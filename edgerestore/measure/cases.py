@@ -25,6 +25,7 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.measure.device import runnable_others
 from edgerestore.measure.stats import StageStats, round_sizes, summarize
+from edgerestore.progress import Progress, as_progress
 
 #: Stages shown in tables and compared against baselines, in pipeline order.
 REPORT_STAGES: tuple[str, ...] = ("router", "trunk", "branch", "copies", "total")
@@ -182,12 +183,6 @@ def case_id(profile: str, backend: str, precision: str, size: Sequence[int], con
     return f"{profile}/{backend}/{precision}/{size[0]}x{size[1]}/{condition}"
 
 
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)
-
-
 class CaseTimer:
     """Times one bundle at one size in rounds: `warm(n)` untimed frames, then `round(n)` timed ones as many
     times as wanted (other cases' rounds may run in between), then `result()`.
@@ -298,13 +293,18 @@ def case_label(family: str, condition: str | None) -> str:
 
 
 def bench_cases(
-    timers: Sequence[CaseTimer], *, frames: int, warmup: int, rounds: int = 1, progress: bool = False
+    timers: Sequence[CaseTimer],
+    *,
+    frames: int,
+    warmup: int,
+    rounds: int = 1,
+    progress: Progress | bool = False,
 ) -> list[CaseResult]:
     """Warm every case up, then time `frames` frames per case in `rounds` rounds interleaved across the
     cases (round 1 of each case, round 2 of each case, ...), so a load change on a shared machine lands on
     every case alike and inside the rounds `compare` judges."""
     plan = round_sizes(frames, rounds)
-    bar = _progress(len(timers) * (warmup + frames), "bench", progress)
+    bar = as_progress(progress).bar(len(timers) * (warmup + frames), "bench", "frame", leave=False)
     try:
         for t in timers:
             t.warm(warmup, bar)
@@ -325,7 +325,7 @@ def bench_restorer(
     condition: str | None = None,
     seed: int = 0,
     pool: Sequence[tuple[str, np.ndarray]] | None = None,
-    progress: bool = False,
+    progress: Progress | bool = False,
     rounds: int = 1,
 ) -> CaseResult:
     """Time `frames` calls of `restorer` at (H, W) after `warmup` untimed ones, in `rounds` rounds (see

@@ -113,7 +113,7 @@ def device_of(restorer: Any) -> BenchDevice:
     """The device key of a `Restorer` (its backend decides CPU vs GPU)."""
     backend = restorer.backend
     if getattr(backend, "name", "") == "tensorrt":
-        from edgerestore.engines.bundle import cuda_device_info
+        from edgerestore.runtime.nvidia import cuda_device_info
 
         info = cuda_device_info()
         trt = backend.trt

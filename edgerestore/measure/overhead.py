@@ -25,6 +25,7 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
 from edgerestore.contract import router_thumbnail
+from edgerestore.progress import Progress, as_progress
 from edgerestore.runtime.restorer import Restorer
 
 #: a call to time, or (an untimed setup run just before it, the call)
@@ -204,30 +205,21 @@ def soak(
     n: int = 10_000,
     every: int = 250,
     warmup: int = 1000,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> SoakReport:
     """Run `n` frames (cycling through `frames`) and sample resident memory every `every` frames."""
     import psutil
 
     proc = psutil.Process()
     samples: list[tuple[int, float]] = []
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n, desc="soak", unit="frame")
-        except ImportError:
-            bar = None
+    bar = as_progress(progress).bar(n, "soak", "frame")
     t0 = time.perf_counter()
     for i in range(n):
         restorer(frames[i % len(frames)])
         if i % every == 0 or i == n - 1:
             samples.append((i, proc.memory_info().rss / 2**20))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     seconds = time.perf_counter() - t0
     tail = [(i, m) for i, m in samples if i >= warmup] or samples
     x = np.array([i for i, _ in tail], float)

@@ -16,7 +16,6 @@ Imports torch and the exporter inside the functions that need them (like `edgere
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from edgerestore.measure.device import BenchDevice
 from edgerestore.measure.plots import plot_heatmap
 from edgerestore.measure.report import write_csv_atomic
 from edgerestore.measure.stats import StageStats, interleaved, summarize
+from edgerestore.progress import Progress, as_progress
 
 
 def variant_quality(export_dir: Path, variant: str | None) -> dict[str, Any]:
@@ -40,12 +40,12 @@ def variant_quality(export_dir: Path, variant: str | None) -> dict[str, Any]:
     the worst PSNR vs the float32 output, the largest loss vs ground truth, router agreement."""
     if variant is None:
         return {"summary": "reference (float32 graphs, parity with PyTorch checked at export)"}
-    from edgerestore.graphs import PRECISION_JSON
+    from edgerestore.exportdir import PRECISION_JSON, ExportDir
 
     p = export_dir / variant / PRECISION_JSON
     if not p.is_file():
         return {"summary": f"no {p}"}
-    graphs = json.loads(p.read_text()).get("graphs") or {}
+    graphs = ExportDir(export_dir).precision_record(variant, "re-run the precision step").get("graphs") or {}
     used = {n: g.get("precision") for n, g in graphs.items()}
     vs_float = [g["psnr_vs_float"] for g in graphs.values() if g.get("psnr_vs_float") is not None]
     losses = [
@@ -109,14 +109,12 @@ def sweep_cmudrn(
     warmup: int = 2,
     threads: int | None = None,
     weights: str = "",
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> SweepResult:
     """Latency of one CMUDRN checkpoint over square image sizes × loop counts T: the model is exported at
     every T (same weights), built into one ONNX Runtime bundle and each `cmudrn_t<T>` graph timed through
     the runtime's backend (bind, run, read back; CMUDRN has stride 1, so no padding). Writes
     `<out>/sweep_<profile>.csv` and `.png` (heatmap of the graph's p50 ms)."""
-    from tqdm import tqdm
-
     from edgerestore.engines.build import build_bundle
     from edgerestore.export import export_model
     from edgerestore.runtime.restorer import Restorer
@@ -140,7 +138,7 @@ def sweep_cmudrn(
             shape_profile={"min": [1, 1], "opt": [hi, hi], "max": [hi, hi]},
             progress=False,
         ).bundle.path
-        bar = tqdm(total=len(sizes) * len(loops), desc="sweep cmudrn", unit="cell", disable=not progress)
+        bar = as_progress(progress).bar(len(sizes) * len(loops), "sweep cmudrn", "cell")
         # one Restorer holds every cmudrn_t<T> graph; each is timed on its backend alone
         with Restorer.open(bundle, threads=threads, loops=loops[0]) as restorer:
             try:
@@ -173,12 +171,10 @@ def sweep_uffn(
     export_root: Path = Path("export"),
     engines_root: Path = Path("engines"),
     checkpoint: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
 ) -> SweepResult:
     """UFFN latency over square image sizes × precision (ONNX Runtime bundles, built when missing), with
     the branch forced to `condition` so every cell runs the same graphs (router + trunk + one branch)."""
-    from tqdm import tqdm
-
     from edgerestore import pipeline
     from edgerestore.runtime.restorer import Restorer
 
@@ -202,7 +198,7 @@ def sweep_uffn(
         ).bundle
         for p in precisions
     }
-    bar = tqdm(total=len(sizes) * len(precisions), desc=f"sweep {profile}", unit="cell", disable=not progress)
+    bar = as_progress(progress).bar(len(sizes) * len(precisions), f"sweep {profile}", "cell")
     for j, p in enumerate(precisions):
         with Restorer.open(bundles[p], threads=threads) as r:
             for i, s in enumerate(sizes):
@@ -303,7 +299,7 @@ def compare_backends(
     export_root: Path = Path("export"),
     engines_root: Path = Path("engines"),
     checkpoint: str | Path | None = None,
-    progress: bool = True,
+    progress: Progress | bool = True,
     echo: Callable[[str], None] = print,
 ) -> tuple[list[BackendRow], BenchDevice]:
     """Time one frame size on every available backend of `profile`, interleaved (one frame of each in
@@ -311,6 +307,7 @@ def compare_backends(
     import torch
 
     from edgerestore import pipeline
+    from edgerestore.contract import variant_for
     from edgerestore.engines.build import resolve_backend
     from edgerestore.evaluation import model_restorer
     from edgerestore.measure.device import device_of
@@ -322,12 +319,9 @@ def compare_backends(
     eager = model_restorer(
         model, meta.get("router_calibration"), force=condition if model.family == "uffn" else None
     )
-    kinds: list[tuple[str, str, str | None]] = [
-        ("onnxruntime", "fp32", None),
-        ("onnxruntime", "int8", "int8_ort"),
-    ]
+    kinds = [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
     if resolve_backend("auto")[0] == "tensorrt":
-        kinds += [("tensorrt", "fp16", "fp16"), ("tensorrt", "int8", "int8_trt")]
+        kinds += [("tensorrt", "fp16"), ("tensorrt", "int8")]
     else:
         echo("no CUDA GPU with TensorRT here: TensorRT rows skipped")
     frame = weather_frames(size, (condition or "rain",))[0][1]
@@ -336,7 +330,8 @@ def compare_backends(
     quality = {"pytorch/fp32": {"summary": f"the model itself ({source})"}}
     device = None
     try:
-        for backend, precision, variant in kinds:
+        for backend, precision in kinds:
+            variant = variant_for(backend, precision)
             bundle = pipeline.ensure_bundle(
                 profile,
                 precision,

@@ -5,7 +5,6 @@ Imports nothing from export or the runtime.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from edgerestore.errors import UserError
-from edgerestore.files import write_bytes_atomic
+from edgerestore.files import sha256_file, write_bytes_atomic
 from edgerestore.models.cmudrn import CMUDRN, CMUDRNConfig
 from edgerestore.models.uffn import UFFN, UFFNConfig
 
@@ -90,14 +89,6 @@ def build(profile: str | Profile, **overrides) -> nn.Module:
     return CMUDRN(CMUDRNConfig(**config))
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_payload(path: str | Path, payload: dict) -> Path:
     """`torch.save` a checkpoint dict atomically (readers and resumed runs never see half a file)."""
     buffer = io.BytesIO()
@@ -166,7 +157,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Mod
         raise UserError(f"checkpoint {path} does not match profile {profile.name}: {first}") from None
     model.eval()
     meta = {k: v for k, v in payload.items() if k != "model"}
-    meta["sha256"] = file_sha256(path)
+    meta["sha256"] = sha256_file(path)
     return model, meta
 
 

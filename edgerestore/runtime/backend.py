@@ -1,6 +1,7 @@
 """The one backend interface the restorer runs graphs through: load a graph, bind inputs, run (on a
 stream), read outputs. Implementations: `ort.OnnxRuntimeBackend` (CPU, the embedded default) and
-`trt.TensorRTBackend` (TensorRT / TensorRT for RTX on CUDA streams).
+`trt.TensorRTBackend` (TensorRT / TensorRT for RTX on CUDA streams), each the runner of a builder/runner
+pair (`RUNNERS`; the builders: `edgerestore.engines.build.BUILDERS`); `open_backend` opens a bundle's.
 
 A tensor that should stay inside the backend between two graphs (the trunk's `features`, fed straight to
 the selected branch) is handed over as a `DeviceTensor`: an OrtValue on ONNX Runtime, a device pointer on
@@ -11,6 +12,7 @@ Must not import torch, TensorRT or CUDA (this module is imported by every backen
 
 from __future__ import annotations
 
+import importlib
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgerestore.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class Backend(ABC):
     frame's sequence of calls (buffers are reused across frames). Usable as a context manager."""
 
     name: str = "backend"
+    #: True when `run` and host<->device copies are queued on a stream and complete at `synchronize`
+    #: (TensorRT): work bound before a wait overlaps with it. False: each call completes before it returns.
+    asynchronous: bool = False
 
     def __init__(self) -> None:
         self.graphs: dict[str, GraphInfo] = {}
@@ -147,3 +154,34 @@ class Stopwatch:
 
     def ms(self) -> float:
         return (time.perf_counter() - self._t0) * 1e3
+
+
+#: backend -> the module of its runner, whose `runner(manifest, ...)` makes it (imported only to run that
+#: backend; its builder is `edgerestore.engines.build.BUILDERS[backend]`).
+RUNNERS: dict[str, str] = {"onnxruntime": "edgerestore.runtime.ort", "tensorrt": "edgerestore.runtime.trt"}
+
+
+def open_backend(
+    bundle: Any,
+    kind: str | None = None,
+    *,
+    threads: int | None = None,
+    trt_module: Any = None,
+    cuda_graphs: bool = False,
+) -> Backend:
+    """The runner of a loaded bundle (`edgerestore.engines.bundle.Bundle`) with every graph loaded and
+    `finalize`d; closed again if loading fails. `kind`: a backend other than the manifest's. `threads`:
+    ONNX Runtime intra-op threads; `trt_module`, `cuda_graphs`: TensorRT (each runner ignores the other's)."""
+    kind = kind or bundle.manifest.backend
+    if kind not in RUNNERS:
+        raise UserError(f"unknown backend {kind!r}; expected {' or '.join(RUNNERS)}")
+    runner = importlib.import_module(RUNNERS[kind]).runner
+    backend = runner(bundle.manifest, threads=threads, trt_module=trt_module, cuda_graphs=cuda_graphs)
+    try:
+        for name in bundle.graph_names:
+            backend.load(name, bundle.graph_path(name))
+        backend.finalize()
+    except BaseException:
+        backend.close()
+        raise
+    return backend

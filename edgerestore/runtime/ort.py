@@ -257,3 +257,11 @@ class OnnxRuntimeBackend(Backend):
         self._bindings.clear()
         self._sessions.clear()
         super().close()
+
+
+def runner(
+    manifest: Any, *, threads: int | None = None, trt_module: Any = None, cuda_graphs: bool = False
+) -> OnnxRuntimeBackend:
+    """The ONNX Runtime runner of a bundle (`backend.open_backend`): its manifest's session options,
+    `threads` intra-op threads (None: the manifest's). `trt_module`, `cuda_graphs`: TensorRT's, ignored."""
+    return OnnxRuntimeBackend(threads=threads, session_options=manifest.session_options or None)

@@ -43,15 +43,20 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_threshold
 from edgerestore.contract import (
+    FEATURES,
+    FRAME,
     GUIDED_EPS,
     MIN_SIDE,
+    PROBS,
+    RESTORED,
+    THUMBNAIL,
     guided_coefficients,
     pad_to,
     reduced_size,
     router_thumbnail,
 )
 from edgerestore.errors import BundleError, UserError
-from edgerestore.runtime.backend import Backend
+from edgerestore.runtime.backend import Backend, open_backend
 
 log = logging.getLogger("edgerestore.restorer")
 
@@ -320,18 +325,6 @@ class RestorerStats:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _make_backend(kind: str, bundle: Any, threads: int | None, trt_module: Any, cuda_graphs: bool) -> Backend:
-    if kind == "onnxruntime":
-        from edgerestore.runtime.ort import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(threads=threads, session_options=bundle.manifest.session_options or None)
-    if kind == "tensorrt":
-        from edgerestore.runtime.trt import TensorRTBackend
-
-        return TensorRTBackend(trt_module=trt_module, cuda_graphs=cuda_graphs)
-    raise UserError(f"unknown backend {kind!r}; expected onnxruntime or tensorrt")
-
-
 class Restorer:
     """Router-first restoration of frames with one bundle. Build with `Restorer.open(bundle_dir, ...)`;
     use as `restorer(frame)`, or `submit(frame)` / `result()`, or `for r in restorer.stream(frames)`.
@@ -437,6 +430,7 @@ class Restorer:
         self._pending: deque[Future] = deque()
         self._index = 0
         self._last: tuple[int, float, np.ndarray | None] | None = None  # (condition, confidence, probs)
+        self._uploaded: np.ndarray | None = None  # the padded frame already bound to the trunk this frame
 
     # -- construction -----------------------------------------------------------------------------------
     @classmethod
@@ -462,14 +456,9 @@ class Restorer:
         from edgerestore.engines.bundle import load_bundle
 
         bundle = load_bundle(Path(bundle_dir), expect_backend=None if backend == "auto" else backend)
-        kind = bundle.manifest.backend if backend == "auto" else backend
-        if kind == "tensorrt" and trt_module is None:
-            trt_module = bundle.manifest.builder.get("name")  # the module the engines were built with
-        engine = _make_backend(kind, bundle, threads, trt_module, cuda_graphs)
+        kind = None if backend == "auto" else backend
+        engine = open_backend(bundle, kind, threads=threads, trt_module=trt_module, cuda_graphs=cuda_graphs)
         try:
-            for name in bundle.graph_names:
-                engine.load(name, bundle.graph_path(name))
-            engine.finalize()
             return cls(bundle, engine, **options)
         except BaseException:
             engine.close()
@@ -490,7 +479,7 @@ class Restorer:
         for t in self.backend.graphs["router"].inputs:
             dims = tuple(t.shape)
             if (
-                t.name == "thumbnail"
+                t.name == THUMBNAIL
                 and len(dims) == 4
                 and all(isinstance(d, int) and d > 0 for d in dims[1:3])
             ):
@@ -507,11 +496,11 @@ class Restorer:
         if self.model_graph is not None:
             return None
         for t in self.backend.graphs["trunk"].outputs:
-            if t.name == "features" and isinstance(t.shape[1], int) and t.shape[1] > 0:
+            if t.name == FEATURES and isinstance(t.shape[1], int) and t.shape[1] > 0:
                 return int(t.shape[1])
         spec = (self.bundle.manifest.graphs.get("trunk") or {}).get("outputs") or []
         for t in spec:
-            if t.get("name") == "features" and isinstance(t["shape"][1], int):
+            if t.get("name") == FEATURES and isinstance(t["shape"][1], int):
                 return int(t["shape"][1])
         return None
 
@@ -539,7 +528,7 @@ class Restorer:
     def trunk_outputs(self, height: int, width: int) -> dict[str, tuple[int, ...]] | None:
         """The output shapes the trunk runs with on a padded height x width frame (None: the backend takes
         them from the graph)."""
-        return {"features": (1, self._features, height // 2, width // 2)} if self._features else None
+        return {FEATURES: (1, self._features, height // 2, width // 2)} if self._features else None
 
     def close(self) -> None:
         """Finish the frames already queued, then release the backend. Calls after (or during) `close()`
@@ -624,10 +613,11 @@ class Restorer:
         be = self.backend
         if prep.thumbnail is None:  # prepared while a condition was forced
             prep.thumbnail = router_thumbnail(prep.bgr, self.thumbnail_size)[None]
-        be.bind_input("router", "thumbnail", prep.thumbnail)
-        be.run("router", {"probs": (1, len(CONDITIONS))})
+        be.bind_input("router", THUMBNAIL, prep.thumbnail)
+        be.run("router", {PROBS: (1, len(CONDITIONS))})
+        self._upload_ahead(prep)
         be.synchronize()
-        probs = calibrated(np.array(be.read("router", "probs")[0], dtype=np.float32), self.temperature)
+        probs = calibrated(np.array(be.read("router", PROBS)[0], dtype=np.float32), self.temperature)
         probs = probs.astype(np.float32)
         winner = int(np.argmax(probs))
         vote = probs
@@ -644,6 +634,21 @@ class Restorer:
         self._last = (chosen, float(probs[chosen]), probs)
         return chosen, float(probs[chosen]), probs
 
+    def _upload_ahead(self, prep: _Prepared) -> None:
+        """On an asynchronous backend (TensorRT), queue the frame's upload to the trunk behind the router,
+        before waiting for the router's verdict: the host-side copy runs while the GPU routes and the trunk
+        starts as soon as a branch is chosen (`_graphs` then binds nothing twice). Only for a frame that runs
+        whole, when the previous verdict was a full-resolution branch (or there was none): a stream of clean
+        or reduced-branch frames does not pay for uploads it never uses."""
+        self._uploaded = None
+        if not self.backend.asynchronous or prep.padded is None:
+            return
+        last = None if self._last is None else self._last[0]
+        if last == 0 or (last is not None and self.branch_scales.get(CONDITIONS[last], 1.0) != 1.0):
+            return
+        self.backend.bind_input("trunk", FRAME, prep.padded)
+        self._uploaded = prep.padded
+
     def _infer(self, prep: _Prepared) -> RestoreResult:
         with self._lock:
             if self._backend_closed:
@@ -653,6 +658,7 @@ class Restorer:
             self._index += 1
             be = self.backend
             be.reset_timings()
+            self._uploaded = None
             flags: set[str] = set()
             if prep.padded is not None and prep.padded.shape[1:3] != prep.bgr.shape[:2]:
                 flags.add("padded")
@@ -720,15 +726,17 @@ class Restorer:
         be = self.backend
         hp, wp = padded.shape[1:3]
         if key == self.model_graph:
-            be.bind_input(key, "frame", padded)
-            be.run(key, {"restored": (1, hp, wp, 3)})
+            be.bind_input(key, FRAME, padded)
+            be.run(key, {RESTORED: (1, hp, wp, 3)})
         else:
-            be.bind_input("trunk", "frame", padded)
+            if self._uploaded is not padded:  # not already queued behind the router (_upload_ahead)
+                be.bind_input("trunk", FRAME, padded)
+            self._uploaded = None
             be.run("trunk", self.trunk_outputs(hp, wp))
-            be.bind_input(key, "frame", be.input("trunk", "frame"))  # no second upload
-            be.bind_input(key, "features", be.output("trunk", "features"))
-            be.run(key, {"restored": (1, hp, wp, 3)})
-        out = be.read(key, "restored")
+            be.bind_input(key, FRAME, be.input("trunk", FRAME))  # no second upload
+            be.bind_input(key, FEATURES, be.output("trunk", FEATURES))
+            be.run(key, {RESTORED: (1, hp, wp, 3)})
+        out = be.read(key, RESTORED)
         be.synchronize()
         return out
 

@@ -7,7 +7,8 @@
 * TensorRT older than 10.1 is refused in one line (8.6 parses only implicit-batch networks, 10.0 lacks
   `set_device_memory(ptr, size)`); TensorRT-RTX engines are first asked `Runtime.get_engine_validity`.
 * Page-locked host buffers and device buffers are allocated once per (graph, tensor), at the size of the
-  profile's max shapes (measured in `finalize`), so they never grow: a grown buffer is a cudaFree, which
+  profile's max shapes (measured in `finalize`, where every output's device buffer is allocated; inputs
+  fed from the host and host copies at their first use), so they never grow: a grown buffer is a cudaFree, which
   synchronises and invalidates captured graphs. The trunk's `features` stay on the device and are bound by
   address to the branch; a device tensor of another dtype than the input's is refused.
 * All contexts are created without their own device memory (USER_MANAGED) and share ONE scratch
@@ -31,8 +32,6 @@ Must not import torch.
 from __future__ import annotations
 
 import ctypes
-import importlib
-import re
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +41,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgerestore.engines.bundle import cuda_versions, driver_problem, require_supported_tensorrt
 from edgerestore.errors import BundleError, UserError
 from edgerestore.files import write_bytes_atomic
 from edgerestore.runtime.backend import Backend, DeviceTensor, GraphInfo, TensorInfo
+from edgerestore.runtime.nvidia import DeviceInfo, cuda_device_status, cuda_runtime, import_tensorrt, is_rtx
 
 # ---------------------------------------------------------------------------------------------------------
 # Plain-Python buffer and shape logic (no CUDA, no TensorRT)
@@ -268,29 +267,21 @@ class CudaRuntime:
 
     def __init__(self, device: int = 0) -> None:
         try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            try:
-                from cuda import cudart  # cuda-python < 12.6
-            except ImportError as exc:
-                raise UserError(
-                    "the TensorRT backend needs NVIDIA's cuda-python; install it: pip install 'edgerestore[gpu]'"
-                ) from exc
-        self.rt = cudart
+            self.rt = cuda_runtime()
+        except ImportError as exc:
+            raise UserError(
+                "the TensorRT backend needs NVIDIA's cuda-python; install it: pip install 'edgerestore[gpu]'"
+            ) from exc
         self.device = device
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or count == 0:
-            failed = err != cudart.cudaError_t.cudaSuccess
-            why = driver_problem(err, *cuda_versions(cudart)) if failed else "no CUDA device"
+        info, why = cuda_device_status(device)  # the one CUDA probe (names an old driver with its fix)
+        if info is None:
             raise UserError(f"{why}; use the onnxruntime backend on this machine")
-        self._check(cudart.cudaSetDevice(device))
+        self.info: DeviceInfo = info
+        self._check(self.rt.cudaSetDevice(device))
 
     def device_key(self) -> str:
         """'sm86-nvidia-geforce-rtx-3090': compute capability and GPU model, for per-GPU cache files."""
-        prop = self._check(self.rt.cudaGetDeviceProperties(self.device))
-        name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
-        slug = re.sub(r"[^a-z0-9]+", "-", name.strip("\x00").lower()).strip("-")
-        return f"sm{prop.major}{prop.minor}-{slug}"
+        return self.info.key
 
     def _check(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
@@ -397,22 +388,6 @@ class CudaRuntime:
         self._check(self.rt.cudaGraphExecDestroy(graph_exec))
 
 
-def import_tensorrt(module: str | ModuleType | Any) -> Any:
-    """The TensorRT Python module: a module object, a name, or None (try `tensorrt`, then `tensorrt_rtx`)."""
-    if module is not None and not isinstance(module, str):
-        return module  # a module (or a stand-in with the same API)
-    names = [module] if module else ["tensorrt", "tensorrt_rtx"]
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise UserError(
-        f"TensorRT is not installed (tried {', '.join(names)}); install 'edgerestore[tensorrt]' "
-        "(JetPack ships it) or 'edgerestore[tensorrt-rtx]', or use the onnxruntime backend"
-    )
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The backend
 # ---------------------------------------------------------------------------------------------------------
@@ -443,6 +418,7 @@ class TensorRTBackend(Backend):
     `cuda`: a CudaRuntime-like object (injected in tests)."""
 
     name = "tensorrt"
+    asynchronous = True
 
     def __init__(
         self,
@@ -454,9 +430,8 @@ class TensorRTBackend(Backend):
         runtime_cache: str | Path | None = "auto",
     ) -> None:
         super().__init__()
-        self.trt = import_tensorrt(trt_module)
-        require_supported_tensorrt(self.trt)
-        self.rtx = str(getattr(self.trt, "__name__", "")).split(".")[0] == "tensorrt_rtx"
+        self.trt = import_tensorrt(trt_module)  # refuses TensorRT < 10.1 in one line
+        self.rtx = is_rtx(self.trt)
         self.cuda = cuda if cuda is not None else CudaRuntime(device)
         self.stream = self.cuda.stream_create()
         self.device_buffers = GrowOnlyBuffers(self.cuda.device_allocator())
@@ -587,6 +562,9 @@ class TensorRTBackend(Backend):
     def finalize(self) -> None:
         for g in self._g.values():
             self._size_at_profile_max(g)
+            for t in g.info.outputs:  # now, not at a branch's first frame (a cudaMalloc may synchronise)
+                if t.name in g.max_bytes:
+                    self.device_buffers.ensure((g.info.name, t.name), g.max_bytes[t.name])
         nbytes = self.scratch_bytes()
         if nbytes == 0:
             return
@@ -769,3 +747,11 @@ class TensorRTBackend(Backend):
             self._events = []
             self.cuda.stream_destroy(self.stream)
             super().close()
+
+
+def runner(
+    manifest: Any, *, threads: int | None = None, trt_module: Any = None, cuda_graphs: bool = False
+) -> TensorRTBackend:
+    """The TensorRT runner of a bundle (`backend.open_backend`): `trt_module` (default: the module the
+    engines were built with, the manifest's builder), `cuda_graphs`. `threads`: ONNX Runtime's, ignored."""
+    return TensorRTBackend(trt_module=trt_module or manifest.builder.get("name"), cuda_graphs=cuda_graphs)

@@ -27,8 +27,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
+from edgerestore.progress import Progress, as_progress
 from edgerestore.train.losses import UFFNLossWeights, cmudrn_loss, restoration_loss, uffn_loss
 
 
@@ -54,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     stop_at: int | None = None  # stop (with a checkpoint) at this step without changing the LR schedule
     router_from: Path | None = None  # --router-only: take the trained router of this checkpoint instead
+    branch_from: Path | None = None  # --branch-only: take that branch of this checkpoint (trained on a copy)
     workers: int = 1
     threads: int = 0
     overrides: dict = field(default_factory=dict)
@@ -87,6 +90,7 @@ class TrainConfig:
         d["real"] = {c: [str(p) for p in v] for c, v in self.real.items()}
         d["paired"] = [str(p) for p in self.paired]
         d["router_from"] = str(self.router_from) if self.router_from else None
+        d["branch_from"] = str(self.branch_from) if self.branch_from else None
         d["rain_streaks"] = str(self.rain_streaks) if self.rain_streaks else None
         return d
 
@@ -349,9 +353,11 @@ class _Session:
     """A training loop's surroundings: a progress bar (or None), a stop flag set by SIGTERM / Ctrl-C (the loop
     checkpoints and exits cleanly) and a JSON-lines log; restores the signal handlers on exit."""
 
-    def __init__(self, log_path: Path, total: int, initial: int, desc: str, progress: bool) -> None:
+    def __init__(
+        self, log_path: Path, total: int, initial: int, desc: str, progress: Progress | bool
+    ) -> None:
         self.log_path, self.stop, self.signal = log_path, False, 0
-        self._args, self._progress = dict(total=total, initial=initial, desc=desc), progress
+        self._args, self._progress = dict(total=total, initial=initial, desc=desc), as_progress(progress)
         self.bar = None
 
     def _on_term(self, signum, frame) -> None:
@@ -371,9 +377,7 @@ class _Session:
     def __enter__(self) -> _Session:
         self._handlers = {s: signal.signal(s, self._on_term) for s in (signal.SIGTERM, signal.SIGINT)}
         if self._progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(**self._args, unit="step", dynamic_ncols=True)
+            self.bar = self._progress.bar(**self._args, unit="step")
         return self
 
     def __exit__(self, *exc) -> None:
@@ -391,7 +395,7 @@ class _Session:
             self.bar.write(line)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train (or resume, when cfg.out exists) and return the last validation metrics."""
     rank, world = _distributed()
     if cfg.threads:
@@ -458,50 +462,35 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         persistent_workers=False,
     )
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    session = _Session(
-        cfg.out.with_suffix(".log.jsonl"), cfg.steps, start, cfg.profile, progress and rank == 0
-    )
-    t0 = time.time()
-    step = start
-    metrics: dict = {}
-    try:
-        with session:
-            for batch in loader:
-                out = step_module(batch)
-                loss, parts = compute_loss(model, out, batch, step / max(1, cfg.steps), cfg)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                if rank == 0:
-                    if session.bar is not None:
-                        session.bar.update(1)
-                        session.bar.set_postfix(
-                            loss=f"{parts['loss']:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}"
-                        )
-                    if step % 20 == 0 or step == cfg.steps:
-                        session.log({"step": step, "time": round(time.time() - t0 + wall_before, 1), **parts})
-                    if step % cfg.val_every == 0 or step == cfg.steps:
-                        metrics = validate(model, val_set, cfg.val_samples)
-                        history.append({"step": step, "val": metrics})
-                        session.log(history[-1])
-                        session.say(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                stop = session.agree_to_stop(world)
-                if rank == 0 and (
-                    step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop
-                ):
-                    _save(cfg, model, opt, sched, step, wall_before + time.time() - t0, history)
-                if stop:
-                    break
-    finally:
+
+    def step_loss(batch: dict, step: int) -> tuple[torch.Tensor, dict]:
+        return compute_loss(model, step_module(batch), batch, step / max(1, cfg.steps), cfg)
+
+    def evaluate(step: int) -> tuple[dict, str]:
+        metrics = validate(model, val_set, cfg.val_samples)  # back in training mode after it
+        history.append({"step": step, "val": metrics})
+        return metrics, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+
+    def save(step: int, wall: float, metrics: dict) -> None:
+        _save(cfg, model, opt, sched, step, wall, history)
+
+    def finish() -> None:
         if world > 1:
             if sys.exc_info()[0] is None:  # an error on this rank must not wait for the others
                 dist.barrier()
             dist.destroy_process_group()
-    if session.stop and step < end:
-        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
-    return metrics
+
+    joint = _Stage(
+        cfg.out.with_suffix(".log.jsonl"),
+        cfg.profile,
+        step_loss,
+        evaluate,
+        save,
+        ("loss", ".4f"),
+        finish,
+        separate_val_records=True,
+    )
+    return _loop(cfg, joint, loader, opt, sched, (start, wall_before), progress, rank, world)
 
 
 def check_same_config(cfg: TrainConfig, model: nn.Module, payload: dict) -> None:
@@ -545,10 +534,13 @@ def router_accuracy(model: UFFN, thumbnails: Dataset, samples: int) -> tuple[flo
     return correct / max(1, samples), confusion
 
 
-def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message: str | None) -> dict:
+def _open_stage_checkpoint(
+    cfg: TrainConfig, flag: str, what: str, clean_message: str | None
+) -> tuple[dict, UFFN]:
     """Threads and seed for a stage (`--router-only`, `--branch-only`), then the UFFN checkpoint it trains
-    (`cfg.out`), refused in one line when missing or of another profile; `clean_message` (when given) is the
-    error for a missing --clean."""
+    (`cfg.out`), refused in one line when missing or of another profile, and the model its config (with the
+    run's `--set` values) builds, weights not loaded yet; `clean_message` (when given) is the error for a
+    missing --clean."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -559,7 +551,7 @@ def _open_stage_checkpoint(cfg: TrainConfig, flag: str, what: str, clean_message
     payload = zoo.read_payload(cfg.out)
     if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
         raise UserError(f"{cfg.out} holds {payload.get('profile')}; {flag} needs a UFFN {cfg.profile}")
-    return payload
+    return payload, zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
 
 
 def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple[int, float]:
@@ -574,38 +566,118 @@ def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple
     return start, float(stage.get("wall_seconds", 0.0))
 
 
-def _run_stage(
+@dataclass
+class _Stage:
+    """What a training stage — the joint run, the router stage, a branch stage — brings to the one loop
+    (`_loop`): its JSON-lines `log` and progress-bar `desc`; `step_loss(batch, step)` → (loss, the values
+    logged every 20 steps), `shown` naming the one on the progress bar and its format; `evaluate(step)` →
+    (validation metrics, the line printed), leaving the trained part in training mode; `save(step, wall
+    seconds, metrics)` writes the checkpoint; `finish()` runs when the loop ends, however it ends (the joint
+    run's DDP teardown). The joint run's log keeps its loss records (one at the last step too) apart from its
+    validation records (`separate_val_records`); a stage's log merges the two."""
+
+    log: Path
+    desc: str
+    step_loss: Callable[[dict, int], tuple[torch.Tensor, dict]]
+    evaluate: Callable[[int], tuple[dict, str]]
+    save: Callable[[int, float, dict], None]
+    shown: tuple[str, str]
+    finish: Callable[[], None] = lambda: None
+    separate_val_records: bool = False
+
+
+def _loop(
+    cfg: TrainConfig,
+    stage: _Stage,
+    loader: DataLoader,
+    opt,
+    sched,
+    resume: tuple[int, float],
+    progress: Progress | bool,
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
+    """The one training loop: steps from `resume` (start step, wall seconds so far) to `cfg.steps` (or
+    `cfg.stop_at`) over `loader` (exact-resume sampling), progress bar, JSON-lines log, validation every
+    `cfg.val_every` steps and checkpoints every `cfg.checkpoint_every` (rank 0 alone under DDP, where the
+    ranks agree on stopping every step). A stop by signal checkpoints, then raises `TrainingInterrupted`.
+    Returns the last validation metrics."""
+    start, wall_before = resume
+    end = min(cfg.steps, cfg.stop_at or cfg.steps)
+    session = _Session(stage.log, cfg.steps, start, stage.desc, progress and rank == 0)
+    t0, step, metrics = time.time(), start, {}
+    try:
+        with session:
+            for batch in loader:
+                loss, values = stage.step_loss(batch, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if rank == 0:
+                    if session.bar is not None:
+                        key, fmt = stage.shown
+                        session.bar.update(1)
+                        session.bar.set_postfix(
+                            {key: format(values[key], fmt), "lr": f"{sched.get_last_lr()[0]:.1e}"}
+                        )
+                    entry: dict = {}
+                    if step % 20 == 0 or (stage.separate_val_records and step == cfg.steps):
+                        entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **values}
+                    if step % cfg.val_every == 0 or step == cfg.steps:
+                        if stage.separate_val_records and entry:
+                            session.log(entry)
+                            entry = {}
+                        metrics, line = stage.evaluate(step)
+                        entry = {**entry, "step": step, "val": metrics}
+                        session.say(f"step {step}: {line}")
+                    if entry:
+                        session.log(entry)
+                stop = session.agree_to_stop(world)
+                if rank == 0 and (
+                    step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or stop
+                ):
+                    stage.save(step, wall_before + time.time() - t0, metrics)
+                if stop:
+                    break
+    finally:
+        stage.finish()
+    if session.stop and step < end:
+        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
+    return metrics
+
+
+def _train_part(
     cfg: TrainConfig,
     model: UFFN,
-    trained: nn.Module,
-    payload: dict,
-    place: Callable[[dict], None],
+    part: nn.Module,
+    stage: _Stage,
     dataset: Dataset,
     opt,
     sched,
     resume: tuple[int, float],
-    log: Path,
-    desc: str,
-    progress: bool,
-    step_loss: Callable[[dict], tuple[torch.Tensor, dict]],
-    evaluate: Callable[[], tuple[dict, str]],
-    shown: tuple[str, str],
+    progress: Progress | bool,
 ) -> dict:
-    """The loop of a stage that trains one part (`trained`) of a frozen UFFN: exact-resume sampling, progress
-    bar, JSON-lines log, validation every `cfg.val_every` steps and atomic checkpoints of the whole payload.
-
-    `step_loss(batch)` gives (loss, the values logged every 20 steps); `evaluate()` gives (metrics, a line to
-    print); `place(record)` puts the stage's record (step, optimizer, schedule, command, config, metrics) into
-    `payload`; `shown` is (key of the logged values, format) for the progress bar.
-    """
-    start, wall_before = resume
+    """`_loop` for a stage that trains one part (`part`) of a frozen UFFN on `dataset` (exact-resume
+    sampling, one process): the frozen parts stay in eval mode (BatchNorm statistics included)."""
+    end = min(cfg.steps, cfg.stop_at or cfg.steps)
     loader = DataLoader(
         dataset,
-        batch_sampler=StepSampler(
-            len(dataset), cfg.batch_size, start, min(cfg.steps, cfg.stop_at or cfg.steps), cfg.seed, 0, 1
-        ),
+        batch_sampler=StepSampler(len(dataset), cfg.batch_size, resume[0], end, cfg.seed, 0, 1),
         num_workers=cfg.workers,
     )
+    model.eval()
+    part.train()
+    return _loop(cfg, stage, loader, opt, sched, resume, progress)
+
+
+def _stage_save(
+    cfg: TrainConfig, model: UFFN, payload: dict, place: Callable[[dict], None], opt, sched
+) -> Callable[[int, float, dict], None]:
+    """The checkpoint of a stage that trains one part of a frozen UFFN: the whole `payload` with today's
+    weights, and the stage's record (step, optimizer, schedule, command, config, metrics) put in it by
+    `place`, written atomically."""
 
     def save(step: int, wall: float, metrics: dict) -> None:
         payload["model"] = model.state_dict()
@@ -623,43 +695,10 @@ def _run_stage(
         )
         zoo.save_payload(cfg.out, payload)
 
-    t0, step, metrics = time.time(), start, {}
-    with _Session(log, cfg.steps, start, desc, progress) as session:
-        model.eval()  # frozen parts stay in eval mode (BatchNorm statistics included); the part trains
-        trained.train()
-        for batch in loader:
-            loss, values = step_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if session.bar is not None:
-                key, fmt = shown
-                session.bar.update(1)
-                session.bar.set_postfix(
-                    {key: format(values[key], fmt), "lr": f"{sched.get_last_lr()[0]:.1e}"}
-                )
-            entry: dict = {}
-            if step % 20 == 0:
-                entry = {"step": step, "time": round(time.time() - t0 + wall_before, 1), **values}
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                metrics, line = evaluate()
-                trained.train()
-                entry = {**entry, "step": step, "val": metrics}
-                session.say(f"step {step}: {line}")
-            if entry:
-                session.log(entry)
-            if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_at) or session.stop:
-                save(step, wall_before + time.time() - t0, metrics)
-            if session.stop:
-                break
-    if session.stop and step < min(cfg.steps, cfg.stop_at or cfg.steps):
-        raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
-    return metrics
+    return save
 
 
-def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
+def train_router(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     """Train only the path router of the UFFN checkpoint `cfg.out` on whole-frame thumbnails; the rest is frozen.
 
     The router is a separate graph that reads a thumbnail, so it can learn on its own, with a larger batch
@@ -669,15 +708,10 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
     """
     from edgerestore.data.router_thumbnails import RouterThumbnailDataset
 
-    payload = _open_stage_checkpoint(
-        cfg,
-        "--router-only",
-        "trains the router",
-        None
-        if cfg.router_from is not None
-        else "UFFN's router trains on synthetic weather: give --clean DIR",
+    clean = "UFFN's router trains on synthetic weather: give --clean DIR"
+    payload, model = _open_stage_checkpoint(
+        cfg, "--router-only", "trains the router", None if cfg.router_from is not None else clean
     )
-    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     router_keys = {k for k in model.state_dict() if k.startswith("router_net.")}
     saved = payload["model"]
     fresh_router = any(
@@ -706,12 +740,13 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         size=size, seed=cfg.seed + 10_000, images=images.val, real=images.real_val, streaks=images.streaks
     )
 
-    def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
+    def step_loss(batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         loss = nn.functional.cross_entropy(model.router(batch["thumbnail"]), batch["condition"])
         return loss, {"ce": loss.item()}
 
-    def evaluate() -> tuple[dict, str]:
+    def evaluate(step: int) -> tuple[dict, str]:
         acc, confusion = router_accuracy(model, val_set, cfg.val_samples)
+        model.router_net.train()
         return {
             "router_acc": acc,
             "confusion": confusion,
@@ -723,25 +758,12 @@ def train_router(cfg: TrainConfig, progress: bool = True) -> dict:
         # the confidence calibration belongs to these router weights: a new router step invalidates it
         payload.pop("router_calibration", None)
 
-    metrics = _run_stage(
-        cfg,
-        model,
-        model.router_net,
-        payload,
-        place,
-        RouterThumbnailDataset(
-            size=size, seed=cfg.seed, images=images.train, real=images.real_train, streaks=images.streaks
-        ),
-        opt,
-        sched,
-        resume,
-        cfg.out.with_suffix(".router.log.jsonl"),
-        f"{cfg.profile} router",
-        progress,
-        step_loss,
-        evaluate,
-        ("ce", ".3f"),
+    train_set = RouterThumbnailDataset(
+        size=size, seed=cfg.seed, images=images.train, real=images.real_train, streaks=images.streaks
     )
+    save, log = _stage_save(cfg, model, payload, place, opt, sched), cfg.out.with_suffix(".router.log.jsonl")
+    hooks = _Stage(log, f"{cfg.profile} router", step_loss, evaluate, save, ("ce", ".3f"))
+    metrics = _train_part(cfg, model, model.router_net, hooks, train_set, opt, sched, resume, progress)
     stage = payload.get("router_stage") or {}
     if stage.get("step", 0) >= stage.get("steps", 1):  # finished: calibrate its confidence on validation
         payload["router_calibration"] = calibrate_router(model, val_set, max(cfg.val_samples, 500))
@@ -877,7 +899,7 @@ def _branch_datasets(cfg: TrainConfig, name: str) -> tuple[Dataset, Dataset]:
     return train_set, val_set
 
 
-def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
+def train_branch(cfg: TrainConfig, name: str, progress: Progress | bool = True) -> dict:
     """Fine-tune one condition's branch of the UFFN checkpoint `cfg.out` on that condition's synthetic pairs;
     router, trunk and the other branches are frozen (bit for bit), so their evaluations still hold.
 
@@ -886,15 +908,14 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     schedule under ``branch_stages[name]`` in the checkpoint and resumes exactly; its log is
     ``<out>.<name>.log.jsonl``.
     """
-    payload = _open_stage_checkpoint(
-        cfg,
-        "--branch-only",
-        "fine-tunes a branch",
-        "--branch-only trains on synthetic weather: give --clean DIR",
+    clean = "--branch-only trains on synthetic weather: give --clean DIR"
+    payload, model = _open_stage_checkpoint(
+        cfg, "--branch-only", "fine-tunes a branch", None if cfg.branch_from is not None else clean
     )
-    model = zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
     if name not in model.branches:
         raise UserError(f"--branch-only {name!r}: the branches are {', '.join(model.branches)}")
+    if cfg.branch_from is not None:
+        return _copy_branch(cfg, name, payload)
     saved = payload.get("config", {}).get("branch_decoders") or {}
     was = {b: saved.get(b, DEFAULT_DECODER) for b in model.branches}  # the checkpoint's decoders
     changed = sorted(b for b in model.branches if was[b] != model.branch_decoder(b))
@@ -936,13 +957,14 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
     resume = _resume_stage(cfg, stage, opt, sched, f"the {name} branch")
     train_set, val_set = _branch_datasets(cfg, name)
 
-    def step_loss(batch: dict) -> tuple[torch.Tensor, dict]:
+    def step_loss(batch: dict, step: int) -> tuple[torch.Tensor, dict]:
         # the composition the runtime runs, at the branch's resolution; only the branch has gradients
         loss, parts = restoration_loss(model.restore(batch["input"], name), batch["target"], cfg.loss)
         return loss, {"loss": loss.item(), **parts}
 
-    def evaluate() -> tuple[dict, str]:
+    def evaluate(step: int) -> tuple[dict, str]:
         metrics = branch_psnr(model, name, val_set, cfg.val_samples)
+        branch.train()
         return metrics, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
 
     def place(record: dict) -> None:
@@ -950,23 +972,50 @@ def train_branch(cfg: TrainConfig, name: str, progress: bool = True) -> dict:
         payload["config"] = model.config.to_dict()
         payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: record}
 
-    return _run_stage(
-        cfg,
-        model,
-        branch,
-        payload,
-        place,
-        train_set,
-        opt,
-        sched,
-        resume,
-        cfg.out.with_suffix(f".{name}.log.jsonl"),
-        f"{cfg.profile} {name} branch",
-        progress,
-        step_loss,
-        evaluate,
-        ("loss", ".4f"),
-    )
+    save, log = _stage_save(cfg, model, payload, place, opt, sched), cfg.out.with_suffix(f".{name}.log.jsonl")
+    hooks = _Stage(log, f"{cfg.profile} {name} branch", step_loss, evaluate, save, ("loss", ".4f"))
+    return _train_part(cfg, model, branch, hooks, train_set, opt, sched, resume, progress)
+
+
+def _copy_branch(cfg: TrainConfig, name: str, payload: dict) -> dict:
+    """Put branch `name` of checkpoint `cfg.branch_from` into `cfg.out`: its weights, its resolution and
+    decoder, and its stage record. A branch reads only the frame and the trunk's features, so a branch
+    fine-tuned on a copy of `cfg.out` (several branch stages at once on copies) equals the same stage run
+    on `cfg.out` itself — provided the router-independent rest it was trained against, the trunk, is the
+    same bit for bit, which is checked."""
+    other = zoo.read_payload(cfg.branch_from)
+    if other.get("profile") != cfg.profile or other.get("family") != "uffn":
+        raise UserError(f"--branch-from {cfg.branch_from} holds {other.get('profile')}, not {cfg.profile}")
+    trunk = [k for k in payload["model"] if k.startswith(("encoder.", "experts."))]
+    differs = [
+        k for k in trunk if k not in other["model"] or not torch.equal(other["model"][k], payload["model"][k])
+    ]
+    if differs:
+        raise UserError(
+            f"--branch-from {cfg.branch_from}: its trunk differs from {cfg.out}'s (at {differs[0]}); "
+            "its branch was trained on other features"
+        )
+    prefix = f"branches.{name}."
+    for key in [k for k in payload["model"] if k.startswith(prefix)]:
+        del payload["model"][key]
+    payload["model"].update({k: v for k, v in other["model"].items() if k.startswith(prefix)})
+    config, theirs = dict(payload.get("config") or {}), other.get("config") or {}
+    for key in ("branch_scales", "branch_decoders"):
+        mine = dict(config.get(key) or {})
+        mine.pop(name, None)
+        if name in (theirs.get(key) or {}):
+            mine[name] = theirs[key][name]
+        config[key] = mine
+    model = zoo.build(cfg.profile, **config)
+    model.load_state_dict(payload["model"])  # the merged checkpoint builds and loads as one model
+    payload["config"] = model.config.to_dict()
+    stage = (other.get("branch_stages") or {}).get(name) or {}
+    stage = {k: v for k, v in stage.items() if k not in ("optimizer", "scheduler")}
+    stage.update(copied_from=str(cfg.branch_from), copied_sha256=sha256_file(cfg.branch_from))
+    payload["branch_stages"] = {**(payload.get("branch_stages") or {}), name: stage}
+    zoo.save_payload(cfg.out, payload)
+    print(f"{name} branch of {cfg.out} copied from {cfg.branch_from}", file=sys.stderr)
+    return {k: v for k, v in stage.items() if k.startswith(("psnr/", "input_psnr/"))}
 
 
 def _copy_router(cfg: TrainConfig, model: UFFN, payload: dict) -> dict:

@@ -1,0 +1,102 @@
+"""Outputs off the inference thread: `ResultWriter` composes the picture of every result (restored, or raw |
+restored, overlay optional) and hands it to its sinks — a `VideoRecorder`, an `ImageFolder` (one PNG per
+frame) — on a thread of its own, in order, so composing and writing overlap the model's next frame instead
+of adding to it. The inference thread only queues (and waits when the writer is `queue_size` results behind:
+nothing is lost).
+
+Imports numpy and OpenCV only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edgerestore.runtime.video.pipeline import FrameResult
+
+#: A sink takes a result and the picture composed for it.
+Sink = Callable[[FrameResult, np.ndarray], None]
+
+
+class ImageFolder:
+    """A sink writing each result's picture as `folder/NNNNNN.png`, numbered in output order."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, result: FrameResult, image: np.ndarray) -> None:
+        from edgerestore.imageio import write_image
+
+        write_image(self.folder / f"{result.sequence:06d}.png", image)
+
+
+class ResultWriter:
+    """Every result, in order, composed by `compose` and given to each of `sinks` on the writer's thread.
+    A failure (a sink's exception) stops the writer; it is raised by the next `put` (on the inference thread,
+    so the run ends with it) and by `close`."""
+
+    def __init__(
+        self,
+        compose: Callable[[FrameResult], np.ndarray],
+        sinks: Sequence[Sink],
+        *,
+        queue_size: int = 8,
+    ) -> None:
+        self.compose = compose
+        self.sinks = list(sinks)
+        self.written = 0
+        self.error: BaseException | None = None
+        self._queue: deque[FrameResult | None] = deque()
+        self._cond = threading.Condition()
+        self._capacity = max(queue_size, 1)
+        self._thread = threading.Thread(target=self._run, name="edgerestore-outputs", daemon=True)
+        self._thread.start()
+
+    def put(self, result: FrameResult) -> None:
+        """Queue `result` (a pipeline callback); waits while the writer is `queue_size` results behind."""
+        with self._cond:
+            while len(self._queue) >= self._capacity and self.error is None and self._thread.is_alive():
+                self._cond.wait(0.1)
+            if self.error is not None:
+                raise self.error
+            self._queue.append(result)
+            self._cond.notify_all()
+
+    __call__ = put
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                result = self._queue.popleft()
+                self._cond.notify_all()
+            if result is None:
+                return
+            try:
+                image = self.compose(result)
+                for sink in self.sinks:
+                    sink(result, image)
+                self.written += 1
+            except BaseException as exc:  # raised on the inference thread by the next put()
+                with self._cond:
+                    self.error = exc
+                    self._queue.clear()
+                    self._cond.notify_all()
+                return
+
+    def close(self) -> None:
+        """Write what is queued (nothing more after a failure), stop the thread and raise the failure."""
+        with self._cond:
+            if self.error is not None:
+                self._queue.clear()
+            self._queue.append(None)
+            self._cond.notify_all()
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
