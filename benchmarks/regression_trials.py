@@ -11,8 +11,9 @@ that a drift of the machine's load lands on every kind alike:
 
 * `unchanged`: the same command, nothing changed;
 * `hog`: one busy CPU hog (`python -c 'while 1: pass'`) started just before the check and killed after it;
-* `slow`: the code made `--slowdown` (1.3) times slower: every graph run is followed by CPU work of
-  (slowdown - 1) x the CPU time the run took (`OnnxRuntimeBackend.run` wrapped in the check's process only).
+* `slow`: the code made `--slowdown` (1.3) times slower: every frame is followed by CPU work of
+  (slowdown - 1) x the process CPU time the frame took (`Restorer.__call__` wrapped, in the check's process
+  only), so each frame costs `--slowdown` times the work.
 
 Each run's verdict is the check's own (its exit status: 1 = regressed; else its summary line), with ARGS'
 `--judge`; beside it, `compare` on the run's bench.json gives the verdict of each judge (wall, cpu), so one
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,15 +41,16 @@ DEFAULT_ARGS = ["--profile", "uffn-tiny", "--precision", "int8", "--sizes", "360
 
 SLOW = """
 import sys, time
-from edgerestore.runtime import ort
-_run, _factor = ort.OnnxRuntimeBackend.run, float(sys.argv.pop(1))
-def run(self, graph, out_shapes=None):
+from edgerestore.runtime.restorer import Restorer
+_call, _factor = Restorer.__call__, float(sys.argv.pop(1))
+def call(self, frame):
     c0 = time.process_time()
-    _run(self, graph, out_shapes)
-    end = time.process_time() + (time.process_time() - c0) * (_factor - 1.0)
-    while time.process_time() < end:
+    result = _call(self, frame)
+    end = time.thread_time() + (time.process_time() - c0) * (_factor - 1.0)
+    while time.thread_time() < end:
         pass
-ort.OnnxRuntimeBackend.run = run
+    return result
+Restorer.__call__ = call
 from edgerestore.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -103,16 +106,40 @@ def total_ratios(output: str) -> str:
     return "; ".join(parts)
 
 
+def rejudge(folder: Path, args: list[str]) -> int:
+    """Counts of each judge's verdicts over the runs saved in `folder` (as `main` leaves them)."""
+    counts: dict[str, dict[str, Counter]] = {}
+    for run in sorted(folder.glob("*/bench.json")):
+        kind = run.parent.name.rstrip("0123456789")
+        if kind == "baseline":
+            continue
+        for j, v in judged(run.parent, folder / "baseline.json", args).items():
+            counts.setdefault(j, {}).setdefault(kind, Counter())[v] += 1
+    for j, d in counts.items():
+        print(f"judge {j}: " + "; ".join(f"{k} {dict(v)}" for k, v in sorted(d.items())))
+    return 0
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped experiment still kills its hog
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20, help="runs of each kind (20)")
     ap.add_argument("--kinds", default="unchanged,hog,slow", help="which kinds, in turn (unchanged,hog,slow)")
     ap.add_argument("--slowdown", type=float, default=1.3, help="the slow kind's factor (1.3)")
     ap.add_argument("--baseline", type=Path, help="a saved baseline (default: save one first)")
     ap.add_argument("--json", type=Path, help="write every run's line here")
+    ap.add_argument(
+        "--rejudge",
+        type=Path,
+        metavar="DIR",
+        help="judge an earlier experiment's saved runs (DIR/baseline.json, DIR/<kind><i>/bench.json) again with "
+        "this compare and print the counts; times nothing",
+    )
     ap.add_argument("bench_args", nargs="*", help=f"after --: the bench arguments ({' '.join(DEFAULT_ARGS)})")
     a = ap.parse_args()
     args = a.bench_args or DEFAULT_ARGS
+    if a.rejudge:
+        return rejudge(a.rejudge, args)
     kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
     if not set(kinds) <= {"unchanged", "hog", "slow"}:
         raise SystemExit(f"--kinds {a.kinds}: expected unchanged, hog and/or slow")

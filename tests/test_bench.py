@@ -164,8 +164,9 @@ def test_a_slowdown_while_the_machine_was_much_busier_is_inconclusive_not_regres
 
 def test_judging_cpu_time_ignores_a_busier_machine_and_catches_more_work():
     """--judge cpu: the wall-clock stages doubled by other processes' load are not judged, the CPU time per
-    frame is; 30 % more work is regressed even on a saturated machine (no load guard), the same work is
-    unchanged. A GPU run, or a baseline without CPU time, is a one-line refusal."""
+    frame is; the same work is unchanged, 30 % more work regressed (inconclusive when the machine was far
+    busier than the baseline's: the load guard). A GPU run, or a baseline without CPU time, is a one-line
+    refusal."""
     base = _payload(spread=0.05, seed=0, cpu=40.0)
     busy = _payload(factor=2.0, spread=0.4, seed=7)  # every wall stage x2 and spread by the load
     more_work = _payload(factor=2.0, spread=0.4, seed=7)
@@ -177,6 +178,8 @@ def test_judging_cpu_time_ignores_a_busier_machine_and_catches_more_work():
     assert compare(busy, base).verdict != UNCHANGED  # wall-clock: the load shows
     result = compare(busy, base, judge="cpu")
     assert result.verdict == UNCHANGED and [c.stage for c in result.checks] == ["cpu"]
+    assert compare(more_work, base, judge="cpu").verdict == INCONCLUSIVE  # 11 more tasks: the load guard
+    more_work["cases"][0]["load"] = [3.0] * 10  # one busy process more: judged
     assert compare(more_work, base, judge="cpu").verdict == REGRESSED
     gpu = _payload(cpu=40.0)
     gpu["device"]["kind"] = "gpu"

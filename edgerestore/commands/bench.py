@@ -134,8 +134,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("wall", "cpu"),
         default="wall",
         help="what --compare judges: the wall-clock stages (wall, the default: latency on a dedicated device) "
-        "or the process's CPU time per frame (cpu: the work, which other processes on a shared machine do "
-        "not change; ONNX Runtime only)",
+        "or the process's CPU time per frame (cpu: the work, which other processes on a shared machine "
+        "change far less; ONNX Runtime only)",
     )
     base.add_argument(
         "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"

@@ -301,9 +301,10 @@ def compare(
     not), a regressed stage is reported inconclusive instead.
 
     `judge="cpu"` judges the process's CPU time per frame (`cases.CPU_STAGE`) instead of the wall-clock
-    stages: the work a frame costs, which other processes on a shared machine leave alone (they change how
-    long the work waits, not how much there is), so no machine-load guard applies; ONNX Runtime only (a
-    TensorRT frame's work is on the GPU). Raises `DeviceMismatch` when the two
+    stages: the work a frame costs, which other processes on a shared machine change far less than the wall
+    time (they change how long the work waits, not how much there is; a saturated machine still inflates it
+    through caches and context switches, so the load guard applies to it too); ONNX Runtime only (a TensorRT
+    frame's work is on the GPU). Raises `DeviceMismatch` when the two
     were recorded under different device keys, and `UserError` when they share no case or hold malformed
     values."""
     current = validate_report(current, "this run")
@@ -316,12 +317,12 @@ def compare(
     check_device(baseline, key_now)
     check_judge(baseline, current["device"].get("kind"), judge)
     if judge == "cpu":
-        stages, max_extra_load = (CPU_STAGE,), None
+        stages = (CPU_STAGE,)
     base_cases = {c["id"]: c for c in baseline["cases"]}
     cur_cases = {c["id"]: c for c in current["cases"]}
     check_shared_cases(baseline, list(cur_cases))
     base_load, now_load = (_median_load(baseline), _median_load(current))
-    if max_extra_load is None and judge == "wall":
+    if max_extra_load is None:
         max_extra_load = float(current["device"].get("cores") or 1) + 1.0
     busier = None not in (base_load, now_load, max_extra_load) and now_load - base_load > max_extra_load
     checks = []
