@@ -80,7 +80,7 @@ def progress_bar(
 
 class Progress:
     """Whether and how long steps report progress: `bar(...)` for a step counted by hand, `each(...)` to
-    iterate with one. Disabled, every bar is silent (and still counts)."""
+    iterate with one. Disabled, every bar is silent."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = bool(enabled)
