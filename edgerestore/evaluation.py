@@ -538,11 +538,9 @@ def bundle_restorer(bundle: str | Path) -> tuple[RestoreFn, str]:
     from edgerestore.runtime.restorer import Restorer
 
     restorer = Restorer.open(bundle)
-    reset = getattr(restorer, "reset", None)
 
     def restore(frame: np.ndarray):
-        if reset is not None:
-            reset()
+        restorer.reset()
         result = restorer(frame)
         # a blind bundle's "blind" is no condition: no router accuracy, no routed clean targets; an unsure
         # frame passed through still counts under the router's own verdict

@@ -16,6 +16,7 @@ from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
 from edgerestore.measure.cases import weather_frames
 from edgerestore.measure.stats import StageStats, summarize
+from edgerestore.runtime.protocol import RestorerLike
 
 
 @dataclass
@@ -105,7 +106,7 @@ class PipelineBench:
 
 
 def measure_pipeline(
-    restorer: Any,
+    restorer: RestorerLike,
     size: tuple[int, int],
     *,
     frames: int = 150,
