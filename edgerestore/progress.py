@@ -57,30 +57,9 @@ class _PlainBar:
             print(file=sys.stderr, flush=True)
 
 
-def progress_bar(
-    total: int | None,
-    desc: str,
-    unit: str = "it",
-    disable: bool = False,
-    initial: int = 0,
-    leave: bool = True,
-) -> Any:
-    """A progress bar with `update(n)`, `set_postfix_str(s)`, `set_description(s)`, `write(message)` (a line
-    above the bar, on stderr) and `close()`, starting at `initial`; `leave=False` clears it when closed."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        bar = _PlainBar(total, desc, unit, disable)
-        bar.n = initial
-        return bar
-    return tqdm(
-        total=total, desc=desc, unit=unit, initial=initial, disable=disable, leave=leave, dynamic_ncols=True
-    )
-
-
 class Progress:
     """Whether and how long steps report progress: `bar(...)` for a step counted by hand, `each(...)` to
-    iterate with one. Disabled, every bar is silent (and still counts)."""
+    iterate with one. Disabled, every bar is silent."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = bool(enabled)
@@ -94,29 +73,38 @@ class Progress:
     def bar(
         self, total: int | None, desc: str, unit: str = "it", initial: int = 0, leave: bool = True
     ) -> Any:
-        return progress_bar(total, desc, unit, disable=not self.enabled, initial=initial, leave=leave)
+        """A bar with `update(n)`, `set_postfix_str(s)`, `set_description(s)`, `write(message)` (a line
+        above the bar, on stderr) and `close()`, starting at `initial`; `leave=False` clears it when closed."""
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            plain = _PlainBar(total, desc, unit, not self.enabled)
+            plain.n = initial
+            return plain
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            initial=initial,
+            disable=not self.enabled,
+            leave=leave,
+            dynamic_ncols=True,
+        )
 
     def each(self, items: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> Iterator[T]:
-        """Iterate `items` (a sequence gives its own total) with a bar."""
+        """Iterate `items` with a bar (a sequence gives its own total)."""
         if total is None and hasattr(items, "__len__"):
             total = len(items)  # type: ignore[arg-type]
-        return progress(items, total, desc, unit, disable=not self.enabled)
+        bar = self.bar(total, desc, unit)
+        try:
+            for item in items:
+                yield item
+                bar.update(1)
+        finally:
+            bar.close()
 
 
 def as_progress(progress: Progress | bool) -> Progress:
     """The reporter a `progress` argument names: a `Progress` as it is, True / False as an enabled or silent
     one."""
     return progress if isinstance(progress, Progress) else Progress(progress)
-
-
-def progress(
-    items: Iterable[T], total: int | None, desc: str, unit: str = "it", disable: bool = False
-) -> Iterator[T]:
-    """Iterate `items` with a progress bar."""
-    bar = progress_bar(total, desc, unit, disable)
-    try:
-        for item in items:
-            yield item
-            bar.update(1)
-    finally:
-        bar.close()

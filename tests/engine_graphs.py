@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgerestore.conditions import CONDITIONS, RESTORED_CONDITIONS
+from edgerestore.contract import tensor_specs
 from edgerestore.exportdir import FORMAT
 from edgerestore.files import sha256_file
 
@@ -144,15 +145,6 @@ def branch_graph(rng: np.random.Generator, unsupported_op: bool = False) -> onnx
     return _model(nodes, [_frame_in(), feats], [out], inits, "branch")
 
 
-def _spec(v: onnx.ValueInfoProto) -> dict:
-    dims = [d.dim_param if d.dim_param else d.dim_value for d in v.type.tensor_type.shape.dim]
-    return {
-        "name": v.name,
-        "dtype": helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
-        "shape": dims,
-    }
-
-
 def graph_set(seed: int = 0, conditions: tuple[str, ...] = RESTORED_CONDITIONS) -> dict[str, onnx.ModelProto]:
     rng = np.random.default_rng(seed)
     graphs = {"router": router_graph(rng), "trunk": trunk_graph(rng)}
@@ -246,12 +238,8 @@ def write_export_dir(
     for name, model in graphs.items():
         path = out / f"{name}.onnx"
         onnx.save(model, path)
-        meta[name] = {
-            "file": path.name,
-            "sha256": sha256_file(path),
-            "inputs": [_spec(v) for v in model.graph.input],
-            "outputs": [_spec(v) for v in model.graph.output],
-        }
+        inputs, outputs = tensor_specs(model)
+        meta[name] = {"file": path.name, "sha256": sha256_file(path), "inputs": inputs, "outputs": outputs}
     (out / "model.json").write_text(
         json.dumps(
             {
