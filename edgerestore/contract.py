@@ -9,6 +9,7 @@ is trained, checked, built and run on exactly the same inputs (DESIGN.md, *Contr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -172,9 +173,15 @@ def guided_coefficients(
     def box(x: np.ndarray) -> np.ndarray:
         return cv2.boxFilter(x, -1, window, borderType=cv2.BORDER_REFLECT_101)
 
-    mean_s, mean_r = box(s), box(r)
-    var = box(s * s) - mean_s * mean_s
-    cov = box(s * r) - mean_s * mean_r
+    return guided_affine(box, s, r, eps)
+
+
+def guided_affine(box: Callable, small_in, small_out, eps: float):
+    """The guided filter's arithmetic over any array type (numpy here, torch in `models.uffn`): `box` is the
+    mean over a window; ``a = (cov + eps) / (var + eps)``, ``b = mean_out − a·mean_in``, both smoothed once more."""
+    mean_s, mean_r = box(small_in), box(small_out)
+    var = box(small_in * small_in) - mean_s * mean_s
+    cov = box(small_in * small_out) - mean_s * mean_r
     a = (cov + eps) / (var + eps)
     b = mean_r - a * mean_s
     return box(a), box(b)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgerestore.conditions import CONDITIONS
-from edgerestore.contract import GUIDED_EPS, guided_radius, reduced_size
+from edgerestore.contract import GUIDED_EPS, guided_affine, guided_radius, reduced_size
 from edgerestore.models.blocks import GatedFusion, ImageGradient, SmoothDilatedResBlock, make_norm
 
 #: "transposed": the paper's transposed-conv decoder (4×4, stride 2) + norm + ReLU + a full-resolution 3×3 conv to
@@ -92,12 +92,7 @@ def guided_coefficients(
         padded = F.pad(x, (radius, radius, radius, radius), mode="reflect")
         return F.avg_pool2d(padded, 2 * radius + 1, stride=1)
 
-    mean_s, mean_r = box(small_in), box(small_out)
-    var = box(small_in * small_in) - mean_s * mean_s
-    cov = box(small_in * small_out) - mean_s * mean_r
-    a = (cov + eps) / (var + eps)
-    b = mean_r - a * mean_s
-    return box(a), box(b)
+    return guided_affine(box, small_in, small_out, eps)
 
 
 class PathRouter(nn.Module):
