@@ -242,6 +242,25 @@ def test_reduced_resolution_branch_runs_on_the_downscaled_frame_and_adds_its_cor
         assert "reduced" not in tiny.flags and shapes[-1] == ("trunk", (1, 16, 16, 3))
 
 
+def test_reduced_branch_results_do_not_share_the_kept_work_images(tmp_path, rng):
+    """The guided composition keeps its full-size work images between frames; each result is its own array."""
+    bundle = write_bundle(tmp_path / "b", depth=1, branch_scales={"haze": 0.25})
+    frames = [
+        np.clip(solid("haze", 120, 200).astype(int) + rng.integers(-40, 41, (120, 200, 3)), 0, 255).astype(
+            np.uint8
+        )
+        for _ in range(2)
+    ]
+    with Restorer.open(bundle, threads=1) as r:
+        first = r(frames[0]).image
+        kept = first.copy()
+        second = r(frames[1]).image
+        again = r(frames[0]).image
+        assert np.array_equal(first, kept), "a later frame must not write into an earlier result"
+        assert not np.array_equal(first, second) and np.array_equal(first, again)
+        assert r(solid("haze", 80, 96)).image.shape == (80, 96, 3)  # another size: new work images
+
+
 def test_overhead_measures_a_reduced_branch_against_the_graphs_it_really_runs(tmp_path):
     from edgerestore.measure.overhead import dispatch_costs, trunk_and_branch_ms
 
