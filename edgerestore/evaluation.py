@@ -335,6 +335,15 @@ def _table_row(cells: Iterable[object]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def _table_head(title: str, columns: list[object], aligns: list[str]) -> list[str]:
+    """A section's title, a blank line, then its table's header and alignment rows."""
+    return [title, "", _table_row(columns), _table_row(aligns)]
+
+
+def _accuracy(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
 def _fmt_scores(s: dict[str, float] | None) -> list[str]:
     if s is None:
         return ["–"] * 4
@@ -369,7 +378,7 @@ def _markdown(report: EvalReport) -> str:
             _table_row(["---"] * 3 + ["---"] + ["---:"] * 6),
         ]
         for s in paired:
-            acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
+            acc = _accuracy(s.router_accuracy)
             lines.append(
                 _table_row([s.name, s.condition or "?", s.n, "input", *_fmt_scores(s.input), "", ""])
             )
@@ -391,45 +400,40 @@ def _markdown(report: EvalReport) -> str:
         lines.append("")
     clean = [s for s in report.sets if s.kind == "clean"]
     if clean:
-        lines += [
+        lines += _table_head(
             "## Clean frames (the paired sets' distinct targets, routed like any frame)",
-            "",
-            _table_row(
-                ["images", "routed clean", "left alone (output = input, bit for bit)", "sent to a branch"]
-            ),
-            _table_row(["---:", "---:", "---:", "---"]),
-        ]
+            ["images", "routed clean", "left alone (output = input, bit for bit)", "sent to a branch"],
+            ["---:", "---:", "---:", "---"],
+        )
         for s in clean:
             wrong: dict[str, int] = {}
             for r in s.images:
                 if not r.untouched:
                     wrong[str(r.predicted)] = wrong.get(str(r.predicted), 0) + 1
-            acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
+            acc = _accuracy(s.router_accuracy)
             sent = ", ".join(f"{c} {n}" for c, n in sorted(wrong.items())) or "none"
             lines.append(_table_row([s.n, acc, f"{s.untouched / max(1, s.n):.1%}", sent]))
         lines.append("")
     real = [s for s in report.sets if s.kind == "real"]
     if real:
-        lines += [
+        lines += _table_head(
             "## Real images (no ground truth)",
-            "",
-            _table_row(["folder", "condition", "n", "router acc.", "left alone", "ms/img"]),
-        ]
-        lines.append(_table_row(["---", "---", "---:", "---:", "---:", "---:"]))
+            ["folder", "condition", "n", "router acc.", "left alone", "ms/img"],
+            ["---", "---", "---:", "---:", "---:", "---:"],
+        )
         for s in real:
-            acc = "–" if s.router_accuracy is None else f"{s.router_accuracy:.1%}"
+            acc = _accuracy(s.router_accuracy)
             lines.append(_table_row([s.name, s.condition, s.n, acc, s.untouched, f"{s.latency_ms:.1f}"]))
         lines.append("")
     total = sum(map(sum, report.confusion))
     if total:
         low, high = report.router_accuracy_ci95
-        lines += [
+        lines += _table_head(
             f"## Router confusion (rows: expected, columns: predicted; accuracy {report.router_accuracy:.1%} "
             f"over {total} images, 95 % interval {low:.0%}–{high:.0%})",
-            "",
-            _table_row(["expected \\ predicted", *report.conditions]),
-            _table_row(["---", *["---:"] * len(report.conditions)]),
-        ]
+            ["expected \\ predicted", *report.conditions],
+            ["---", *["---:"] * len(report.conditions)],
+        )
         for cond, row in zip(report.conditions, report.confusion):
             lines.append(_table_row([cond, *row]))
         lines.append("")

@@ -36,36 +36,38 @@ def _codec(text: str) -> str:
     return text
 
 
+def _renamed(group: argparse._ArgumentGroup, name: str, *old_names: str, **options) -> None:
+    """An option `name` (no default) that still answers to its `old_names`; its value lands under `name`."""
+    group.add_argument(name, *old_names, dest=name.lstrip("-").replace("-", "_"), default=None, **options)
+
+
 def add_input_arguments(parser: argparse.ArgumentParser, *, live: bool = True) -> argparse._ArgumentGroup:
     """`--size`, and for live sources (`live`) `--rate`, `--input-codec` and `--loop`."""
     group = parser.add_argument_group(INPUT_GROUP)
-    group.add_argument(
+    _renamed(
+        group,
         "--size",
         "--resize",
-        dest="size",
         type=parse_size,
-        default=None,
         metavar="WxH",
         help="scale every frame to this size before the model"
         + ("; a camera is asked for it" if live else ""),
     )
     if live:
-        group.add_argument(
+        _renamed(
+            group,
             "--rate",
             "--fps",
-            dest="rate",
             type=float,
-            default=None,
             metavar="FPS",
             help="camera: capture rate to request; file/images: playback rate (default: the file's own, "
             "images 10; 0 = as fast as decoded)",
         )
-        group.add_argument(
+        _renamed(
+            group,
             "--input-codec",
             "--capture-fourcc",
-            dest="input_codec",
             type=_codec,
-            default=None,
             metavar="CODE",
             help="camera pixel format, e.g. MJPG for 30 FPS at 720p on USB cameras",
         )
@@ -76,13 +78,12 @@ def add_input_arguments(parser: argparse.ArgumentParser, *, live: bool = True) -
 def add_output_arguments(parser: argparse.ArgumentParser, *, window: bool = True) -> argparse._ArgumentGroup:
     """`--output-codec`, and where a tool can show a window (`window`) `--headless`."""
     group = parser.add_argument_group(OUTPUT_GROUP)
-    group.add_argument(
+    _renamed(
+        group,
         "--output-codec",
         "--record-fourcc",
         "--fourcc",
-        dest="output_codec",
         type=_codec,
-        default=None,
         metavar="CODE",
         help="codec of written videos, e.g. mp4v, avc1, MJPG (default: the first one this OpenCV can write "
         "for the container: mp4v for .mp4, MJPG for .avi)",

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgerestore.runtime.video.pipeline import FrameResult
+from edgerestore.runtime.video.recorder import take_next
 
 #: A sink takes a result and the picture composed for it.
 Sink = Callable[[FrameResult, np.ndarray], None]
@@ -71,11 +72,7 @@ class ResultWriter:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                result = self._queue.popleft()
-                self._cond.notify_all()
+            result = take_next(self._cond, self._queue)
             if result is None:
                 return
             try:

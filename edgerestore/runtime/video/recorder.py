@@ -14,6 +14,7 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,6 +60,17 @@ def _check_free_space(folder: Path) -> None:
         return
     if st.f_bavail == 0:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def take_next(cond: threading.Condition, queue: deque) -> Any:
+    """A writer thread's next item: waits under `cond` until `queue` holds one, pops it and wakes the
+    producer waiting for room."""
+    with cond:
+        while not queue:
+            cond.wait()
+        item = queue.popleft()
+        cond.notify_all()
+    return item
 
 
 class VideoRecorder:
@@ -134,11 +146,7 @@ class VideoRecorder:
 
     def _run(self) -> None:
         while True:
-            with self._qcond:
-                while not self._queue:
-                    self._qcond.wait()
-                image = self._queue.popleft()
-                self._qcond.notify_all()
+            image = take_next(self._qcond, self._queue)
             if image is None:
                 return
             try:
