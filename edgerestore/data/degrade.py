@@ -276,7 +276,7 @@ def _roll(layer_map: np.ndarray, layer: ParticleLayer, frame: int) -> np.ndarray
 class RainParams:
     """Streak layers, the streaks' colour, and the mist of heavy rain (`mist` = 1 − minimum transmission)."""
 
-    layers: list  # ParticleLayer or StreakLayer
+    layers: list[ParticleLayer | StreakLayer]
     colour: np.ndarray
     mist: float = 0.0
     mist_airlight: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
