@@ -33,8 +33,8 @@ The models behind each condition, with ranges checked against the real evaluatio
 `WeatherSequence` renders the same weather over a video: rain and snow layers fall between frames, drops and
 haze stay where they are.
 
-One module per weather kind renders it (`data/rain.py`, `snow.py`, `haze.py`, `raindrops.py`, on the shared
-pieces of `data/render.py`); this module is the public API over them and the training pairs.
+One module per kind of weather renders it (`data/precipitation.py`: rain and snow, `haze.py`, `raindrops.py`,
+on the shared pieces of `data/render.py`); this module is the public API over them and the training pairs.
 """
 
 from __future__ import annotations
@@ -46,10 +46,9 @@ import numpy as np
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.haze import HazeParams, _Haze
-from edgerestore.data.rain import STREAK_SHARE, RainParams, _Rain
+from edgerestore.data.precipitation import STREAK_SHARE, RainParams, SnowParams, _Rain, _Snow
 from edgerestore.data.raindrops import RaindropParams, _Raindrops
 from edgerestore.data.render import mix, tint
-from edgerestore.data.snow import SnowParams, _Snow
 from edgerestore.data.streaks import StreakBank
 from edgerestore.errors import UserError
 from edgerestore.imageio import is_image_file
