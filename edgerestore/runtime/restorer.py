@@ -53,10 +53,11 @@ from edgerestore.contract import (
     reduced_size,
     router_thumbnail,
 )
-from edgerestore.errors import BundleError, UserError
+from edgerestore.errors import UserError
 from edgerestore.runtime.backend import Backend, open_backend
 from edgerestore.runtime.frames import FrameFormat, denormalise_frame, normalise_frame
 from edgerestore.runtime.guided import GuidedUpsampler
+from edgerestore.runtime.layout import read_layout
 from edgerestore.runtime.smoothing import ConditionSmoother
 from edgerestore.runtime.tiles import TILE_OVERLAP, TILE_PIXELS, padded_side, run_in_tiles
 
@@ -157,33 +158,16 @@ class Restorer:
             raise UserError(
                 f"route_every={route_every!r}: route at least every frame (1) or every n-th frame"
             )
-        m = bundle.manifest
+        lay = read_layout(bundle, backend, loops)
         self.bundle = bundle
         self.backend = backend
-        self.family: str = m.family
-        self.conditions: tuple[str, ...] = tuple(m.conditions)
-        # UFFN's router outputs are indexed by CONDITIONS; CMUDRN (blind) lists the conditions it removes
-        if (
-            (self.conditions != CONDITIONS)
-            if self.family == "uffn"
-            else not set(self.conditions) <= set(CONDITIONS)
-        ):
-            raise BundleError(
-                f"bundle conditions {list(self.conditions)} differ from this runtime's {list(CONDITIONS)}; "
-                "rebuild the bundle with this edgerestore version"
-            )
-        self.stride = int(m.stride or 1)
-        self.thumbnail_size = int(m.thumbnail_size or 0)
-        self.branch_scales: dict[str, float] = dict(m.branch_scales)
+        self.family, self.conditions, self.model_graph = lay.family, lay.conditions, lay.model_graph
+        self.stride, self.thumbnail_size = lay.stride, lay.thumbnail_size
+        self.branch_scales: dict[str, float] = lay.branch_scales
+        self.min_hw, self.max_hw, self._features = lay.min_hw, lay.max_hw, lay.features
         # do no harm: the router's calibrated confidence must reach `min_confidence` for a frame to be restored
-        calibration = dict(getattr(m, "router_calibration", None) or {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.min_confidence = (
-            float(calibration.get("threshold", 0.0)) if min_confidence is None else float(min_confidence)
-        )
-        prof = m.shape_profile or {}
-        self.min_hw: tuple[int, int] = tuple(int(v) for v in prof.get("min", (1, 1)))  # type: ignore[assignment]
-        self.max_hw: tuple[int, int] | None = tuple(int(v) for v in prof["max"]) if prof.get("max") else None  # type: ignore[assignment]
+        self.temperature = lay.temperature
+        self.min_confidence = lay.threshold if min_confidence is None else float(min_confidence)
         self.color = color
         self.video = video
         self.smoother = ConditionSmoother(dwell, margin)
@@ -198,26 +182,7 @@ class Restorer:
         self._backend_closed = False
         self._stats_lock = threading.Lock()
         self._warned_late: set[str] = set()  # branches already warned about as slower than deadline_ms
-        names = set(bundle.graph_names)
-        if self.family == "cmudrn":
-            models = sorted(n for n in names if n.startswith("cmudrn_t"))
-            if loops is not None:
-                models = [n for n in models if n == f"cmudrn_t{loops}"]
-            if len(models) != 1:
-                raise UserError(
-                    f"bundle has CMUDRN graphs {models or sorted(names)}; choose one with loops=<T>"
-                    if len(models) > 1
-                    else f"bundle has no CMUDRN graph for loops={loops}; it holds {sorted(names)}"
-                )
-            self.model_graph: str | None = models[0]
-            self._check_blind_options()
-        else:
-            self.model_graph = None
-            need = {"router", "trunk"} | {f"branch_{c}" for c in CONDITIONS[1:]}
-            if not need <= names:
-                raise BundleError(f"bundle at {bundle.path} lacks graphs {sorted(need - names)}; rebuild it")
-        self._features = self._feature_channels()
-        self._check_manifest_against_graphs()
+        self._check_blind_options()
         self._lock = threading.RLock()
         self._queue_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
@@ -259,46 +224,6 @@ class Restorer:
         except BaseException:
             engine.close()
             raise
-
-    def _check_manifest_against_graphs(self) -> None:
-        """The manifest's `thumbnail_size` and `stride` must be what the graphs take: an edited value is a
-        one-line `BundleError` here, not an error deep inside the backend on some frame."""
-        if self.model_graph is not None:
-            return
-        rebuild = getattr(self.bundle, "rebuild_command", "edgerestore build --force")
-
-        def fail(what: str) -> BundleError:
-            return BundleError(
-                f"{self.bundle.path}: {what}; was the manifest edited? rebuild with: {rebuild}"
-            )
-
-        for t in self.backend.graphs["router"].inputs:
-            dims = tuple(t.shape)
-            if (
-                t.name == THUMBNAIL
-                and len(dims) == 4
-                and all(isinstance(d, int) and d > 0 for d in dims[1:3])
-            ):
-                if dims[1:3] != (self.thumbnail_size, self.thumbnail_size):
-                    raise fail(
-                        f"manifest thumbnail_size {self.thumbnail_size} but the router graph takes "
-                        f"{dims[1]}x{dims[2]} thumbnails"
-                    )
-        # the trunk's features are frame/2: the padding stride must keep both sides even
-        if self.stride < 1 or self.stride % 2:
-            raise fail(f"manifest stride {self.stride}, but the trunk halves the frame (stride must be even)")
-
-    def _feature_channels(self) -> int | None:
-        if self.model_graph is not None:
-            return None
-        for t in self.backend.graphs["trunk"].outputs:
-            if t.name == FEATURES and isinstance(t.shape[1], int) and t.shape[1] > 0:
-                return int(t.shape[1])
-        spec = (self.bundle.manifest.graphs.get("trunk") or {}).get("outputs") or []
-        for t in spec:
-            if t.get("name") == FEATURES and isinstance(t["shape"][1], int):
-                return int(t["shape"][1])
-        return None
 
     # -- what measuring needs (edgerestore.measure) ------------------------------------------------------
     @property
