@@ -159,7 +159,7 @@ def test_deadline_fails_open_with_the_raw_frame(bundle_dir):
         r.backend.run = run
         r.deadline_ms = 1000
         deadline = time.time() + 5
-        while r._inflight is not None and not r._inflight.done() and time.time() < deadline:
+        while r._thread.inflight is not None and not r._thread.inflight.done() and time.time() < deadline:
             time.sleep(0.01)
         healthy = r(frame)
         assert healthy.restored and healthy.condition == "rain"

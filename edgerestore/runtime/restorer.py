@@ -25,15 +25,14 @@ Must not import torch.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,13 +54,12 @@ from edgerestore.contract import (
 )
 from edgerestore.errors import UserError
 from edgerestore.runtime.backend import Backend, open_backend
+from edgerestore.runtime.delivery import CLOSED, InferenceThread, Ledger
 from edgerestore.runtime.frames import FrameFormat, denormalise_frame, normalise_frame
 from edgerestore.runtime.guided import GuidedUpsampler
 from edgerestore.runtime.layout import read_layout
 from edgerestore.runtime.smoothing import ConditionSmoother
 from edgerestore.runtime.tiles import TILE_OVERLAP, TILE_PIXELS, padded_side, run_in_tiles
-
-log = logging.getLogger("edgerestore.restorer")
 
 STAGES = ("pre", "router", "trunk", "branch", "copies", "post", "total")
 
@@ -104,16 +102,6 @@ class _Prepared:
     index: int
     abandoned: bool = False  # the caller stopped waiting (deadline): the result is not delivered
     finished: bool = False
-
-
-@dataclass
-class RestorerStats:
-    frames: int = 0
-    restored: int = 0
-    clean: int = 0
-    deadline_missed: int = 0
-    late_dropped: int = 0
-    per_condition: dict[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -177,18 +165,13 @@ class Restorer:
         self.deadline_ms = deadline_ms
         self.tile_pixels = int(tile_pixels)
         self.tile_overlap = int(tile_overlap)
-        self.stats = RestorerStats()
-        self._closed = False
+        self._ledger = Ledger()  # what was delivered, and the deadline's bookkeeping
+        self.stats = self._ledger.stats
+        self._thread = InferenceThread()  # the one inference thread (deadline, submit, stream)
         self._backend_closed = False
-        self._stats_lock = threading.Lock()
-        self._warned_late: set[str] = set()  # branches already warned about as slower than deadline_ms
         self._check_blind_options()
         self._lock = threading.RLock()
-        self._queue_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
         self._guided = GuidedUpsampler()  # a reduced branch's map at full size, with its work images
-        self._inflight: Future | None = None
-        self._pending: deque[Future] = deque()
         self._index = 0
         self._last: tuple[int, float, np.ndarray | None] | None = None  # (condition, confidence, probs)
         self._uploaded: np.ndarray | None = None  # the padded frame already bound to the trunk this frame
@@ -254,19 +237,15 @@ class Restorer:
     def close(self) -> None:
         """Finish the frames already queued, then release the backend. Calls after (or during) `close()`
         from any thread raise `UserError`; closing twice is harmless."""
-        with self._queue_lock:
-            self._closed = True  # no new frame is accepted from here on
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        self._thread.close()  # no new frame is accepted from here on; the queued ones finish
         with self._lock:
             if not self._backend_closed:
                 self._backend_closed = True
                 self.backend.close()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise UserError("this Restorer is closed; open a new one with Restorer.open(bundle_dir)")
+        if self._thread.closed:
+            raise UserError(CLOSED)
 
     def _check_blind_options(self) -> None:
         """CMUDRN is blind (no router, no branches): `force` and `router_only` cannot apply."""
@@ -373,7 +352,7 @@ class Restorer:
     def _infer(self, prep: _Prepared) -> RestoreResult:
         with self._lock:
             if self._backend_closed:
-                raise UserError("this Restorer is closed; open a new one with Restorer.open(bundle_dir)")
+                raise UserError(CLOSED)
             self._check_blind_options()
             prep.index = self._index
             self._index += 1
@@ -398,7 +377,7 @@ class Restorer:
                     result = self._raw(prep, condition, confidence, flags, probs)
                     result.timings.update(self._stage_times(be, None))
                     result.timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
-                    return self._count(prep, result)
+                    return self._ledger.finished(prep, result)
                 branch_key = f"branch_{condition}"
                 t_small = time.perf_counter()
                 small = self.reduced_frame(prep.bgr, condition)
@@ -420,26 +399,7 @@ class Restorer:
             result = RestoreResult(
                 image, condition, confidence, True, timings, frozenset(flags), probs, prep.index
             )
-            return self._count(prep, result)
-
-    def _count(self, prep: _Prepared, result: RestoreResult) -> RestoreResult:
-        """Count a result in `stats` unless the caller already gave up on it (a missed deadline: the raw
-        frame was delivered instead and counted then)."""
-        with self._stats_lock:
-            prep.finished = True
-            if not prep.abandoned:
-                self._count_delivered(result)
-        return result
-
-    def _count_delivered(self, result: RestoreResult) -> None:
-        st = self.stats
-        st.frames += 1
-        st.restored += bool(result.restored)
-        st.clean += result.condition == "clean"
-        if "deadline_missed" in result.flags:
-            st.deadline_missed += 1
-        elif result.condition != "blind":
-            st.per_condition[result.condition] = st.per_condition.get(result.condition, 0) + 1
+            return self._ledger.finished(prep, result)
 
     def _graphs(self, key: str, padded: np.ndarray) -> np.ndarray:
         """Run one padded [1, H, W, 3] frame through the trunk and branch `key` (or CMUDRN graph `key`);
@@ -499,81 +459,37 @@ class Restorer:
         prep = self._prepare(frame)
         if self.deadline_ms is None:
             return self._infer(prep)
-        with self._queue_lock:
-            self._check_open()
-            if self._inflight is not None and not self._inflight.done():
-                return self._missed(prep, {"deadline_missed", "busy"})
-            future = self._worker().submit(self._infer, prep)
-            self._inflight = future
+        future = self._thread.run_unless_busy(self._infer, prep)
+        if future is None:  # the previous late frame still occupies the thread
+            return self._missed(prep, {"deadline_missed", "busy"})
         remaining = self.deadline_ms / 1e3 - (time.perf_counter() - prep.t_start)
         try:
             return future.result(timeout=max(0.0, remaining))
         except FutureTimeout:
-            with self._stats_lock:
-                if not prep.finished:
-                    prep.abandoned = True
-            if not prep.abandoned:  # it finished between the timeout and the lock: deliver it after all
+            if not self._ledger.give_up(prep):  # it finished between the timeout and the lock: deliver it
                 return future.result()
-            future.add_done_callback(self._count_late)
+            future.add_done_callback(lambda late: self._ledger.late(late, self.deadline_ms))
             return self._missed(prep, {"deadline_missed"})
 
     def _missed(self, prep: _Prepared, flags: set[str]) -> RestoreResult:
-        result = self._raw(prep, "unknown", math.nan, flags)
-        with self._stats_lock:
-            self._count_delivered(result)
-        return result
-
-    def _count_late(self, future: Future) -> None:
-        with self._stats_lock:
-            self.stats.late_dropped += 1
-        if future.cancelled() or future.exception() is not None:
-            return
-        late = future.result()
-        deadline = self.deadline_ms
-        if deadline is None or late.condition in self._warned_late or late.timings["total"] <= deadline:
-            return
-        self._warned_late.add(late.condition)
-        log.warning(
-            "deadline_ms=%g is below the %s branch's latency on this machine (%.0f ms measured): its frames "
-            "pass through raw; raise deadline_ms, lower the frame size or use a faster bundle",
-            deadline,
-            late.condition,
-            late.timings["total"],
-        )
-
-    def _worker(self) -> ThreadPoolExecutor:
-        """The inference thread (call with `_queue_lock` held)."""
-        self._check_open()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgerestore-infer")
-        return self._executor
+        return self._ledger.delivered(self._raw(prep, "unknown", math.nan, flags))
 
     # -- pipelined use ----------------------------------------------------------------------------------
     def submit(self, frame: Any) -> Future:
         """Prepare `frame` in the calling thread and queue it for inference on the worker thread (frames
         run in submission order). Returns a Future of the RestoreResult; `result()` pops the oldest."""
-        prep = self._prepare(frame)
-        with self._queue_lock:
-            future = self._worker().submit(self._infer, prep)
-            self._pending.append(future)
-        return future
+        return self._thread.queue(self._infer, self._prepare(frame))
 
     def result(self, timeout: float | None = None) -> RestoreResult:
         """The oldest submitted frame's result (waits up to `timeout` seconds)."""
-        with self._queue_lock:
-            if not self._pending:
-                raise UserError("result() called with no submitted frame; call submit(frame) first")
-            future = self._pending.popleft()
-        return future.result(timeout=timeout)
+        return self._thread.oldest().result(timeout=timeout)
 
     def stream(self, frames: Iterable[Any], depth: int = 2) -> Iterator[RestoreResult]:
         """Results for `frames` in order, keeping up to `depth` frames in flight so reading and preparing
         the next frame overlaps running the current one."""
         in_flight: deque[Future] = deque()
         for frame in frames:
-            prep = self._prepare(frame)
-            with self._queue_lock:
-                in_flight.append(self._worker().submit(self._infer, prep))
+            in_flight.append(self._thread.run(self._infer, self._prepare(frame)))
             if len(in_flight) >= depth:
                 yield in_flight.popleft().result()
         while in_flight:
