@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -129,6 +130,29 @@ def test_init_from_starts_a_fresh_schedule_from_the_weights_and_refuses_other_se
     with pytest.raises(UserError, match="--init-from .*first.pt was trained with width="):
         train(wrong, progress=False)
     assert not (tmp_path / "third.pt").exists()
+
+
+@pytest.mark.parametrize("profile", ["uffn-tiny", "cmudrn-t3"])
+def test_whole_model_run_keeps_held_out_images_for_validation_only(tmp_path, clean_dir, profile):
+    from edgerestore.train.trainer import build_datasets
+
+    cfg = _cfg(tmp_path, clean_dir, 2, "m.pt")
+    cfg.profile, cfg.hold_out = profile, ["*/img3.png"]
+    cfg.overrides = TINY_DICT if profile == "uffn-tiny" else {}
+    model = zoo.build(profile, **cfg.overrides)
+    train_set, val_set = build_datasets(cfg, model)
+    held_out = cv2.imread(str(clean_dir / "img3.png"))[..., ::-1]
+
+    def holds(images) -> bool:
+        return any(im.shape == held_out.shape and np.array_equal(im, held_out) for im in images)
+
+    assert len(train_set.pairs.images) == 3 and not holds(train_set.pairs.images)
+    assert len(val_set.pairs.images) == 1 and holds(val_set.pairs.images)
+    if profile == "uffn-tiny":
+        assert not holds(train_set.thumbnails.images) and holds(val_set.thumbnails.images)
+    cfg.hold_out = ["*/nothing-*.png"]
+    with pytest.raises(UserError, match="no held-out images"):
+        build_datasets(cfg, model)
 
 
 @pytest.mark.slow
