@@ -5,7 +5,7 @@
     python benchmarks/checkpoint_compare.py forced haze DIR OLD.pt NEW.pt   # a branch forced on a paired set
     python benchmarks/checkpoint_compare.py model OLD.pt NEW.pt             # a whole model (e.g. cmudrn-t3)
 
-`router` and `branch` build the validation split exactly as training does (`trainer.stage_images`, the
+`router` and `branch` build the validation split exactly as training does (`stage_data.stage_images`, the
 hold-out globs below), with and without photographed rain streaks (`--data` names the training material's
 folder, default ../shared/data): this is how issue 18's checkpoints were chosen. `forced` runs
 `UFFN.restore(x, NAME)` on every input of a RESIDE-layout paired set (`hazy/` → `clear/`) and reports the mean
@@ -26,13 +26,14 @@ import torch
 from edgerestore.data.router_thumbnails import RouterThumbnailDataset
 from edgerestore.metrics import calculate_psnr
 from edgerestore.models import zoo
-from edgerestore.train import trainer
+from edgerestore.train import branch_stage, router_stage, stage_data, trainer
+from edgerestore.train.config import TrainConfig
 
 HOLD_OUT = ["*/141[89]*", "*/seq0004/*", "*/0016E5/*", "*/real_fog_dawn/*[05].jpg"]
 
 
-def _config(data: Path, streaks: bool, profile: str = "uffn-tiny") -> trainer.TrainConfig:
-    return trainer.TrainConfig(
+def _config(data: Path, streaks: bool, profile: str = "uffn-tiny") -> TrainConfig:
+    return TrainConfig(
         profile=profile,
         out=Path("unused.pt"),
         clean_dir=[data / "clean", data / "road"],
@@ -74,13 +75,15 @@ def main() -> None:
                 _, val = trainer.build_datasets(_config(args.data, streaks, meta["profile"]), model)
                 metrics = trainer.validate(model, val, 40)
                 result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-                print(f"{path} ({'with' if streaks else 'without'} photographed streaks): {result}", flush=True)
+                print(
+                    f"{path} ({'with' if streaks else 'without'} photographed streaks): {result}", flush=True
+                )
         return
     name, paths = ("router", args.args) if args.what == "router" else (args.args[0], args.args[1:])
     for streaks in (True, False):
         cfg = _config(args.data, streaks)
         if args.what == "router":
-            images = trainer.stage_images(cfg)
+            images = stage_data.stage_images(cfg)
             val = RouterThumbnailDataset(
                 size=224,
                 seed=cfg.seed + 10_000,
@@ -89,16 +92,16 @@ def main() -> None:
                 streaks=images.streaks,
             )
         else:
-            _, val = trainer._branch_datasets(cfg, name)
+            _, val = branch_stage.branch_datasets(cfg, name)
         for path in paths:
             model, _ = zoo.load_checkpoint(path)
             with torch.no_grad():
                 if args.what == "router":
-                    acc, confusion = trainer.router_accuracy(model, val, 500)
+                    acc, confusion = router_stage.router_accuracy(model, val, 500)
                     result = f"accuracy {acc:.3f}, confusion {confusion}"
                 else:
                     result = ", ".join(
-                        f"{k} {v:.2f}" for k, v in trainer.branch_psnr(model, name, val, 40).items()
+                        f"{k} {v:.2f}" for k, v in branch_stage.branch_psnr(model, name, val, 40).items()
                     )
             print(
                 f"{path} ({'with' if streaks else 'without'} photographed streaks): {name} {result}",

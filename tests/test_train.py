@@ -225,7 +225,7 @@ def _changed_keys_and_assert_equal(before: dict, a, b) -> list[str]:
 
 @pytest.mark.slow
 def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path, clean_dir):
-    from edgerestore.train.trainer import train_router
+    from edgerestore.train.router_stage import train_router
 
     before, metrics, a, meta, b = _stage_straight_and_resumed(
         tmp_path, clean_dir, lambda cfg: train_router(cfg, progress=False)
@@ -242,7 +242,8 @@ def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path,
 
 @pytest.mark.slow
 def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path, clean_dir):
-    from edgerestore.train.trainer import ship_weights, train_branch
+    from edgerestore.train.branch_stage import train_branch
+    from edgerestore.train.trainer import ship_weights
 
     def haze_at_half_resolution(cfg):  # the stage trains the composition at the branch's resolution
         cfg.overrides = {**cfg.overrides, "branch_scales": {"haze": 0.5}}
@@ -268,7 +269,7 @@ def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path
 @pytest.mark.slow
 def test_branch_only_can_give_a_branch_a_subpixel_decoder_and_resumes_exactly(tmp_path, clean_dir):
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.branch_stage import train_branch
 
     def rain_subpixel(cfg):
         cfg.overrides = {**cfg.overrides, "branch_decoders": {"rain": "subpixel"}}
@@ -297,7 +298,7 @@ def test_branch_only_can_give_a_branch_a_subpixel_decoder_and_resumes_exactly(tm
 
 def test_branch_only_refuses_an_unknown_branch_in_one_line(tmp_path, clean_dir):
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.branch_stage import train_branch
 
     zoo.save_checkpoint(tmp_path / "m.pt", UFFN(UFFNConfig(**TINY_DICT)), "uffn-tiny")
     with pytest.raises(UserError, match="the branches are rain, haze, raindrop, snow"):
@@ -308,7 +309,7 @@ def test_branch_only_refuses_an_unknown_branch_in_one_line(tmp_path, clean_dir):
 
 def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_path, clean_dir):
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_router
+    from edgerestore.train.router_stage import train_router
 
     donor, receiver = UFFN(UFFNConfig(**TINY_DICT)), UFFN(UFFNConfig(**{**TINY_DICT, "width": 4}))
     torch.nn.init.constant_(donor.router_net.fc.bias, 0.25)
@@ -411,7 +412,7 @@ def test_branch_from_merges_branches_fine_tuned_on_copies(tmp_path, clean_dir):
     two stages run one after the other: each branch, its resolution/decoder and stage record come over, the
     rest stays bit for bit; a branch trained against another trunk is refused."""
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.branch_stage import train_branch
 
     zoo.save_checkpoint(tmp_path / "base.pt", UFFN(UFFNConfig(**TINY_DICT)), "uffn-tiny")
     for name in ("rain.pt", "haze.pt", "other.pt"):

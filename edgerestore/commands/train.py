@@ -139,14 +139,9 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.errors import UserError
     from edgerestore.files import check_writable, exclusive_lock
     from edgerestore.models.zoo import get_profile
-    from edgerestore.train.trainer import (
-        TrainConfig,
-        TrainingInterrupted,
-        ship_weights,
-        train,
-        train_branch,
-        train_router,
-    )
+    from edgerestore.train.branch_stage import train_branch
+    from edgerestore.train.router_stage import train_router
+    from edgerestore.train.trainer import TrainConfig, TrainingInterrupted, ship_weights, train
 
     rank, world = _rank()
     if args.branch_only is not None and not args.branch_only.strip():

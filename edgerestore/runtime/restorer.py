@@ -14,11 +14,11 @@ Safe from several threads (a lock around the backend), also while `close()` runs
 `UserError`); `submit()`/`result()` and `stream()` overlap preparing the next frame with running the
 current one.
 
-Input rule (see `normalise_frame`): numpy uint8 or uint16 arrays, HxW or HxWx1 (gray), HxWx3 (BGR, or RGB
-with color="rgb"), HxWx4 (BGRA / RGBA), each side >= MIN_SIDE, any size above: a frame that once padded
-exceeds the bundle's max shape or `tile_pixels` runs in overlapping tiles (`tile_grid`) in bounded memory,
-with the router on the whole frame's thumbnail. The result has the input's dtype, channel count and order: gray in -> gray out (BGR->gray of the
-restored frame), alpha passed through unchanged, 16-bit in -> 8-bit inference -> 16-bit out (x257).
+Input rule (`runtime/frames.py`, `normalise_frame`): numpy uint8 or uint16 arrays, gray, BGR / RGB, BGRA /
+RGBA, each side >= MIN_SIDE, any size above: a frame that once padded exceeds the bundle's max shape or
+`tile_pixels` runs in overlapping tiles (`runtime/tiles.py`) in bounded memory, with the router on the whole
+frame's thumbnail; the result has the input's dtype, channel count and order. A reduced branch's map is
+applied at full size by `runtime/guided.py`; video hysteresis is `runtime/smoothing.py`.
 
 Must not import torch.
 """
@@ -45,229 +45,24 @@ from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_thresh
 from edgerestore.contract import (
     FEATURES,
     FRAME,
-    GUIDED_EPS,
     MIN_SIDE,
     PROBS,
     RESTORED,
     THUMBNAIL,
-    guided_coefficients,
     pad_to,
     reduced_size,
     router_thumbnail,
 )
 from edgerestore.errors import BundleError, UserError
 from edgerestore.runtime.backend import Backend, open_backend
+from edgerestore.runtime.frames import FrameFormat, denormalise_frame, normalise_frame
+from edgerestore.runtime.guided import GuidedUpsampler
+from edgerestore.runtime.smoothing import ConditionSmoother
+from edgerestore.runtime.tiles import TILE_OVERLAP, TILE_PIXELS, padded_side, run_in_tiles
 
 log = logging.getLogger("edgerestore.restorer")
 
-#: The smallest frame side accepted (smaller frames carry too little for the router's thumbnail).
-#: Frames (once padded) of more pixels than this, or beyond the bundle's max shape, run in overlapping tiles
-#: of at most this many pixels, so memory stays bounded whatever the frame size (1088x1920: the default
-#: bundle's max shape).
-TILE_PIXELS = 1088 * 1920
-#: Context each tile reads beyond the part of the output it writes (pixels on every inner side). Measured on
-#: uffn-tiny (README, *Frames of any size*): tiled vs whole-frame output >= 45 dB PSNR from 32 px on.
-TILE_OVERLAP = 48
 STAGES = ("pre", "router", "trunk", "branch", "copies", "post", "total")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Input normalisation
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FrameFormat:
-    """How a caller's frame was laid out, to give the result back the same way."""
-
-    dtype: np.dtype
-    channels: int  # 1 (gray), 3, 4
-    squeeze: bool  # gray given as HxW (not HxWx1)
-    rgb: bool
-
-
-def normalise_frame(frame: Any, color: str = "bgr") -> tuple[np.ndarray, FrameFormat]:
-    """uint8 BGR HxWx3 (contiguous) for the graphs, and the caller's format. Raises UserError (one line)
-    for anything the runtime does not accept."""
-    if not isinstance(frame, np.ndarray):
-        raise UserError(f"frame must be a numpy array (as cv2 returns), got {type(frame).__name__}")
-    if frame.dtype not in (np.uint8, np.uint16):
-        raise UserError(
-            f"frame dtype {frame.dtype} is not supported; pass uint8 (or uint16) pixels, e.g. "
-            "np.clip(x * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
-        )
-    if frame.ndim == 2:
-        channels, squeeze = 1, True
-    elif frame.ndim == 3 and frame.shape[2] in (1, 3, 4):
-        channels, squeeze = frame.shape[2], False
-    else:
-        raise UserError(
-            f"frame shape {frame.shape} is not an image; expected HxW, HxWx1, HxWx3 or HxWx4 (channels last)"
-        )
-    h, w = frame.shape[:2]
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise UserError(f"frame of {h}x{w} is too small; both sides must be at least {MIN_SIDE} pixels")
-    if color not in ("bgr", "rgb"):
-        raise UserError(f"color must be 'bgr' or 'rgb', got {color!r}")
-    fmt = FrameFormat(frame.dtype, channels, squeeze, color == "rgb")
-    x = frame
-    if x.dtype == np.uint16:
-        x = ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255, rounded
-    if channels == 1:
-        bgr = cv2.cvtColor(np.ascontiguousarray(x.reshape(h, w)), cv2.COLOR_GRAY2BGR)
-    elif channels == 4:
-        bgr = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGBA2BGR if fmt.rgb else cv2.COLOR_BGRA2BGR)
-    elif fmt.rgb:
-        bgr = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2BGR)
-    else:
-        bgr = np.ascontiguousarray(x)
-    return bgr, fmt
-
-
-def denormalise_frame(bgr: np.ndarray, fmt: FrameFormat, original: np.ndarray) -> np.ndarray:
-    """The restored uint8 BGR frame in the caller's format (dtype, channels, order; alpha from `original`)."""
-    if fmt.channels == 1:
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        if not fmt.squeeze:
-            out = out[:, :, None]
-    elif fmt.channels == 4:
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA if fmt.rgb else cv2.COLOR_BGR2BGRA)
-    elif fmt.rgb:
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    else:
-        out = bgr
-    if fmt.dtype == np.uint16:
-        out = out.astype(np.uint16) * np.uint16(257)
-    if fmt.channels == 4:
-        out[:, :, 3] = original[:, :, 3]
-    return out
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile of a frame: the graphs read rows `y0:y1`, columns `x0:x1` (the core plus `overlap` of
-    context on every side that has a neighbour) and the result keeps only the core `cy0:cy1`, `cx0:cx1`."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    cy0: int
-    cy1: int
-    cx0: int
-    cx1: int
-
-
-def _padded_side(n: int, stride: int, minimum: int) -> int:
-    return max(-(-n // stride) * stride, -(-minimum // stride) * stride)
-
-
-def tile_grid(
-    h: int,
-    w: int,
-    *,
-    stride: int,
-    overlap: int,
-    max_pixels: int,
-    max_hw: tuple[int, int] | None = None,
-    min_hw: tuple[int, int] = (1, 1),
-) -> list[Tile]:
-    """The fewest equal-ish tiles covering an h x w frame whose padded inputs fit `max_hw` and `max_pixels`.
-    Core edges (and so tile origins, `overlap` being rounded up to the stride) fall on multiples of `stride`,
-    so each tile sees the same pixel phase as the whole frame and only the overlap differs."""
-    max_h, max_w = max_hw if max_hw is not None else (1 << 30, 1 << 30)
-    # a small max shape takes a smaller overlap: a tile's core stays at least half of it
-    room = min(max_h, max_w, math.isqrt(max_pixels)) // 4
-    overlap = min(-(-max(overlap, 0) // stride) * stride, room // stride * stride)
-
-    def edges(n: int, parts: int) -> list[int]:
-        return [min(n, stride * round(i * n / (parts * stride))) for i in range(parts)] + [n]
-
-    def span(n: int, parts: int, minimum: int) -> int:  # padded side of the largest of `parts` tiles of n
-        e = edges(n, parts)
-        largest = max(min(n, e[i + 1] + overlap) - max(0, e[i] - overlap) for i in range(parts))
-        return _padded_side(largest, stride, minimum)
-
-    best: tuple[int, int] | None = None
-    for rows in range(1, min(max(1, h // stride), 512) + 1):
-        if best is not None and rows > best[0] * best[1]:
-            break
-        th = span(h, rows, min_hw[0])
-        if th > max_h:
-            continue
-        for cols in range(1, min(max(1, w // stride), 512) + 1):
-            if best is not None and rows * cols >= best[0] * best[1]:
-                break
-            tw = span(w, cols, min_hw[1])
-            if tw <= max_w and th * tw <= max_pixels:
-                best = (rows, cols)
-                break
-    if best is None:
-        raise UserError(
-            f"frame of {h}x{w} cannot be cut into tiles of at most {max_pixels} pixels within the bundle's "
-            f"max shape {max_h}x{max_w} with {overlap} px of overlap; rebuild the bundle with a larger --max"
-        )
-    rows, cols = best
-
-    ys, xs = edges(h, rows), edges(w, cols)
-    tiles = []
-    for i in range(rows):
-        for j in range(cols):
-            cy0, cy1, cx0, cx1 = ys[i], ys[i + 1], xs[j], xs[j + 1]
-            tiles.append(
-                Tile(
-                    max(0, cy0 - overlap),
-                    min(h, cy1 + overlap),
-                    max(0, cx0 - overlap),
-                    min(w, cx1 + overlap),
-                    cy0,
-                    cy1,
-                    cx0,
-                    cx1,
-                )
-            )
-    return tiles
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Temporal smoothing of the router's verdict
-# ---------------------------------------------------------------------------------------------------------
-
-
-class ConditionSmoother:
-    """Hysteresis for video: the current condition changes only when a different one wins `dwell`
-    consecutive routed frames, or (if `margin` is set) beats the current one's probability by at least
-    `margin` in a single frame. The first routed frame sets the condition directly."""
-
-    def __init__(self, dwell: int = 3, margin: float | None = None) -> None:
-        if dwell < 1:
-            raise UserError(f"dwell must be >= 1 frame, got {dwell}")
-        if margin is not None and not 0.0 < margin <= 1.0:
-            raise UserError(f"margin must be in (0, 1], got {margin}")
-        self.dwell = dwell
-        self.margin = margin
-        self.reset()
-
-    def reset(self) -> None:
-        self.current: int | None = None
-        self._candidate: int | None = None
-        self._streak = 0
-
-    def update(self, probs: np.ndarray) -> int:
-        winner = int(np.argmax(probs))
-        if self.current is None or winner == self.current:
-            self.current = winner
-            self._candidate, self._streak = None, 0
-            return self.current
-        if winner == self._candidate:
-            self._streak += 1
-        else:
-            self._candidate, self._streak = winner, 1
-        by_margin = self.margin is not None and probs[winner] - probs[self.current] >= self.margin
-        if self._streak >= self.dwell or by_margin:
-            self.current = winner
-            self._candidate, self._streak = None, 0
-        return self.current
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -426,7 +221,7 @@ class Restorer:
         self._lock = threading.RLock()
         self._queue_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._guided_scratch: np.ndarray | None = None  # _apply_reduced's work images
+        self._guided = GuidedUpsampler()  # a reduced branch's map at full size, with its work images
         self._inflight: Future | None = None
         self._pending: deque[Future] = deque()
         self._index = 0
@@ -575,7 +370,7 @@ class Restorer:
     # -- per frame --------------------------------------------------------------------------------------
     def _fits(self, h: int, w: int) -> bool:
         """Does an h x w frame run whole (padded, within the bundle's max shape and `tile_pixels`)?"""
-        hp, wp = _padded_side(h, self.stride, self.min_hw[0]), _padded_side(w, self.stride, self.min_hw[1])
+        hp, wp = padded_side(h, self.stride, self.min_hw[0]), padded_side(w, self.stride, self.min_hw[1])
         within = self.max_hw is None or (hp <= self.max_hw[0] and wp <= self.max_hw[1])
         return within and hp * wp <= self.tile_pixels
 
@@ -690,7 +485,7 @@ class Restorer:
                     reduce_ms = (time.perf_counter() - t_small) * 1e3
                     restored_small = self._run_frame(branch_key, small, None, flags)
                     t_post = time.perf_counter()
-                    restored = self._apply_reduced(prep.bgr, small, restored_small)
+                    restored = self._guided.apply(prep.bgr, small, restored_small, self.tile_pixels)
             image = denormalise_frame(restored, prep.fmt, prep.original)
             timings = dict.fromkeys(STAGES, 0.0)
             timings.update(self._stage_times(be, branch_key))
@@ -753,61 +548,15 @@ class Restorer:
         if padded is not None:
             return np.array(self._graphs(key, padded)[0, :h, :w], copy=True)
         flags.add("tiled")
-        tiles = tile_grid(
-            h,
-            w,
+        return run_in_tiles(
+            image,
+            lambda part: self._graphs(key, part),
             stride=self.stride,
             overlap=self.tile_overlap,
             max_pixels=self.tile_pixels,
             max_hw=self.max_hw,
             min_hw=self.min_hw,
         )
-        restored = np.empty((h, w, 3), np.uint8)
-        for t in tiles:
-            part = np.ascontiguousarray(pad_to(image[t.y0 : t.y1, t.x0 : t.x1], self.stride, self.min_hw))
-            out = self._graphs(key, part[None])
-            restored[t.cy0 : t.cy1, t.cx0 : t.cx1] = out[
-                0, t.cy0 - t.y0 : t.cy1 - t.y0, t.cx0 - t.x0 : t.cx1 - t.x0
-            ]
-        return restored
-
-    def _apply_reduced(self, bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
-        """The full-resolution result of a reduced-resolution branch, as the model's `UFFN.restore` composes
-        it: the local affine map the branch applied at the reduced size (`contract.guided_coefficients`: gain
-        a and offset b per pixel and channel) upsampled bilinearly and applied to the frame, ``a·frame + b``.
-        A frame above `tile_pixels` is done in strips of rows (the same bilinear map, as an affine warp), so
-        no full-size float copy is made."""
-        gain, offset = guided_coefficients(small, restored_small, GUIDED_EPS * 255.0**2)
-        big_h, big_w = bgr.shape[:2]
-        if big_h * big_w <= self.tile_pixels:
-            # three full-size float work images, kept while frames keep their size: fresh ones each frame cost
-            # their first-touch page faults, ≈ 2.5 ms of a 640×360 haze frame's 5 ms (inference is serial)
-            if self._guided_scratch is None or self._guided_scratch.shape[1:] != bgr.shape:
-                self._guided_scratch = np.empty((3, *bgr.shape), np.float32)
-            a, b, scaled = self._guided_scratch
-            cv2.resize(gain, (big_w, big_h), dst=a, interpolation=cv2.INTER_LINEAR)
-            cv2.resize(offset, (big_w, big_h), dst=b, interpolation=cv2.INTER_LINEAR)
-            # rounded and saturated; OpenCV's ops: ~10x numpy's here
-            cv2.multiply(bgr, a, dst=scaled, dtype=cv2.CV_32F)
-            return cv2.add(scaled, b, dtype=cv2.CV_8U)
-        sx, sy = small.shape[1] / big_w, small.shape[0] / big_h
-        out = np.empty_like(bgr)
-        step = max(1, self.tile_pixels // big_w)
-        for y0 in range(0, big_h, step):
-            y1 = min(big_h, y0 + step)
-            to_small = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
-            a, b = (
-                cv2.warpAffine(
-                    coefficients,
-                    to_small,
-                    (big_w, y1 - y0),
-                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                    borderMode=cv2.BORDER_REPLICATE,
-                )
-                for coefficients in (gain, offset)
-            )
-            out[y0:y1] = cv2.add(cv2.multiply(bgr[y0:y1], a, dtype=cv2.CV_32F), b, dtype=cv2.CV_8U)
-        return out
 
     @staticmethod
     def _stage_times(be: Backend, branch: str | None) -> dict[str, float]:
