@@ -33,6 +33,7 @@ class TrainConfig:
     stop_at: int | None = None  # stop (with a checkpoint) at this step without changing the LR schedule
     router_from: Path | None = None  # --router-only: take the trained router of this checkpoint instead
     branch_from: Path | None = None  # --branch-only: take that branch of this checkpoint (trained on a copy)
+    init_from: Path | None = None  # a new run starts from these weights (fresh optimizer, schedule and step)
     workers: int = 1
     threads: int = 0
     overrides: dict = field(default_factory=dict)
@@ -67,5 +68,6 @@ class TrainConfig:
         d["paired"] = [str(p) for p in self.paired]
         d["router_from"] = str(self.router_from) if self.router_from else None
         d["branch_from"] = str(self.branch_from) if self.branch_from else None
+        d["init_from"] = str(self.init_from) if self.init_from else None
         d["rain_streaks"] = str(self.rain_streaks) if self.rain_streaks else None
         return d

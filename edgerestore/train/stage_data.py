@@ -119,7 +119,9 @@ class PairedPlusRouter(Dataset):
 
 
 def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset]:
-    """(training set, fixed validation set) from clean photographs (synthetic weather) and paired folders."""
+    """(training set, fixed validation set) from clean photographs (synthetic weather) and paired folders.
+    With `cfg.hold_out`, the clean images it names are validation only (`stage_images`); without, validation
+    draws other weather and crops from the training images (the behaviour of the shipped first-round runs)."""
     from edgerestore.data.datasets import MixedDataset, PairedFolderDataset
     from edgerestore.data.router_thumbnails import RouterThumbnailDataset
     from edgerestore.data.synthetic import SyntheticWeatherDataset
@@ -127,10 +129,16 @@ def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset
     conditions = CONDITIONS if isinstance(model, UFFN) else ("rain", "snow")
     parts: list[Dataset] = []
     streaks = streak_bank(cfg)
+    # clean images as (clean_dir, images) keyword arguments: the folder(s), or the hold-out's two splits
+    train_source: dict = {"clean_dir": cfg.clean_dir}
+    val_source_images: dict = {"clean_dir": cfg.clean_dir}
+    if cfg.clean_dir and cfg.hold_out:
+        split = stage_images(cfg, real=False)  # a hold-out that names no image is a one-line UserError
+        streaks = split.streaks
+        train_source, val_source_images = {"images": split.train}, {"images": split.val}
     if cfg.clean_dir:
         parts.append(
             SyntheticWeatherDataset(
-                cfg.clean_dir,
                 patch_size=cfg.patch_size,
                 conditions=conditions,
                 # clean pairs teach the branches nothing (clean passes through); the router sees clean
@@ -138,6 +146,7 @@ def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset
                 weights=cfg.condition_weights or {c: float(c != "clean") for c in conditions},
                 seed=cfg.seed,
                 streaks=streaks,
+                **train_source,
             )
         )
     for folder in cfg.paired:
@@ -150,19 +159,19 @@ def build_datasets(cfg: TrainConfig, model: nn.Module) -> tuple[Dataset, Dataset
         if not cfg.clean_dir:
             raise UserError("UFFN's router trains on synthetic weather: give --clean DIR")
         thumbs = RouterThumbnailDataset(
-            cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed, streaks=streaks
+            size=model.thumbnail_size, seed=cfg.seed, streaks=streaks, **train_source
         )
         val_thumbs = RouterThumbnailDataset(
-            cfg.clean_dir, size=model.thumbnail_size, seed=cfg.seed + 10_000, streaks=streaks
+            size=model.thumbnail_size, seed=cfg.seed + 10_000, streaks=streaks, **val_source_images
         )
     val_source = (
         SyntheticWeatherDataset(
-            cfg.clean_dir,
             patch_size=256,
             conditions=conditions,
             seed=cfg.seed + 10_000,
             augment=False,
             streaks=streaks,
+            **val_source_images,
         )
         if cfg.clean_dir
         else PairedFolderDataset(cfg.paired[0], patch_size=None, augment=False)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
+from edgerestore.files import sha256_file
 from edgerestore.models import zoo
 from edgerestore.models.uffn import UFFN
 from edgerestore.progress import Progress, as_progress
@@ -221,6 +222,10 @@ def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
         history = list(payload.get("train", {}).get("history", []))
         if rank == 0:
             print(f"resuming {cfg.profile} from {cfg.out} at step {start}", file=sys.stderr)
+    elif cfg.init_from is not None:
+        history = [_initialise(cfg, model)]
+        if rank == 0:
+            print(f"{cfg.profile}: a new run from the weights of {cfg.init_from}", file=sys.stderr)
     end = min(cfg.steps, cfg.stop_at or cfg.steps)
     if start >= end:
         if rank == 0:
@@ -285,18 +290,43 @@ def train(cfg: TrainConfig, progress: Progress | bool = True) -> dict:
     return _loop(cfg, joint, loader, opt, sched, (start, wall_before), progress, rank, world)
 
 
-def check_same_config(cfg: TrainConfig, model: nn.Module, payload: dict) -> None:
-    """A resumed run must build the model the checkpoint was trained as: a one-line `UserError` naming the
-    `--set` values that differ (e.g. a `--set width=8` run resumed without `--set`)."""
+def _initialise(cfg: TrainConfig, model: nn.Module) -> dict:
+    """Load the weights of `cfg.init_from` (same profile and config; optimizer state and step are not taken:
+    the run starts its own schedule at step 0, e.g. to fine-tune a finished run on other data) and return
+    the history record that says where the run started from."""
+    payload = zoo.read_payload(cfg.init_from)
+    if payload.get("profile") != cfg.profile:
+        raise UserError(f"--init-from {cfg.init_from} holds {payload.get('profile')}, not {cfg.profile}")
+    check_same_config(cfg, model, payload, what=f"--init-from {cfg.init_from}")
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(
+            f"--init-from {cfg.init_from}: its weights do not match {cfg.profile} "
+            f"({str(exc).splitlines()[0][:160]})"
+        ) from None
+    return {
+        "step": 0,
+        "init_from": str(cfg.init_from),
+        "init_sha256": sha256_file(cfg.init_from),
+        "init_step": int(payload.get("step", 0)),
+    }
+
+
+def check_same_config(cfg: TrainConfig, model: nn.Module, payload: dict, what: str | None = None) -> None:
+    """A resumed run (or one started `--init-from` a checkpoint, `what`) must build the model the checkpoint
+    was trained as: a one-line `UserError` naming the `--set` values that differ (e.g. a `--set width=8` run
+    resumed without `--set`)."""
     saved = json.loads(json.dumps(payload.get("config") or {}))
     now = json.loads(json.dumps(model.config.to_dict()))
     differ = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if differ:
         sets = " ".join(f"--set {k}={saved[k]!r}".replace("'", "") for k in differ if k in saved)
+        advice = "give the same settings" if what else "resume with the same settings"
         raise UserError(
-            f"{cfg.out} was trained with {', '.join(f'{k}={saved.get(k)!r}' for k in differ)}, this run would "
-            f"build {', '.join(f'{k}={now.get(k)!r}' for k in differ)}; resume with the same settings "
-            f"({sets or 'no --set'}) or choose another --out"
+            f"{what or cfg.out} was trained with {', '.join(f'{k}={saved.get(k)!r}' for k in differ)}, this run "
+            f"would build {', '.join(f'{k}={now.get(k)!r}' for k in differ)}; {advice} "
+            f"({sets or 'no --set'})" + ("" if what else " or choose another --out")
         )
 
 
