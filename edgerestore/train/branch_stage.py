@@ -19,17 +19,9 @@ from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
 from edgerestore.progress import Progress
 from edgerestore.train.losses import restoration_loss
+from edgerestore.train.part_stage import _open_stage_checkpoint, _resume_stage, _stage_save, _train_part
 from edgerestore.train.stage_data import stage_images
-from edgerestore.train.trainer import (
-    TrainConfig,
-    _lr_lambda,
-    _open_stage_checkpoint,
-    _psnr_unit,
-    _resume_stage,
-    _Stage,
-    _stage_save,
-    _train_part,
-)
+from edgerestore.train.trainer import TrainConfig, _lr_lambda, _psnr_unit, _Stage
 
 
 @torch.inference_mode()

@@ -2,8 +2,8 @@
 exact resume, deterministic seeds, and multi-GPU / multi-node data parallelism through `torchrun` (DDP).
 
 One loop (`_loop`) runs every stage through its hooks (`_Stage`): the joint run (`train`, here), the router
-stage (`train/router_stage.py`) and a branch stage (`train/branch_stage.py`); `_train_part` and its helpers
-are what the two part stages share. Settings: `train/config.py`; data: `train/stage_data.py`.
+stage (`train/router_stage.py`) and a branch stage (`train/branch_stage.py`), which share
+`train/part_stage.py`. Settings: `train/config.py`; data: `train/stage_data.py`.
 
 Determinism: the samples of step s on rank r are a pure function of (seed, s, r), and model, optimizer, LR
 schedule and step are all checkpointed, so a resumed run continues exactly as an uninterrupted one.
@@ -422,89 +422,6 @@ def _loop(
     if session.stop and step < end:
         raise TrainingInterrupted(cfg.out, step, cfg.steps, session.signal)
     return metrics
-
-
-def _train_part(
-    cfg: TrainConfig,
-    model: UFFN,
-    part: nn.Module,
-    stage: _Stage,
-    dataset: Dataset,
-    opt,
-    sched,
-    resume: tuple[int, float],
-    progress: Progress | bool,
-) -> dict:
-    """`_loop` for a stage that trains one part (`part`) of a frozen UFFN on `dataset` (exact-resume
-    sampling, one process): the frozen parts stay in eval mode (BatchNorm statistics included)."""
-    end = min(cfg.steps, cfg.stop_at or cfg.steps)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=StepSampler(len(dataset), cfg.batch_size, resume[0], end, cfg.seed, 0, 1),
-        num_workers=cfg.workers,
-    )
-    model.eval()
-    part.train()
-    return _loop(cfg, stage, loader, opt, sched, resume, progress)
-
-
-def _stage_save(
-    cfg: TrainConfig, model: UFFN, payload: dict, place: Callable[[dict], None], opt, sched
-) -> Callable[[int, float, dict], None]:
-    """The checkpoint of a stage that trains one part of a frozen UFFN: the whole `payload` with today's
-    weights, and the stage's record (step, optimizer, schedule, command, config, metrics) put in it by
-    `place`, written atomically."""
-
-    def save(step: int, wall: float, metrics: dict) -> None:
-        payload["model"] = model.state_dict()
-        place(
-            dict(
-                step=step,
-                steps=cfg.steps,
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
-                wall_seconds=wall,
-                command=" ".join(sys.argv),
-                config=cfg.to_dict(),
-                **metrics,
-            )
-        )
-        zoo.save_payload(cfg.out, payload)
-
-    return save
-
-
-# ----------------------------------------------------------------------------------------------- part stages
-def _open_stage_checkpoint(
-    cfg: TrainConfig, flag: str, what: str, clean_message: str | None
-) -> tuple[dict, UFFN]:
-    """Threads and seed for a stage (`--router-only`, `--branch-only`), then the UFFN checkpoint it trains
-    (`cfg.out`), refused in one line when missing or of another profile, and the model its config (with the
-    run's `--set` values) builds, weights not loaded yet; `clean_message` (when given) is the error for a
-    missing --clean."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    if not cfg.out.is_file():
-        raise UserError(f"{flag} {what} of an existing checkpoint; {cfg.out} not found")
-    if clean_message and not cfg.clean_dir:
-        raise UserError(clean_message)
-    payload = zoo.read_payload(cfg.out)
-    if payload.get("profile") != cfg.profile or payload.get("family") != "uffn":
-        raise UserError(f"{cfg.out} holds {payload.get('profile')}; {flag} needs a UFFN {cfg.profile}")
-    return payload, zoo.build(cfg.profile, **{**payload.get("config", {}), **cfg.overrides})
-
-
-def _resume_stage(cfg: TrainConfig, stage: dict, opt, sched, what: str) -> tuple[int, float]:
-    """(start step, wall seconds so far) of a stage: an unfinished one resumes its optimizer and schedule;
-    a finished one (or none) starts a fresh schedule."""
-    if not stage or stage.get("step", 0) >= stage.get("steps", 0):
-        return 0, 0.0
-    opt.load_state_dict(stage["optimizer"])
-    sched.load_state_dict(stage["scheduler"])
-    start = int(stage["step"])
-    print(f"resuming {what} of {cfg.out} at step {start}", file=sys.stderr)
-    return start, float(stage.get("wall_seconds", 0.0))
 
 
 __all__ = [
