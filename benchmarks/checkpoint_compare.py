@@ -72,7 +72,7 @@ def main() -> None:
         for streaks in (True, False):
             for path in args.args:
                 model, meta = zoo.load_checkpoint(path)
-                _, val = trainer.build_datasets(_config(args.data, streaks, meta["profile"]), model)
+                _, val = stage_data.build_datasets(_config(args.data, streaks, meta["profile"]), model)
                 metrics = trainer.validate(model, val, 40)
                 result = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
                 print(
