@@ -18,10 +18,11 @@ from edgerestore.files import sha256_file
 from edgerestore.models import zoo
 from edgerestore.models.uffn import DEFAULT_DECODER, UFFN
 from edgerestore.progress import Progress
+from edgerestore.train.config import TrainConfig
 from edgerestore.train.losses import restoration_loss
 from edgerestore.train.part_stage import _open_stage_checkpoint, _resume_stage, _stage_save, _train_part
 from edgerestore.train.stage_data import stage_images
-from edgerestore.train.trainer import TrainConfig, _lr_lambda, _psnr_unit, _Stage
+from edgerestore.train.trainer import _lr_lambda, _psnr_unit, _Stage
 
 
 @torch.inference_mode()

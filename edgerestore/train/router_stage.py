@@ -20,9 +20,10 @@ from edgerestore.errors import UserError
 from edgerestore.models import zoo
 from edgerestore.models.uffn import UFFN
 from edgerestore.progress import Progress
+from edgerestore.train.config import TrainConfig
 from edgerestore.train.part_stage import _open_stage_checkpoint, _resume_stage, _stage_save, _train_part
 from edgerestore.train.stage_data import stage_images
-from edgerestore.train.trainer import TrainConfig, _lr_lambda, _Stage
+from edgerestore.train.trainer import _lr_lambda, _Stage
 
 
 @torch.inference_mode()
