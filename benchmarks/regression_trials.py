@@ -66,7 +66,9 @@ def bench(args: list[str], out: Path, slowdown: float | None = None) -> tuple[in
 
 
 def judged(out: Path, baseline: Path, args: list[str]) -> dict[str, str]:
-    """The verdict of each judge on the run's bench.json (the check's own compare, its other options)."""
+    """The verdict of each judge on the run's bench.json (the check's own compare, its other options); "n/a"
+    where that judge refuses the runs (the cpu judge at more than one intra-op thread)."""
+    from edgerestore.errors import UserError
     from edgerestore.measure.regression import JUDGES, compare
     from edgerestore.measure.stats import parse_tolerance
 
@@ -76,7 +78,14 @@ def judged(out: Path, baseline: Path, args: list[str]) -> dict[str, str]:
     current = json.loads((out / "bench.json").read_text())
     base = json.loads(baseline.read_text())
     tolerance, stat = parse_tolerance(opt("--tolerance", "10%")), opt("--stat", "p50")
-    return {j: compare(current, base, tolerance, stat, judge=j).verdict for j in JUDGES}
+
+    def verdict(judge: str) -> str:
+        try:
+            return compare(current, base, tolerance, stat, judge=judge).verdict
+        except UserError:
+            return "n/a"
+
+    return {j: verdict(j) for j in JUDGES}
 
 
 def verdict_of(code: int, output: str) -> str:

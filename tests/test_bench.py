@@ -167,9 +167,9 @@ def test_judging_cpu_time_ignores_a_busier_machine_and_catches_more_work():
     frame is; the same work is unchanged, 30 % more work regressed (inconclusive when the machine was far
     busier than the baseline's: the load guard). A GPU run, or a baseline without CPU time, is a one-line
     refusal."""
-    base = _payload(spread=0.05, seed=0, cpu=40.0)
-    busy = _payload(factor=2.0, spread=0.4, seed=7)  # every wall stage x2 and spread by the load
-    more_work = _payload(factor=2.0, spread=0.4, seed=7)
+    base = _payload(spread=0.05, seed=0, cpu=40.0, threads=1)
+    busy = _payload(factor=2.0, spread=0.4, seed=7, threads=1)  # every wall stage x2 and spread by the load
+    more_work = _payload(factor=2.0, spread=0.4, seed=7, threads=1)
     busy["cases"][0]["rounds"]["cpu"] = _rounds(40.0, 10, 0.05, seed=8)  # the same work
     more_work["cases"][0]["rounds"]["cpu"] = _rounds(52.0, 10, 0.05, seed=8)  # 30 % more work
     for payload in (base, busy, more_work):
@@ -186,9 +186,30 @@ def test_judging_cpu_time_ignores_a_busier_machine_and_catches_more_work():
     with pytest.raises(UserError, match="--judge cpu compares the process's CPU work"):
         compare(gpu, _payload(cpu=40.0), judge="cpu")
     with pytest.raises(UserError, match="holds no CPU time per frame"):
-        compare(busy, _payload(), judge="cpu")
+        compare(busy, _payload(threads=1), judge="cpu")
     with pytest.raises(UserError, match="unknown judge"):
         compare(busy, base, judge="energy")
+
+
+def test_judging_cpu_time_needs_one_intra_op_thread_in_the_baseline_and_the_run():
+    """At two threads a frame's CPU time also holds the threads' waiting for each other, which the machine's
+    load changes: --judge cpu refuses it, in one line, whichever side ran more than one thread."""
+    one = _payload(cpu=40.0, threads=1)
+    one["device"]["kind"] = "cpu"
+    assert compare(one, copy.deepcopy(one), judge="cpu").verdict == UNCHANGED
+    for base_threads, now_threads, named in [
+        (2, 1, "the baseline 2"),
+        (1, 2, "this run 2"),
+        (None, 1, "unknown"),
+    ]:
+        base, now = copy.deepcopy(one), copy.deepcopy(one)
+        base["device"]["threads"], now["device"]["threads"] = base_threads, now_threads
+        with pytest.raises(UserError, match="--judge cpu needs --threads 1") as e:
+            compare(now, base, judge="cpu")
+        assert named in str(e.value) and "\n" not in str(e.value)
+    two = _payload(cpu=40.0, threads=2)
+    two["device"]["kind"] = "cpu"
+    assert compare(two, copy.deepcopy(two)).verdict == UNCHANGED  # the wall judge takes any thread count
 
 
 def test_runnable_others_reads_the_machine_load():

@@ -393,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
                 baseline = validate_report(load_json(base_path, "baseline"), f"baseline {base_path}")
             check_device(baseline, device.key)
             check_shared_cases(baseline, [t.id for t in timers])
-            check_judge(baseline, device.kind, args.judge)
+            check_judge(baseline, device.kind, args.judge, device.threads)
         if args.save_baseline is not None:
             check_writable(baseline_destination(args.save_baseline, device.key), "--save-baseline")
         timing = "cuda_events" if restorers[0].backend.name == "tensorrt" else "perf_counter"

@@ -260,9 +260,23 @@ def check_shared_cases(baseline: Mapping[str, Any], planned: Sequence[str]) -> N
         )
 
 
-def check_judge(baseline: Mapping[str, Any], device_kind: str | None, judge: str) -> None:
-    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind), and only
-    against a baseline that recorded it. One-line `UserError`s, before any timing."""
+#: The intra-op threads `--judge cpu` needs in the baseline and the run. With more, a frame's CPU time is not
+#: its work: it also holds the threads' waiting for each other, which grows with the machine's load (uffn-tiny
+#: int8, a rain frame at 360p on this 2-core machine, median of 10: 64-65 ms of CPU at one thread whether the
+#: machine was otherwise idle or ran a busy or a memory-bound process beside it; 66, 75 and 72 ms at two
+#: threads, single frames up to 48 % above another).
+CPU_JUDGE_THREADS = 1
+
+
+def check_judge(
+    baseline: Mapping[str, Any],
+    device_kind: str | None,
+    judge: str,
+    threads: int | None,
+) -> None:
+    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind), only against a
+    baseline that recorded it, and only when the baseline and this run (`threads`: the intra-op threads it
+    runs) both ran `CPU_JUDGE_THREADS` intra-op thread. One-line `UserError`s, before any timing."""
     if judge not in JUDGES:
         raise UserError(f"unknown judge {judge!r}; expected {' or '.join(JUDGES)}")
     if judge != "cpu":
@@ -274,6 +288,15 @@ def check_judge(baseline: Mapping[str, Any], device_kind: str | None, judge: str
         )
     if not any(CPU_STAGE in (c.get("rounds") or {}) for c in baseline["cases"]):
         raise _bad("the baseline", "holds no CPU time per frame (recorded by an older edgerestore)")
+    ran = {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
+    off = {who: n for who, n in ran.items() if n != CPU_JUDGE_THREADS}
+    if off:
+        said = ", ".join(f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items())
+        raise UserError(
+            f"--judge cpu needs --threads {CPU_JUDGE_THREADS} in the baseline and in this run ({said} intra-op "
+            "threads): with more, a frame's CPU time also holds the threads' waiting for each other, which "
+            f"grows with the machine's load; record the baseline and compare with --threads {CPU_JUDGE_THREADS}"
+        )
 
 
 def compare(
@@ -315,7 +338,7 @@ def compare(
         raise UserError(f"confidence {confidence!r} must be in [0.5, 1)")
     key_now = current["device"]["key"]
     check_device(baseline, key_now)
-    check_judge(baseline, current["device"].get("kind"), judge)
+    check_judge(baseline, current["device"].get("kind"), judge, current["device"].get("threads"))
     if judge == "cpu":
         stages = (CPU_STAGE,)
     base_cases = {c["id"]: c for c in baseline["cases"]}
