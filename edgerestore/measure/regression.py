@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgerestore.errors import UserError
-from edgerestore.measure.cases import CPU_STAGE, REPORT_STAGES
+from edgerestore.measure.cases import CPU_STAGE, REFERENCE_CPU_STAGE, REFERENCE_STAGE, REPORT_STAGES
 from edgerestore.measure.report import check_format
 from edgerestore.measure.stats import (
     INCONCLUSIVE,
@@ -64,8 +64,9 @@ def resolve_baseline(arg: str | Path, device_key: str) -> Path:
     return p
 
 
-#: What `compare` judges: the wall-clock stages (`REPORT_STAGES`), or the process's CPU time per frame.
-JUDGES: tuple[str, ...] = ("wall", "cpu")
+#: What `compare` judges: the wall-clock stages (`REPORT_STAGES`), the process's CPU time per frame, or the
+#: wall-clock stages over the reference workload's wall-clock time in the same round.
+JUDGES: tuple[str, ...] = ("wall", "cpu", "relative")
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Comparison:
     threads: tuple[int | None, int | None] = (None, None)  # (baseline, current) intra-op threads
     load: tuple[float | None, float | None] = (None, None)  # (baseline, current) median other runnable tasks
     max_extra_load: float | None = None  # more extra load than this: a slowdown is not the code's to judge
+    judge: str = "wall"
 
     @property
     def machine_busier(self) -> bool:
@@ -160,8 +162,11 @@ class Comparison:
         return f"unchanged: every stage's {self.confidence:.0%} interval lies within {self.tolerance:.0%}"
 
     def lines(self) -> list[str]:
+        per_round = f"per-round {self.stat}"
+        if self.judge in REFERENCE_OF:
+            per_round += " over the reference workload's in the same round (ratio of those; ms as measured)"
         out = [
-            f"compare (median of per-round {self.stat}, {self.confidence:.0%} bootstrap interval of the ratio, "
+            f"compare (median of {per_round}, {self.confidence:.0%} bootstrap interval of the ratio, "
             f"tolerance {self.tolerance:.0%}) on {self.device_key}:",
             "| case | stage | rounds | baseline ms | now ms | ratio | interval | verdict |",
             "|---|---|---:|---:|---:|---:|---|---|",
@@ -268,35 +273,52 @@ def check_shared_cases(baseline: Mapping[str, Any], planned: Sequence[str]) -> N
 CPU_JUDGE_THREADS = 1
 
 
+#: The judges that divide each round's statistic by the reference workload's in the same round, and by which
+#: of its stages (`cases.REFERENCE_STAGE`: wall clock; `REFERENCE_CPU_STAGE`: CPU time).
+REFERENCE_OF: dict[str, str] = {"cpu": REFERENCE_CPU_STAGE, "relative": REFERENCE_STAGE}
+#: The judges the machine-load guard (`max_extra_load`) applies to. Not "cpu": the reference's CPU time in the
+#: same round carries what a busier machine adds to a frame's (caches, memory bandwidth).
+LOAD_GUARDED: tuple[str, ...] = ("wall", "relative")
+
+
 def check_judge(
     baseline: Mapping[str, Any],
     device_kind: str | None,
     judge: str,
     threads: int | None,
 ) -> None:
-    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind), only against a
-    baseline that recorded it, and only when the baseline and this run (`threads`: the intra-op threads it
-    runs) both ran `CPU_JUDGE_THREADS` intra-op thread. One-line `UserError`s, before any timing."""
+    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind) and only when
+    the baseline and this run (`threads`: the intra-op threads it runs) both ran `CPU_JUDGE_THREADS` intra-op
+    thread; "cpu" and "relative" only against a baseline that recorded the reference workload. One-line
+    `UserError`s, before any timing."""
     if judge not in JUDGES:
-        raise UserError(f"unknown judge {judge!r}; expected {' or '.join(JUDGES)}")
-    if judge != "cpu":
-        return
-    if device_kind != "cpu":
-        raise UserError(
-            "--judge cpu compares the process's CPU work, which says nothing of a GPU's; judge the wall-clock "
-            "stages on a GPU (leave out --judge)"
-        )
-    if not any(CPU_STAGE in (c.get("rounds") or {}) for c in baseline["cases"]):
-        raise _bad("the baseline", "holds no CPU time per frame (recorded by an older edgerestore)")
-    ran = {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
-    off = {who: n for who, n in ran.items() if n != CPU_JUDGE_THREADS}
-    if off:
-        said = ", ".join(f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items())
-        raise UserError(
-            f"--judge cpu needs --threads {CPU_JUDGE_THREADS} in the baseline and in this run ({said} intra-op "
-            "threads): with more, a frame's CPU time also holds the threads' waiting for each other, which "
-            f"grows with the machine's load; record the baseline and compare with --threads {CPU_JUDGE_THREADS}"
-        )
+        raise UserError(f"unknown judge {judge!r}; expected {', '.join(JUDGES)}")
+    if judge == "cpu":
+        if device_kind != "cpu":
+            raise UserError(
+                "--judge cpu compares the process's CPU work, which says nothing of a GPU's; judge the "
+                "wall-clock stages on a GPU (leave out --judge)"
+            )
+        ran = {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
+        off = {who: n for who, n in ran.items() if n != CPU_JUDGE_THREADS}
+        if off:
+            said = ", ".join(
+                f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items()
+            )
+            raise UserError(
+                f"--judge cpu needs --threads {CPU_JUDGE_THREADS} in the baseline and in this run ({said} "
+                "intra-op threads): with more, a frame's CPU time also holds the threads' waiting for each "
+                "other, which grows with the machine's load; record the baseline and compare with --threads "
+                f"{CPU_JUDGE_THREADS}"
+            )
+    if judge in REFERENCE_OF:
+        needed = (CPU_STAGE, REFERENCE_OF[judge]) if judge == "cpu" else (REFERENCE_OF[judge],)
+        if not any(all(s in (c.get("rounds") or {}) for s in needed) for c in baseline["cases"]):
+            raise _bad(
+                "the baseline",
+                f"holds no {' and no '.join(needed)} rounds (--judge {judge} needs a baseline recorded with "
+                "--reference)",
+            )
 
 
 def compare(
@@ -325,11 +347,14 @@ def compare(
 
     `judge="cpu"` judges the process's CPU time per frame (`cases.CPU_STAGE`) instead of the wall-clock
     stages: the work a frame costs, which other processes on a shared machine change far less than the wall
-    time (they change how long the work waits, not how much there is; a saturated machine still inflates it
-    through caches and context switches, so the load guard applies to it too); ONNX Runtime only (a TensorRT
-    frame's work is on the GPU). Raises `DeviceMismatch` when the two
-    were recorded under different device keys, and `UserError` when they share no case or hold malformed
-    values."""
+    time (they change how long the work waits, not how much there is); each round's statistic is divided by
+    the reference workload's CPU time in the same round (`REFERENCE_OF`), which carries what a busier machine
+    still adds to it through caches and memory bandwidth, so the load guard does not apply (`LOAD_GUARDED`);
+    ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` judges the wall-clock stages,
+    each round's statistic divided by the reference workload's wall-clock time in the same round: a machine
+    that is slower for everything (another process on the cores) cancels out, slower code does not; the load
+    guard applies. Raises `DeviceMismatch` when the two were recorded under different device keys, and
+    `UserError` when they share no case or hold malformed values."""
     current = validate_report(current, "this run")
     baseline = validate_report(baseline, "the baseline")
     if stat not in STATS:
@@ -344,8 +369,15 @@ def compare(
     base_cases = {c["id"]: c for c in baseline["cases"]}
     cur_cases = {c["id"]: c for c in current["cases"]}
     check_shared_cases(baseline, list(cur_cases))
+    reference = REFERENCE_OF.get(judge)
+    if reference and not any(reference in c["rounds"] for c in cur_cases.values()):
+        raise UserError(
+            f"this run holds no {reference} rounds; time it with --reference (or --judge {judge})"
+        )
     base_load, now_load = (_median_load(baseline), _median_load(current))
-    if max_extra_load is None:
+    if judge not in LOAD_GUARDED:
+        max_extra_load = None
+    elif max_extra_load is None:
         max_extra_load = float(current["device"].get("cores") or 1) + 1.0
     busier = None not in (base_load, now_load, max_extra_load) and now_load - base_load > max_extra_load
     checks = []
@@ -358,7 +390,13 @@ def compare(
             c = [round_stat(r, stat) for r in c_rounds]
             if float(np.median(b)) < max(min_ms, 1e-9):
                 continue
-            est = ratio_of_medians(b, c, confidence=confidence, resamples=resamples)
+            b_obs, c_obs = b, c
+            if reference:
+                b_obs = _over_reference(b, base_cases[cid]["rounds"].get(reference), stat)
+                c_obs = _over_reference(c, cur_cases[cid]["rounds"].get(reference), stat)
+                if b_obs is None or c_obs is None:
+                    continue
+            est = ratio_of_medians(b_obs, c_obs, confidence=confidence, resamples=resamples)
             verdict = est.verdict(tolerance)
             if verdict == REGRESSED and busier:
                 verdict = INCONCLUSIVE
@@ -381,7 +419,17 @@ def compare(
         threads=(baseline["device"].get("threads"), current["device"].get("threads")),
         load=(base_load, now_load),
         max_extra_load=max_extra_load,
+        judge=judge,
     )
+
+
+def _over_reference(values: Sequence[float], reference: Any, stat: str) -> list[float] | None:
+    """Each round's statistic over the reference stage's `stat` in the same round; None when the rounds
+    cannot be paired (no reference, or a stage that ran in fewer rounds than the frames, e.g. a branch on
+    rounds whose frames were all judged clean)."""
+    if not reference or len(reference) != len(values):
+        return None
+    return [v / max(round_stat(r, stat), 1e-9) for v, r in zip(values, reference)]
 
 
 def _median_load(report: Mapping[str, Any]) -> float | None:
