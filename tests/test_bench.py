@@ -208,12 +208,14 @@ def test_judging_cpu_time_over_the_reference_ignores_a_busier_machine_and_catche
         compare(busy, base, judge="energy")
 
 
-def test_judging_cpu_time_needs_one_intra_op_thread_in_the_baseline_and_the_run():
-    """At two threads a frame's CPU time also holds the threads' waiting for each other, which the machine's
-    load changes: --judge cpu refuses it, in one line, whichever side ran more than one thread."""
-    one = _payload(cpu=40.0, reference_cpu=8.0, threads=1)
+@pytest.mark.parametrize("judge", ["cpu", "relative"])
+def test_judging_against_the_reference_needs_one_intra_op_thread_in_the_baseline_and_the_run(judge):
+    """At two threads a frame's CPU time also holds the threads' waiting for each other, and a frame and the
+    reference wait for their workers differently, both changed by the machine's load: --judge cpu and
+    --judge relative refuse it, in one line, whichever side ran more than one thread; and a GPU run."""
+    one = _payload(cpu=40.0, reference=10.0, reference_cpu=8.0, threads=1)
     one["device"]["kind"] = "cpu"
-    assert compare(one, copy.deepcopy(one), judge="cpu").verdict == UNCHANGED
+    assert compare(one, copy.deepcopy(one), judge=judge).verdict == UNCHANGED
     for base_threads, now_threads, named in [
         (2, 1, "the baseline 2"),
         (1, 2, "this run 2"),
@@ -221,9 +223,13 @@ def test_judging_cpu_time_needs_one_intra_op_thread_in_the_baseline_and_the_run(
     ]:
         base, now = copy.deepcopy(one), copy.deepcopy(one)
         base["device"]["threads"], now["device"]["threads"] = base_threads, now_threads
-        with pytest.raises(UserError, match="--judge cpu needs --threads 1") as e:
-            compare(now, base, judge="cpu")
+        with pytest.raises(UserError, match=f"--judge {judge} needs --threads 1") as e:
+            compare(now, base, judge=judge)
         assert named in str(e.value) and "\n" not in str(e.value)
+    gpu = copy.deepcopy(one)
+    gpu["device"]["kind"] = "gpu"
+    with pytest.raises(UserError, match="says nothing of a GPU's"):
+        compare(gpu, copy.deepcopy(one), judge=judge)
     two = _payload(cpu=40.0, threads=2)
     two["device"]["kind"] = "cpu"
     assert compare(two, copy.deepcopy(two)).verdict == UNCHANGED  # the wall judge takes any thread count
@@ -238,13 +244,13 @@ def _machine(factors: list[float], ms: float, seed: int) -> list[list[float]]:
 def test_judging_relative_to_the_reference_cancels_a_slower_machine_and_catches_slower_code():
     """--judge relative: a round's frames and the reference workload timed beside them slow down together
     when the machine does (a hog: wall-clock x1.5-2.5, unchanged relative to the reference), while slower
-    code slows the frames alone (x1.3: regressed, even on the slower machine). Without a reference in the
-    baseline or the run: a one-line refusal."""
+    code slows the frames alone (x1.3: regressed, even on the slower machine, and with no load guard). Without
+    a reference in the baseline or the run: a one-line refusal."""
     rng = np.random.default_rng(3)
     quiet, busy = list(1 + 0.1 * rng.random(10)), list(1.5 + rng.random(10))
 
     def payload(factors: list[float], code: float = 1.0) -> dict:
-        p = _payload(threads=2)
+        p = _payload(threads=1)
         p["device"]["kind"] = "cpu"
         p["cases"][0]["rounds"] = {
             "total": _machine(factors, 52.0 * code, 1),
@@ -263,7 +269,11 @@ def test_judging_relative_to_the_reference_cancels_a_slower_machine_and_catches_
         and 1.2 < caught.checks[0].estimate.low < 1.3 < caught.checks[0].estimate.high
     )
     assert compare(payload(quiet, code=1.3), base, judge="relative").verdict == REGRESSED
-    plain = _payload(threads=2)
+    base["cases"][0]["load"], slower["cases"][0]["load"] = [1.0] * 10, [12.0] * 10
+    assert compare(slower, base).verdict == INCONCLUSIVE  # the wall judge's load guard
+    assert compare(slower, base, judge="relative").verdict == REGRESSED  # none here: the reference carries it
+    plain = _payload(threads=1)
+    plain["device"]["kind"] = "cpu"
     with pytest.raises(UserError, match="needs a baseline recorded with --reference"):
         compare(hog, plain, judge="relative")
     with pytest.raises(UserError, match="this run holds no reference rounds"):

@@ -265,20 +265,29 @@ def check_shared_cases(baseline: Mapping[str, Any], planned: Sequence[str]) -> N
         )
 
 
-#: The intra-op threads `--judge cpu` needs in the baseline and the run. With more, a frame's CPU time is not
-#: its work: it also holds the threads' waiting for each other, which grows with the machine's load (uffn-tiny
-#: int8, a rain frame at 360p on this 2-core machine, median of 10: 64-65 ms of CPU at one thread whether the
-#: machine was otherwise idle or ran a busy or a memory-bound process beside it; 66, 75 and 72 ms at two
-#: threads, single frames up to 48 % above another).
-CPU_JUDGE_THREADS = 1
+#: The intra-op threads `--judge cpu` and `--judge relative` need in the baseline and the run (`WHY_ONE_THREAD`).
+JUDGE_THREADS = 1
+#: Why, per judge, measured on this 2-core machine (uffn-tiny int8, 360p). cpu: a frame's CPU time at more
+#: threads is not its work, it also holds the threads' waiting for each other, which grows with the machine's
+#: load (a rain frame, median of 10: 64-65 ms of CPU at one thread whether the machine was otherwise idle or
+#: ran a busy or a memory-bound process beside it; 66, 75 and 72 ms at two). relative: at more threads a
+#: frame (many short parallel sections) and the reference (three long ones) wait for their workers
+#: differently when other processes hold the cores (10 unchanged runs at two threads: every one inconclusive,
+#: up to 1.86x [1.05, 2.14]; at one thread 0 of 20 false alarms, see the README).
+WHY_ONE_THREAD: dict[str, str] = {
+    "cpu": "a frame's CPU time also holds the threads' waiting for each other, which grows with the machine's "
+    "load",
+    "relative": "a frame and the reference wait for their workers differently when other processes hold the "
+    "cores",
+}
 
 
 #: The judges that divide each round's statistic by the reference workload's in the same round, and by which
 #: of its stages (`cases.REFERENCE_STAGE`: wall clock; `REFERENCE_CPU_STAGE`: CPU time).
 REFERENCE_OF: dict[str, str] = {"cpu": REFERENCE_CPU_STAGE, "relative": REFERENCE_STAGE}
-#: The judges the machine-load guard (`max_extra_load`) applies to. Not "cpu": the reference's CPU time in the
-#: same round carries what a busier machine adds to a frame's (caches, memory bandwidth).
-LOAD_GUARDED: tuple[str, ...] = ("wall", "relative")
+#: The judges the machine-load guard (`max_extra_load`) applies to: not those divided by the reference, whose
+#: time in the same round carries what a busier machine adds to a frame's (the cores, caches, memory).
+LOAD_GUARDED: tuple[str, ...] = ("wall",)
 
 
 def check_judge(
@@ -287,38 +296,36 @@ def check_judge(
     judge: str,
     threads: int | None,
 ) -> None:
-    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind) and only when
-    the baseline and this run (`threads`: the intra-op threads it runs) both ran `CPU_JUDGE_THREADS` intra-op
-    thread; "cpu" and "relative" only against a baseline that recorded the reference workload. One-line
-    `UserError`s, before any timing."""
+    """`judge` is one of `JUDGES` and applies here: "cpu" and "relative" only on a CPU device ("cpu" kind),
+    only when the baseline and this run (`threads`: the intra-op threads it runs) both ran `JUDGE_THREADS`
+    intra-op thread, and only against a baseline that recorded the reference workload (and, for "cpu", the
+    CPU time). One-line `UserError`s, before any timing."""
     if judge not in JUDGES:
         raise UserError(f"unknown judge {judge!r}; expected {', '.join(JUDGES)}")
-    if judge == "cpu":
-        if device_kind != "cpu":
-            raise UserError(
-                "--judge cpu compares the process's CPU work, which says nothing of a GPU's; judge the "
-                "wall-clock stages on a GPU (leave out --judge)"
-            )
-        ran = {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
-        off = {who: n for who, n in ran.items() if n != CPU_JUDGE_THREADS}
-        if off:
-            said = ", ".join(
-                f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items()
-            )
-            raise UserError(
-                f"--judge cpu needs --threads {CPU_JUDGE_THREADS} in the baseline and in this run ({said} "
-                "intra-op threads): with more, a frame's CPU time also holds the threads' waiting for each "
-                "other, which grows with the machine's load; record the baseline and compare with --threads "
-                f"{CPU_JUDGE_THREADS}"
-            )
-    if judge in REFERENCE_OF:
-        needed = (CPU_STAGE, REFERENCE_OF[judge]) if judge == "cpu" else (REFERENCE_OF[judge],)
-        if not any(all(s in (c.get("rounds") or {}) for s in needed) for c in baseline["cases"]):
-            raise _bad(
-                "the baseline",
-                f"holds no {' and no '.join(needed)} rounds (--judge {judge} needs a baseline recorded with "
-                "--reference)",
-            )
+    if judge not in REFERENCE_OF:
+        return
+    if device_kind != "cpu":
+        what = "the process's CPU work" if judge == "cpu" else "times against a CPU graph's"
+        raise UserError(
+            f"--judge {judge} compares {what}, which says nothing of a GPU's; judge the wall-clock stages on a "
+            "GPU (leave out --judge)"
+        )
+    ran = {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
+    off = {who: n for who, n in ran.items() if n != JUDGE_THREADS}
+    if off:
+        said = ", ".join(f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items())
+        raise UserError(
+            f"--judge {judge} needs --threads {JUDGE_THREADS} in the baseline and in this run ({said} intra-op "
+            f"threads): with more, {WHY_ONE_THREAD[judge]}; record the baseline and compare with --threads "
+            f"{JUDGE_THREADS}"
+        )
+    needed = (CPU_STAGE, REFERENCE_OF[judge]) if judge == "cpu" else (REFERENCE_OF[judge],)
+    if not any(all(s in (c.get("rounds") or {}) for s in needed) for c in baseline["cases"]):
+        raise _bad(
+            "the baseline",
+            f"holds no {' and no '.join(needed)} rounds (--judge {judge} needs a baseline recorded with "
+            "--reference)",
+        )
 
 
 def compare(
@@ -350,10 +357,10 @@ def compare(
     time (they change how long the work waits, not how much there is); each round's statistic is divided by
     the reference workload's CPU time in the same round (`REFERENCE_OF`), which carries what a busier machine
     still adds to it through caches and memory bandwidth, so the load guard does not apply (`LOAD_GUARDED`);
-    ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` judges the wall-clock stages,
+    ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` (the same conditions) judges the wall-clock stages,
     each round's statistic divided by the reference workload's wall-clock time in the same round: a machine
-    that is slower for everything (another process on the cores) cancels out, slower code does not; the load
-    guard applies. Raises `DeviceMismatch` when the two were recorded under different device keys, and
+    that is slower for everything (another process on the cores) cancels out, slower code does not; no load
+    guard either. Raises `DeviceMismatch` when the two were recorded under different device keys, and
     `UserError` when they share no case or hold malformed values."""
     current = validate_report(current, "this run")
     baseline = validate_report(baseline, "the baseline")
