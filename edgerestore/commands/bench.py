@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference",
         action="store_true",
         help="time a fixed ONNX Runtime graph (the reference workload) right after every frame, in the same "
-        "rounds, for --judge relative (implied by it; record the baseline with it too; ONNX Runtime only)",
+        "rounds, for --judge cpu and --judge relative (implied by them; record their baseline with it; ONNX "
+        "Runtime only)",
     )
     how.add_argument(
         "-o", "--out", type=Path, default=DEFAULT_OUT, help="JSON and plots go here (default: bench_out/)"
@@ -140,9 +141,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("wall", "cpu", "relative"),
         default="wall",
         help="what --compare judges: the wall-clock stages (wall, the default: latency on a dedicated device), "
-        "the process's CPU time per frame (cpu: the work, which other processes on a shared machine "
-        "change far less; ONNX Runtime, --threads 1), or the wall-clock stages over the reference workload's "
-        "time in the same round (relative: a slower machine cancels out; ONNX Runtime, --reference)",
+        "the process's CPU time per frame (cpu: the work, which other processes on a shared machine change "
+        "far less), or the wall-clock stages (relative: a machine slower for everything cancels out); cpu and "
+        "relative divide each round by the reference workload's time in the same round (--reference, "
+        "implied) and need ONNX Runtime and --threads 1",
     )
     base.add_argument(
         "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
