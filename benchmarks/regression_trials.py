@@ -44,29 +44,41 @@ from pathlib import Path
 DEFAULT_ARGS = ["--profile", "uffn-tiny", "--precision", "int8", "--sizes", "360p,720p"]
 
 
-SLOW = """
-import sys, time
+#: `slow_graphs(factor)`: from then on, every ONNX Runtime session a backend loads is followed, inside the
+#: runtime's timing of its graph, by (factor - 1) x the process CPU time the run took of CPU work.
+SLOW_GRAPHS = """
+import time
 from edgerestore.runtime.ort import OnnxRuntimeBackend
-_load, _factor = OnnxRuntimeBackend.load, float(sys.argv.pop(1))
+
 class Slower:
-    def __init__(self, session):
-        self._session = session
+    def __init__(self, session, factor):
+        self._session, self._factor = session, factor
     def run_with_iobinding(self, binding):
         c0 = time.process_time()
         self._session.run_with_iobinding(binding)
-        end = time.thread_time() + (time.process_time() - c0) * (_factor - 1.0)
+        end = time.thread_time() + (time.process_time() - c0) * (self._factor - 1.0)
         while time.thread_time() < end:
             pass
     def __getattr__(self, name):
         return getattr(self._session, name)
-def load(self, name, path):
-    info = _load(self, name, path)
-    self._sessions[name] = Slower(self._sessions[name])
-    return info
-OnnxRuntimeBackend.load = load
+
+def slow_graphs(factor):
+    plain = OnnxRuntimeBackend.load
+    def load(self, name, path):
+        info = plain(self, name, path)
+        self._sessions[name] = Slower(self._sessions[name], factor)
+        return info
+    OnnxRuntimeBackend.load = load
+"""
+SLOW = (
+    SLOW_GRAPHS
+    + """
+import sys
+slow_graphs(float(sys.argv.pop(1)))
 from edgerestore.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+)
 
 
 def bench(args: list[str], out: Path, slowdown: float | None = None) -> tuple[int, str, float]:
