@@ -474,6 +474,11 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
         err = capsys.readouterr().err.strip()
         assert "needs a baseline recorded with --reference" in err and len(err.splitlines()) == 1
         assert not (out / "bench.json").exists()
+    assert common[-2:] == ["--threads", "1"]
+    two = [*common[:-1], "2"]  # a baseline the judge would refuse: refused before timing, not recorded
+    assert main([*two, "--out", str(tmp_path / "r0"), "--judge", "cpu", "--save-baseline", str(base)]) == 2
+    assert "--judge cpu needs --threads 1" in capsys.readouterr().err
+    assert not (tmp_path / "r0" / "bench.json").exists()
     assert main([*common, "--out", str(tmp_path / "r1"), "--reference", "--save-baseline", str(base)]) == 0
     with_ref = json.loads((tmp_path / "r1" / "bench.json").read_text())
     rounds = with_ref["cases"][0]["rounds"]

@@ -324,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_destination,
         check_device,
         check_judge,
+        check_judge_threads,
         check_shared_cases,
         compare,
         resolve_baseline,
@@ -407,6 +408,8 @@ def run(args: argparse.Namespace) -> int:
             check_device(baseline, device.key)
             check_shared_cases(baseline, [t.id for t in timers])
             check_judge(baseline, device.kind, args.judge, device.threads)
+        else:  # a baseline for --judge cpu / relative must be one they accept
+            check_judge_threads(args.judge, {"this run": device.threads})
         if args.save_baseline is not None:
             check_writable(baseline_destination(args.save_baseline, device.key), "--save-baseline")
         timing = "cuda_events" if restorers[0].backend.name == "tensorrt" else "perf_counter"

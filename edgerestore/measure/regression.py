@@ -290,6 +290,19 @@ REFERENCE_OF: dict[str, str] = {"cpu": REFERENCE_CPU_STAGE, "relative": REFERENC
 LOAD_GUARDED: tuple[str, ...] = ("wall",)
 
 
+def check_judge_threads(judge: str, ran: Mapping[str, int | None]) -> None:
+    """A one-line `UserError` unless every report in `ran` (who: intra-op threads) ran `JUDGE_THREADS`, for a
+    judge that needs it (`WHY_ONE_THREAD`); `bench --judge cpu --save-baseline` checks its own run with it."""
+    off = {who: n for who, n in ran.items() if n != JUDGE_THREADS}
+    if judge in WHY_ONE_THREAD and off:
+        said = ", ".join(f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items())
+        raise UserError(
+            f"--judge {judge} needs --threads {JUDGE_THREADS} in the baseline and in this run ({said} intra-op "
+            f"threads): with more, {WHY_ONE_THREAD[judge]}; record the baseline and compare with --threads "
+            f"{JUDGE_THREADS}"
+        )
+
+
 def check_judge(
     baseline: Mapping[str, Any],
     device_kind: str | None,
@@ -310,15 +323,9 @@ def check_judge(
             f"--judge {judge} compares {what}, which says nothing of a GPU's; judge the wall-clock stages on a "
             "GPU (leave out --judge)"
         )
-    ran = {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
-    off = {who: n for who, n in ran.items() if n != JUDGE_THREADS}
-    if off:
-        said = ", ".join(f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items())
-        raise UserError(
-            f"--judge {judge} needs --threads {JUDGE_THREADS} in the baseline and in this run ({said} intra-op "
-            f"threads): with more, {WHY_ONE_THREAD[judge]}; record the baseline and compare with --threads "
-            f"{JUDGE_THREADS}"
-        )
+    check_judge_threads(
+        judge, {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
+    )
     needed = (CPU_STAGE, REFERENCE_OF[judge]) if judge == "cpu" else (REFERENCE_OF[judge],)
     if not any(all(s in (c.get("rounds") or {}) for s in needed) for c in baseline["cases"]):
         raise _bad(
