@@ -4,8 +4,8 @@ Three float32 3×3 convolutions (16 channels at 180×320, ReLU between; seeded w
 through ONNX Runtime with the restorer's own session options and intra-op threads. Nothing in this project
 changes it, so its time is the machine's: timed right after each frame, in the same rounds, it slows down with
 whatever else slows the machine down at that moment (another process on the cores, a neighbour on the
-caches), and a frame's time divided by it (`--judge relative`) cancels such slowdowns while a slower code
-path still shows.
+caches), and a frame's time divided by it (`--judge relative`: wall clock; `--judge cpu`: CPU time) cancels
+such slowdowns while a slower code path still shows.
 
 Imports onnx, onnxruntime and numpy; never torch.
 """
@@ -74,8 +74,8 @@ class Reference:
         if restorer.backend.name != "onnxruntime" or options is None:
             raise UserError(
                 "--reference times a CPU graph beside ONNX Runtime frames; a "
-                f"{restorer.backend.name} frame's time is not the CPU's (leave out --reference and --judge "
-                "relative)"
+                f"{restorer.backend.name} frame's time is not the CPU's (leave out --reference, --judge cpu and "
+                "--judge relative)"
             )
         return cls(options)
 

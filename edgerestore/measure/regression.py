@@ -5,8 +5,10 @@ ever compared with a run of the same key (`compare` refuses otherwise), so a bas
 cannot pass or fail a run by accident; a run with fewer threads than its baseline is a regression.
 `compare` judges each stage by the ratio of the median round statistic (now / baseline) with a bootstrap
 confidence interval over rounds (`edgerestore.measure.stats`): regressed when the whole interval lies above
-1 + tolerance, unchanged when it lies below, inconclusive otherwise. A baseline is validated before any frame
-is timed (`validate_report`, `check_device`, `check_shared_cases`).
+1 + tolerance, unchanged when it lies below, inconclusive otherwise; the judges `cpu` and `relative` first
+divide each round's statistic by the reference workload's in the same round (`edgerestore.measure.reference`).
+A baseline is validated before any frame is timed (`validate_report`, `check_device`, `check_shared_cases`,
+`check_judge`).
 
 Never torch.
 """
@@ -364,10 +366,10 @@ def compare(
     time (they change how long the work waits, not how much there is); each round's statistic is divided by
     the reference workload's CPU time in the same round (`REFERENCE_OF`), which carries what a busier machine
     still adds to it through caches and memory bandwidth, so the load guard does not apply (`LOAD_GUARDED`);
-    ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` (the same conditions) judges the wall-clock stages,
-    each round's statistic divided by the reference workload's wall-clock time in the same round: a machine
-    that is slower for everything (another process on the cores) cancels out, slower code does not; no load
-    guard either. Raises `DeviceMismatch` when the two were recorded under different device keys, and
+    ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` (the same conditions)
+    judges the wall-clock stages, each round's statistic divided by the reference workload's wall-clock time
+    in the same round: a machine that is slower for everything (another process on the cores) cancels out,
+    slower code does not; no load guard either. Raises `DeviceMismatch` when the two were recorded under different device keys, and
     `UserError` when they share no case or hold malformed values."""
     current = validate_report(current, "this run")
     baseline = validate_report(baseline, "the baseline")
