@@ -244,8 +244,9 @@ def _machine(factors: list[float], ms: float, seed: int) -> list[list[float]]:
 def test_judging_relative_to_the_reference_cancels_a_slower_machine_and_catches_slower_code():
     """--judge relative: a round's frames and the reference workload timed beside them slow down together
     when the machine does (a hog: wall-clock x1.5-2.5, unchanged relative to the reference), while slower
-    code slows the frames alone (x1.3: regressed, even on the slower machine, and with no load guard). Without
-    a reference in the baseline or the run: a one-line refusal."""
+    code slows the frames alone (x1.3: regressed, even on the slower machine, and with no load guard). A stage
+    under a millisecond is not judged relative to it. Without a reference in the baseline or the run: a
+    one-line refusal."""
     rng = np.random.default_rng(3)
     quiet, busy = list(1 + 0.1 * rng.random(10)), list(1.5 + rng.random(10))
 
@@ -269,6 +270,11 @@ def test_judging_relative_to_the_reference_cancels_a_slower_machine_and_catches_
         and 1.2 < caught.checks[0].estimate.low < 1.3 < caught.checks[0].estimate.high
     )
     assert compare(payload(quiet, code=1.3), base, judge="relative").verdict == REGRESSED
+    copies = copy.deepcopy(hog)  # a 0.2 ms stage 1.5x slower: judged by wall clock, too short to be relative
+    base["cases"][0]["rounds"]["copies"] = _machine(quiet, 0.2, 3)
+    copies["cases"][0]["rounds"]["copies"] = _machine(quiet, 0.3, 3)
+    assert "copies" in {c.stage for c in compare(copies, base).regressions}
+    assert compare(copies, base, judge="relative").verdict == UNCHANGED
     base["cases"][0]["load"], slower["cases"][0]["load"] = [1.0] * 10, [12.0] * 10
     assert compare(slower, base).verdict == INCONCLUSIVE  # the wall judge's load guard
     assert compare(slower, base, judge="relative").verdict == REGRESSED  # none here: the reference carries it
