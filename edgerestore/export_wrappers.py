@@ -91,7 +91,7 @@ class BranchGraph(nn.Module):
         self.float_output = float_output
 
     def forward(self, frame: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        if getattr(self.branch, "subpixel", False):  # a BlockedGatedBranch: the frame stays NHWC BGR
+        if getattr(self.branch, "nhwc", False):  # a BlockedGatedBranch: the frame stays NHWC BGR
             y = (frame.to(torch.float32) / 255.0 + self.branch.correction_nhwc_bgr(features)).clamp(0.0, 1.0)
             return y if self.float_output else torch.round(y * 255.0).to(torch.uint8)
         return rgb_to_frame(self.branch(frame_to_rgb(frame), features), self.float_output)
@@ -175,7 +175,8 @@ def _softmax_channels(z: torch.Tensor) -> torch.Tensor:
 
 class BlockedGatedBranch(nn.Module):
     """`MultiGatedBranch` in the blocked form described in the module docstring; `forward` has the branch's
-    signature (RGB NCHW in and out), `restore_nhwc_bgr` (sub-pixel decoders only) works on NHWC BGR frames.
+    signature (RGB NCHW in and out); with `nhwc` (its decoder ends at half resolution, `_blocked_decoder`)
+    `correction_nhwc_bgr` gives the full-resolution correction of an NHWC BGR frame.
     Built from an eval-mode branch; its parameters are copied, the original is not kept."""
 
     def __init__(self, branch: nn.Module) -> None:
@@ -198,21 +199,13 @@ class BlockedGatedBranch(nn.Module):
         self.level_logit = TapConv((w[0] - w[1])[None], (b[0] - b[1])[None], replicate=c)
         diff = [(k, k, 1.0) for k in range(c)] + [(k, c + k, -1.0) for k in range(c)]
         self.register_buffer("low_minus_high", _select(diff, c, 2 * c))
-        decoder = list(branch.decoder)
-        self.subpixel = isinstance(decoder[-1], nn.PixelShuffle)
-        if self.subpixel:
-            head = decoder[-2]
-            self.decoder = nn.Sequential(*decoder[:-2])
-            r = decoder[-1].upscale_factor
-            # PixelShuffle reads channel rgb·r² + dy·r + dx; the NHWC tail wants (dy, dx, bgr)
-            order = [
-                (2 - bgr) * r * r + dy * r + dx for dy in range(r) for dx in range(r) for bgr in range(3)
-            ]
-            self.upscale = r
-            self.register_buffer("head_weight", head.weight.detach()[order].clone())
-            self.register_buffer("head_bias", head.bias.detach()[order].clone())
-        else:
-            self.decoder = branch.decoder
+        self.decoder, self.phases, self.nhwc = branch.decoder, None, False
+        head = _blocked_decoder(list(branch.decoder))
+        if head is not None:  # the decoder ends in 3·2² channels at half resolution, shuffled in the tail
+            self.nhwc = True
+            self.decoder, self.phases, head_weight, head_bias = head
+            self.register_buffer("head_weight", head_weight)
+            self.register_buffer("head_bias", head_bias)
 
     def fused(self, features: torch.Tensor) -> torch.Tensor:
         """The level gate's output: what the decoder reads."""
@@ -225,16 +218,127 @@ class BlockedGatedBranch(nn.Module):
         return high + s * F.conv2d(both, self.low_minus_high)
 
     def correction_nhwc_bgr(self, features: torch.Tensor) -> torch.Tensor:
-        """Sub-pixel decoders: the decoder's full-resolution correction as NHWC BGR [1, r·h, r·w, 3]."""
-        h, w, r = features.shape[2], features.shape[3], self.upscale
-        d = F.conv2d(self.decoder(self.fused(features)), self.head_weight, self.head_bias)
-        d = d.permute(0, 2, 3, 1).reshape(1, h, w, r, r, 3).permute(0, 1, 3, 2, 4, 5)
-        return d.reshape(1, r * h, r * w, 3)
+        """The decoder's full-resolution correction as NHWC BGR [1, 2h, 2w, 3] (when `nhwc`)."""
+        h, w = features.shape[2], features.shape[3]
+        y = self.decoder(self.fused(features))
+        if self.phases is not None:
+            y = torch.cat([F.relu(conv(F.pad(y, pad))) for pad, conv in self.phases], dim=1)
+        d = F.conv2d(y, self.head_weight, self.head_bias, padding=self.head_weight.shape[-1] // 2)
+        d = d.permute(0, 2, 3, 1).reshape(1, h, w, 2, 2, 3).permute(0, 1, 3, 2, 4, 5)
+        return d.reshape(1, 2 * h, 2 * w, 3)
 
     def forward(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        if self.subpixel:
+        if self.nhwc:
             return x + self.correction_nhwc_bgr(features).flip(3).permute(0, 3, 1, 2)
         return x + self.decoder(self.fused(features))
+
+
+def _norm_affine(norm: nn.Module, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) of an eval-mode BatchNorm2d or an Identity; None for anything else (instance norm)."""
+    if isinstance(norm, nn.Identity):
+        return torch.ones(channels), torch.zeros(channels)
+    if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.running_var is not None:
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.detach()
+        shift = -norm.running_mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.detach()
+        return scale, shift
+    return None
+
+
+#: output pixel 2i + a of a 4×4, stride-2, padding-1 transposed conv reads inputs i - 1, i (a = 0) or i, i + 1
+#: (a = 1) through these kernel rows, in that order: a 2×2 conv per output phase, padded on one side
+_PHASE_ROWS = {0: (3, 1), 1: (2, 0)}
+
+
+def _blocked_decoder(decoder: list[nn.Module]):
+    """(body, phase convs or None, head weight, head bias) for a decoder the NHWC tail can finish, or None.
+
+    Sub-pixel decoder (conv, norm, ReLU, 1×1 head to 3·4, PixelShuffle(2)): the body as it is and the head
+    with its output channels reordered from PixelShuffle's (rgb, dy, dx) to the tail's (dy, dx, bgr).
+
+    The paper's decoder (4×4 stride-2 ConvTranspose, BatchNorm, ReLU, 3×3 conv to RGB at full resolution): the
+    transposed conv as its four output phases, each a 2×2 conv at half resolution with the norm folded in
+    (+ ReLU), concatenated (4C blocked channels), and the full-resolution 3×3 head as the 3×3 conv over those
+    phases that computes each output phase — the same sums, re-indexed; zero padding at the full-resolution
+    border is zero padding at the half-resolution one. ONNX Runtime's ConvTranspose has no blocked kernel and
+    the full-resolution C-channel tensor is never made."""
+    if len(decoder) == 5 and isinstance(decoder[-1], nn.PixelShuffle) and decoder[-1].upscale_factor == 2:
+        head = decoder[3]
+        order = [(2 - bgr) * 4 + dy * 2 + dx for dy in range(2) for dx in range(2) for bgr in range(3)]
+        return (
+            nn.Sequential(*decoder[:3]),
+            None,
+            head.weight.detach()[order].clone(),
+            head.bias.detach()[order].clone(),
+        )
+    if len(decoder) != 4 or not isinstance(decoder[0], nn.ConvTranspose2d):
+        return None
+    up, norm, act, head = decoder
+    c = up.in_channels
+    affine = _norm_affine(norm, up.out_channels)
+    if (
+        affine is None
+        or not isinstance(act, nn.ReLU)
+        or up.kernel_size != (4, 4)
+        or up.stride != (2, 2)
+        or up.padding != (1, 1)
+        or up.output_padding != (0, 0)
+        or up.dilation != (1, 1)
+        or up.groups != 1
+        or up.bias is not None
+        or not isinstance(head, nn.Conv2d)
+        or head.kernel_size != (3, 3)
+        or head.padding != (1, 1)
+        or head.stride != (1, 1)
+        or head.dilation != (1, 1)
+        or head.groups != 1
+        or head.out_channels != 3
+    ):
+        return None
+    scale, shift = affine
+    weight = up.weight.detach()  # [in, out, 4, 4]
+    phases = []
+    for a in (0, 1):
+        for b in (0, 1):
+            conv = nn.Conv2d(c, up.out_channels, 2)
+            rows, cols = _PHASE_ROWS[a], _PHASE_ROWS[b]
+            w = weight[:, :, list(rows)][:, :, :, list(cols)].permute(1, 0, 2, 3)  # [out, in, 2, 2]
+            conv.weight.data = (w * scale[:, None, None, None]).contiguous()
+            conv.bias.data = shift.clone()
+            phases.append(((1 - b, b, 1 - a, a), conv.eval()))  # F.pad order: left, right, top, bottom
+    co = up.out_channels
+    hw, hb = head.weight.detach(), head.bias.detach()
+    phase_head = torch.zeros(12, 4 * co, 3, 3)
+    for a in (0, 1):
+        for b in (0, 1):
+            for color in range(3):
+                out = a * 6 + b * 3 + (2 - color)
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        ty, py = divmod(a + dy, 2)  # half-resolution row offset, input phase
+                        tx, px = divmod(b + dx, 2)
+                        channels = slice((py * 2 + px) * co, (py * 2 + px + 1) * co)
+                        phase_head[out, channels, ty + 1, tx + 1] += hw[color, :, dy + 1, dx + 1]
+    head_bias = torch.stack([hb[2 - bgr] for _ in range(4) for bgr in range(3)])
+    body = nn.Identity()
+    phase_list = nn.ModuleList(conv for _, conv in phases)
+    pads = [pad for pad, _ in phases]
+    return body, _Phases(pads, phase_list), phase_head, head_bias
+
+
+class _Phases(nn.Module):
+    """The four 2×2 phase convs of a transposed conv, with their one-sided paddings (iterable as pairs)."""
+
+    def __init__(self, pads: list[tuple[int, int, int, int]], convs: nn.ModuleList) -> None:
+        super().__init__()
+        self.pads = pads
+        self.convs = convs
+
+    def __iter__(self):
+        return iter(zip(self.pads, self.convs))
 
 
 class SliceGradient(nn.Module):
