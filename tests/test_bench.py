@@ -496,7 +496,10 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
     assert "| cpu |" in out and "| total |" in out  # the table shows both; compare judged only cpu
     judged = out.split("compare (")[1]
     assert "| cpu |" in judged and "| total |" not in judged and "over the reference workload's" in judged
-    code = main([*common, "--out", str(tmp_path / "r2"), "--compare", str(base), "--judge", "relative"])
+    relative = ["--compare", str(base), "--judge", "relative"]
+    assert main([*common, "--out", str(tmp_path / "r3"), *relative]) == 2  # every stage under 1 ms: skipped
+    assert "nothing to judge" in capsys.readouterr().err
+    code = main([*common, "--out", str(tmp_path / "r2"), *relative, "--min-ms", "0"])
     out = capsys.readouterr().out
     assert code in (0, 1) and "| total |" in out.split("compare (")[1]
     less_cpu = json.loads((base / f"{key}.json").read_text())

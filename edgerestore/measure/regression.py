@@ -347,7 +347,7 @@ def compare(
     tolerance: float = 0.10,
     stat: str = "p50",
     stages: Sequence[str] = REPORT_STAGES,
-    min_ms: float = DEFAULT_MIN_MS,
+    min_ms: float | None = None,
     confidence: float = 0.95,
     resamples: int = 4000,
     max_extra_load: float | None = None,
@@ -358,7 +358,8 @@ def compare(
     Each round's `stat` is one observation; a stage's estimate is the ratio of the medians of those
     observations (now / baseline) with a `confidence` bootstrap interval (`ratio_of_medians`), and its
     verdict is regressed / unchanged / inconclusive against `1 + tolerance` (`RatioEstimate.verdict`).
-    Stages whose baseline median is under `min_ms` are skipped. A run with fewer intra-op threads than its
+    Stages whose baseline median is under `min_ms` are skipped (default: `DEFAULT_MIN_MS`, and
+    `RELATIVE_MIN_MS` for `judge="relative"`). A run with fewer intra-op threads than its
     baseline is regressed whatever the times. When both runs sampled the machine's load (`runnable_others`)
     and this run's median exceeds the baseline's by more than `max_extra_load` tasks (default: the device's
     core count + 1, so one busy process beside the run is still a slowdown to catch — it reads as about two
@@ -373,7 +374,7 @@ def compare(
     ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` (the same conditions)
     judges the wall-clock stages, each round's statistic divided by the reference workload's wall-clock time
     in the same round: a machine that is slower for everything (another process on the cores) cancels out,
-    slower code does not; no load guard either, and no stage under `RELATIVE_MIN_MS`. Raises `DeviceMismatch` when the two were recorded under different device keys, and
+    slower code does not; no load guard either, and by default no stage under `RELATIVE_MIN_MS`. Raises `DeviceMismatch` when the two were recorded under different device keys, and
     `UserError` when they share no case or hold malformed values."""
     current = validate_report(current, "this run")
     baseline = validate_report(baseline, "the baseline")
@@ -381,6 +382,8 @@ def compare(
         raise UserError(f"unknown statistic {stat!r}; expected {', '.join(STATS)}")
     if not 0.5 <= confidence < 1.0:
         raise UserError(f"confidence {confidence!r} must be in [0.5, 1)")
+    if min_ms is None:
+        min_ms = RELATIVE_MIN_MS if judge == "relative" else DEFAULT_MIN_MS
     key_now = current["device"]["key"]
     check_device(baseline, key_now)
     check_judge(baseline, current["device"].get("kind"), judge, current["device"].get("threads"))
@@ -408,7 +411,7 @@ def compare(
                 continue
             b = [round_stat(r, stat) for r in b_rounds]
             c = [round_stat(r, stat) for r in c_rounds]
-            if float(np.median(b)) < max(min_ms, RELATIVE_MIN_MS if judge == "relative" else 1e-9):
+            if float(np.median(b)) < min_ms:
                 continue
             b_obs, c_obs = b, c
             if reference:
