@@ -11,13 +11,18 @@ that a drift of the machine's load lands on every kind alike:
 
 * `unchanged`: the same command, nothing changed;
 * `hog`: one busy CPU hog (`python -c 'while 1: pass'`) started just before the check and killed after it;
-* `slow`: the code made `--slowdown` (1.3) times slower: every frame is followed by CPU work of
-  (slowdown - 1) x the process CPU time the frame took (`Restorer.__call__` wrapped, in the check's process
-  only), so each frame costs `--slowdown` times the work.
+* `slow`: the graphs made `--slowdown` (1.3) times slower: every ONNX Runtime graph run is followed, inside
+  the runtime's timing of that graph, by CPU work of (slowdown - 1) x the process CPU time the run took (the
+  sessions of `OnnxRuntimeBackend` wrapped, in the check's process only; the reference workload's session is
+  not one of them), so each graph costs `--slowdown` times the work, and its stage, `total` and `cpu` show it.
+  At `--threads 1` on an idle core that is `--slowdown` times the wall-clock time too; at more threads the
+  added work runs on one thread, so the wall-clock stages grow by more. (An earlier version added the work
+  after `Restorer.__call__` returned: the `cpu` stage saw it, the runtime's wall-clock stages did not.)
 
 Each run's verdict is the check's own (its exit status: 1 = regressed; else its summary line), with ARGS'
-`--judge`; beside it, `compare` on the run's bench.json gives the verdict of each judge (wall, cpu), so one
-experiment measures both. Prints one line per run and the counts: a false alarm is an unchanged run called
+`--judge`; beside it, `compare` on the run's bench.json gives the verdict of each judge (wall, cpu, relative;
+n/a where a judge refuses the runs: cpu without `--threads 1`, relative without `--reference`), so one
+experiment measures them all. Prints one line per run and the counts: a false alarm is an unchanged run called
 regressed, a catch a hog or slow run called regressed. `--json` writes every line. Goal (issue 25): 0 false
 alarms in 20, every slowdown caught, each run well under a minute.
 """
@@ -39,21 +44,41 @@ from pathlib import Path
 DEFAULT_ARGS = ["--profile", "uffn-tiny", "--precision", "int8", "--sizes", "360p,720p"]
 
 
-SLOW = """
-import sys, time
-from edgerestore.runtime.restorer import Restorer
-_call, _factor = Restorer.__call__, float(sys.argv.pop(1))
-def call(self, frame):
-    c0 = time.process_time()
-    result = _call(self, frame)
-    end = time.thread_time() + (time.process_time() - c0) * (_factor - 1.0)
-    while time.thread_time() < end:
-        pass
-    return result
-Restorer.__call__ = call
+#: `slow_graphs(factor)`: from then on, every ONNX Runtime session a backend loads is followed, inside the
+#: runtime's timing of its graph, by (factor - 1) x the process CPU time the run took of CPU work.
+SLOW_GRAPHS = """
+import time
+from edgerestore.runtime.ort import OnnxRuntimeBackend
+
+class Slower:
+    def __init__(self, session, factor):
+        self._session, self._factor = session, factor
+    def run_with_iobinding(self, binding):
+        c0 = time.process_time()
+        self._session.run_with_iobinding(binding)
+        end = time.thread_time() + (time.process_time() - c0) * (self._factor - 1.0)
+        while time.thread_time() < end:
+            pass
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+def slow_graphs(factor):
+    plain = OnnxRuntimeBackend.load
+    def load(self, name, path):
+        info = plain(self, name, path)
+        self._sessions[name] = Slower(self._sessions[name], factor)
+        return info
+    OnnxRuntimeBackend.load = load
+"""
+SLOW = (
+    SLOW_GRAPHS
+    + """
+import sys
+slow_graphs(float(sys.argv.pop(1)))
 from edgerestore.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+)
 
 
 def bench(args: list[str], out: Path, slowdown: float | None = None) -> tuple[int, str, float]:
@@ -66,7 +91,9 @@ def bench(args: list[str], out: Path, slowdown: float | None = None) -> tuple[in
 
 
 def judged(out: Path, baseline: Path, args: list[str]) -> dict[str, str]:
-    """The verdict of each judge on the run's bench.json (the check's own compare, its other options)."""
+    """The verdict of each judge on the run's bench.json (the check's own compare, its other options); "n/a"
+    where that judge refuses the runs (the cpu judge at more than one intra-op thread)."""
+    from edgerestore.errors import UserError
     from edgerestore.measure.regression import JUDGES, compare
     from edgerestore.measure.stats import parse_tolerance
 
@@ -76,7 +103,14 @@ def judged(out: Path, baseline: Path, args: list[str]) -> dict[str, str]:
     current = json.loads((out / "bench.json").read_text())
     base = json.loads(baseline.read_text())
     tolerance, stat = parse_tolerance(opt("--tolerance", "10%")), opt("--stat", "p50")
-    return {j: compare(current, base, tolerance, stat, judge=j).verdict for j in JUDGES}
+
+    def verdict(judge: str) -> str:
+        try:
+            return compare(current, base, tolerance, stat, judge=judge).verdict
+        except UserError:
+            return "n/a"
+
+    return {j: verdict(j) for j in JUDGES}
 
 
 def verdict_of(code: int, output: str) -> str:

@@ -162,33 +162,128 @@ def test_a_slowdown_while_the_machine_was_much_busier_is_inconclusive_not_regres
     assert compare(now, base, max_extra_load=10).verdict == REGRESSED
 
 
-def test_judging_cpu_time_ignores_a_busier_machine_and_catches_more_work():
-    """--judge cpu: the wall-clock stages doubled by other processes' load are not judged, the CPU time per
-    frame is; the same work is unchanged, 30 % more work regressed (inconclusive when the machine was far
-    busier than the baseline's: the load guard). A GPU run, or a baseline without CPU time, is a one-line
-    refusal."""
-    base = _payload(spread=0.05, seed=0, cpu=40.0)
-    busy = _payload(factor=2.0, spread=0.4, seed=7)  # every wall stage x2 and spread by the load
-    more_work = _payload(factor=2.0, spread=0.4, seed=7)
-    busy["cases"][0]["rounds"]["cpu"] = _rounds(40.0, 10, 0.05, seed=8)  # the same work
-    more_work["cases"][0]["rounds"]["cpu"] = _rounds(52.0, 10, 0.05, seed=8)  # 30 % more work
-    for payload in (base, busy, more_work):
-        payload["device"] |= {"kind": "cpu", "cores": 2}
-        payload["cases"][0]["load"] = [1.0 if payload is base else 12.0] * 10
+def test_judging_cpu_time_over_the_reference_ignores_a_busier_machine_and_catches_more_work():
+    """--judge cpu: the wall-clock stages doubled by other processes' load are not judged; the CPU time per
+    frame is, each round's over the reference workload's CPU time in that round. A busier machine inflates
+    both (caches, memory bandwidth: x1.12-1.20 here, which judged alone would be a false alarm): unchanged;
+    30 % more work: regressed, however much busier the machine was (no load guard for this judge). A GPU run,
+    or a baseline without CPU time or the reference, is a one-line refusal."""
+    rng = np.random.default_rng(5)
+    quiet, contended = list(1 + 0.02 * rng.random(10)), list(1.12 + 0.08 * rng.random(10))
+
+    def payload(factors: list[float], work: float, wall: float, load: float) -> dict:
+        p = _payload(factor=wall, spread=0.4 if wall > 1 else 0.05, seed=7, threads=1)
+        p["device"] |= {"kind": "cpu", "cores": 2}
+        p["cases"][0]["rounds"] |= {
+            "cpu": _machine(factors, 40.0 * work, 8),
+            "reference_cpu": _machine(factors, 8.0, 9),
+        }
+        p["cases"][0]["load"] = [load] * 10
+        return p
+
+    base = payload(quiet, 1.0, 1.0, 1.0)
+    busy = payload(contended, 1.0, 2.0, 12.0)  # every wall stage x2 and spread by the load
+    more_work = payload(contended, 1.3, 2.0, 12.0)
     assert compare(busy, base).verdict != UNCHANGED  # wall-clock: the load shows
     result = compare(busy, base, judge="cpu")
     assert result.verdict == UNCHANGED and [c.stage for c in result.checks] == ["cpu"]
-    assert compare(more_work, base, judge="cpu").verdict == INCONCLUSIVE  # 11 more tasks: the load guard
-    more_work["cases"][0]["load"] = [3.0] * 10  # one busy process more: judged
-    assert compare(more_work, base, judge="cpu").verdict == REGRESSED
+    assert result.max_extra_load is None and not result.machine_busier
+    raw = ratio_of_medians(
+        [float(np.median(r)) for r in base["cases"][0]["rounds"]["cpu"]],
+        [float(np.median(r)) for r in busy["cases"][0]["rounds"]["cpu"]],
+    )
+    assert raw.verdict(0.10) == REGRESSED  # the CPU time alone: a false alarm
+    caught = compare(more_work, base, judge="cpu")
+    assert caught.verdict == REGRESSED and 1.25 < caught.checks[0].ratio < 1.35
     gpu = _payload(cpu=40.0)
     gpu["device"]["kind"] = "gpu"
     with pytest.raises(UserError, match="--judge cpu compares the process's CPU work"):
         compare(gpu, _payload(cpu=40.0), judge="cpu")
-    with pytest.raises(UserError, match="holds no CPU time per frame"):
-        compare(busy, _payload(), judge="cpu")
+    for missing in ("cpu", "reference_cpu"):
+        old = copy.deepcopy(base)
+        del old["cases"][0]["rounds"][missing]
+        with pytest.raises(UserError, match="needs a baseline recorded with --reference"):
+            compare(busy, old, judge="cpu")
     with pytest.raises(UserError, match="unknown judge"):
         compare(busy, base, judge="energy")
+
+
+@pytest.mark.parametrize("judge", ["cpu", "relative"])
+def test_judging_against_the_reference_needs_one_intra_op_thread_in_the_baseline_and_the_run(judge):
+    """At two threads a frame's CPU time also holds the threads' waiting for each other, and a frame and the
+    reference wait for their workers differently, both changed by the machine's load: --judge cpu and
+    --judge relative refuse it, in one line, whichever side ran more than one thread; and a GPU run."""
+    one = _payload(cpu=40.0, reference=10.0, reference_cpu=8.0, threads=1)
+    one["device"]["kind"] = "cpu"
+    assert compare(one, copy.deepcopy(one), judge=judge).verdict == UNCHANGED
+    for base_threads, now_threads, named in [
+        (2, 1, "the baseline 2"),
+        (1, 2, "this run 2"),
+        (None, 1, "unknown"),
+    ]:
+        base, now = copy.deepcopy(one), copy.deepcopy(one)
+        base["device"]["threads"], now["device"]["threads"] = base_threads, now_threads
+        with pytest.raises(UserError, match=f"--judge {judge} needs --threads 1") as e:
+            compare(now, base, judge=judge)
+        assert named in str(e.value) and "\n" not in str(e.value)
+    gpu = copy.deepcopy(one)
+    gpu["device"]["kind"] = "gpu"
+    with pytest.raises(UserError, match="says nothing of a GPU's"):
+        compare(gpu, copy.deepcopy(one), judge=judge)
+    two = _payload(cpu=40.0, threads=2)
+    two["device"]["kind"] = "cpu"
+    assert compare(two, copy.deepcopy(two)).verdict == UNCHANGED  # the wall judge takes any thread count
+
+
+def _machine(factors: list[float], ms: float, seed: int) -> list[list[float]]:
+    """Rounds of 5 frames around `ms`, each round scaled by that round's machine slowdown, jittered 2 %."""
+    rng = np.random.default_rng(seed)
+    return [list(ms * f * (1 + 0.02 * rng.standard_normal(5))) for f in factors]
+
+
+def test_judging_relative_to_the_reference_cancels_a_slower_machine_and_catches_slower_code():
+    """--judge relative: a round's frames and the reference workload timed beside them slow down together
+    when the machine does (a hog: wall-clock x1.5-2.5, unchanged relative to the reference), while slower
+    code slows the frames alone (x1.3: regressed, even on the slower machine, and with no load guard). A stage
+    under a millisecond is not judged relative to it. Without a reference in the baseline or the run: a
+    one-line refusal."""
+    rng = np.random.default_rng(3)
+    quiet, busy = list(1 + 0.1 * rng.random(10)), list(1.5 + rng.random(10))
+
+    def payload(factors: list[float], code: float = 1.0) -> dict:
+        p = _payload(threads=1)
+        p["device"]["kind"] = "cpu"
+        p["cases"][0]["rounds"] = {
+            "total": _machine(factors, 52.0 * code, 1),
+            "reference": _machine(factors, 10.0, 2),
+        }
+        return p
+
+    base, hog, slower = payload(quiet), payload(busy), payload(busy, code=1.3)
+    assert compare(hog, base).verdict == REGRESSED  # the wall clock sees the hog
+    result = compare(hog, base, judge="relative")
+    assert result.verdict == UNCHANGED and [c.stage for c in result.checks] == ["total"]
+    assert "over the reference workload's in the same round" in result.lines()[0]
+    caught = compare(slower, base, judge="relative")
+    assert (
+        caught.verdict == REGRESSED
+        and 1.2 < caught.checks[0].estimate.low < 1.3 < caught.checks[0].estimate.high
+    )
+    assert compare(payload(quiet, code=1.3), base, judge="relative").verdict == REGRESSED
+    copies = copy.deepcopy(hog)  # a 0.2 ms stage 1.5x slower: judged by wall clock, too short to be relative
+    base["cases"][0]["rounds"]["copies"] = _machine(quiet, 0.2, 3)
+    copies["cases"][0]["rounds"]["copies"] = _machine(quiet, 0.3, 3)
+    assert "copies" in {c.stage for c in compare(copies, base).regressions}
+    assert compare(copies, base, judge="relative").verdict == UNCHANGED
+    base["cases"][0]["load"], slower["cases"][0]["load"] = [1.0] * 10, [12.0] * 10
+    assert compare(slower, base).verdict == INCONCLUSIVE  # the wall judge's load guard
+    assert compare(slower, base, judge="relative").verdict == REGRESSED  # none here: the reference carries it
+    plain = _payload(threads=1)
+    plain["device"]["kind"] = "cpu"
+    with pytest.raises(UserError, match="needs a baseline recorded with --reference"):
+        compare(hog, plain, judge="relative")
+    with pytest.raises(UserError, match="this run holds no reference rounds"):
+        compare(plain, base, judge="relative")
 
 
 def test_runnable_others_reads_the_machine_load():
@@ -372,30 +467,45 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
         assert message in err and len(err.splitlines()) == 1 and "None" not in err
         assert not (out / "bench.json").exists()
 
-    # --judge cpu: the CPU time per frame was recorded; against the baseline's own it is judged alone, and
-    # 20x less CPU in the baseline is a regression; a baseline without it is refused before timing
+    # --judge cpu and --judge relative: refused before timing against a baseline recorded without
+    # --reference; with one, the reference workload is timed after every frame (its rounds beside the
+    # frames'), and each judge divides by it: cpu judges only the CPU time, and 20x less CPU in the baseline
+    # (the reference's the same) is a regression
     assert len(stored["cases"][0]["rounds"]["cpu"]) == 4 and report["cases"][0]["stages"]["cpu"]["n"] == 8
+    assert "reference" not in stored["cases"][0]["rounds"]
     (base / f"{key}.json").write_text(json.dumps(stored))
-    capsys.readouterr()
+    for judge in ("cpu", "relative"):
+        out = tmp_path / f"no-ref-{judge}"
+        assert main([*common, "--out", str(out), "--compare", str(base), "--judge", judge]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "needs a baseline recorded with --reference" in err and len(err.splitlines()) == 1
+        assert not (out / "bench.json").exists()
+    assert common[-2:] == ["--threads", "1"]
+    two = [*common[:-1], "2"]  # a baseline the judge would refuse: refused before timing, not recorded
+    assert main([*two, "--out", str(tmp_path / "r0"), "--judge", "cpu", "--save-baseline", str(base)]) == 2
+    assert "--judge cpu needs --threads 1" in capsys.readouterr().err
+    assert not (tmp_path / "r0" / "bench.json").exists()
+    assert main([*common, "--out", str(tmp_path / "r1"), "--reference", "--save-baseline", str(base)]) == 0
+    with_ref = json.loads((tmp_path / "r1" / "bench.json").read_text())
+    rounds = with_ref["cases"][0]["rounds"]
+    assert [len(r) for r in rounds["reference"]] == [len(r) for r in rounds["total"]] == [2, 2, 2, 2]
+    assert [len(r) for r in rounds["reference_cpu"]] == [2, 2, 2, 2] and with_ref["settings"]["reference"]
+    assert "| reference |" in capsys.readouterr().out
     assert main([*common, "--out", str(tmp_path / "e"), "--compare", str(base), "--judge", "cpu"]) in (0, 1)
     out = capsys.readouterr().out
     assert "| cpu |" in out and "| total |" in out  # the table shows both; compare judged only cpu
     judged = out.split("compare (")[1]
-    assert "| cpu |" in judged and "| total |" not in judged
-    (base / f"{key}.json").write_text(json.dumps(fast))
-    assert (
-        main(
-            [*common, "--out", str(tmp_path / "f"), "--compare", str(base), "--judge", "cpu", "--min-ms", "0"]
-        )
-        == 1
-    )
-    del fast["cases"][0]["rounds"]["cpu"]
-    (base / f"{key}.json").write_text(json.dumps(fast))
-    capsys.readouterr()
-    assert main([*common, "--out", str(tmp_path / "g"), "--compare", str(base), "--judge", "cpu"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "holds no CPU time per frame" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "g" / "bench.json").exists()
+    assert "| cpu |" in judged and "| total |" not in judged and "over the reference workload's" in judged
+    code = main([*common, "--out", str(tmp_path / "r2"), "--compare", str(base), "--judge", "relative"])
+    out = capsys.readouterr().out
+    assert code in (0, 1) and "| total |" in out.split("compare (")[1]
+    less_cpu = json.loads((base / f"{key}.json").read_text())
+    less_cpu["cases"][0]["rounds"]["cpu"] = [
+        [x / 20 for x in r] for r in less_cpu["cases"][0]["rounds"]["cpu"]
+    ]
+    (base / f"{key}.json").write_text(json.dumps(less_cpu))
+    argv = [*common, "--out", str(tmp_path / "f"), "--compare", str(base), "--judge", "cpu", "--min-ms", "0"]
+    assert main(argv) == 1
 
     # --save-baseline into a folder that does not exist yet: <folder>/<device-key>.json
     assert main([*common, "--out", str(tmp_path / "d"), "--save-baseline", f"{tmp_path}/newdir/"]) == 0
@@ -514,11 +624,11 @@ def test_bench_models_and_bundles_come_from_the_pipeline_untrained_only_where_no
 
 
 def test_the_pytorch_column_runs_the_forced_branch_like_the_runtime():
-    """`evaluation.model_restorer(force=...)`: the branch alone at its resolution (`UFFN.restore`), no routing;
+    """`restorers.model_restorer(force=...)`: the branch alone at its resolution (`UFFN.restore`), no routing;
     a forced clean frame passes through."""
     torch = pytest.importorskip("torch")
-    from edgerestore.evaluation import model_restorer
     from edgerestore.models import zoo
+    from edgerestore.restorers import model_restorer
 
     torch.manual_seed(0)
     model = zoo.build("uffn-tiny").eval()

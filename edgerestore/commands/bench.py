@@ -78,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: bundle's)"
     )
     how.add_argument(
+        "--reference",
+        action="store_true",
+        help="time a fixed ONNX Runtime graph (the reference workload) right after every frame, in the same "
+        "rounds, for --judge cpu and --judge relative (implied by them; record their baseline with it; ONNX "
+        "Runtime only)",
+    )
+    how.add_argument(
         "-o", "--out", type=Path, default=DEFAULT_OUT, help="JSON and plots go here (default: bench_out/)"
     )
     how.add_argument("--no-plot", action="store_true", help="skip the latency plot PNG")
@@ -131,11 +138,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     base.add_argument(
         "--judge",
-        choices=("wall", "cpu"),
+        choices=("wall", "cpu", "relative"),
         default="wall",
-        help="what --compare judges: the wall-clock stages (wall, the default: latency on a dedicated device) "
-        "or the process's CPU time per frame (cpu: the work, which other processes on a shared machine "
-        "change far less; ONNX Runtime only)",
+        help="what --compare judges: the wall-clock stages (wall, the default: latency on a dedicated device), "
+        "the process's CPU time per frame (cpu: the work, which other processes on a shared machine change "
+        "far less), or the wall-clock stages (relative: a machine slower for everything cancels out); cpu and "
+        "relative divide each round by the reference workload's time in the same round (--reference, "
+        "implied) and need ONNX Runtime and --threads 1",
     )
     base.add_argument(
         "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
@@ -310,10 +319,12 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.measure.device import device_of
     from edgerestore.measure.pipeline import measure_pipeline
     from edgerestore.measure.plots import plot_latency
+    from edgerestore.measure.reference import Reference
     from edgerestore.measure.regression import (
         baseline_destination,
         check_device,
         check_judge,
+        check_judge_threads,
         check_shared_cases,
         compare,
         resolve_baseline,
@@ -366,6 +377,7 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.runtime.restorer import Restorer
 
     real = input_frames(args.input) if args.input else None
+    reference = args.reference or args.judge in ("cpu", "relative")
     with ExitStack() as stack:
         timers, restorers, device = [], [], None
         for bundle in _bundles(args):
@@ -377,12 +389,14 @@ def run(args: argparse.Namespace) -> int:
                 )
             device = dev
             restorers.append(restorer)
+            ref = Reference.for_restorer(restorer) if reference else None
             timers += [
                 CaseTimer(
                     restorer,
                     size,
                     condition=args.condition,
                     pool=None if real is None else [("input", cover_resize(f, size)) for f in real],
+                    reference=ref,
                 )
                 for size in sizes
             ]
@@ -393,7 +407,9 @@ def run(args: argparse.Namespace) -> int:
                 baseline = validate_report(load_json(base_path, "baseline"), f"baseline {base_path}")
             check_device(baseline, device.key)
             check_shared_cases(baseline, [t.id for t in timers])
-            check_judge(baseline, device.kind, args.judge)
+            check_judge(baseline, device.kind, args.judge, device.threads)
+        else:  # a baseline for --judge cpu / relative must be one they accept
+            check_judge_threads(args.judge, {"this run": device.threads})
         if args.save_baseline is not None:
             check_writable(baseline_destination(args.save_baseline, device.key), "--save-baseline")
         timing = "cuda_events" if restorers[0].backend.name == "tensorrt" else "perf_counter"
@@ -427,6 +443,7 @@ def run(args: argparse.Namespace) -> int:
             "rounds": args.rounds,
             "threads": args.threads,
             "sizes": args.sizes,
+            "reference": reference,
         },
         pipeline=pipelines,
     )

@@ -34,6 +34,9 @@ REPORT_STAGES: tuple[str, ...] = ("router", "trunk", "branch", "copies", "total"
 CPU_STAGE = "cpu"
 #: Every stage the runtime reports (`edgerestore.runtime.restorer.STAGES`), and the CPU time.
 ALL_STAGES: tuple[str, ...] = ("pre", "router", "trunk", "branch", "copies", "post", "total", CPU_STAGE)
+#: With a reference workload (`edgerestore.measure.reference`): its wall-clock and CPU time, one call timed
+#: right after each frame, kept per round beside the frame's stages.
+REFERENCE_STAGE, REFERENCE_CPU_STAGE = "reference", "reference_cpu"
 SIZE_ALIASES: dict[str, tuple[int, int]] = {
     "240p": (240, 426),
     "360p": (360, 640),
@@ -192,7 +195,8 @@ class CaseTimer:
     turn. A stage's statistics cover the frames on which it ran (the runtime reports 0 for a stage that did
     not run, e.g. trunk and branch on a frame judged clean); `total` and `cpu` (the process's CPU time during
     the frame) cover every frame. `pool`: the (condition, frame) list to cycle through instead of making one at
-    `size`."""
+    `size`. `reference` (a `measure.reference.Reference`): timed once right after every timed frame, as the
+    stages `reference` (wall) and `reference_cpu`."""
 
     def __init__(
         self,
@@ -202,6 +206,7 @@ class CaseTimer:
         condition: str | None = None,
         seed: int = 0,
         pool: Sequence[tuple[str, np.ndarray]] | None = None,
+        reference: Any = None,
     ) -> None:
         m = restorer.bundle.manifest
         if condition is not None and condition not in CONDITIONS:
@@ -210,11 +215,13 @@ class CaseTimer:
         self.condition = condition if m.family != "cmudrn" else None
         self.label = case_label(m.family, condition)
         if pool is None:
-            kinds = ("rain", "snow") if m.family == "cmudrn" else (condition,) if condition else CONDITIONS
-            pool = weather_frames(self.size, kinds, seed)
+            pool = case_pool(m.family, self.size, condition, seed)
         self.pool = pool
+        self.reference = reference
         self._i = 0
-        self._rounds: dict[str, list[list[float]]] = {s: [] for s in ALL_STAGES}
+        self._rounds: dict[str, list[list[float]]] = {
+            s: [] for s in (*ALL_STAGES, REFERENCE_STAGE, REFERENCE_CPU_STAGE)
+        }
         self._wall: list[float] = []
         self._seen: Counter[str] = Counter()
         self._load: list[float] = []
@@ -227,7 +234,7 @@ class CaseTimer:
     def _frames(self, n: int, timed: bool, bar: Any) -> None:
         previous = self.restorer.force
         self.restorer.force = self.condition
-        round_: dict[str, list[float]] = {s: [] for s in ALL_STAGES}
+        round_: dict[str, list[float]] = {s: [] for s in self._rounds}
         load: list[float] = []
         try:
             for _ in range(n):
@@ -250,6 +257,10 @@ class CaseTimer:
                     v = float(result.timings.get(s, 0.0))
                     if v > 0.0 or s == "total":
                         round_[s].append(v)
+                if self.reference is not None:
+                    ref_wall, ref_cpu = self.reference.time()
+                    round_[REFERENCE_STAGE].append(ref_wall)
+                    round_[REFERENCE_CPU_STAGE].append(ref_cpu)
         finally:
             self.restorer.force = previous
         if timed:
@@ -285,6 +296,15 @@ class CaseTimer:
             rounds=rounds,
             load=list(self._load),
         )
+
+
+def case_pool(
+    family: str, size: tuple[int, int], condition: str | None, seed: int = 0
+) -> list[tuple[str, np.ndarray]]:
+    """The (condition, frame) pool a case cycles through: rain and snow for CMUDRN (blind), else the forced
+    `condition`'s frames, else every condition's (routed)."""
+    kinds = ("rain", "snow") if family == "cmudrn" else (condition,) if condition else CONDITIONS
+    return weather_frames(size, kinds, seed)
 
 
 def case_label(family: str, condition: str | None) -> str:

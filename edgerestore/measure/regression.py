@@ -5,8 +5,10 @@ ever compared with a run of the same key (`compare` refuses otherwise), so a bas
 cannot pass or fail a run by accident; a run with fewer threads than its baseline is a regression.
 `compare` judges each stage by the ratio of the median round statistic (now / baseline) with a bootstrap
 confidence interval over rounds (`edgerestore.measure.stats`): regressed when the whole interval lies above
-1 + tolerance, unchanged when it lies below, inconclusive otherwise. A baseline is validated before any frame
-is timed (`validate_report`, `check_device`, `check_shared_cases`).
+1 + tolerance, unchanged when it lies below, inconclusive otherwise; the judges `cpu` and `relative` first
+divide each round's statistic by the reference workload's in the same round (`edgerestore.measure.reference`).
+A baseline is validated before any frame is timed (`validate_report`, `check_device`, `check_shared_cases`,
+`check_judge`).
 
 Never torch.
 """
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgerestore.errors import UserError
-from edgerestore.measure.cases import CPU_STAGE, REPORT_STAGES
+from edgerestore.measure.cases import CPU_STAGE, REFERENCE_CPU_STAGE, REFERENCE_STAGE, REPORT_STAGES
 from edgerestore.measure.report import check_format
 from edgerestore.measure.stats import (
     INCONCLUSIVE,
@@ -38,6 +40,10 @@ from edgerestore.measure.stats import (
 DEFAULT_BASELINE_DIR = Path("benchmarks") / "baselines"
 #: Stages faster than this in the baseline are not judged (a 20 % change of 10 µs is timer noise).
 DEFAULT_MIN_MS = 0.05
+#: `--judge relative` judges no stage faster than this in the baseline: a sub-millisecond stage (the memory
+#: copies) does not follow a compute-bound reference, and the reference run between frames changes its cache
+#: state (copies, 0.05 ms at 360p: 1.5x [1.4, 1.7] over the reference in 2 of the first 4 unchanged runs here).
+RELATIVE_MIN_MS = 1.0
 
 
 class DeviceMismatch(UserError):
@@ -64,8 +70,9 @@ def resolve_baseline(arg: str | Path, device_key: str) -> Path:
     return p
 
 
-#: What `compare` judges: the wall-clock stages (`REPORT_STAGES`), or the process's CPU time per frame.
-JUDGES: tuple[str, ...] = ("wall", "cpu")
+#: What `compare` judges: the wall-clock stages (`REPORT_STAGES`), the process's CPU time per frame, or the
+#: wall-clock stages over the reference workload's wall-clock time in the same round.
+JUDGES: tuple[str, ...] = ("wall", "cpu", "relative")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class Comparison:
     threads: tuple[int | None, int | None] = (None, None)  # (baseline, current) intra-op threads
     load: tuple[float | None, float | None] = (None, None)  # (baseline, current) median other runnable tasks
     max_extra_load: float | None = None  # more extra load than this: a slowdown is not the code's to judge
+    judge: str = "wall"
 
     @property
     def machine_busier(self) -> bool:
@@ -160,8 +168,11 @@ class Comparison:
         return f"unchanged: every stage's {self.confidence:.0%} interval lies within {self.tolerance:.0%}"
 
     def lines(self) -> list[str]:
+        per_round = f"per-round {self.stat}"
+        if self.judge in REFERENCE_OF:
+            per_round += " over the reference workload's in the same round (ratio of those; ms as measured)"
         out = [
-            f"compare (median of per-round {self.stat}, {self.confidence:.0%} bootstrap interval of the ratio, "
+            f"compare (median of {per_round}, {self.confidence:.0%} bootstrap interval of the ratio, "
             f"tolerance {self.tolerance:.0%}) on {self.device_key}:",
             "| case | stage | rounds | baseline ms | now ms | ratio | interval | verdict |",
             "|---|---|---:|---:|---:|---:|---|---|",
@@ -260,20 +271,74 @@ def check_shared_cases(baseline: Mapping[str, Any], planned: Sequence[str]) -> N
         )
 
 
-def check_judge(baseline: Mapping[str, Any], device_kind: str | None, judge: str) -> None:
-    """`judge` is one of `JUDGES` and applies here: CPU time only on a CPU device ("cpu" kind), and only
-    against a baseline that recorded it. One-line `UserError`s, before any timing."""
+#: The intra-op threads `--judge cpu` and `--judge relative` need in the baseline and the run (`WHY_ONE_THREAD`).
+JUDGE_THREADS = 1
+#: Why, per judge, measured on this 2-core machine (uffn-tiny int8, 360p). cpu: a frame's CPU time at more
+#: threads is not its work, it also holds the threads' waiting for each other, which grows with the machine's
+#: load (a rain frame, median of 10: 64-65 ms of CPU at one thread whether the machine was otherwise idle or
+#: ran a busy or a memory-bound process beside it; 66, 75 and 72 ms at two). relative: at more threads a
+#: frame (many short parallel sections) and the reference (three long ones) wait for their workers
+#: differently when other processes hold the cores (10 unchanged runs at two threads: every one inconclusive,
+#: up to 1.86x [1.05, 2.14]; at one thread 0 of 20 false alarms, see the README).
+WHY_ONE_THREAD: dict[str, str] = {
+    "cpu": "a frame's CPU time also holds the threads' waiting for each other, which grows with the machine's "
+    "load",
+    "relative": "a frame and the reference wait for their workers differently when other processes hold the "
+    "cores",
+}
+
+
+#: The judges that divide each round's statistic by the reference workload's in the same round, and by which
+#: of its stages (`cases.REFERENCE_STAGE`: wall clock; `REFERENCE_CPU_STAGE`: CPU time).
+REFERENCE_OF: dict[str, str] = {"cpu": REFERENCE_CPU_STAGE, "relative": REFERENCE_STAGE}
+#: The judges the machine-load guard (`max_extra_load`) applies to: not those divided by the reference, whose
+#: time in the same round carries what a busier machine adds to a frame's (the cores, caches, memory).
+LOAD_GUARDED: tuple[str, ...] = ("wall",)
+
+
+def check_judge_threads(judge: str, ran: Mapping[str, int | None]) -> None:
+    """A one-line `UserError` unless every report in `ran` (who: intra-op threads) ran `JUDGE_THREADS`, for a
+    judge that needs it (`WHY_ONE_THREAD`); `bench --judge cpu --save-baseline` checks its own run with it."""
+    off = {who: n for who, n in ran.items() if n != JUDGE_THREADS}
+    if judge in WHY_ONE_THREAD and off:
+        said = ", ".join(f"{who} {n if n is not None else 'an unknown number of'}" for who, n in off.items())
+        raise UserError(
+            f"--judge {judge} needs --threads {JUDGE_THREADS} in the baseline and in this run ({said} intra-op "
+            f"threads): with more, {WHY_ONE_THREAD[judge]}; record the baseline and compare with --threads "
+            f"{JUDGE_THREADS}"
+        )
+
+
+def check_judge(
+    baseline: Mapping[str, Any],
+    device_kind: str | None,
+    judge: str,
+    threads: int | None,
+) -> None:
+    """`judge` is one of `JUDGES` and applies here: "cpu" and "relative" only on a CPU device ("cpu" kind),
+    only when the baseline and this run (`threads`: the intra-op threads it runs) both ran `JUDGE_THREADS`
+    intra-op thread, and only against a baseline that recorded the reference workload (and, for "cpu", the
+    CPU time). One-line `UserError`s, before any timing."""
     if judge not in JUDGES:
-        raise UserError(f"unknown judge {judge!r}; expected {' or '.join(JUDGES)}")
-    if judge != "cpu":
+        raise UserError(f"unknown judge {judge!r}; expected {', '.join(JUDGES)}")
+    if judge not in REFERENCE_OF:
         return
     if device_kind != "cpu":
+        what = "the process's CPU work" if judge == "cpu" else "times against a CPU graph's"
         raise UserError(
-            "--judge cpu compares the process's CPU work, which says nothing of a GPU's; judge the wall-clock "
-            "stages on a GPU (leave out --judge)"
+            f"--judge {judge} compares {what}, which says nothing of a GPU's; judge the wall-clock stages on a "
+            "GPU (leave out --judge)"
         )
-    if not any(CPU_STAGE in (c.get("rounds") or {}) for c in baseline["cases"]):
-        raise _bad("the baseline", "holds no CPU time per frame (recorded by an older edgerestore)")
+    check_judge_threads(
+        judge, {"the baseline": (baseline.get("device") or {}).get("threads"), "this run": threads}
+    )
+    needed = (CPU_STAGE, REFERENCE_OF[judge]) if judge == "cpu" else (REFERENCE_OF[judge],)
+    if not any(all(s in (c.get("rounds") or {}) for s in needed) for c in baseline["cases"]):
+        raise _bad(
+            "the baseline",
+            f"holds no {' and no '.join(needed)} rounds (--judge {judge} needs a baseline recorded with "
+            "--reference)",
+        )
 
 
 def compare(
@@ -302,11 +367,14 @@ def compare(
 
     `judge="cpu"` judges the process's CPU time per frame (`cases.CPU_STAGE`) instead of the wall-clock
     stages: the work a frame costs, which other processes on a shared machine change far less than the wall
-    time (they change how long the work waits, not how much there is; a saturated machine still inflates it
-    through caches and context switches, so the load guard applies to it too); ONNX Runtime only (a TensorRT
-    frame's work is on the GPU). Raises `DeviceMismatch` when the two
-    were recorded under different device keys, and `UserError` when they share no case or hold malformed
-    values."""
+    time (they change how long the work waits, not how much there is); each round's statistic is divided by
+    the reference workload's CPU time in the same round (`REFERENCE_OF`), which carries what a busier machine
+    still adds to it through caches and memory bandwidth, so the load guard does not apply (`LOAD_GUARDED`);
+    ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` (the same conditions)
+    judges the wall-clock stages, each round's statistic divided by the reference workload's wall-clock time
+    in the same round: a machine that is slower for everything (another process on the cores) cancels out,
+    slower code does not; no load guard either, and no stage under `RELATIVE_MIN_MS`. Raises `DeviceMismatch` when the two were recorded under different device keys, and
+    `UserError` when they share no case or hold malformed values."""
     current = validate_report(current, "this run")
     baseline = validate_report(baseline, "the baseline")
     if stat not in STATS:
@@ -315,14 +383,21 @@ def compare(
         raise UserError(f"confidence {confidence!r} must be in [0.5, 1)")
     key_now = current["device"]["key"]
     check_device(baseline, key_now)
-    check_judge(baseline, current["device"].get("kind"), judge)
+    check_judge(baseline, current["device"].get("kind"), judge, current["device"].get("threads"))
     if judge == "cpu":
         stages = (CPU_STAGE,)
     base_cases = {c["id"]: c for c in baseline["cases"]}
     cur_cases = {c["id"]: c for c in current["cases"]}
     check_shared_cases(baseline, list(cur_cases))
+    reference = REFERENCE_OF.get(judge)
+    if reference and not any(reference in c["rounds"] for c in cur_cases.values()):
+        raise UserError(
+            f"this run holds no {reference} rounds; time it with --reference (or --judge {judge})"
+        )
     base_load, now_load = (_median_load(baseline), _median_load(current))
-    if max_extra_load is None:
+    if judge not in LOAD_GUARDED:
+        max_extra_load = None
+    elif max_extra_load is None:
         max_extra_load = float(current["device"].get("cores") or 1) + 1.0
     busier = None not in (base_load, now_load, max_extra_load) and now_load - base_load > max_extra_load
     checks = []
@@ -333,9 +408,15 @@ def compare(
                 continue
             b = [round_stat(r, stat) for r in b_rounds]
             c = [round_stat(r, stat) for r in c_rounds]
-            if float(np.median(b)) < max(min_ms, 1e-9):
+            if float(np.median(b)) < max(min_ms, RELATIVE_MIN_MS if judge == "relative" else 1e-9):
                 continue
-            est = ratio_of_medians(b, c, confidence=confidence, resamples=resamples)
+            b_obs, c_obs = b, c
+            if reference:
+                b_obs = _over_reference(b, base_cases[cid]["rounds"].get(reference), stat)
+                c_obs = _over_reference(c, cur_cases[cid]["rounds"].get(reference), stat)
+                if b_obs is None or c_obs is None:
+                    continue
+            est = ratio_of_medians(b_obs, c_obs, confidence=confidence, resamples=resamples)
             verdict = est.verdict(tolerance)
             if verdict == REGRESSED and busier:
                 verdict = INCONCLUSIVE
@@ -358,7 +439,17 @@ def compare(
         threads=(baseline["device"].get("threads"), current["device"].get("threads")),
         load=(base_load, now_load),
         max_extra_load=max_extra_load,
+        judge=judge,
     )
+
+
+def _over_reference(values: Sequence[float], reference: Any, stat: str) -> list[float] | None:
+    """Each round's statistic over the reference stage's `stat` in the same round; None when the rounds
+    cannot be paired (no reference, or a stage that ran in fewer rounds than the frames, e.g. a branch on
+    rounds whose frames were all judged clean)."""
+    if not reference or len(reference) != len(values):
+        return None
+    return [v / max(round_stat(r, stat), 1e-9) for v, r in zip(values, reference)]
 
 
 def _median_load(report: Mapping[str, Any]) -> float | None:

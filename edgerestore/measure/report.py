@@ -16,7 +16,13 @@ from typing import Any
 
 from edgerestore.errors import UserError
 from edgerestore.files import write_text_atomic
-from edgerestore.measure.cases import CPU_STAGE, REPORT_STAGES, CaseResult
+from edgerestore.measure.cases import (
+    CPU_STAGE,
+    REFERENCE_CPU_STAGE,
+    REFERENCE_STAGE,
+    REPORT_STAGES,
+    CaseResult,
+)
 from edgerestore.measure.device import BenchDevice
 
 FORMAT = "edgerestore-bench/1"
@@ -63,9 +69,15 @@ class BenchReport:
         return cases_table(self.cases)
 
 
-def cases_table(cases: Sequence[CaseResult], stages: Sequence[str] = (*REPORT_STAGES, CPU_STAGE)) -> str:
+#: Rows `cases_table` shows only where they were recorded.
+_OPTIONAL_ROWS = (CPU_STAGE, REFERENCE_STAGE, REFERENCE_CPU_STAGE)
+
+
+def cases_table(
+    cases: Sequence[CaseResult], stages: Sequence[str] = (*REPORT_STAGES, *_OPTIONAL_ROWS)
+) -> str:
     """A markdown table: one row per case and stage (mean, p50, p90, p99, max in ms, FPS on `total`); the
-    CPU time row only where it was recorded."""
+    CPU time and reference rows only where they were recorded."""
     lines = [
         "| case | stage | frames | mean ms | p50 | p90 | p99 | max | FPS |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -73,7 +85,7 @@ def cases_table(cases: Sequence[CaseResult], stages: Sequence[str] = (*REPORT_ST
     for c in cases:
         for s in stages:
             st = c.stages.get(s)
-            if st is None and s == CPU_STAGE:
+            if st is None and s in _OPTIONAL_ROWS:
                 continue
             if st is None:
                 lines.append(f"| {c.id} | {s} | 0 | — | — | — | — | — | |")

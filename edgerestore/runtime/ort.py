@@ -152,6 +152,11 @@ class OnnxRuntimeBackend(Backend):
         self.allocations = 0
 
     @property
+    def session_options(self) -> Any:
+        """The SessionOptions every graph of this backend was loaded with (threads, spinning, arena)."""
+        return self._so
+
+    @property
     def intra_op_threads(self) -> int:
         """The sessions' configured intra-op threads (0: ONNX Runtime's default, one per physical core)."""
         return int(self._so.intra_op_num_threads)
