@@ -80,9 +80,12 @@ def check_precision(precision: str) -> str:
 
 
 def variant_for(backend: str, precision: str) -> str | None:
-    """Which variant folder feeds a `backend` bundle of `precision` (one of `PRECISIONS`, see
-    `check_precision`): None for fp32 (the exported graphs themselves), `fp16`, or for int8 `int8_trt` on
-    TensorRT and `int8_ort` on ONNX Runtime."""
+    """Which variant folder feeds a `backend` bundle of `precision`: None for fp32 (the exported graphs
+    themselves), `fp16`, or for int8 `int8_trt` on TensorRT and `int8_ort` on ONNX Runtime. The one check of
+    a requested precision (`check_precision`: an unknown one is a one-line `UserError`): `ensure_bundle`
+    and `build_bundle` map it here before any work, so `--precision` is checked by argparse's choices and
+    here, nowhere else."""
+    check_precision(precision)
     if precision == "fp32":
         return None
     if precision == "fp16":

@@ -42,7 +42,7 @@ from edgerestore.contract import FEATURES, FRAME, PROBS, RESTORED, THUMBNAIL, pa
 from edgerestore.errors import UserError
 from edgerestore.exportdir import FORMAT, ExportDir
 from edgerestore.files import sha256_file
-from edgerestore.graphs import ort_session, save_onnx, set_dim_names
+from edgerestore.graphs import label_spatial_dims, ort_session, save_onnx, set_dim_names
 from edgerestore.progress import Progress, as_progress
 
 DEFAULT_OPSET = 18  # TensorRT 10.x / TensorRT-RTX parsers, ORT quantization and onnxsim all handle 18
@@ -82,12 +82,15 @@ class ExportResult:
     seconds: float
 
 
-def fold_for_export(model):
-    """An eval-mode copy of the model with every ShareSepConv replaced by its fixed-channel depthwise conv."""
+def fold_for_export(model, blocked: bool = True):
+    """An eval-mode copy of the model with every ShareSepConv replaced by its fixed-channel depthwise conv and,
+    with `blocked`, every MultiGatedBranch and ImageGradient by its blocked form (`export_wrappers`: the same
+    arithmetic in operators ONNX Runtime's CPU kernels keep in their blocked layout)."""
     from torch import nn
 
-    from edgerestore.export_wrappers import DepthwiseShareSepConv
-    from edgerestore.models.blocks import ShareSepConv
+    from edgerestore.export_wrappers import BlockedGatedBranch, DepthwiseShareSepConv, SliceGradient
+    from edgerestore.models.blocks import ImageGradient, ShareSepConv
+    from edgerestore.models.uffn import MultiGatedBranch
 
     model = copy.deepcopy(model).eval()
     for parent in model.modules():
@@ -99,6 +102,12 @@ def fold_for_export(model):
             if not isinstance(following, nn.Conv2d):
                 raise RuntimeError(f"cannot fold ShareSepConv {name!r}: it is not followed by a Conv2d")
             setattr(parent, name, DepthwiseShareSepConv(child.weight, following.in_channels))
+    if blocked:
+        swaps = {MultiGatedBranch: BlockedGatedBranch, ImageGradient: SliceGradient}
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) in swaps:
+                    setattr(parent, name, swaps[type(child)](child).eval())
     return model
 
 
@@ -153,6 +162,12 @@ def export_module(
             )
     model = _simplify(model, output_names[0])
     set_dim_names(model, dim_names)
+    for value in model.graph.output:  # batch 1 as the inputs (the exporter cannot follow it through Reshape)
+        batch = value.type.tensor_type.shape.dim[0]
+        if not batch.HasField("dim_value") and 0 not in dim_names.get(value.name, {}):
+            batch.Clear()
+            batch.dim_value = 1
+    label_spatial_dims(model, stride)
     model.producer_name = "edgerestore"
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -198,14 +213,15 @@ def _record(name: str, path: Path, model: onnx.ModelProto) -> GraphRecord:
 # whole models
 
 
-def graph_specs(model, loops: list[int] | None = None, float_output: bool = False):
-    """[(graph name, wrapped module, example inputs, input names, output names, dim names, stride)]."""
+def graph_specs(model, loops: list[int] | None = None, float_output: bool = False, blocked: bool = True):
+    """[(graph name, wrapped module, example inputs, input names, output names, dim names, stride)];
+    `blocked=False` exports the model's own operators (`fold_for_export`), for comparisons."""
     import torch
 
     from edgerestore.export_wrappers import BranchGraph, CMUDRNGraph, RouterGraph, TrunkGraph
     from edgerestore.models.uffn import UFFN
 
-    folded = fold_for_export(model)
+    folded = fold_for_export(model, blocked)
     hw = {1: "height", 2: "width"}
     if isinstance(model, UFFN):
         s, h, w = model.thumbnail_size, 4 * model.stride, 6 * model.stride  # small, non-square example

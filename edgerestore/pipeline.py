@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgerestore import assets
-from edgerestore.contract import VARIANTS, check_precision, variant_for
+from edgerestore.contract import VARIANTS, variant_for
 from edgerestore.errors import UserError
 from edgerestore.exportdir import MODEL_JSON, PRECISION_JSON, ExportDir, write_json
 from edgerestore.files import sha256_file
@@ -162,8 +162,8 @@ def ensure_bundle(
     from edgerestore.engines.build import build_bundle, resolve_backend
     from edgerestore.engines.bundle import default_bundle_dir
 
-    check_precision(precision)
     backend_name, trt_module = resolve_backend(backend, build_options.pop("trt_module", None))
+    variant = variant_for(backend_name, precision)  # checks `precision`, before any work
     explicit = checkpoint is not None
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(profile)
     export_dir = Path(export_root) / profile
@@ -196,7 +196,6 @@ def ensure_bundle(
         source = export_dir
     elif source != export_dir:
         echo(f"graphs: the {profile} graphs shipped with edgerestore ({source})")
-    variant = variant_for(backend_name, precision)
     if variant is not None:
         why = "--force" if force else ("export changed" if ran else ExportDir(source).variant_stale(variant))
         if why:

@@ -230,17 +230,16 @@ def write_graphs(
 def write_bundle(
     out_dir: Path,
     family: str = "uffn",
-    thumbnail_size: int = 32,
-    features: int = 4,
-    depth: int = 0,
-    loops: int = 3,
+    *,
     min_hw: tuple[int, int] = (16, 16),
     max_hw: tuple[int, int] = (1088, 1920),
     session_options: dict | None = None,
     branch_scales: dict[str, float] | None = None,
+    **graph_options: int,
 ) -> Path:
-    """A complete ONNX Runtime bundle of the synthetic graphs, written (atomically, replacing `out_dir`)
-    with `edgerestore.engines.bundle.write_bundle`. Returns `out_dir`."""
+    """A complete ONNX Runtime bundle of the synthetic graphs (`write_graphs(family, **graph_options)`:
+    thumbnail_size, features, depth, loops), written (atomically, replacing `out_dir`) with
+    `edgerestore.engines.bundle.write_bundle`. Returns `out_dir`."""
     import platform
     import tempfile
 
@@ -250,7 +249,7 @@ def write_bundle(
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_graphs(Path(tmp), family, thumbnail_size, features, depth, loops)
+        paths = write_graphs(Path(tmp), family, **graph_options)
         graphs = {}
         for name, path in paths.items():
             inputs, outputs = tensor_specs(onnx.load(path))
@@ -267,7 +266,8 @@ def write_bundle(
             profile=f"synthetic-{family}",
             conditions=list(CONDITIONS),
             stride=2 if family == "uffn" else 1,
-            thumbnail_size=thumbnail_size if family == "uffn" else None,
+            # the router graph's own input size [1, S, S, 3]
+            thumbnail_size=graphs["router"].inputs[0]["shape"][1] if family == "uffn" else None,
             backend="onnxruntime",
             precision="fp32",
             graphs=graphs,

@@ -650,11 +650,11 @@ def test_bench_models_and_bundles_come_from_the_pipeline_untrained_only_where_no
 
 
 def test_the_pytorch_column_runs_the_forced_branch_like_the_runtime():
-    """`evaluation.model_restorer(force=...)`: the branch alone at its resolution (`UFFN.restore`), no routing;
+    """`restorers.model_restorer(force=...)`: the branch alone at its resolution (`UFFN.restore`), no routing;
     a forced clean frame passes through."""
     torch = pytest.importorskip("torch")
-    from edgerestore.evaluation import model_restorer
     from edgerestore.models import zoo
+    from edgerestore.restorers import model_restorer
 
     torch.manual_seed(0)
     model = zoo.build("uffn-tiny").eval()

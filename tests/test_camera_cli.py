@@ -35,9 +35,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _camera(args: list[str], tmp_path: Path, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+def _camera(
+    args: list[str], tmp_path: Path, timeout: float = 60, real: bool = False, **env: str
+) -> subprocess.CompletedProcess:
+    """`edgerestore camera ARGS` in `tmp_path`, through tests/video_fakes.py (a FakeRestorer) or, `real`, the
+    package's own CLI."""
+    entry = ["-m", "edgerestore.cli"] if real else [FAKES]
     return subprocess.run(
-        [sys.executable, FAKES, "camera", *args],
+        [sys.executable, *entry, "camera", *args],
         cwd=tmp_path,
         env=_env(**env),
         capture_output=True,
@@ -58,14 +63,7 @@ def _camera(args: list[str], tmp_path: Path, timeout: float = 60, **env: str) ->
 )
 def test_bad_sources_are_one_line_errors_without_traceback(tmp_path, args, message):
     (tmp_path / "notavideo.mp4").write_text("hello")
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgerestore.cli", "camera", *args, "--headless"],
-        cwd=tmp_path,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = _camera([*args, "--headless"], tmp_path, real=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgerestore camera: error: ") and message in lines[0], (
@@ -76,25 +74,11 @@ def test_bad_sources_are_one_line_errors_without_traceback(tmp_path, args, messa
 
 def test_missing_bundle_is_a_one_line_error(tmp_path):
     make_video(tmp_path / "clip.avi", 3)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgerestore.cli",
-            "camera",
-            "--source",
-            "clip.avi",
-            "--headless",
-            "--bundle",
-            "nope",
-        ],
-        cwd=tmp_path,
-        env=_env(
-            EDGERESTORE_ENGINES=str(tmp_path / "engines")
-        ),  # not the checkout's (make demo builds there)
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = _camera(
+        ["--source", "clip.avi", "--headless", "--bundle", "nope"],
+        tmp_path,
+        real=True,
+        EDGERESTORE_ENGINES=str(tmp_path / "engines"),  # not the checkout's (make demo builds there)
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "edgerestore build" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -102,23 +86,12 @@ def test_missing_bundle_is_a_one_line_error(tmp_path):
 
 def test_without_any_bundle_the_default_one_is_built_from_the_shipped_graphs(tmp_path):
     make_video(tmp_path / "clip.avi", 3)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgerestore.cli",
-            "camera",
-            "--source",
-            "clip.avi",
-            "--headless",
-            "--no-drop",
-            "-q",
-        ],
-        cwd=tmp_path,
-        env=_env(EDGERESTORE_ENGINES=str(tmp_path / "engines")),  # not the checkout's engines/
-        capture_output=True,
-        text=True,
+    proc = _camera(
+        ["--source", "clip.avi", "--headless", "--no-drop", "-q"],
+        tmp_path,
         timeout=120,
+        real=True,
+        EDGERESTORE_ENGINES=str(tmp_path / "engines"),  # not the checkout's engines/
     )
     assert proc.returncode == 0, proc.stderr
     assert f"no bundle yet; building {tmp_path / 'engines/uffn-tiny-onnxruntime-fp32'}" in proc.stderr

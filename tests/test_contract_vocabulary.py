@@ -43,6 +43,23 @@ def test_each_backend_and_precision_names_its_variant_and_every_rung_its_manifes
     assert check_precision("int8") == "int8"
     with pytest.raises(UserError, match=r"^unknown precision 'int4'; expected one of fp32, fp16, int8$"):
         check_precision("int4")
+    with pytest.raises(UserError, match=r"^unknown precision 'int4'"):
+        variant_for("onnxruntime", "int4")
+
+
+def test_both_bundle_entry_points_refuse_an_unknown_precision_before_any_work(tmp_path):
+    """`--precision` is checked where it is mapped to graphs (`variant_for`), first thing in `ensure_bundle`
+    and in `build_bundle`: nothing is exported, converted or built, and nothing else is complained about."""
+    from edgerestore.engines.build import build_bundle
+    from edgerestore.pipeline import ensure_bundle
+
+    with pytest.raises(UserError, match=r"^unknown precision 'int4'"):
+        build_bundle(tmp_path / "no-export", precision="int4", backend="onnxruntime", progress=False)
+    with pytest.raises(UserError, match=r"^unknown precision 'int4'"):
+        ensure_bundle(
+            "uffn-tiny", "int4", "onnxruntime", export_root=tmp_path, engines_root=tmp_path, progress=False
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_dir_reads_its_records_once_and_says_what_is_stale(tmp_path):

@@ -334,41 +334,17 @@ def test_preview_command_writes_a_labelled_grid_png(tmp_path):
     for i in range(3):
         cv2.imwrite(str(clean / f"{i}.png"), (_photo(100, 140, i) * 255).astype(np.uint8))
     out = tmp_path / "out" / "preview.png"
-    assert (
-        main(
-            [
-                "data",
-                "preview",
-                "--clean",
-                str(clean),
-                "--out",
-                str(out),
-                "--size",
-                "48",
-                "--per-condition",
-                "2",
-            ]
-        )
-        == 0
-    )
+
+    def preview(path) -> int:
+        args = ["--clean", str(clean), "--out", str(path), "--size", "48", "--per-condition", "2"]
+        return main(["data", "preview", *args])
+
+    assert preview(out) == 0
     grid = cv2.imread(str(out))
     assert grid is not None and grid.shape[0] == len(CONDITIONS) * (48 + 4)
     assert not [p for p in out.parent.iterdir() if p.name != "preview.png"], "no temporary files left"
     again = tmp_path / "again.png"
-    main(
-        [
-            "data",
-            "preview",
-            "--clean",
-            str(clean),
-            "--out",
-            str(again),
-            "--size",
-            "48",
-            "--per-condition",
-            "2",
-        ]
-    )
+    preview(again)
     assert np.array_equal(cv2.imread(str(again)), grid), "same seed, same grid"
 
 

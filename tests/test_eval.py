@@ -13,7 +13,8 @@ import pytest
 from edgerestore.cli import main
 from edgerestore.conditions import CONDITIONS
 from edgerestore.data.pairs import find_sets
-from edgerestore.evaluation import evaluate, identity_restorer, write_report
+from edgerestore.evaluation import evaluate, write_report
+from edgerestore.restorers import identity_restorer
 
 
 def _make_set(root: Path, n: int, seed: int, haze: bool = False) -> None:
@@ -129,7 +130,7 @@ def test_a_routed_restorer_on_sets_of_unknown_condition_is_not_called_blind(data
 
 
 def test_a_blind_bundle_names_no_condition(data, tmp_path):
-    from edgerestore.evaluation import bundle_restorer
+    from edgerestore.restorers import bundle_restorer
     from edgerestore.testing import write_bundle
 
     restore, _ = bundle_restorer(write_bundle(tmp_path / "cmudrn", family="cmudrn"))
@@ -234,8 +235,8 @@ def test_eval_command_condition_prefix_overrides_the_guess(data, tmp_path):
 
 def test_checkpoint_restorer_runs_uffn_and_blind_cmudrn_checkpoints(data, tmp_path):
     pytest.importorskip("torch")
-    from edgerestore.evaluation import checkpoint_restorer
     from edgerestore.models.zoo import build, save_checkpoint
+    from edgerestore.restorers import checkpoint_restorer
 
     frame = cv2.imread(str(data / "dev" / "rain_small" / "input" / "0.png"))[
         :31, :37
@@ -258,8 +259,8 @@ def test_checkpoint_restorer_runs_uffn_and_blind_cmudrn_checkpoints(data, tmp_pa
 def test_checkpoint_eval_routes_on_the_runtime_thumbnail_and_runs_the_branch_it_picked(data, tmp_path):
     torch = pytest.importorskip("torch")
     from edgerestore.contract import router_thumbnail
-    from edgerestore.evaluation import checkpoint_restorer
     from edgerestore.models.zoo import build, save_checkpoint
+    from edgerestore.restorers import checkpoint_restorer
 
     torch.manual_seed(0)
     model = build("uffn-tiny").eval()
@@ -336,7 +337,7 @@ def test_restorer_user_errors_name_the_image(data):
 
 def test_a_bundle_is_evaluated_on_images_beyond_its_max_shape(tmp_path):
     """A photograph larger than the bundle's max shape runs in tiles; the evaluation does not abort."""
-    from edgerestore.evaluation import bundle_restorer
+    from edgerestore.restorers import bundle_restorer
     from edgerestore.testing import write_bundle
 
     root = tmp_path / "dev" / "big_rain"

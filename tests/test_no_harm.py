@@ -228,7 +228,7 @@ def test_router_thumbnails_use_real_photographs_for_their_condition():
 
 def test_calibrate_router_picks_a_temperature_and_a_threshold_that_leaves_clean_frames_alone():
     torch = pytest.importorskip("torch")
-    from edgerestore.train import trainer
+    from edgerestore.train import router_stage
 
     class Items:
         def __init__(self, n):
@@ -243,14 +243,14 @@ def test_calibrate_router_picks_a_temperature_and_a_threshold_that_leaves_clean_
         def router(self, thumb):
             return 8.0 * thumb  # logits far too sharp
 
-    cal = trainer.calibrate_router(Overconfident(), Items(500), 500)
+    cal = router_stage.calibrate_router(Overconfident(), Items(500), 500)
     assert cal["temperature"] > 2.0  # it undoes the sharpening
     assert cal["nll"]["after"] < cal["nll"]["before"]
-    assert cal["clean_untouched"] >= trainer.CLEAN_UNTOUCHED_TARGET
+    assert cal["clean_untouched"] >= router_stage.CLEAN_UNTOUCHED_TARGET
     i = cal["curve"]["threshold"].index(cal["threshold"])
     assert cal["curve"]["clean"]["untouched"][i] == cal["clean_untouched"]
     if i:  # the smallest threshold that meets the target
-        assert cal["curve"]["clean"]["untouched"][i - 1] < trainer.CLEAN_UNTOUCHED_TARGET
+        assert cal["curve"]["clean"]["untouched"][i - 1] < router_stage.CLEAN_UNTOUCHED_TARGET
 
 
 def test_the_trade_off_picture_is_written(tmp_path):

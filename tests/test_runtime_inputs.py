@@ -8,7 +8,8 @@ import pytest
 
 from edgerestore.contract import MIN_SIDE
 from edgerestore.errors import UserError
-from edgerestore.runtime.restorer import Restorer, normalise_frame
+from edgerestore.runtime.frames import normalise_frame
+from edgerestore.runtime.restorer import Restorer
 from edgerestore.testing import OFFSETS, PROTOTYPES, write_bundle
 
 

@@ -129,19 +129,25 @@ def test_frame_beyond_the_bundle_max_shape_runs_in_tiles(tmp_path):
         assert "tiled" in result.flags and result.image.shape == (65, 40, 3)
 
 
+def _slow_trunk(restorer: Restorer, delay) -> object:
+    """Make the trunk graph of `restorer`'s backend call `delay()` before it runs; returns the original `run`."""
+    run = restorer.backend.run
+
+    def slow_run(graph, out_shapes=None):
+        if graph == "trunk":
+            delay()
+        return run(graph, out_shapes)
+
+    restorer.backend.run = slow_run
+    return run
+
+
 def test_deadline_fails_open_with_the_raw_frame(bundle_dir):
     with Restorer.open(bundle_dir, threads=1, deadline_ms=1000) as r:
         frame = solid("rain")
         assert r(frame).restored  # within budget: the normal result
-        run = r.backend.run
         release = threading.Event()
-
-        def slow_run(graph, out_shapes=None):
-            if graph == "trunk":
-                release.wait(5)
-            return run(graph, out_shapes)
-
-        r.backend.run = slow_run
+        run = _slow_trunk(r, lambda: release.wait(5))
         r.deadline_ms = 30
         t0 = time.perf_counter()
         late = r(frame)
@@ -153,7 +159,7 @@ def test_deadline_fails_open_with_the_raw_frame(bundle_dir):
         r.backend.run = run
         r.deadline_ms = 1000
         deadline = time.time() + 5
-        while r._inflight is not None and not r._inflight.done() and time.time() < deadline:
+        while r._thread.inflight is not None and not r._thread.inflight.done() and time.time() < deadline:
             time.sleep(0.01)
         healthy = r(frame)
         assert healthy.restored and healthy.condition == "rain"
@@ -334,14 +340,7 @@ def test_stats_count_only_delivered_results_and_a_slow_branch_is_warned_about(bu
     named once in a warning."""
     with Restorer.open(bundle_dir, threads=1, deadline_ms=1000) as r:
         frame = solid("rain")
-        run = r.backend.run
-
-        def slow_run(graph, out_shapes=None):
-            if graph == "trunk":
-                time.sleep(0.15)
-            return run(graph, out_shapes)
-
-        r.backend.run = slow_run
+        _slow_trunk(r, lambda: time.sleep(0.15))
         r.deadline_ms = 40
         with caplog.at_level("WARNING", logger="edgerestore.restorer"):
             results = []

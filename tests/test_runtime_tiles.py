@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edgerestore.errors import UserError
-from edgerestore.runtime.restorer import Restorer, tile_grid
+from edgerestore.runtime.restorer import Restorer
+from edgerestore.runtime.tiles import tile_grid
 from edgerestore.testing import OFFSETS, PROTOTYPES, write_bundle
 
 

@@ -16,13 +16,13 @@ import pytest
 from edgerestore.engines.bundle import sha256_file
 from edgerestore.errors import BundleError, UserError
 from edgerestore.runtime.restorer import Restorer
-from edgerestore.runtime.trt import (
+from edgerestore.runtime.trt import TensorRTBackend
+from edgerestore.runtime.trt_policy import (
     ALIGNMENT,
     Allocation,
     CudaGraphCache,
     GrowOnlyBuffers,
     ShapeBounds,
-    TensorRTBackend,
     check_profile,
     host_view,
     numpy_dtype,
@@ -266,7 +266,7 @@ class FakeCuda:
         if ops is None:
             raise CudaFault("cudaStreamEndCapture on a stream that is not capturing")
         if self.capture_invalid:
-            from edgerestore.runtime.trt import CudaError
+            from edgerestore.runtime.cuda import CudaError
 
             raise CudaError("CUDA graph capture failed: cudaErrorStreamCaptureInvalidated")
         self.captures += 1
@@ -969,7 +969,7 @@ def _fake_cudart(monkeypatch, *, count_err="cudaSuccess", end_err="cudaSuccess",
 
 
 def test_cuda_runtime_names_a_driver_older_than_cuda_python(monkeypatch):
-    from edgerestore.runtime.trt import CudaRuntime
+    from edgerestore.runtime.cuda import CudaRuntime
 
     _fake_cudart(monkeypatch, count_err="cudaErrorInsufficientDriver")
     with pytest.raises(UserError) as e:
@@ -980,7 +980,7 @@ def test_cuda_runtime_names_a_driver_older_than_cuda_python(monkeypatch):
 
 
 def test_cuda_runtime_ends_an_invalidated_capture_and_clears_its_error(monkeypatch):
-    from edgerestore.runtime.trt import CudaError, CudaRuntime
+    from edgerestore.runtime.cuda import CudaError, CudaRuntime
 
     calls = _fake_cudart(monkeypatch, end_err="cudaErrorStreamCaptureInvalidated")
     cuda = CudaRuntime()
@@ -993,7 +993,7 @@ def test_cuda_runtime_ends_an_invalidated_capture_and_clears_its_error(monkeypat
 
 
 def test_cuda_runtime_abort_after_a_capture_that_already_ended(monkeypatch):
-    from edgerestore.runtime.trt import CudaRuntime
+    from edgerestore.runtime.cuda import CudaRuntime
 
     calls = _fake_cudart(monkeypatch, capturing=False)
     cuda = CudaRuntime()

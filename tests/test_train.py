@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
 
+from edgerestore.errors import UserError  # noqa: E402
 from edgerestore.models import zoo  # noqa: E402
 from edgerestore.models.cmudrn import CMUDRN, CMUDRNConfig  # noqa: E402
 from edgerestore.models.uffn import UFFN, UFFNConfig  # noqa: E402
@@ -104,6 +106,55 @@ def test_resume_continues_exactly(tmp_path, clean_dir):
     assert (tmp_path / "straight.log.jsonl").exists()
 
 
+def test_init_from_starts_a_fresh_schedule_from_the_weights_and_refuses_other_settings(tmp_path, clean_dir):
+    train(_cfg(tmp_path, clean_dir, 3, "first.pt"), progress=False)
+    first, _ = zoo.load_checkpoint(tmp_path / "first.pt")
+    second = _cfg(tmp_path, clean_dir, 2, "second.pt")
+    second.init_from, second.stop_at, second.lr = (
+        tmp_path / "first.pt",
+        1,
+        1e-12,
+    )  # one step that barely moves
+    train(second, progress=False)
+    payload = zoo.read_payload(tmp_path / "second.pt")
+    assert payload["step"] == 1  # its own schedule, not the first run's step 3
+    assert payload["train"]["history"][0]["init_from"] == str(tmp_path / "first.pt")
+    assert payload["train"]["config"]["init_from"] == str(tmp_path / "first.pt")
+    b, _ = zoo.load_checkpoint(tmp_path / "second.pt")
+    for (name, pa), pb in zip(first.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6), name  # started from the first run's weights
+    fresh = dict(zoo.build("uffn-tiny", **TINY_DICT).named_parameters())
+    assert any(not torch.equal(fresh[k], v) for k, v in b.named_parameters())
+    wrong = _cfg(tmp_path, clean_dir, 2, "third.pt")
+    wrong.init_from, wrong.overrides = tmp_path / "first.pt", {**TINY_DICT, "width": TINY_DICT["width"] * 2}
+    with pytest.raises(UserError, match="--init-from .*first.pt was trained with width="):
+        train(wrong, progress=False)
+    assert not (tmp_path / "third.pt").exists()
+
+
+@pytest.mark.parametrize("profile", ["uffn-tiny", "cmudrn-t3"])
+def test_whole_model_run_keeps_held_out_images_for_validation_only(tmp_path, clean_dir, profile):
+    from edgerestore.train.trainer import build_datasets
+
+    cfg = _cfg(tmp_path, clean_dir, 2, "m.pt")
+    cfg.profile, cfg.hold_out = profile, ["*/img3.png"]
+    cfg.overrides = TINY_DICT if profile == "uffn-tiny" else {}
+    model = zoo.build(profile, **cfg.overrides)
+    train_set, val_set = build_datasets(cfg, model)
+    held_out = cv2.imread(str(clean_dir / "img3.png"))[..., ::-1]
+
+    def holds(images) -> bool:
+        return any(im.shape == held_out.shape and np.array_equal(im, held_out) for im in images)
+
+    assert len(train_set.pairs.images) == 3 and not holds(train_set.pairs.images)
+    assert len(val_set.pairs.images) == 1 and holds(val_set.pairs.images)
+    if profile == "uffn-tiny":
+        assert not holds(train_set.thumbnails.images) and holds(val_set.thumbnails.images)
+    cfg.hold_out = ["*/nothing-*.png"]
+    with pytest.raises(UserError, match="no held-out images"):
+        build_datasets(cfg, model)
+
+
 @pytest.mark.slow
 def test_ddp_runs_on_two_cpu_processes_with_gloo(tmp_path, clean_dir):
     out = tmp_path / "ddp.pt"
@@ -174,7 +225,7 @@ def _changed_keys_and_assert_equal(before: dict, a, b) -> list[str]:
 
 @pytest.mark.slow
 def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path, clean_dir):
-    from edgerestore.train.trainer import train_router
+    from edgerestore.train.router_stage import train_router
 
     before, metrics, a, meta, b = _stage_straight_and_resumed(
         tmp_path, clean_dir, lambda cfg: train_router(cfg, progress=False)
@@ -191,7 +242,8 @@ def test_router_only_stage_changes_only_the_router_and_resumes_exactly(tmp_path,
 
 @pytest.mark.slow
 def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path, clean_dir):
-    from edgerestore.train.trainer import ship_weights, train_branch
+    from edgerestore.train.branch_stage import train_branch
+    from edgerestore.train.trainer import ship_weights
 
     def haze_at_half_resolution(cfg):  # the stage trains the composition at the branch's resolution
         cfg.overrides = {**cfg.overrides, "branch_scales": {"haze": 0.5}}
@@ -217,7 +269,7 @@ def test_branch_only_stage_changes_only_that_branch_and_resumes_exactly(tmp_path
 @pytest.mark.slow
 def test_branch_only_can_give_a_branch_a_subpixel_decoder_and_resumes_exactly(tmp_path, clean_dir):
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.branch_stage import train_branch
 
     def rain_subpixel(cfg):
         cfg.overrides = {**cfg.overrides, "branch_decoders": {"rain": "subpixel"}}
@@ -246,7 +298,7 @@ def test_branch_only_can_give_a_branch_a_subpixel_decoder_and_resumes_exactly(tm
 
 def test_branch_only_refuses_an_unknown_branch_in_one_line(tmp_path, clean_dir):
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.branch_stage import train_branch
 
     zoo.save_checkpoint(tmp_path / "m.pt", UFFN(UFFNConfig(**TINY_DICT)), "uffn-tiny")
     with pytest.raises(UserError, match="the branches are rain, haze, raindrop, snow"):
@@ -257,7 +309,7 @@ def test_branch_only_refuses_an_unknown_branch_in_one_line(tmp_path, clean_dir):
 
 def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_path, clean_dir):
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_router
+    from edgerestore.train.router_stage import train_router
 
     donor, receiver = UFFN(UFFNConfig(**TINY_DICT)), UFFN(UFFNConfig(**{**TINY_DICT, "width": 4}))
     torch.nn.init.constant_(donor.router_net.fc.bias, 0.25)
@@ -291,6 +343,10 @@ def test_router_from_copies_a_matching_router_and_refuses_a_different_one(tmp_pa
         (["--profile", "cmudrn-t3", "--branch-only", "haze"], "--branch-only is for UFFN profiles"),
         (["--profile", "cmudrn-t3", "--router-only"], "--router-only is for UFFN profiles"),
         (["--profile", "uffn-tiny", "--router-only", "--branch-only", "haze"], "separate stages"),
+        (
+            ["--profile", "uffn-tiny", "--router-only", "--init-from", "x.pt"],
+            "--init-from starts a whole-model",
+        ),
     ],
 )
 def test_train_stage_flags_refuse_bad_combinations_in_one_line(tmp_path, clean_dir, capsys, extra, message):
@@ -356,7 +412,7 @@ def test_branch_from_merges_branches_fine_tuned_on_copies(tmp_path, clean_dir):
     two stages run one after the other: each branch, its resolution/decoder and stage record come over, the
     rest stays bit for bit; a branch trained against another trunk is refused."""
     from edgerestore.errors import UserError
-    from edgerestore.train.trainer import train_branch
+    from edgerestore.train.branch_stage import train_branch
 
     zoo.save_checkpoint(tmp_path / "base.pt", UFFN(UFFNConfig(**TINY_DICT)), "uffn-tiny")
     for name in ("rain.pt", "haze.pt", "other.pt"):

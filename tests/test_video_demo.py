@@ -35,17 +35,15 @@ def test_demo_clip_has_one_labelled_segment_per_condition_and_is_cached(tmp_path
     assert not [p for p in clip.path.parent.iterdir() if "partial" in p.name]
 
 
+def _quiet_demo(out: Path, restorer, lines: list[str], **options):
+    """`run_demo` of `restorer` into `out` without a progress bar, its printed lines collected in `lines`."""
+    return run_demo(None, out, restorer=restorer, echo=lines.append, progress=False, **options)
+
+
 def test_run_demo_writes_side_by_side_video_contact_sheet_and_latency_summary(tmp_path):
     clip = _clip(tmp_path)
     lines: list[str] = []
-    report = run_demo(
-        None,
-        tmp_path / "out",
-        clip=clip,
-        restorer=FakeRestorer(latency_ms=1),
-        echo=lines.append,
-        progress=False,
-    )
+    report = _quiet_demo(tmp_path / "out", FakeRestorer(latency_ms=1), lines, clip=clip)
     video = Path(report.video)
     assert count_video_frames(video) == 20
     assert cv2.VideoCapture(str(video)).read()[1].shape == (64, 192, 3)
@@ -88,15 +86,7 @@ def test_a_short_run_samples_the_frames_it_processed_and_a_failure_leaves_no_out
 
     clip = _clip(tmp_path)
     lines: list[str] = []
-    report = run_demo(
-        None,
-        tmp_path / "out",
-        clip=clip,
-        restorer=FakeRestorer(),
-        max_frames=5,
-        echo=lines.append,
-        progress=False,
-    )
+    report = _quiet_demo(tmp_path / "out", FakeRestorer(), lines, clip=clip, max_frames=5)
     assert count_video_frames(Path(report.video)) == 5
     row_height = round(64 * 320 / 96)
     assert cv2.imread(report.contact_sheet).shape == (2 * row_height, 640, 3), "clean (4 frames) and rain (1)"
@@ -127,13 +117,11 @@ def test_run_demo_on_an_input_uri_groups_frames_by_the_routers_verdict(tmp_path)
 
     make_video(tmp_path / "mine.avi", 6, size=(96, 64), fps=10)
     lines: list[str] = []
-    report = run_demo(
-        None,
+    report = _quiet_demo(
         tmp_path / "out",
+        FakeRestorer(condition="haze", confidence=0.8),
+        lines,
         input_uri=f"file://{tmp_path / 'mine.avi'}",
-        restorer=FakeRestorer(condition="haze", confidence=0.8),
-        echo=lines.append,
-        progress=False,
         output_codec="MJPG",
     )
     assert count_video_frames(report.video) == 6

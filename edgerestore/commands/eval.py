@@ -58,7 +58,7 @@ def _parse_data(value: str) -> tuple[str | None, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgerestore import evaluation
+    from edgerestore import evaluation, restorers
     from edgerestore.data.pairs import find_sets
     from edgerestore.errors import UserError
     from edgerestore.files import check_writable
@@ -79,15 +79,15 @@ def run(args: argparse.Namespace) -> int:
         condition, path = _parse_data(value)
         sets.extend(find_sets(path, condition=condition))
     if args.checkpoint is not None:
-        restore, name = evaluation.checkpoint_restorer(
+        restore, name = restorers.checkpoint_restorer(
             args.checkpoint, device=args.device, threads=args.threads or None
         )
     elif args.bundle is not None:
-        restore, name = evaluation.bundle_restorer(args.bundle)
+        restore, name = restorers.bundle_restorer(args.bundle)
     elif args.baseline == "dcp":
-        restore, name = evaluation.dcp_restorer, "Dark Channel Prior (He et al. 2009, guided filter)"
+        restore, name = restorers.dcp_restorer, "Dark Channel Prior (He et al. 2009, guided filter)"
     else:
-        restore, name = evaluation.identity_restorer, "identity (degraded input, do nothing)"
+        restore, name = restorers.identity_restorer, "identity (degraded input, do nothing)"
     report = evaluation.evaluate(
         restore,
         sets,

@@ -95,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="with --branch-only: take that branch of this UFFN checkpoint (fine-tuned on a copy of --out) instead",
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start a new run (no --out yet) from the weights of this checkpoint, same profile and --set: a "
+        "fresh optimizer and schedule from step 0, e.g. to fine-tune on other data (a run that exists resumes)",
+    )
     parser.add_argument("--ship", type=Path, help="when done, write the small shipped weights file here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -132,14 +139,9 @@ def run(args: argparse.Namespace) -> int:
     from edgerestore.errors import UserError
     from edgerestore.files import check_writable, exclusive_lock
     from edgerestore.models.zoo import get_profile
-    from edgerestore.train.trainer import (
-        TrainConfig,
-        TrainingInterrupted,
-        ship_weights,
-        train,
-        train_branch,
-        train_router,
-    )
+    from edgerestore.train.branch_stage import train_branch
+    from edgerestore.train.router_stage import train_router
+    from edgerestore.train.trainer import TrainConfig, TrainingInterrupted, ship_weights, train
 
     rank, world = _rank()
     if args.branch_only is not None and not args.branch_only.strip():
@@ -151,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
     if args.branch_from is not None and not args.branch_only:
         raise UserError(
             "--branch-from takes a branch of another checkpoint in a --branch-only run; add --branch-only NAME"
+        )
+    if args.init_from is not None and (args.router_only or args.branch_only):
+        stage = "--router-only" if args.router_only else "--branch-only"
+        raise UserError(
+            f"--init-from starts a whole-model run; {stage} already fine-tunes the checkpoint --out "
+            "(copy the checkpoint there first)"
         )
     if (args.router_only or args.branch_only) and world > 1:
         stage = "--router-only" if args.router_only else "--branch-only"
@@ -182,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         stop_at=args.stop_at,
         router_from=args.router_from,
         branch_from=args.branch_from,
+        init_from=args.init_from,
         workers=args.workers,
         threads=args.threads,
         overrides=_parse_overrides(args.overrides),

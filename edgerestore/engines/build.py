@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgerestore.contract import check_precision, precision_of, tensor_specs, variant_for
+from edgerestore.contract import precision_of, tensor_specs, variant_for
 from edgerestore.engines.bundle import (
     BACKENDS,
     Bundle,
@@ -250,10 +250,9 @@ class _Source:
     accuracy: dict[str, Any]
 
 
-def _read_export(onnx_dir: Path, backend: str, precision: str) -> tuple[dict[str, Any], list[_Source]]:
+def _read_export(onnx_dir: Path, sub: str | None, precision: str) -> tuple[dict[str, Any], list[_Source]]:
     export = ExportDir(onnx_dir).verify()
     model = export.meta
-    sub = variant_for(backend, precision)
     per_graph: dict[str, Any] = {}
     if sub is not None:
         fix = f"run: edgerestore build --profile {model.get('profile', onnx_dir.name)} --precision {precision} (it converts first)"
@@ -368,9 +367,9 @@ def build_bundle(
     import onnx
 
     onnx_dir = Path(onnx_dir)
-    check_precision(precision)
     backend, module = resolve_backend(backend, trt_module)
-    model, sources = _read_export(onnx_dir, backend, precision)
+    variant = variant_for(backend, precision)  # checks `precision`, before any work
+    model, sources = _read_export(onnx_dir, variant, precision)
     profile = str(model.get("profile") or onnx_dir.name)
     stride = int(model.get("stride") or 1)
     prof = normalise_shape_profile(shape_profile, stride)
@@ -457,7 +456,7 @@ def build_bundle(
                 sources,
                 onnx_dir=onnx_dir,
                 model=model,
-                variant=str(variant_for(backend, precision)),
+                variant=str(variant),
                 folder=Path(stage) / "device-guard",
                 calib=calib,
                 device_guard=device_guard,

@@ -215,8 +215,7 @@ class CaseTimer:
         self.condition = condition if m.family != "cmudrn" else None
         self.label = case_label(m.family, condition)
         if pool is None:
-            kinds = ("rain", "snow") if m.family == "cmudrn" else (condition,) if condition else CONDITIONS
-            pool = weather_frames(self.size, kinds, seed)
+            pool = case_pool(m.family, self.size, condition, seed)
         self.pool = pool
         self.reference = reference
         self._i = 0
@@ -297,6 +296,15 @@ class CaseTimer:
             rounds=rounds,
             load=list(self._load),
         )
+
+
+def case_pool(
+    family: str, size: tuple[int, int], condition: str | None, seed: int = 0
+) -> list[tuple[str, np.ndarray]]:
+    """The (condition, frame) pool a case cycles through: rain and snow for CMUDRN (blind), else the forced
+    `condition`'s frames, else every condition's (routed)."""
+    kinds = ("rain", "snow") if family == "cmudrn" else (condition,) if condition else CONDITIONS
+    return weather_frames(size, kinds, seed)
 
 
 def case_label(family: str, condition: str | None) -> str:

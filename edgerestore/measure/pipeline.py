@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from edgerestore.conditions import CONDITIONS
 from edgerestore.errors import UserError
-from edgerestore.measure.cases import weather_frames
+from edgerestore.measure.cases import case_label, case_pool
 from edgerestore.measure.stats import StageStats, summarize
 from edgerestore.runtime.protocol import RestorerLike
 
@@ -122,15 +121,8 @@ def measure_pipeline(
     from edgerestore.runtime import video
 
     m = restorer.bundle.manifest
-    if m.family == "cmudrn":
-        pool = [f for _, f in weather_frames(size, ("rain", "snow"), seed)]
-        label = "blind"
-    elif condition is not None:
-        pool = [f for _, f in weather_frames(size, (condition,), seed)]
-        label = condition
-    else:
-        pool = [f for _, f in weather_frames(size, CONDITIONS, seed)]
-        label = "routed"
+    pool = [f for _, f in case_pool(m.family, size, condition, seed)]  # the frames a timed case cycles
+    label = case_label(m.family, condition)
     previous = restorer.force
     if m.family != "cmudrn":
         restorer.force = condition

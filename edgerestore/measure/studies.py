@@ -3,7 +3,7 @@ backend comparison.
 
 * Bundles come from `edgerestore.pipeline.ensure_bundle` (`untrained=True`: before a checkpoint exists, a
   profile is timed as exported from untrained weights, seed 0), models from `edgerestore.pipeline.load_model`,
-  the PyTorch column runs `edgerestore.evaluation.model_restorer`.
+  the PyTorch column runs `edgerestore.restorers.model_restorer`.
 * `sweep_cmudrn`: the CMUDRN paper's latency study — image size × loop count T — one checkpoint exported at
   every T (`CMUDRN.with_loops`), timed with ONNX Runtime; heatmap PNG + CSV.
 * `sweep_uffn`: UFFN latency over image size × precision (fp32 / fp16 / int8 bundles); heatmap PNG + CSV.
@@ -309,8 +309,8 @@ def compare_backends(
     from edgerestore import pipeline
     from edgerestore.contract import variant_for
     from edgerestore.engines.build import resolve_backend
-    from edgerestore.evaluation import model_restorer
     from edgerestore.measure.device import device_of
+    from edgerestore.restorers import model_restorer
     from edgerestore.runtime.restorer import Restorer
 
     torch.set_num_threads(threads)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -186,9 +187,12 @@ def quantize_graph_modelopt(
         with modelopt_pool() as own:
             return quantize_graph_modelopt(model, feeds, method, own)
     with tempfile.TemporaryDirectory(prefix="edgerestore-mo-") as tmp:
-        out = Path(tmp) / "q.onnx"
+        # ModelOpt may write back into the file it reads (seen with graphs whose value_info names their
+        # axes: the export folder's graph then no longer matched model.json), so it reads a copy
+        src, out = Path(tmp) / Path(model).name, Path(tmp) / "q.onnx"
+        shutil.copyfile(model, src)
         try:
-            pool.submit(_modelopt_quantize, str(model), feeds, method, str(out)).result()
+            pool.submit(_modelopt_quantize, str(src), feeds, method, str(out)).result()
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(f"ModelOpt could not quantize {Path(model).name}: {first}") from None

@@ -14,26 +14,25 @@ Safe from several threads (a lock around the backend), also while `close()` runs
 `UserError`); `submit()`/`result()` and `stream()` overlap preparing the next frame with running the
 current one.
 
-Input rule (see `normalise_frame`): numpy uint8 or uint16 arrays, HxW or HxWx1 (gray), HxWx3 (BGR, or RGB
-with color="rgb"), HxWx4 (BGRA / RGBA), each side >= MIN_SIDE, any size above: a frame that once padded
-exceeds the bundle's max shape or `tile_pixels` runs in overlapping tiles (`tile_grid`) in bounded memory,
-with the router on the whole frame's thumbnail. The result has the input's dtype, channel count and order: gray in -> gray out (BGR->gray of the
-restored frame), alpha passed through unchanged, 16-bit in -> 8-bit inference -> 16-bit out (x257).
+Input rule (`runtime/frames.py`, `normalise_frame`): numpy uint8 or uint16 arrays, gray, BGR / RGB, BGRA /
+RGBA, each side >= MIN_SIDE, any size above: a frame that once padded exceeds the bundle's max shape or
+`tile_pixels` runs in overlapping tiles (`runtime/tiles.py`) in bounded memory, with the router on the whole
+frame's thumbnail; the result has the input's dtype, channel count and order. A reduced branch's map is
+applied at full size by `runtime/guided.py`; video hysteresis is `runtime/smoothing.py`.
 
 Must not import torch.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -45,229 +44,24 @@ from edgerestore.conditions import CONDITIONS, acts_on, calibrated, check_thresh
 from edgerestore.contract import (
     FEATURES,
     FRAME,
-    GUIDED_EPS,
     MIN_SIDE,
     PROBS,
     RESTORED,
     THUMBNAIL,
-    guided_coefficients,
     pad_to,
     reduced_size,
     router_thumbnail,
 )
-from edgerestore.errors import BundleError, UserError
+from edgerestore.errors import UserError
 from edgerestore.runtime.backend import Backend, open_backend
+from edgerestore.runtime.delivery import CLOSED, InferenceThread, Ledger
+from edgerestore.runtime.frames import FrameFormat, denormalise_frame, normalise_frame
+from edgerestore.runtime.guided import GuidedUpsampler
+from edgerestore.runtime.layout import read_layout
+from edgerestore.runtime.smoothing import ConditionSmoother
+from edgerestore.runtime.tiles import TILE_OVERLAP, TILE_PIXELS, padded_side, run_in_tiles
 
-log = logging.getLogger("edgerestore.restorer")
-
-#: The smallest frame side accepted (smaller frames carry too little for the router's thumbnail).
-#: Frames (once padded) of more pixels than this, or beyond the bundle's max shape, run in overlapping tiles
-#: of at most this many pixels, so memory stays bounded whatever the frame size (1088x1920: the default
-#: bundle's max shape).
-TILE_PIXELS = 1088 * 1920
-#: Context each tile reads beyond the part of the output it writes (pixels on every inner side). Measured on
-#: uffn-tiny (README, *Frames of any size*): tiled vs whole-frame output >= 45 dB PSNR from 32 px on.
-TILE_OVERLAP = 48
 STAGES = ("pre", "router", "trunk", "branch", "copies", "post", "total")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Input normalisation
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FrameFormat:
-    """How a caller's frame was laid out, to give the result back the same way."""
-
-    dtype: np.dtype
-    channels: int  # 1 (gray), 3, 4
-    squeeze: bool  # gray given as HxW (not HxWx1)
-    rgb: bool
-
-
-def normalise_frame(frame: Any, color: str = "bgr") -> tuple[np.ndarray, FrameFormat]:
-    """uint8 BGR HxWx3 (contiguous) for the graphs, and the caller's format. Raises UserError (one line)
-    for anything the runtime does not accept."""
-    if not isinstance(frame, np.ndarray):
-        raise UserError(f"frame must be a numpy array (as cv2 returns), got {type(frame).__name__}")
-    if frame.dtype not in (np.uint8, np.uint16):
-        raise UserError(
-            f"frame dtype {frame.dtype} is not supported; pass uint8 (or uint16) pixels, e.g. "
-            "np.clip(x * 255, 0, 255).round().astype(np.uint8) for floats in [0, 1]"
-        )
-    if frame.ndim == 2:
-        channels, squeeze = 1, True
-    elif frame.ndim == 3 and frame.shape[2] in (1, 3, 4):
-        channels, squeeze = frame.shape[2], False
-    else:
-        raise UserError(
-            f"frame shape {frame.shape} is not an image; expected HxW, HxWx1, HxWx3 or HxWx4 (channels last)"
-        )
-    h, w = frame.shape[:2]
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise UserError(f"frame of {h}x{w} is too small; both sides must be at least {MIN_SIDE} pixels")
-    if color not in ("bgr", "rgb"):
-        raise UserError(f"color must be 'bgr' or 'rgb', got {color!r}")
-    fmt = FrameFormat(frame.dtype, channels, squeeze, color == "rgb")
-    x = frame
-    if x.dtype == np.uint16:
-        x = ((x.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 65535 -> 255, rounded
-    if channels == 1:
-        bgr = cv2.cvtColor(np.ascontiguousarray(x.reshape(h, w)), cv2.COLOR_GRAY2BGR)
-    elif channels == 4:
-        bgr = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGBA2BGR if fmt.rgb else cv2.COLOR_BGRA2BGR)
-    elif fmt.rgb:
-        bgr = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_RGB2BGR)
-    else:
-        bgr = np.ascontiguousarray(x)
-    return bgr, fmt
-
-
-def denormalise_frame(bgr: np.ndarray, fmt: FrameFormat, original: np.ndarray) -> np.ndarray:
-    """The restored uint8 BGR frame in the caller's format (dtype, channels, order; alpha from `original`)."""
-    if fmt.channels == 1:
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
-        if not fmt.squeeze:
-            out = out[:, :, None]
-    elif fmt.channels == 4:
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA if fmt.rgb else cv2.COLOR_BGR2BGRA)
-    elif fmt.rgb:
-        out = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    else:
-        out = bgr
-    if fmt.dtype == np.uint16:
-        out = out.astype(np.uint16) * np.uint16(257)
-    if fmt.channels == 4:
-        out[:, :, 3] = original[:, :, 3]
-    return out
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One tile of a frame: the graphs read rows `y0:y1`, columns `x0:x1` (the core plus `overlap` of
-    context on every side that has a neighbour) and the result keeps only the core `cy0:cy1`, `cx0:cx1`."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-    cy0: int
-    cy1: int
-    cx0: int
-    cx1: int
-
-
-def _padded_side(n: int, stride: int, minimum: int) -> int:
-    return max(-(-n // stride) * stride, -(-minimum // stride) * stride)
-
-
-def tile_grid(
-    h: int,
-    w: int,
-    *,
-    stride: int,
-    overlap: int,
-    max_pixels: int,
-    max_hw: tuple[int, int] | None = None,
-    min_hw: tuple[int, int] = (1, 1),
-) -> list[Tile]:
-    """The fewest equal-ish tiles covering an h x w frame whose padded inputs fit `max_hw` and `max_pixels`.
-    Core edges (and so tile origins, `overlap` being rounded up to the stride) fall on multiples of `stride`,
-    so each tile sees the same pixel phase as the whole frame and only the overlap differs."""
-    max_h, max_w = max_hw if max_hw is not None else (1 << 30, 1 << 30)
-    # a small max shape takes a smaller overlap: a tile's core stays at least half of it
-    room = min(max_h, max_w, math.isqrt(max_pixels)) // 4
-    overlap = min(-(-max(overlap, 0) // stride) * stride, room // stride * stride)
-
-    def edges(n: int, parts: int) -> list[int]:
-        return [min(n, stride * round(i * n / (parts * stride))) for i in range(parts)] + [n]
-
-    def span(n: int, parts: int, minimum: int) -> int:  # padded side of the largest of `parts` tiles of n
-        e = edges(n, parts)
-        largest = max(min(n, e[i + 1] + overlap) - max(0, e[i] - overlap) for i in range(parts))
-        return _padded_side(largest, stride, minimum)
-
-    best: tuple[int, int] | None = None
-    for rows in range(1, min(max(1, h // stride), 512) + 1):
-        if best is not None and rows > best[0] * best[1]:
-            break
-        th = span(h, rows, min_hw[0])
-        if th > max_h:
-            continue
-        for cols in range(1, min(max(1, w // stride), 512) + 1):
-            if best is not None and rows * cols >= best[0] * best[1]:
-                break
-            tw = span(w, cols, min_hw[1])
-            if tw <= max_w and th * tw <= max_pixels:
-                best = (rows, cols)
-                break
-    if best is None:
-        raise UserError(
-            f"frame of {h}x{w} cannot be cut into tiles of at most {max_pixels} pixels within the bundle's "
-            f"max shape {max_h}x{max_w} with {overlap} px of overlap; rebuild the bundle with a larger --max"
-        )
-    rows, cols = best
-
-    ys, xs = edges(h, rows), edges(w, cols)
-    tiles = []
-    for i in range(rows):
-        for j in range(cols):
-            cy0, cy1, cx0, cx1 = ys[i], ys[i + 1], xs[j], xs[j + 1]
-            tiles.append(
-                Tile(
-                    max(0, cy0 - overlap),
-                    min(h, cy1 + overlap),
-                    max(0, cx0 - overlap),
-                    min(w, cx1 + overlap),
-                    cy0,
-                    cy1,
-                    cx0,
-                    cx1,
-                )
-            )
-    return tiles
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Temporal smoothing of the router's verdict
-# ---------------------------------------------------------------------------------------------------------
-
-
-class ConditionSmoother:
-    """Hysteresis for video: the current condition changes only when a different one wins `dwell`
-    consecutive routed frames, or (if `margin` is set) beats the current one's probability by at least
-    `margin` in a single frame. The first routed frame sets the condition directly."""
-
-    def __init__(self, dwell: int = 3, margin: float | None = None) -> None:
-        if dwell < 1:
-            raise UserError(f"dwell must be >= 1 frame, got {dwell}")
-        if margin is not None and not 0.0 < margin <= 1.0:
-            raise UserError(f"margin must be in (0, 1], got {margin}")
-        self.dwell = dwell
-        self.margin = margin
-        self.reset()
-
-    def reset(self) -> None:
-        self.current: int | None = None
-        self._candidate: int | None = None
-        self._streak = 0
-
-    def update(self, probs: np.ndarray) -> int:
-        winner = int(np.argmax(probs))
-        if self.current is None or winner == self.current:
-            self.current = winner
-            self._candidate, self._streak = None, 0
-            return self.current
-        if winner == self._candidate:
-            self._streak += 1
-        else:
-            self._candidate, self._streak = winner, 1
-        by_margin = self.margin is not None and probs[winner] - probs[self.current] >= self.margin
-        if self._streak >= self.dwell or by_margin:
-            self.current = winner
-            self._candidate, self._streak = None, 0
-        return self.current
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -308,16 +102,6 @@ class _Prepared:
     index: int
     abandoned: bool = False  # the caller stopped waiting (deadline): the result is not delivered
     finished: bool = False
-
-
-@dataclass
-class RestorerStats:
-    frames: int = 0
-    restored: int = 0
-    clean: int = 0
-    deadline_missed: int = 0
-    late_dropped: int = 0
-    per_condition: dict[str, int] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,33 +146,16 @@ class Restorer:
             raise UserError(
                 f"route_every={route_every!r}: route at least every frame (1) or every n-th frame"
             )
-        m = bundle.manifest
+        lay = read_layout(bundle, backend, loops)
         self.bundle = bundle
         self.backend = backend
-        self.family: str = m.family
-        self.conditions: tuple[str, ...] = tuple(m.conditions)
-        # UFFN's router outputs are indexed by CONDITIONS; CMUDRN (blind) lists the conditions it removes
-        if (
-            (self.conditions != CONDITIONS)
-            if self.family == "uffn"
-            else not set(self.conditions) <= set(CONDITIONS)
-        ):
-            raise BundleError(
-                f"bundle conditions {list(self.conditions)} differ from this runtime's {list(CONDITIONS)}; "
-                "rebuild the bundle with this edgerestore version"
-            )
-        self.stride = int(m.stride or 1)
-        self.thumbnail_size = int(m.thumbnail_size or 0)
-        self.branch_scales: dict[str, float] = dict(m.branch_scales)
+        self.family, self.conditions, self.model_graph = lay.family, lay.conditions, lay.model_graph
+        self.stride, self.thumbnail_size = lay.stride, lay.thumbnail_size
+        self.branch_scales: dict[str, float] = lay.branch_scales
+        self.min_hw, self.max_hw, self._features = lay.min_hw, lay.max_hw, lay.features
         # do no harm: the router's calibrated confidence must reach `min_confidence` for a frame to be restored
-        calibration = dict(getattr(m, "router_calibration", None) or {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.min_confidence = (
-            float(calibration.get("threshold", 0.0)) if min_confidence is None else float(min_confidence)
-        )
-        prof = m.shape_profile or {}
-        self.min_hw: tuple[int, int] = tuple(int(v) for v in prof.get("min", (1, 1)))  # type: ignore[assignment]
-        self.max_hw: tuple[int, int] | None = tuple(int(v) for v in prof["max"]) if prof.get("max") else None  # type: ignore[assignment]
+        self.temperature = lay.temperature
+        self.min_confidence = lay.threshold if min_confidence is None else float(min_confidence)
         self.color = color
         self.video = video
         self.smoother = ConditionSmoother(dwell, margin)
@@ -398,37 +165,13 @@ class Restorer:
         self.deadline_ms = deadline_ms
         self.tile_pixels = int(tile_pixels)
         self.tile_overlap = int(tile_overlap)
-        self.stats = RestorerStats()
-        self._closed = False
+        self._ledger = Ledger()  # what was delivered, and the deadline's bookkeeping
+        self.stats = self._ledger.stats
+        self._thread = InferenceThread()  # the one inference thread (deadline, submit, stream)
         self._backend_closed = False
-        self._stats_lock = threading.Lock()
-        self._warned_late: set[str] = set()  # branches already warned about as slower than deadline_ms
-        names = set(bundle.graph_names)
-        if self.family == "cmudrn":
-            models = sorted(n for n in names if n.startswith("cmudrn_t"))
-            if loops is not None:
-                models = [n for n in models if n == f"cmudrn_t{loops}"]
-            if len(models) != 1:
-                raise UserError(
-                    f"bundle has CMUDRN graphs {models or sorted(names)}; choose one with loops=<T>"
-                    if len(models) > 1
-                    else f"bundle has no CMUDRN graph for loops={loops}; it holds {sorted(names)}"
-                )
-            self.model_graph: str | None = models[0]
-            self._check_blind_options()
-        else:
-            self.model_graph = None
-            need = {"router", "trunk"} | {f"branch_{c}" for c in CONDITIONS[1:]}
-            if not need <= names:
-                raise BundleError(f"bundle at {bundle.path} lacks graphs {sorted(need - names)}; rebuild it")
-        self._features = self._feature_channels()
-        self._check_manifest_against_graphs()
+        self._check_blind_options()
         self._lock = threading.RLock()
-        self._queue_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._guided_scratch: np.ndarray | None = None  # _apply_reduced's work images
-        self._inflight: Future | None = None
-        self._pending: deque[Future] = deque()
+        self._guided = GuidedUpsampler()  # a reduced branch's map at full size, with its work images
         self._index = 0
         self._last: tuple[int, float, np.ndarray | None] | None = None  # (condition, confidence, probs)
         self._uploaded: np.ndarray | None = None  # the padded frame already bound to the trunk this frame
@@ -465,46 +208,6 @@ class Restorer:
             engine.close()
             raise
 
-    def _check_manifest_against_graphs(self) -> None:
-        """The manifest's `thumbnail_size` and `stride` must be what the graphs take: an edited value is a
-        one-line `BundleError` here, not an error deep inside the backend on some frame."""
-        if self.model_graph is not None:
-            return
-        rebuild = getattr(self.bundle, "rebuild_command", "edgerestore build --force")
-
-        def fail(what: str) -> BundleError:
-            return BundleError(
-                f"{self.bundle.path}: {what}; was the manifest edited? rebuild with: {rebuild}"
-            )
-
-        for t in self.backend.graphs["router"].inputs:
-            dims = tuple(t.shape)
-            if (
-                t.name == THUMBNAIL
-                and len(dims) == 4
-                and all(isinstance(d, int) and d > 0 for d in dims[1:3])
-            ):
-                if dims[1:3] != (self.thumbnail_size, self.thumbnail_size):
-                    raise fail(
-                        f"manifest thumbnail_size {self.thumbnail_size} but the router graph takes "
-                        f"{dims[1]}x{dims[2]} thumbnails"
-                    )
-        # the trunk's features are frame/2: the padding stride must keep both sides even
-        if self.stride < 1 or self.stride % 2:
-            raise fail(f"manifest stride {self.stride}, but the trunk halves the frame (stride must be even)")
-
-    def _feature_channels(self) -> int | None:
-        if self.model_graph is not None:
-            return None
-        for t in self.backend.graphs["trunk"].outputs:
-            if t.name == FEATURES and isinstance(t.shape[1], int) and t.shape[1] > 0:
-                return int(t.shape[1])
-        spec = (self.bundle.manifest.graphs.get("trunk") or {}).get("outputs") or []
-        for t in spec:
-            if t.get("name") == FEATURES and isinstance(t["shape"][1], int):
-                return int(t["shape"][1])
-        return None
-
     # -- what measuring needs (edgerestore.measure) ------------------------------------------------------
     @property
     def threads(self) -> int | None:
@@ -534,19 +237,15 @@ class Restorer:
     def close(self) -> None:
         """Finish the frames already queued, then release the backend. Calls after (or during) `close()`
         from any thread raise `UserError`; closing twice is harmless."""
-        with self._queue_lock:
-            self._closed = True  # no new frame is accepted from here on
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        self._thread.close()  # no new frame is accepted from here on; the queued ones finish
         with self._lock:
             if not self._backend_closed:
                 self._backend_closed = True
                 self.backend.close()
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise UserError("this Restorer is closed; open a new one with Restorer.open(bundle_dir)")
+        if self._thread.closed:
+            raise UserError(CLOSED)
 
     def _check_blind_options(self) -> None:
         """CMUDRN is blind (no router, no branches): `force` and `router_only` cannot apply."""
@@ -575,7 +274,7 @@ class Restorer:
     # -- per frame --------------------------------------------------------------------------------------
     def _fits(self, h: int, w: int) -> bool:
         """Does an h x w frame run whole (padded, within the bundle's max shape and `tile_pixels`)?"""
-        hp, wp = _padded_side(h, self.stride, self.min_hw[0]), _padded_side(w, self.stride, self.min_hw[1])
+        hp, wp = padded_side(h, self.stride, self.min_hw[0]), padded_side(w, self.stride, self.min_hw[1])
         within = self.max_hw is None or (hp <= self.max_hw[0] and wp <= self.max_hw[1])
         return within and hp * wp <= self.tile_pixels
 
@@ -653,7 +352,7 @@ class Restorer:
     def _infer(self, prep: _Prepared) -> RestoreResult:
         with self._lock:
             if self._backend_closed:
-                raise UserError("this Restorer is closed; open a new one with Restorer.open(bundle_dir)")
+                raise UserError(CLOSED)
             self._check_blind_options()
             prep.index = self._index
             self._index += 1
@@ -678,7 +377,7 @@ class Restorer:
                     result = self._raw(prep, condition, confidence, flags, probs)
                     result.timings.update(self._stage_times(be, None))
                     result.timings["total"] = (time.perf_counter() - prep.t_start) * 1e3
-                    return self._count(prep, result)
+                    return self._ledger.finished(prep, result)
                 branch_key = f"branch_{condition}"
                 t_small = time.perf_counter()
                 small = self.reduced_frame(prep.bgr, condition)
@@ -690,7 +389,7 @@ class Restorer:
                     reduce_ms = (time.perf_counter() - t_small) * 1e3
                     restored_small = self._run_frame(branch_key, small, None, flags)
                     t_post = time.perf_counter()
-                    restored = self._apply_reduced(prep.bgr, small, restored_small)
+                    restored = self._guided.apply(prep.bgr, small, restored_small, self.tile_pixels)
             image = denormalise_frame(restored, prep.fmt, prep.original)
             timings = dict.fromkeys(STAGES, 0.0)
             timings.update(self._stage_times(be, branch_key))
@@ -700,26 +399,7 @@ class Restorer:
             result = RestoreResult(
                 image, condition, confidence, True, timings, frozenset(flags), probs, prep.index
             )
-            return self._count(prep, result)
-
-    def _count(self, prep: _Prepared, result: RestoreResult) -> RestoreResult:
-        """Count a result in `stats` unless the caller already gave up on it (a missed deadline: the raw
-        frame was delivered instead and counted then)."""
-        with self._stats_lock:
-            prep.finished = True
-            if not prep.abandoned:
-                self._count_delivered(result)
-        return result
-
-    def _count_delivered(self, result: RestoreResult) -> None:
-        st = self.stats
-        st.frames += 1
-        st.restored += bool(result.restored)
-        st.clean += result.condition == "clean"
-        if "deadline_missed" in result.flags:
-            st.deadline_missed += 1
-        elif result.condition != "blind":
-            st.per_condition[result.condition] = st.per_condition.get(result.condition, 0) + 1
+            return self._ledger.finished(prep, result)
 
     def _graphs(self, key: str, padded: np.ndarray) -> np.ndarray:
         """Run one padded [1, H, W, 3] frame through the trunk and branch `key` (or CMUDRN graph `key`);
@@ -753,61 +433,15 @@ class Restorer:
         if padded is not None:
             return np.array(self._graphs(key, padded)[0, :h, :w], copy=True)
         flags.add("tiled")
-        tiles = tile_grid(
-            h,
-            w,
+        return run_in_tiles(
+            image,
+            lambda part: self._graphs(key, part),
             stride=self.stride,
             overlap=self.tile_overlap,
             max_pixels=self.tile_pixels,
             max_hw=self.max_hw,
             min_hw=self.min_hw,
         )
-        restored = np.empty((h, w, 3), np.uint8)
-        for t in tiles:
-            part = np.ascontiguousarray(pad_to(image[t.y0 : t.y1, t.x0 : t.x1], self.stride, self.min_hw))
-            out = self._graphs(key, part[None])
-            restored[t.cy0 : t.cy1, t.cx0 : t.cx1] = out[
-                0, t.cy0 - t.y0 : t.cy1 - t.y0, t.cx0 - t.x0 : t.cx1 - t.x0
-            ]
-        return restored
-
-    def _apply_reduced(self, bgr: np.ndarray, small: np.ndarray, restored_small: np.ndarray) -> np.ndarray:
-        """The full-resolution result of a reduced-resolution branch, as the model's `UFFN.restore` composes
-        it: the local affine map the branch applied at the reduced size (`contract.guided_coefficients`: gain
-        a and offset b per pixel and channel) upsampled bilinearly and applied to the frame, ``a·frame + b``.
-        A frame above `tile_pixels` is done in strips of rows (the same bilinear map, as an affine warp), so
-        no full-size float copy is made."""
-        gain, offset = guided_coefficients(small, restored_small, GUIDED_EPS * 255.0**2)
-        big_h, big_w = bgr.shape[:2]
-        if big_h * big_w <= self.tile_pixels:
-            # three full-size float work images, kept while frames keep their size: fresh ones each frame cost
-            # their first-touch page faults, ≈ 2.5 ms of a 640×360 haze frame's 5 ms (inference is serial)
-            if self._guided_scratch is None or self._guided_scratch.shape[1:] != bgr.shape:
-                self._guided_scratch = np.empty((3, *bgr.shape), np.float32)
-            a, b, scaled = self._guided_scratch
-            cv2.resize(gain, (big_w, big_h), dst=a, interpolation=cv2.INTER_LINEAR)
-            cv2.resize(offset, (big_w, big_h), dst=b, interpolation=cv2.INTER_LINEAR)
-            # rounded and saturated; OpenCV's ops: ~10x numpy's here
-            cv2.multiply(bgr, a, dst=scaled, dtype=cv2.CV_32F)
-            return cv2.add(scaled, b, dtype=cv2.CV_8U)
-        sx, sy = small.shape[1] / big_w, small.shape[0] / big_h
-        out = np.empty_like(bgr)
-        step = max(1, self.tile_pixels // big_w)
-        for y0 in range(0, big_h, step):
-            y1 = min(big_h, y0 + step)
-            to_small = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, (y0 + 0.5) * sy - 0.5]])
-            a, b = (
-                cv2.warpAffine(
-                    coefficients,
-                    to_small,
-                    (big_w, y1 - y0),
-                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                    borderMode=cv2.BORDER_REPLICATE,
-                )
-                for coefficients in (gain, offset)
-            )
-            out[y0:y1] = cv2.add(cv2.multiply(bgr[y0:y1], a, dtype=cv2.CV_32F), b, dtype=cv2.CV_8U)
-        return out
 
     @staticmethod
     def _stage_times(be: Backend, branch: str | None) -> dict[str, float]:
@@ -825,81 +459,37 @@ class Restorer:
         prep = self._prepare(frame)
         if self.deadline_ms is None:
             return self._infer(prep)
-        with self._queue_lock:
-            self._check_open()
-            if self._inflight is not None and not self._inflight.done():
-                return self._missed(prep, {"deadline_missed", "busy"})
-            future = self._worker().submit(self._infer, prep)
-            self._inflight = future
+        future = self._thread.run_unless_busy(self._infer, prep)
+        if future is None:  # the previous late frame still occupies the thread
+            return self._missed(prep, {"deadline_missed", "busy"})
         remaining = self.deadline_ms / 1e3 - (time.perf_counter() - prep.t_start)
         try:
             return future.result(timeout=max(0.0, remaining))
         except FutureTimeout:
-            with self._stats_lock:
-                if not prep.finished:
-                    prep.abandoned = True
-            if not prep.abandoned:  # it finished between the timeout and the lock: deliver it after all
+            if not self._ledger.give_up(prep):  # it finished between the timeout and the lock: deliver it
                 return future.result()
-            future.add_done_callback(self._count_late)
+            future.add_done_callback(lambda late: self._ledger.late(late, self.deadline_ms))
             return self._missed(prep, {"deadline_missed"})
 
     def _missed(self, prep: _Prepared, flags: set[str]) -> RestoreResult:
-        result = self._raw(prep, "unknown", math.nan, flags)
-        with self._stats_lock:
-            self._count_delivered(result)
-        return result
-
-    def _count_late(self, future: Future) -> None:
-        with self._stats_lock:
-            self.stats.late_dropped += 1
-        if future.cancelled() or future.exception() is not None:
-            return
-        late = future.result()
-        deadline = self.deadline_ms
-        if deadline is None or late.condition in self._warned_late or late.timings["total"] <= deadline:
-            return
-        self._warned_late.add(late.condition)
-        log.warning(
-            "deadline_ms=%g is below the %s branch's latency on this machine (%.0f ms measured): its frames "
-            "pass through raw; raise deadline_ms, lower the frame size or use a faster bundle",
-            deadline,
-            late.condition,
-            late.timings["total"],
-        )
-
-    def _worker(self) -> ThreadPoolExecutor:
-        """The inference thread (call with `_queue_lock` held)."""
-        self._check_open()
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgerestore-infer")
-        return self._executor
+        return self._ledger.delivered(self._raw(prep, "unknown", math.nan, flags))
 
     # -- pipelined use ----------------------------------------------------------------------------------
     def submit(self, frame: Any) -> Future:
         """Prepare `frame` in the calling thread and queue it for inference on the worker thread (frames
         run in submission order). Returns a Future of the RestoreResult; `result()` pops the oldest."""
-        prep = self._prepare(frame)
-        with self._queue_lock:
-            future = self._worker().submit(self._infer, prep)
-            self._pending.append(future)
-        return future
+        return self._thread.queue(self._infer, self._prepare(frame))
 
     def result(self, timeout: float | None = None) -> RestoreResult:
         """The oldest submitted frame's result (waits up to `timeout` seconds)."""
-        with self._queue_lock:
-            if not self._pending:
-                raise UserError("result() called with no submitted frame; call submit(frame) first")
-            future = self._pending.popleft()
-        return future.result(timeout=timeout)
+        return self._thread.oldest().result(timeout=timeout)
 
     def stream(self, frames: Iterable[Any], depth: int = 2) -> Iterator[RestoreResult]:
         """Results for `frames` in order, keeping up to `depth` frames in flight so reading and preparing
         the next frame overlaps running the current one."""
         in_flight: deque[Future] = deque()
         for frame in frames:
-            prep = self._prepare(frame)
-            with self._queue_lock:
-                in_flight.append(self._worker().submit(self._infer, prep))
+            in_flight.append(self._thread.run(self._infer, self._prepare(frame)))
             if len(in_flight) >= depth:
                 yield in_flight.popleft().result()
         while in_flight:

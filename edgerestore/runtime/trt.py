@@ -23,374 +23,39 @@
 * TensorRT-RTX keeps a runtime cache of JIT-compiled kernels beside the bundle, one file per GPU model.
 
 The buffer/shape policy (bytes from shapes and dtypes, grow-only reallocation, shared-scratch sizing,
-profile-bounds checks, CUDA-graph keys) is plain Python with an injected allocator, so it is tested without
-a GPU. `tensorrt` and `cuda.bindings` are imported only when a backend is constructed.
+profile-bounds checks, CUDA-graph keys) is plain Python with an injected allocator (`runtime/trt_policy.py`),
+so it is tested without a GPU; the CUDA calls are `runtime/cuda.py`'s. `tensorrt` and `cuda.bindings` are
+imported only when a backend is constructed.
 
 Must not import torch.
 """
 
 from __future__ import annotations
 
-import ctypes
 import warnings
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edgerestore.errors import BundleError, UserError
 from edgerestore.files import write_bytes_atomic
 from edgerestore.runtime.backend import Backend, DeviceTensor, GraphInfo, TensorInfo
-from edgerestore.runtime.nvidia import DeviceInfo, cuda_device_status, cuda_runtime, import_tensorrt, is_rtx
-
-# ---------------------------------------------------------------------------------------------------------
-# Plain-Python buffer and shape logic (no CUDA, no TensorRT)
-# ---------------------------------------------------------------------------------------------------------
-
-#: TensorRT DataType name -> numpy dtype (types the runtime's graphs can carry at their I/O).
-TRT_TO_NUMPY: dict[str, np.dtype] = {
-    "FLOAT": np.dtype(np.float32),
-    "HALF": np.dtype(np.float16),
-    "INT8": np.dtype(np.int8),
-    "UINT8": np.dtype(np.uint8),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "BOOL": np.dtype(np.bool_),
-}
-
-#: TensorRT requires 256-byte aligned scratch; buffers are rounded up to this so views stay aligned.
-ALIGNMENT = 256
-
-
-def numpy_dtype(trt_dtype: Any) -> np.dtype:
-    """numpy dtype of a TensorRT DataType (or its name)."""
-    name = trt_dtype if isinstance(trt_dtype, str) else getattr(trt_dtype, "name", str(trt_dtype))
-    name = name.rsplit(".", 1)[-1]
-    if name not in TRT_TO_NUMPY:
-        raise BundleError(
-            f"engine tensor type {name} is not supported by the runtime (expected one of {', '.join(TRT_TO_NUMPY)})"
-        )
-    return TRT_TO_NUMPY[name]
-
-
-def tensor_nbytes(shape: Sequence[int], dtype: np.dtype | type) -> int:
-    """Bytes of a dense tensor; every dim must be resolved (>= 0)."""
-    dims = [int(d) for d in shape]
-    if any(d < 0 for d in dims):
-        raise ValueError(f"shape {tuple(dims)} has unresolved (negative) dimensions")
-    return int(np.prod(dims, dtype=np.int64)) * np.dtype(dtype).itemsize
-
-
-def align(nbytes: int, alignment: int = ALIGNMENT) -> int:
-    return -(-int(nbytes) // alignment) * alignment
-
-
-def shared_scratch_bytes(sizes: Iterable[int]) -> int:
-    """One scratch area serves contexts that never run at the same time: the max of their needs."""
-    return align(max((int(s) for s in sizes), default=0))
-
-
-@dataclass
-class Allocation:
-    """A block from an allocator: its address, size and (host memory only) a flat uint8 numpy view."""
-
-    ptr: int
-    nbytes: int
-    array: np.ndarray | None = None
-
-
-class Allocator(Protocol):
-    def alloc(self, nbytes: int) -> Allocation: ...
-
-    def free(self, block: Allocation) -> None: ...
-
-
-class GrowOnlyBuffers:
-    """Named buffers from one allocator, reallocated only when a request exceeds the current size.
-
-    `generation[key]` increases on every reallocation of `key`, so address-dependent state (bound
-    tensor addresses, captured CUDA graphs) can tell it is stale."""
-
-    def __init__(self, allocator: Allocator, alignment: int = ALIGNMENT) -> None:
-        self.allocator = allocator
-        self.alignment = alignment
-        self.blocks: dict[Hashable, Allocation] = {}
-        self.generation: dict[Hashable, int] = {}
-        self.allocations = 0
-        self.frees = 0
-
-    def ensure(self, key: Hashable, nbytes: int) -> Allocation:
-        block = self.blocks.get(key)
-        if block is not None and block.nbytes >= nbytes:
-            return block
-        if block is not None:
-            self.allocator.free(block)
-            self.frees += 1
-        block = self.allocator.alloc(max(align(nbytes, self.alignment), self.alignment))
-        self.allocations += 1
-        self.blocks[key] = block
-        self.generation[key] = self.generation.get(key, 0) + 1
-        return block
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(b.nbytes for b in self.blocks.values())
-
-    def release_all(self) -> None:
-        for block in self.blocks.values():
-            self.allocator.free(block)
-            self.frees += 1
-        self.blocks.clear()
-
-
-def host_view(block: Allocation, shape: Sequence[int], dtype: np.dtype | type) -> np.ndarray:
-    """A numpy array of `shape`/`dtype` over the first bytes of a host block (no copy)."""
-    if block.array is None:
-        raise ValueError("not a host allocation")
-    n = tensor_nbytes(shape, dtype)
-    if n > block.nbytes:
-        raise ValueError(f"host block of {block.nbytes} bytes is smaller than {n}")
-    return block.array[:n].view(np.dtype(dtype)).reshape(tuple(shape))
-
-
-@dataclass(frozen=True)
-class ShapeBounds:
-    """An optimization profile's frame bounds as (H, W) for NHWC frames: min and max inclusive."""
-
-    min_hw: tuple[int, int]
-    max_hw: tuple[int, int]
-
-    @classmethod
-    def from_profile(cls, min_shape: Sequence[int], max_shape: Sequence[int]) -> ShapeBounds:
-        """From TensorRT profile dims of an NHWC frame tensor ([1, H, W, 3])."""
-        return cls((int(min_shape[1]), int(min_shape[2])), (int(max_shape[1]), int(max_shape[2])))
-
-    def check(self, h: int, w: int, what: str = "frame") -> None:
-        (hmin, wmin), (hmax, wmax) = self.min_hw, self.max_hw
-        if not (hmin <= h <= hmax and wmin <= w <= wmax):
-            raise UserError(
-                f"{what} of {h}x{w} (HxW, after padding) is outside the engine's shape profile "
-                f"{hmin}x{wmin} .. {hmax}x{wmax}; resize the frame or rebuild the bundle with "
-                "`edgerestore build --min HxW --max HxW`"
-            )
-
-
-def check_profile(
-    shape: Sequence[int], min_shape: Sequence[int], max_shape: Sequence[int], tensor: str
-) -> None:
-    """Every dim of `shape` within [min, max] of the engine's profile for `tensor` (any layout)."""
-    if len(shape) != len(min_shape) or any(
-        not (lo <= int(d) <= hi) for d, lo, hi in zip(shape, min_shape, max_shape)
-    ):
-        raise UserError(
-            f"input {tensor!r} of shape {tuple(int(d) for d in shape)} is outside the engine's profile "
-            f"{tuple(min_shape)} .. {tuple(max_shape)}; resize the frame or rebuild the bundle with "
-            "`edgerestore build --min HxW --max HxW`"
-        )
-
-
-class CudaGraphCache:
-    """At most ONE captured CUDA graph per execution context (graph name), for one key (input shapes and
-    tensor addresses). TensorRT documents replaying a graph only while the context's shapes and addresses
-    are those it was captured with; a context that ran other shapes since (the trunk alternating full- and
-    quarter-size frames) must not replay an older capture. So a new key destroys the graph's capture; the
-    first run at a key is an ordinary enqueue (TensorRT wants one after a shape change), the second is
-    captured, later ones replay. Keys whose capture failed are run normally from then on."""
-
-    def __init__(self, destroy: Callable[[Any], None] | None = None) -> None:
-        self._last: dict[str, Hashable] = {}  # graph -> key of its latest run
-        self._graphs: dict[str, tuple[Hashable, Any]] = {}  # graph -> (key, captured exec)
-        self._uncapturable: set[Hashable] = set()
-        self._destroy = destroy
-
-    @staticmethod
-    def key(graph: str, shapes: Mapping[str, Sequence[int]], addresses: Mapping[str, int]) -> Hashable:
-        return (
-            graph,
-            tuple(sorted((k, tuple(int(d) for d in v)) for k, v in shapes.items())),
-            tuple(sorted((k, int(v)) for k, v in addresses.items())),
-        )
-
-    def lookup(self, key: Hashable) -> tuple[str, Any]:
-        """('replay', exec) | ('capture', None) | ('run', None)."""
-        graph = key[0]  # type: ignore[index]
-        held = self._graphs.get(graph)
-        if held is not None and held[0] == key:
-            return "replay", held[1]
-        if held is not None:
-            self._drop(graph)
-        if key in self._uncapturable:
-            return "run", None
-        if self._last.get(graph) == key:
-            return "capture", None
-        self._last[graph] = key
-        return "run", None
-
-    def store(self, key: Hashable, graph_exec: Any) -> None:
-        graph = key[0]  # type: ignore[index]
-        self._drop(graph)
-        self._graphs[graph] = (key, graph_exec)
-
-    def uncapturable(self, key: Hashable) -> None:
-        """The capture at `key` failed: run it normally from now on."""
-        self._uncapturable.add(key)
-
-    def _drop(self, graph: str) -> None:
-        held = self._graphs.pop(graph, None)
-        if held is not None and self._destroy is not None:
-            self._destroy(held[1])
-
-    def invalidate(self, graph: str | None = None) -> None:
-        for name in [g for g in self._graphs if graph is None or g == graph]:
-            self._drop(name)
-        self._last = {g: k for g, k in self._last.items() if graph is not None and g != graph}
-
-    def __len__(self) -> int:
-        return len(self._graphs)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CUDA through cuda-python (cuda.bindings.runtime)
-# ---------------------------------------------------------------------------------------------------------
-
-
-class CudaError(RuntimeError):
-    pass
-
-
-class CudaRuntime:
-    """The few CUDA runtime calls the backend needs, via `cuda.bindings.runtime` (cuda-python >= 12.6;
-    older releases expose the same module as `cuda.cudart`). Errors raise CudaError."""
-
-    def __init__(self, device: int = 0) -> None:
-        try:
-            self.rt = cuda_runtime()
-        except ImportError as exc:
-            raise UserError(
-                "the TensorRT backend needs NVIDIA's cuda-python; install it: pip install 'edgerestore[gpu]'"
-            ) from exc
-        self.device = device
-        info, why = cuda_device_status(device)  # the one CUDA probe (names an old driver with its fix)
-        if info is None:
-            raise UserError(f"{why}; use the onnxruntime backend on this machine")
-        self.info: DeviceInfo = info
-        self._check(self.rt.cudaSetDevice(device))
-
-    def device_key(self) -> str:
-        """'sm86-nvidia-geforce-rtx-3090': compute capability and GPU model, for per-GPU cache files."""
-        return self.info.key
-
-    def _check(self, result: Any) -> Any:
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            raise CudaError(f"CUDA call failed: {getattr(err, 'name', err)}")
-        return rest[0] if len(rest) == 1 else (tuple(rest) if rest else None)
-
-    # memory
-    def device_allocator(self) -> Allocator:
-        rt, check = self.rt, self._check
-
-        class _Device:
-            def alloc(self, nbytes: int) -> Allocation:
-                return Allocation(int(check(rt.cudaMalloc(nbytes))), nbytes)
-
-            def free(self, block: Allocation) -> None:
-                check(rt.cudaFree(block.ptr))
-
-        return _Device()
-
-    def host_allocator(self) -> Allocator:
-        rt, check = self.rt, self._check
-
-        class _PinnedHost:
-            def alloc(self, nbytes: int) -> Allocation:
-                ptr = int(check(rt.cudaHostAlloc(nbytes, rt.cudaHostAllocDefault)))
-                array = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(ptr))
-                return Allocation(ptr, nbytes, array)
-
-            def free(self, block: Allocation) -> None:
-                check(rt.cudaFreeHost(block.ptr))
-
-        return _PinnedHost()
-
-    def memcpy_htod_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
-        self._check(
-            self.rt.cudaMemcpyAsync(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream)
-        )
-
-    def memcpy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
-        self._check(
-            self.rt.cudaMemcpyAsync(dst, src, nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream)
-        )
-
-    # streams, events
-    def stream_create(self) -> Any:
-        return self._check(self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking))
-
-    def stream_synchronize(self, stream: Any) -> None:
-        self._check(self.rt.cudaStreamSynchronize(stream))
-
-    def stream_destroy(self, stream: Any) -> None:
-        self._check(self.rt.cudaStreamDestroy(stream))
-
-    def event_create(self) -> Any:
-        return self._check(self.rt.cudaEventCreate())
-
-    def event_record(self, event: Any, stream: Any) -> None:
-        self._check(self.rt.cudaEventRecord(event, stream))
-
-    def event_elapsed_ms(self, start: Any, end: Any) -> float:
-        return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
-
-    def event_destroy(self, event: Any) -> None:
-        self._check(self.rt.cudaEventDestroy(event))
-
-    # CUDA graphs
-    def capture_begin(self, stream: Any) -> None:
-        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        self._check(self.rt.cudaStreamBeginCapture(stream, mode))
-
-    def capture_end(self, stream: Any) -> Any:
-        """End the capture and instantiate it; CudaError (the capture ended, its error cleared) when the
-        capture was invalidated or cannot be instantiated."""
-        err, graph = self.rt.cudaStreamEndCapture(stream)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            self.rt.cudaGetLastError()
-            raise CudaError(f"CUDA graph capture failed: {getattr(err, 'name', err)}")
-        try:
-            return self._check(self.rt.cudaGraphInstantiate(graph, 0))
-        except CudaError:
-            self.rt.cudaGetLastError()
-            raise
-        finally:
-            self._check(self.rt.cudaGraphDestroy(graph))
-
-    def capture_abort(self, stream: Any) -> None:
-        """After an enqueue failed while capturing (what trtexec does): end the capture if it is still on,
-        drop the partial graph and clear the error, so the stream takes ordinary work again."""
-        err, status = self.rt.cudaStreamIsCapturing(stream)
-        if (
-            err == self.rt.cudaError_t.cudaSuccess
-            and status != self.rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
-        ):
-            err, graph = self.rt.cudaStreamEndCapture(stream)
-            if err == self.rt.cudaError_t.cudaSuccess and graph:
-                self.rt.cudaGraphDestroy(graph)
-        self.rt.cudaGetLastError()
-
-    def graph_launch(self, graph_exec: Any, stream: Any) -> None:
-        self._check(self.rt.cudaGraphLaunch(graph_exec, stream))
-
-    def graph_destroy(self, graph_exec: Any) -> None:
-        self._check(self.rt.cudaGraphExecDestroy(graph_exec))
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The backend
-# ---------------------------------------------------------------------------------------------------------
+from edgerestore.runtime.cuda import CudaError, CudaRuntime
+from edgerestore.runtime.nvidia import import_tensorrt, is_rtx
+from edgerestore.runtime.trt_policy import (
+    Allocation,
+    CudaGraphCache,
+    GrowOnlyBuffers,
+    check_profile,
+    host_view,
+    numpy_dtype,
+    shared_scratch_bytes,
+    tensor_nbytes,
+)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The served restorer's tensors and the one place frames become responses (PyTriton and the BLS model both
-call `restore_batch`, so a served frame is restored exactly as the in-process `Restorer` restores it).
+call `restore_batch`, so a served frame is restored exactly as the in-process `Restorer` restores it), and
+`respond`, the request loop both Triton Python-backend models (triton_models/) run.
 
 Requests carry `frame`: uint8 [B, H, W, 3] BGR (B = 1 per client request; Triton's dynamic batcher stacks
 same-sized frames from many clients). Responses: `image` uint8 [B, H, W, 3] (the restored frame, or the
@@ -37,3 +38,20 @@ def restore_batch(restorer: Any, frames: np.ndarray) -> dict[str, np.ndarray]:
         "confidence": np.array([[r.confidence] for r in results], dtype=np.float32),
         "restored": np.array([[bool(r.restored)] for r in results], dtype=np.bool_),
     }
+
+
+def respond(pb_utils: Any, requests: list, read: Any, run: Any) -> list:
+    """Triton Python-backend responses, one per request: `read(request)` takes its inputs, `run(inputs)`
+    gives {name: array}, its output tensors; a request whose `run` raises fails alone, with its reason.
+    `pb_utils` is the backend's `triton_python_backend_utils` (the model passes it in)."""
+    responses = []
+    for request in requests:
+        inputs = read(request)
+        try:
+            outputs = run(inputs)
+        except Exception as exc:  # one bad request fails alone, with its reason
+            responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+            continue
+        tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
+        responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+    return responses

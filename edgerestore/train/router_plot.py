@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def plot_router_tradeoff(calibration: dict, path: str | Path, title: str = "") -> Path:
-    """Write the trade-off of `calibration` (`trainer.calibrate_router`'s record) as a PNG at `path`."""
+    """Write the trade-off of `calibration` (`router_stage.calibrate_router`'s record) as a PNG at `path`."""
     from edgerestore.measure.plots import pyplot, save_figure
 
     plt = pyplot()

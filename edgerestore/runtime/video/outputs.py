@@ -9,15 +9,13 @@ Imports numpy and OpenCV only.
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edgerestore.runtime.video.pipeline import FrameResult
-from edgerestore.runtime.video.recorder import take_next
+from edgerestore.runtime.video.recorder import OrderedWorker
 
 #: A sink takes a result and the picture composed for it.
 Sink = Callable[[FrameResult, np.ndarray], None]
@@ -51,49 +49,28 @@ class ResultWriter:
         self.compose = compose
         self.sinks = list(sinks)
         self.written = 0
-        self.error: BaseException | None = None
-        self._queue: deque[FrameResult | None] = deque()
-        self._cond = threading.Condition()
-        self._capacity = max(queue_size, 1)
-        self._thread = threading.Thread(target=self._run, name="edgerestore-outputs", daemon=True)
-        self._thread.start()
+        self._worker = OrderedWorker(self._write, queue_size, "edgerestore-outputs")
+
+    @property
+    def error(self) -> BaseException | None:
+        """The failure that stopped the writer (a sink's exception), or None."""
+        return self._worker.error
 
     def put(self, result: FrameResult) -> None:
         """Queue `result` (a pipeline callback); waits while the writer is `queue_size` results behind."""
-        with self._cond:
-            while len(self._queue) >= self._capacity and self.error is None and self._thread.is_alive():
-                self._cond.wait(0.1)
-            if self.error is not None:
-                raise self.error
-            self._queue.append(result)
-            self._cond.notify_all()
+        if not self._worker.put(result):
+            raise self._worker.error
 
     __call__ = put
 
-    def _run(self) -> None:
-        while True:
-            result = take_next(self._cond, self._queue)
-            if result is None:
-                return
-            try:
-                image = self.compose(result)
-                for sink in self.sinks:
-                    sink(result, image)
-                self.written += 1
-            except BaseException as exc:  # raised on the inference thread by the next put()
-                with self._cond:
-                    self.error = exc
-                    self._queue.clear()
-                    self._cond.notify_all()
-                return
+    def _write(self, result: FrameResult) -> None:
+        image = self.compose(result)
+        for sink in self.sinks:
+            sink(result, image)
+        self.written += 1
 
     def close(self) -> None:
         """Write what is queued (nothing more after a failure), stop the thread and raise the failure."""
-        with self._cond:
-            if self.error is not None:
-                self._queue.clear()
-            self._queue.append(None)
-            self._cond.notify_all()
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
+        self._worker.stop()
+        if self._worker.error is not None:
+            raise self._worker.error

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +62,58 @@ def _check_free_space(folder: Path) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def take_next(cond: threading.Condition, queue: deque) -> Any:
-    """A writer thread's next item: waits under `cond` until `queue` holds one, pops it and wakes the
-    producer waiting for room."""
-    with cond:
-        while not queue:
-            cond.wait()
-        item = queue.popleft()
-        cond.notify_all()
-    return item
+class OrderedWorker:
+    """A thread of its own that hands queued items, in order, to `handle`: the one writer thread of the
+    recorder and of `outputs.ResultWriter`. `put` waits while `capacity` items are queued (nothing is lost);
+    the first exception from `handle` stops the thread, is kept in `error` and drops what is queued.
+    `stop()` lets the thread finish the queue (nothing after a failure; `drop=True`: nothing at all) and joins
+    it."""
+
+    def __init__(self, handle: Callable[[Any], None], capacity: int, name: str) -> None:
+        self.handle = handle
+        self.error: BaseException | None = None
+        self._queue: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._capacity = max(capacity, 1)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> bool:
+        """Queue `item`, waiting for room; False (not queued) once the worker has failed."""
+        with self._cond:
+            while len(self._queue) >= self._capacity and self.error is None and self._thread.is_alive():
+                self._cond.wait(0.1)
+            if self.error is not None:
+                return False
+            self._queue.append(item)
+            self._cond.notify_all()
+        return True
+
+    def stop(self, drop: bool = False) -> None:
+        with self._cond:
+            if drop or self.error is not None:
+                self._queue.clear()
+            self._queue.append(None)
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                item = self._queue.popleft()
+                self._cond.notify_all()  # wakes the producer waiting for room
+            if item is None:
+                return
+            try:
+                self.handle(item)
+            except BaseException as exc:  # reported to the producer by its next put(), and by stop()'s caller
+                with self._cond:
+                    self.error = exc
+                    self._queue.clear()
+                    self._cond.notify_all()
+                return
 
 
 class VideoRecorder:
@@ -118,45 +161,24 @@ class VideoRecorder:
             raise UserError(
                 f"cannot record to {self.path}: {exc.strerror or exc}; choose a writable folder"
             ) from None
-        self._queue: deque[np.ndarray | None] = deque()
-        self._qcond = threading.Condition()
-        self._capacity = queue_size
-        self._error: BaseException | None = None
+        self._error: BaseException | None = None  # the finished file's check (`_verify`) failed
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="edgerestore-recorder", daemon=True)
-        self._thread.start()
+        # the encoder thread; a failure is reported by the next write(), close() or `error`
+        self._worker = OrderedWorker(self._write_now, queue_size, "edgerestore-recorder")
 
     @property
     def error(self) -> UserError | None:
         """Why the encoder thread stopped (a one-line `UserError`), or None."""
-        if self._error is None:
+        failure = self._worker.error or self._error
+        if failure is None:
             return None
-        detail = getattr(self._error, "strerror", None) or self._error
+        detail = getattr(failure, "strerror", None) or failure
         return UserError(f"recording to {self.path} failed: {detail}")
 
     def write(self, image: np.ndarray) -> None:
         """Queue a frame (waits if the encoder is `queue_size` frames behind, so nothing is lost)."""
-        if (error := self.error) is not None:
-            raise error
-        with self._qcond:
-            while len(self._queue) >= self._capacity and self._thread.is_alive():
-                self._qcond.wait(0.1)
-            self._queue.append(image)
-            self._qcond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            image = take_next(self._qcond, self._queue)
-            if image is None:
-                return
-            try:
-                self._write_now(image)
-            except BaseException as exc:  # reported by the next write(), close() or `error`
-                self._error = exc
-                with self._qcond:
-                    self._queue.clear()
-                    self._qcond.notify_all()
-                return
+        if (error := self.error) is not None or not self._worker.put(image):
+            raise error or self.error
 
     def _write_now(self, image: np.ndarray) -> None:
         if self._writer is None:
@@ -202,13 +224,10 @@ class VideoRecorder:
         if self._closed:
             return self.path if self.path.exists() and self.frames else None
         self._closed = True
-        with self._qcond:
-            self._queue.append(None)
-            self._qcond.notify_all()
-        self._thread.join()
+        self._worker.stop()
         if self._writer is not None:
             self._writer.release()
-        if self._error is None and self.frames:
+        if self._worker.error is None and self.frames:
             try:
                 self._verify()
             except OSError as exc:
@@ -229,11 +248,7 @@ class VideoRecorder:
             return
         self._closed = True
         self.aborted = True
-        with self._qcond:
-            self._queue.clear()
-            self._queue.append(None)
-            self._qcond.notify_all()
-        self._thread.join()
+        self._worker.stop(drop=True)
         if self._writer is not None:
             self._writer.release()
         self._tmp.unlink(missing_ok=True)

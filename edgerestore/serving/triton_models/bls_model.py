@@ -15,27 +15,22 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         from edgerestore.serving.bls import MANIFEST_NAME, open_restorer
-        from edgerestore.serving.protocol import restore_batch
+        from edgerestore.serving.protocol import respond, restore_batch
 
         config = json.loads(args["model_config"])
         prefix = config["parameters"]["graph_model_prefix"]["string_value"]
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         graphs = json.loads((version_dir / MANIFEST_NAME).read_text())["graphs"]
         self.restorer = open_restorer(version_dir, pb_utils, {g: prefix + g for g in graphs})
-        self.restore_batch = restore_batch
+        self.restore_batch, self.respond = restore_batch, respond
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            frames = pb_utils.get_input_tensor_by_name(request, "frame").as_numpy()
-            try:
-                outputs = self.restore_batch(self.restorer, frames)
-            except Exception as exc:  # one bad request fails alone, with its reason
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
-                continue
-            tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-        return responses
+        return self.respond(
+            pb_utils,
+            requests,
+            lambda request: pb_utils.get_input_tensor_by_name(request, "frame").as_numpy(),
+            lambda frames: self.restore_batch(self.restorer, frames),
+        )
 
     def finalize(self):
         self.restorer.close()

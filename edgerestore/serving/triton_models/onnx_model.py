@@ -13,28 +13,22 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         from edgerestore.runtime.ort import OnnxRuntimeBackend
+        from edgerestore.serving.protocol import respond
 
         config = json.loads(args["model_config"])
         options = json.loads(config["parameters"]["session_options"]["string_value"])
         path = Path(args["model_repository"]) / str(args["model_version"]) / "model.onnx"
         self.backend = OnnxRuntimeBackend(session_options=options)
         self.info = self.backend.load("graph", path)
+        self.respond = respond
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            feeds = {
-                t.name: pb_utils.get_input_tensor_by_name(request, t.name).as_numpy()
-                for t in self.info.inputs
-            }
-            try:
-                outputs = self.backend.infer("graph", feeds)
-            except Exception as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
-                continue
-            tensors = [pb_utils.Tensor(name, value) for name, value in outputs.items()]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-        return responses
+        return self.respond(pb_utils, requests, self._feeds, lambda feeds: self.backend.infer("graph", feeds))
+
+    def _feeds(self, request):
+        return {
+            t.name: pb_utils.get_input_tensor_by_name(request, t.name).as_numpy() for t in self.info.inputs
+        }
 
     def finalize(self):
         self.backend.close()
