@@ -519,12 +519,20 @@ def test_bench_verb_writes_json_plot_baseline_and_fails_on_a_planted_regression(
     assert "| cpu |" in out and "| total |" in out  # the table shows both; compare judged only cpu
     judged = out.split("compare (")[1]
     assert "| cpu |" in judged and "| total |" not in judged and "over the reference workload's" in judged
-    code = main([*common, "--out", str(tmp_path / "r2"), "--compare", str(base), "--judge", "relative"])
-    got = capsys.readouterr()  # the tiny test graphs: their stages take about the relative judge's 1 ms floor
-    if code == 2:
-        assert "judges no stage under 1 ms" in got.err
-    else:
-        assert code in (0, 1) and "over the reference workload's" in got.out.split("compare (")[1]
+    relative = ["--compare", str(base), "--judge", "relative"]
+    code = main(
+        [*common, "--out", str(tmp_path / "r3"), *relative]
+    )  # the tiny graphs: about its 1 ms default
+    got = capsys.readouterr()
+    assert (
+        code in (0, 1)
+        and "over the reference workload's" in got.out
+        or code == 2
+        and "nothing to judge" in got.err
+    )
+    code = main([*common, "--out", str(tmp_path / "r2"), *relative, "--min-ms", "0"])
+    out = capsys.readouterr().out
+    assert code in (0, 1) and "| total |" in out.split("compare (")[1]
     less_cpu = json.loads((base / f"{key}.json").read_text())
     less_cpu["cases"][0]["rounds"]["cpu"] = [
         [x / 20 for x in r] for r in less_cpu["cases"][0]["rounds"]["cpu"]

@@ -166,3 +166,21 @@ def test_label_spatial_dims_names_only_what_follows_the_inputs():
         "height/2",
         "width/2",
     ]
+
+
+def test_the_shipped_uffn_graphs_are_in_the_blocked_forms():
+    from edgerestore import assets
+
+    for profile in ("uffn-tiny", "uffn-small"):
+        root = assets.SHIPPED_ROOT / profile
+        if not root.is_dir():
+            pytest.skip(f"no shipped {profile} graphs")
+        for path in sorted(root.glob("branch_*.onnx")):
+            graph = onnx.load(str(path)).graph
+            ops = {n.op_type for n in graph.node}
+            assert not ops & {"Softmax", "DepthToSpace", "ConvTranspose"}, (
+                f"{path}: re-run make shipped-graphs"
+            )
+            assert any(
+                d.dim_param == "height/2" for v in graph.value_info for d in v.type.tensor_type.shape.dim
+            )

@@ -147,7 +147,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "implied) and need ONNX Runtime and --threads 1",
     )
     base.add_argument(
-        "--min-ms", type=float, default=0.05, help="skip stages faster than this in the baseline (0.05)"
+        "--min-ms",
+        type=float,
+        help="skip stages faster than this in the baseline (default 0.05; 1 with --judge relative)",
     )
     base.add_argument(
         "--stat",

@@ -354,7 +354,7 @@ def compare(
     tolerance: float = 0.10,
     stat: str | None = None,
     stages: Sequence[str] = REPORT_STAGES,
-    min_ms: float = DEFAULT_MIN_MS,
+    min_ms: float | None = None,
     confidence: float = 0.95,
     resamples: int = 4000,
     max_extra_load: float | None = None,
@@ -365,7 +365,8 @@ def compare(
     Each round's `stat` (default: the judge's `DEFAULT_STAT`) is one observation; a stage's estimate is the ratio of the medians of those
     observations (now / baseline) with a `confidence` bootstrap interval (`ratio_of_medians`), and its
     verdict is regressed / unchanged / inconclusive against `1 + tolerance` (`RatioEstimate.verdict`).
-    Stages whose baseline median is under `min_ms` are skipped. A run with fewer intra-op threads than its
+    Stages whose baseline median is under `min_ms` are skipped (default: `DEFAULT_MIN_MS`, and
+    `RELATIVE_MIN_MS` for `judge="relative"`). A run with fewer intra-op threads than its
     baseline is regressed whatever the times. When both runs sampled the machine's load (`runnable_others`)
     and this run's median exceeds the baseline's by more than `max_extra_load` tasks (default: the device's
     core count + 1, so one busy process beside the run is still a slowdown to catch — it reads as about two
@@ -380,8 +381,9 @@ def compare(
     ONNX Runtime at one intra-op thread only (`check_judge`). `judge="relative"` (the same conditions)
     judges the wall-clock stages, each round's statistic divided by the reference workload's wall-clock time
     in the same round: a machine that is slower for everything (another process on the cores) cancels out,
-    slower code does not; no load guard either, and no stage under `RELATIVE_MIN_MS`. Raises `DeviceMismatch` when the two were recorded under different device keys, and
-    `UserError` when they share no case or hold malformed values."""
+    slower code does not; no load guard either, and by default no stage under `RELATIVE_MIN_MS`. Raises
+    `DeviceMismatch` when the two were recorded under different device keys, and `UserError` when they share
+    no case or hold malformed values."""
     current = validate_report(current, "this run")
     baseline = validate_report(baseline, "the baseline")
     if stat is None:
@@ -390,6 +392,8 @@ def compare(
         raise UserError(f"unknown statistic {stat!r}; expected {', '.join(STATS)}")
     if not 0.5 <= confidence < 1.0:
         raise UserError(f"confidence {confidence!r} must be in [0.5, 1)")
+    if min_ms is None:
+        min_ms = RELATIVE_MIN_MS if judge == "relative" else DEFAULT_MIN_MS
     key_now = current["device"]["key"]
     check_device(baseline, key_now)
     check_judge(baseline, current["device"].get("kind"), judge, current["device"].get("threads"))
@@ -409,7 +413,6 @@ def compare(
     elif max_extra_load is None:
         max_extra_load = float(current["device"].get("cores") or 1) + 1.0
     busier = None not in (base_load, now_load, max_extra_load) and now_load - base_load > max_extra_load
-    floor = max(min_ms, RELATIVE_MIN_MS) if judge == "relative" else min_ms
     checks = []
     for cid in [k for k in cur_cases if k in base_cases]:
         for s in stages:
@@ -418,7 +421,7 @@ def compare(
                 continue
             b = [round_stat(r, stat) for r in b_rounds]
             c = [round_stat(r, stat) for r in c_rounds]
-            if float(np.median(b)) < max(floor, 1e-9):
+            if float(np.median(b)) < max(min_ms, 1e-9):
                 continue
             b_obs, c_obs = b, c
             if reference:
@@ -435,12 +438,8 @@ def compare(
             )
     if not checks:
         raise UserError(
-            f"no stage of the shared cases reaches {floor:g} ms in the baseline on {stat}: nothing to judge "
-            + (
-                "(--judge relative judges no stage under 1 ms; bench larger frames)"
-                if floor > min_ms
-                else "(lower --min-ms, or bench larger frames)"
-            )
+            f"no stage of the shared cases reaches {min_ms:g} ms in the baseline on {stat}: nothing to judge "
+            "(lower --min-ms, or bench larger frames)"
         )
     return Comparison(
         key_now,
