@@ -102,7 +102,7 @@ def judged(out: Path, baseline: Path, args: list[str]) -> dict[str, str]:
 
     current = json.loads((out / "bench.json").read_text())
     base = json.loads(baseline.read_text())
-    tolerance, stat = parse_tolerance(opt("--tolerance", "10%")), opt("--stat", "p50")
+    tolerance, stat = parse_tolerance(opt("--tolerance", "10%")), opt("--stat", "") or None
 
     def verdict(judge: str) -> str:
         try:

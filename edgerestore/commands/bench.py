@@ -153,9 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     base.add_argument(
         "--stat",
-        default="p50",
+        default=None,
         choices=("mean", "p50", "p90", "p99", "max"),
-        help="each round's statistic; compare takes the median over rounds (default: p50)",
+        help="each round's statistic; compare takes the median over rounds (default: p50; mean for --judge cpu, "
+        "a round's CPU work per frame)",
     )
 
     pipe = parser.add_argument_group("camera pipeline")
