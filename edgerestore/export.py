@@ -9,7 +9,8 @@ Exporter choice (torch 2.13). The TorchScript exporter (`dynamo=False`) is used 
 
 * after onnxsim, its graphs and the `dynamo=True` exporter's hold the same operators (Conv, Relu, Add,
   Mul, Softmax, Slice, Concat, ConvTranspose…; 49 vs 45 nodes for a tiny branch, the difference being
-  three Slice constants), with BatchNorm folded into Conv and dynamic `height`/`width` in both;
+  three Slice constants; measured on the model's own operators, `blocked=False`), with BatchNorm folded
+  into Conv and dynamic `height`/`width` in both;
 * it exports a part in ~0.3 s where `dynamo=True` takes ~4 s (8 s for the first), so exporting a CMUDRN at
   several loop counts or the parity tests stay fast on two cores;
 * it needs no extra package (`dynamo=True` needs onnxscript) and its dynamic axes carry our names directly
@@ -20,6 +21,11 @@ TorchScript exporter cannot export as a Conv weight ("kernel of unknown shape").
 replaces each ShareSepConv in a copy of the model by the identical depthwise convolution with the kernel
 already expanded to the known channel count, so the graph holds a plain Conv and no Expand. `dynamo=True`
 stays available (`exporter="dynamo"`) as the exporter PyTorch maintains going forward.
+
+With `blocked` (the default) `fold_for_export` also swaps the branches and the gradient channel for their
+blocked forms and `export_module` names the spatial axes of intermediate tensors
+(`graphs.label_spatial_dims`): the same arithmetic in operators ONNX Runtime's CPU kernels keep in their
+NCHWc layout (`export_wrappers`' docstring; README, *Blocked export forms*).
 
 The wrapped parts are `edgerestore.export_wrappers`' modules. Imports torch inside the functions that need it
 (so this module imports without it); knows nothing of the runtime.
